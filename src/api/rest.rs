@@ -1,0 +1,513 @@
+//! REST/JSON handlers. Paths and bodies follow DESIGN.md; the OpenAPI
+//! document at `/v1/openapi.json` is generated from these handlers.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, OriginalUri, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use super::error::{ApiError, ErrorBody};
+use super::metrics::Metrics;
+use crate::acl::{path, Policy};
+use crate::secret::SecretString;
+use crate::service::types::*;
+use crate::service::{Node, ServiceError};
+
+#[derive(Clone)]
+struct AppState {
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body whose rejections use our error format. An empty body is read
+/// as `{}` so optional bodies can be left out.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError(ServiceError::TooLarge("request body is too large".into()))
+            } else {
+                ApiError(ServiceError::bad(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(Body)
+            .map_err(|e| ApiError(ServiceError::bad(format!("invalid JSON body: {e}"))))
+    }
+}
+
+/// The access token from `Authorization: Bearer …` or `X-KStash-Token`.
+fn token(headers: &HeaderMap) -> Option<SecretString> {
+    if let Some(v) = headers.get("x-kstash-token").and_then(|v| v.to_str().ok()) {
+        return Some(SecretString::new(v.trim().to_string()));
+    }
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
+    Some(SecretString::new(t.trim().to_string()))
+}
+
+/// The kv path of a request, taken from the raw URI so percent-encoded
+/// separators and dots are seen (and refused) before decoding.
+fn kv_path(uri: &axum::http::Uri) -> Result<String, ServiceError> {
+    let raw = uri.path();
+    let rest = raw.strip_prefix("/v1/kv").unwrap_or("");
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    Ok(path::decode_url_path(rest)?)
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The REST router.
+pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
+    let limit = node.settings().max_value_bytes * 2 + (64 << 10);
+    let state = AppState { node, metrics };
+    Router::new()
+        .route("/v1/sys/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/v1/sys/status", get(status))
+        .route("/v1/sys/init", post(init))
+        .route("/v1/sys/unseal", post(unseal))
+        .route("/v1/sys/seal", post(seal))
+        .route("/v1/sys/rotate", post(rotate))
+        .route("/v1/sys/rekey", post(rekey))
+        .route("/v1/sys/access-key/rotate", post(rotate_access_key))
+        .route("/v1/sys/gatekeeper-tokens", post(mint_gatekeeper_tokens))
+        .route(
+            "/v1/sys/gatekeeper-tokens/list",
+            post(list_gatekeeper_tokens),
+        )
+        .route(
+            "/v1/sys/gatekeeper-tokens/renew",
+            post(renew_gatekeeper_token),
+        )
+        .route(
+            "/v1/sys/gatekeeper-tokens/revoke",
+            post(revoke_gatekeeper_token),
+        )
+        .route("/v1/auth/access-key/login", post(login))
+        .route("/v1/auth/token/renew", post(renew_token))
+        .route("/v1/auth/token/revoke", post(revoke_token))
+        .route("/v1/auth/token/self", get(lookup_self))
+        .route("/v1/namespaces/{ns}/policies", get(list_policies))
+        .route(
+            "/v1/namespaces/{ns}/policies/{name}",
+            get(get_policy).put(put_policy).delete(delete_policy),
+        )
+        .route("/v1/kv", get(kv_get))
+        .route("/v1/kv/", get(kv_get))
+        .route(
+            "/v1/kv/{*path}",
+            get(kv_get).put(kv_put).post(kv_put).delete(kv_delete),
+        )
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(ServiceError::NotFound("no such route".into()))
+}
+
+async fn method_not_allowed() -> Response {
+    let body = ErrorBody {
+        error: super::error::ErrorDetail {
+            code: "method_not_allowed".into(),
+            message: "method not allowed on this route".into(),
+        },
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Health: 200 unsealed, 503 sealed, 501 not initialised; body = status.
+#[utoipa::path(get, path = "/v1/sys/health", tag = "sys",
+    responses((status = 200, body = Status), (status = 501, body = Status), (status = 503, body = Status)))]
+async fn health(State(s): State<AppState>) -> ApiResult<Response> {
+    let st = s.node.status()?;
+    let code = match (st.initialized, st.sealed) {
+        (false, _) => StatusCode::NOT_IMPLEMENTED,
+        (true, true) => StatusCode::SERVICE_UNAVAILABLE,
+        (true, false) => StatusCode::OK,
+    };
+    Ok((code, Json(st)).into_response())
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.node.status() {
+        Ok(st) if st.initialized && !st.sealed && st.leader => {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
+    }
+}
+
+/// Status: initialised, sealed, progress, peers. No authentication.
+#[utoipa::path(get, path = "/v1/sys/status", tag = "sys", responses((status = 200, body = Status)))]
+async fn status(State(s): State<AppState>) -> ApiResult<Json<Status>> {
+    Ok(Json(s.node.status()?))
+}
+
+/// Initialise: returns the unseal keys, access key and gatekeeper tokens once.
+#[utoipa::path(post, path = "/v1/sys/init", tag = "sys", request_body = InitRequest,
+    responses((status = 200, body = InitResponse), (status = 409, body = ErrorBody)))]
+async fn init(
+    State(s): State<AppState>,
+    Body(req): Body<InitRequest>,
+) -> ApiResult<Json<InitResponse>> {
+    Ok(Json(s.node.init(req).await?))
+}
+
+/// Unseal with one unseal key (progress kept) or one gatekeeper token.
+#[utoipa::path(post, path = "/v1/sys/unseal", tag = "sys", request_body = UnsealRequest,
+    responses((status = 200, body = UnsealResponse), (status = 400, body = ErrorBody)))]
+async fn unseal(
+    State(s): State<AppState>,
+    Body(req): Body<UnsealRequest>,
+) -> ApiResult<Json<UnsealResponse>> {
+    Ok(Json(s.node.unseal(req).await?))
+}
+
+/// Seal (gatekeeper token or unseal keys).
+#[utoipa::path(post, path = "/v1/sys/seal", tag = "sys", request_body = GatekeeperAuth,
+    responses((status = 200, body = SysResponse)))]
+async fn seal(
+    State(s): State<AppState>,
+    Body(req): Body<GatekeeperAuth>,
+) -> ApiResult<Json<SysResponse>> {
+    Ok(Json(s.node.seal(req).await?))
+}
+
+/// Rotate the encryption key: a new term for new writes.
+#[utoipa::path(post, path = "/v1/sys/rotate", tag = "sys", request_body = GatekeeperAuth,
+    responses((status = 200, body = SysResponse)))]
+async fn rotate(
+    State(s): State<AppState>,
+    Body(req): Body<GatekeeperAuth>,
+) -> ApiResult<Json<SysResponse>> {
+    Ok(Json(s.node.rotate(req).await?))
+}
+
+/// Rekey: new unseal keys from a threshold of current ones.
+#[utoipa::path(post, path = "/v1/sys/rekey", tag = "sys", request_body = RekeyRequest,
+    responses((status = 200, body = RekeyResponse)))]
+async fn rekey(
+    State(s): State<AppState>,
+    Body(req): Body<RekeyRequest>,
+) -> ApiResult<Json<RekeyResponse>> {
+    Ok(Json(s.node.rekey(req).await?))
+}
+
+/// Rotate the access key.
+#[utoipa::path(post, path = "/v1/sys/access-key/rotate", tag = "sys", request_body = GatekeeperAuth,
+    responses((status = 200, body = SysResponse)))]
+async fn rotate_access_key(
+    State(s): State<AppState>,
+    Body(req): Body<GatekeeperAuth>,
+) -> ApiResult<Json<SysResponse>> {
+    Ok(Json(s.node.rotate_access_key(req).await?))
+}
+
+/// Mint gatekeeper tokens with unseal keys.
+#[utoipa::path(post, path = "/v1/sys/gatekeeper-tokens", tag = "sys", request_body = MintGatekeeperTokensRequest,
+    responses((status = 200, body = MintGatekeeperTokensResponse)))]
+async fn mint_gatekeeper_tokens(
+    State(s): State<AppState>,
+    Body(req): Body<MintGatekeeperTokensRequest>,
+) -> ApiResult<Json<MintGatekeeperTokensResponse>> {
+    Ok(Json(s.node.mint_gatekeeper_tokens(req).await?))
+}
+
+/// Gatekeeper token ids and times.
+#[derive(Serialize, utoipa::ToSchema)]
+struct GatekeeperTokenList {
+    tokens: Vec<GatekeeperTokenInfo>,
+}
+
+/// List gatekeeper tokens (ids only) with unseal keys.
+#[utoipa::path(post, path = "/v1/sys/gatekeeper-tokens/list", tag = "sys", request_body = KeysRequest,
+    responses((status = 200, body = GatekeeperTokenList)))]
+async fn list_gatekeeper_tokens(
+    State(s): State<AppState>,
+    Body(req): Body<KeysRequest>,
+) -> ApiResult<Json<GatekeeperTokenList>> {
+    Ok(Json(GatekeeperTokenList {
+        tokens: s.node.list_gatekeeper_tokens(req).await?,
+    }))
+}
+
+/// `{"gatekeeper_token"}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct GatekeeperTokenBody {
+    #[schema(value_type = String)]
+    gatekeeper_token: SecretString,
+}
+
+/// Trade a gatekeeper token for its replacement.
+#[utoipa::path(post, path = "/v1/sys/gatekeeper-tokens/renew", tag = "sys", request_body = GatekeeperTokenBody,
+    responses((status = 200, body = SysResponse)))]
+async fn renew_gatekeeper_token(
+    State(s): State<AppState>,
+    Body(req): Body<GatekeeperTokenBody>,
+) -> ApiResult<Json<SysResponse>> {
+    Ok(Json(
+        s.node.renew_gatekeeper_token(req.gatekeeper_token).await?,
+    ))
+}
+
+/// Revoke a gatekeeper token (the token itself, or its id with unseal keys).
+#[utoipa::path(post, path = "/v1/sys/gatekeeper-tokens/revoke", tag = "sys", request_body = RevokeGatekeeperTokenRequest,
+    responses((status = 204)))]
+async fn revoke_gatekeeper_token(
+    State(s): State<AppState>,
+    Body(req): Body<RevokeGatekeeperTokenRequest>,
+) -> ApiResult<Response> {
+    s.node.revoke_gatekeeper_token(req).await?;
+    Ok(no_content())
+}
+
+/// Mint an access token with the access key.
+#[utoipa::path(post, path = "/v1/auth/access-key/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
+async fn login(
+    State(s): State<AppState>,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    Ok(Json(s.node.login(req).await?))
+}
+
+/// Renew the caller's token.
+#[utoipa::path(post, path = "/v1/auth/token/renew", tag = "auth", request_body = RenewRequest,
+    responses((status = 200, body = TokenInfo)))]
+async fn renew_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(req): Body<RenewRequest>,
+) -> ApiResult<Json<TokenInfo>> {
+    Ok(Json(
+        s.node.renew_token(token(&headers).as_ref(), req).await?,
+    ))
+}
+
+/// Revoke the caller's token (or the one in the body).
+#[utoipa::path(post, path = "/v1/auth/token/revoke", tag = "auth", request_body = RevokeRequest,
+    responses((status = 204)))]
+async fn revoke_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(req): Body<RevokeRequest>,
+) -> ApiResult<Response> {
+    s.node.revoke_token(token(&headers).as_ref(), req).await?;
+    Ok(no_content())
+}
+
+/// What the caller's token is.
+#[utoipa::path(get, path = "/v1/auth/token/self", tag = "auth", responses((status = 200, body = TokenInfo)))]
+async fn lookup_self(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Json<TokenInfo>> {
+    Ok(Json(s.node.lookup_token(token(&headers).as_ref())?))
+}
+
+/// A namespace's policies (admin only).
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/policies", tag = "policies", responses((status = 200, body = PolicyList)))]
+async fn list_policies(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+) -> ApiResult<Json<PolicyList>> {
+    Ok(Json(s.node.list_policies(token(&headers).as_ref(), &ns)?))
+}
+
+/// Read a policy (admin only).
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", responses((status = 200, body = PolicyResponse)))]
+async fn get_policy(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Json<PolicyResponse>> {
+    Ok(Json(s.node.get_policy(
+        token(&headers).as_ref(),
+        &ns,
+        &name,
+    )?))
+}
+
+/// Create or replace a policy (admin only).
+#[utoipa::path(put, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", request_body = Object,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn put_policy(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    Body(policy): Body<Policy>,
+) -> ApiResult<Response> {
+    s.node
+        .put_policy(token(&headers).as_ref(), &ns, &name, policy)
+        .await?;
+    Ok(no_content())
+}
+
+/// Delete a policy (admin only).
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", responses((status = 204)))]
+async fn delete_policy(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    s.node
+        .delete_policy(token(&headers).as_ref(), &ns, &name)
+        .await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    list: Option<String>,
+}
+
+/// Read a secret, or list one level under a prefix with `?list=true`.
+#[utoipa::path(get, path = "/v1/kv/{path}", tag = "kv",
+    params(("path" = String, Path, description = "secret path or list prefix"), ("list" = Option<bool>, Query, description = "list instead of read")),
+    responses((status = 200, body = SecretResponse), (status = 404, body = ErrorBody)))]
+async fn kv_get(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let path = kv_path(&uri)?;
+    let token = token(&headers);
+    match q.list.as_deref() {
+        Some("true") | Some("1") | Some("") => {
+            Ok(Json(s.node.list_secrets(token.as_ref(), &path)?).into_response())
+        }
+        None | Some("false") | Some("0") => {
+            Ok(Json(s.node.get_secret(token.as_ref(), &path)?).into_response())
+        }
+        Some(_) => Err(ServiceError::bad("list must be true or false").into()),
+    }
+}
+
+/// Write a secret.
+#[utoipa::path(put, path = "/v1/kv/{path}", tag = "kv", request_body = PutSecretRequest,
+    responses((status = 200, body = PutSecretResponse), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn kv_put(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Body(req): Body<PutSecretRequest>,
+) -> ApiResult<Json<PutSecretResponse>> {
+    let path = kv_path(&uri)?;
+    Ok(Json(
+        s.node
+            .put_secret(token(&headers).as_ref(), &path, req)
+            .await?,
+    ))
+}
+
+/// Delete a secret.
+#[utoipa::path(delete, path = "/v1/kv/{path}", tag = "kv", responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn kv_delete(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Response> {
+    let path = kv_path(&uri)?;
+    s.node
+        .delete_secret(token(&headers).as_ref(), &path)
+        .await?;
+    Ok(no_content())
+}
+
+/// Prometheus metrics.
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    if let Ok(st) = s.node.status() {
+        s.metrics.sealed.set(st.sealed as i64);
+        s.metrics.initialized.set(st.initialized as i64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kstash",
+        description = "Raft-replicated secrets store for Kubernetes"
+    ),
+    paths(
+        health,
+        status,
+        init,
+        unseal,
+        seal,
+        rotate,
+        rekey,
+        rotate_access_key,
+        mint_gatekeeper_tokens,
+        list_gatekeeper_tokens,
+        renew_gatekeeper_token,
+        revoke_gatekeeper_token,
+        login,
+        renew_token,
+        revoke_token,
+        lookup_self,
+        list_policies,
+        get_policy,
+        put_policy,
+        delete_policy,
+        kv_get,
+        kv_put,
+        kv_delete
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the REST API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi_document())
+}

@@ -1,0 +1,216 @@
+//! The storage layout: every key prefix and every stored record, in one place.
+//!
+//! Invariant: a stored record is `FORMAT_V1 | bincode(record)` decoded with a
+//! size limit; a record type only ever gains fields at the end under a new
+//! format byte, so a node can read what an older node wrote. Secret values are
+//! stored only as barrier ciphertext (`KvRecord::ciphertext`), tokens and the
+//! access key only as SHA-256 hashes, and key material only wrapped.
+
+use bincode::Options;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::StorageError;
+
+/// Format byte of every record written by this version.
+pub const FORMAT_V1: u8 = 1;
+
+/// Upper bound on a decoded record; a KV record is at most the configured
+/// value limit plus a small header, so 64 MiB only refuses garbage.
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// `InitRecord`: present once the store is initialised.
+pub const INIT: &[u8] = b"core/init";
+/// The root key wrapped under the gatekeeper key (never the gatekeeper key).
+pub const ROOT_KEY: &[u8] = b"core/root-key";
+/// The keychain wrapped under the root key (opaque barrier blob).
+pub const KEYCHAIN: &[u8] = b"core/keychain";
+/// `AccessKeyRecord`: the hash of the current access key.
+pub const ACCESS_KEY: &[u8] = b"core/access-key";
+/// Per-term count of barrier encryptions, `u64`, followed by a term number.
+pub const TERM_USAGE_PREFIX: &str = "core/term-usage/";
+/// `GatekeeperTokenRecord`s by hex id (hash of the token).
+pub const GATEKEEPER_TOKEN_PREFIX: &str = "gatekeeper/tokens/";
+/// `AccessTokenRecord`s by hex id (hash of the token).
+pub const ACCESS_TOKEN_PREFIX: &str = "auth/tokens/";
+/// Policies: `acl/<namespace>/<name>` → `acl::Policy`.
+pub const POLICY_PREFIX: &str = "acl/";
+/// Secrets: `kv/<namespace>/<path>` → `KvRecord`.
+pub const KV_PREFIX: &str = "kv/";
+
+/// Key of the usage counter of `term`.
+pub fn term_usage_key(term: u32) -> Vec<u8> {
+    format!("{TERM_USAGE_PREFIX}{term:010}").into_bytes()
+}
+
+/// Key of a gatekeeper token record.
+pub fn gatekeeper_token_key(id: &[u8; 32]) -> Vec<u8> {
+    format!("{GATEKEEPER_TOKEN_PREFIX}{}", hex::encode(id)).into_bytes()
+}
+
+/// Key of an access token record.
+pub fn access_token_key(id: &[u8; 32]) -> Vec<u8> {
+    format!("{ACCESS_TOKEN_PREFIX}{}", hex::encode(id)).into_bytes()
+}
+
+/// Key of a policy.
+pub fn policy_key(namespace: &str, name: &str) -> Vec<u8> {
+    format!("{POLICY_PREFIX}{namespace}/{name}").into_bytes()
+}
+
+/// Prefix of a namespace's policies.
+pub fn policy_prefix(namespace: &str) -> Vec<u8> {
+    format!("{POLICY_PREFIX}{namespace}/").into_bytes()
+}
+
+/// Key of a secret; also the barrier's AAD for its ciphertext.
+pub fn kv_key(namespace: &str, path: &str) -> Vec<u8> {
+    format!("{KV_PREFIX}{namespace}/{path}").into_bytes()
+}
+
+/// Prefix of a namespace's secrets under `prefix` (empty or ending in '/').
+pub fn kv_prefix(namespace: &str, prefix: &str) -> Vec<u8> {
+    format!("{KV_PREFIX}{namespace}/{prefix}").into_bytes()
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(MAX_RECORD_BYTES)
+        .reject_trailing_bytes()
+}
+
+/// Encode a record with its format byte.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_V1];
+    options()
+        .serialize_into(&mut out, record)
+        .expect("records serialise: no maps with non-string keys, under the size limit");
+    out
+}
+
+/// Decode a record written by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, body)) => options()
+            .deserialize(body)
+            .map_err(|e| StorageError::Corrupt(format!("undecodable record: {e}"))),
+        Some((v, _)) => Err(StorageError::Corrupt(format!("unknown record format {v}"))),
+        None => Err(StorageError::Corrupt("empty record".into())),
+    }
+}
+
+/// The store was initialised with these Shamir parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct InitRecord {
+    /// Number of unseal keys.
+    pub shares: u8,
+    /// Unseal keys needed to reconstruct the gatekeeper key.
+    pub threshold: u8,
+    /// When the store was initialised (leader time, ms since the epoch).
+    pub initialized_at_ms: u64,
+    /// When the unseal keys were last replaced (init or rekey).
+    pub rekeyed_at_ms: u64,
+}
+
+/// The hash of the current access key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    /// SHA-256 of the access key.
+    pub hash: [u8; 32],
+    /// When it was minted.
+    pub created_at_ms: u64,
+}
+
+/// A gatekeeper token: the gatekeeper key wrapped under a key derived from
+/// the token. Record alone or token alone: useless.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct GatekeeperTokenRecord {
+    /// SHA-256 of the token.
+    pub id: [u8; 32],
+    /// The gatekeeper key sealed under HKDF(token).
+    pub wrapped_key: Vec<u8>,
+    /// When it was minted.
+    pub created_at_ms: u64,
+    /// Set once the token has been used.
+    pub used: Option<GatekeeperTokenUse>,
+}
+
+impl std::fmt::Debug for GatekeeperTokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatekeeperTokenRecord")
+            .field("id", &hex::encode(&self.id[..6]))
+            .field("created_at_ms", &self.created_at_ms)
+            .field("used", &self.used.as_ref().map(|u| u.at_ms))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a used gatekeeper token may still be presented during its grace window.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct GatekeeperTokenUse {
+    /// When it was first used.
+    pub at_ms: u64,
+    /// Until when the same token still works.
+    pub grace_until_ms: u64,
+    /// The replacement token sealed under HKDF(this token), so a repeated use
+    /// inside the grace window hands out the same replacement.
+    pub replacement_wrapped: Vec<u8>,
+}
+
+/// An access token's state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AccessTokenRecord {
+    /// The one namespace it is locked to.
+    pub namespace: String,
+    /// Policy names (may include the built-in `admin`).
+    pub policies: Vec<String>,
+    /// When it was minted.
+    pub created_at_ms: u64,
+    /// When it stops working.
+    pub expires_at_ms: u64,
+    /// The TTL it was minted with; a renewal extends by this much.
+    pub ttl_ms: u64,
+    /// It can never be renewed past this instant.
+    pub max_expires_at_ms: u64,
+}
+
+/// A stored secret: barrier ciphertext plus the metadata apply needs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct KvRecord {
+    /// 1 for a new key, +1 on every write.
+    pub version: u64,
+    /// `version | term | nonce | ciphertext+tag`, AAD = the storage key.
+    pub ciphertext: Vec<u8>,
+    /// When version 1 was written.
+    pub created_at_ms: u64,
+    /// When this version was written.
+    pub updated_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_with_their_format_byte() {
+        let r = KvRecord {
+            version: 3,
+            ciphertext: vec![1, 2, 3],
+            created_at_ms: 1,
+            updated_at_ms: 2,
+        };
+        let bytes = encode(&r);
+        assert_eq!(bytes[0], FORMAT_V1);
+        assert_eq!(decode::<KvRecord>(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_formats_and_garbage_are_refused() {
+        assert!(decode::<KvRecord>(&[]).is_err());
+        assert!(decode::<KvRecord>(&[9, 1, 2]).is_err());
+        assert!(decode::<KvRecord>(&[FORMAT_V1, 0xff, 0xff, 0xff]).is_err());
+        let mut bytes = encode(&7u64);
+        bytes.push(0);
+        assert!(decode::<u64>(&bytes).is_err(), "trailing bytes are refused");
+    }
+}

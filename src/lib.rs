@@ -1,0 +1,18 @@
+//! kstash: a Raft-replicated secrets store for Kubernetes.
+//!
+//! Dependencies point one way (see ARCHITECTURE.md):
+//! `api → service (guard) → {auth, acl} → barrier → raft → storage`.
+
+pub mod acl;
+pub mod api;
+pub mod barrier;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod gatekeeper;
+pub mod keyspace;
+pub mod raft;
+pub mod secret;
+pub mod server;
+pub mod service;
+pub mod storage;

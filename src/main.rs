@@ -1,0 +1,5 @@
+//! The `kstash` binary: server and CLI.
+
+fn main() -> std::process::ExitCode {
+    kstash::cli::main()
+}

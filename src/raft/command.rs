@@ -1,0 +1,194 @@
+//! Replicated commands: every mutation of kstash is one of these, applied by
+//! the state machine in log order, also on a single node.
+//!
+//! Invariant: a command carries everything apply needs that is random or
+//! secret-derived (ids, nonces, ciphertext, wrapped keys), so apply is a
+//! deterministic function of the log. `Display` never prints secret bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::acl::Policy;
+
+/// A log entry: the leader's clock reading and one command.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Entry {
+    /// Milliseconds since the Unix epoch, stamped by the leader; apply uses
+    /// this and never reads the clock.
+    pub time_ms: u64,
+    /// What to do.
+    pub command: Command,
+}
+
+/// A gatekeeper token to store: its id (hash) and the gatekeeper key wrapped
+/// under a key derived from the token.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct NewGatekeeperToken {
+    /// SHA-256 of the token.
+    pub id: [u8; 32],
+    /// The gatekeeper key sealed under HKDF(token).
+    pub wrapped_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for NewGatekeeperToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GatekeeperToken({})", short(&self.id))
+    }
+}
+
+/// The first hex digits of an id, for logs.
+pub fn short(id: &[u8; 32]) -> String {
+    hex::encode(&id[..6])
+}
+
+/// Every replicated mutation.
+#[derive(Serialize, Deserialize, Clone)]
+pub enum Command {
+    /// First initialisation: Shamir parameters, the wrapped root key, the
+    /// wrapped keychain, the access key's hash and the first gatekeeper tokens.
+    Init {
+        shares: u8,
+        threshold: u8,
+        wrapped_root: Vec<u8>,
+        keychain: Vec<u8>,
+        access_key_hash: [u8; 32],
+        gatekeeper_tokens: Vec<NewGatekeeperToken>,
+    },
+    /// A new keychain (one more term) wrapped under the same root key.
+    RotateKeychain { term: u32, keychain: Vec<u8> },
+    /// New unseal keys: a new gatekeeper key wraps a new root key, which
+    /// re-wraps the keychain; every gatekeeper token is revoked and replaced
+    /// by `gatekeeper_tokens`.
+    Rekey {
+        shares: u8,
+        threshold: u8,
+        wrapped_root: Vec<u8>,
+        keychain: Vec<u8>,
+        gatekeeper_tokens: Vec<NewGatekeeperToken>,
+    },
+    /// Store new gatekeeper tokens.
+    MintGatekeeperTokens { tokens: Vec<NewGatekeeperToken> },
+    /// Record the use of a gatekeeper token and store its replacement.
+    UseGatekeeperToken {
+        id: [u8; 32],
+        grace_ms: u64,
+        replacement_wrapped: Vec<u8>,
+        replacement: NewGatekeeperToken,
+    },
+    /// Delete a gatekeeper token.
+    RevokeGatekeeperToken { id: [u8; 32] },
+    /// Replace the access key's hash.
+    RotateAccessKey { hash: [u8; 32] },
+    /// Store a new access token.
+    CreateAccessToken {
+        id: [u8; 32],
+        namespace: String,
+        policies: Vec<String>,
+        ttl_ms: u64,
+        max_ttl_ms: u64,
+    },
+    /// Extend an access token by `ttl_ms` from the entry time (capped at its
+    /// maximum lifetime).
+    RenewAccessToken { id: [u8; 32], ttl_ms: u64 },
+    /// Delete an access token.
+    RevokeAccessToken { id: [u8; 32] },
+    /// Create or replace a policy, on behalf of `token`.
+    PutPolicy {
+        token: [u8; 32],
+        namespace: String,
+        name: String,
+        policy: Policy,
+    },
+    /// Delete a policy, on behalf of `token`.
+    DeletePolicy {
+        token: [u8; 32],
+        namespace: String,
+        name: String,
+    },
+    /// Write a secret's ciphertext, on behalf of `token`. `cas`: the version
+    /// the caller expects (0 = must not exist).
+    PutSecret {
+        token: [u8; 32],
+        namespace: String,
+        path: String,
+        cas: Option<u64>,
+        term: u32,
+        ciphertext: Vec<u8>,
+    },
+    /// Delete a secret, on behalf of `token`.
+    DeleteSecret {
+        token: [u8; 32],
+        namespace: String,
+        path: String,
+    },
+    /// Remove expired access tokens and gatekeeper tokens past their grace
+    /// window, as of the entry time.
+    Sweep,
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Init {
+                shares, threshold, ..
+            } => write!(f, "Init({threshold} of {shares})"),
+            Command::RotateKeychain { term, .. } => write!(f, "RotateKeychain(term {term})"),
+            Command::Rekey {
+                shares, threshold, ..
+            } => write!(f, "Rekey({threshold} of {shares})"),
+            Command::MintGatekeeperTokens { tokens } => {
+                write!(f, "MintGatekeeperTokens({})", tokens.len())
+            }
+            Command::UseGatekeeperToken { id, .. } => {
+                write!(f, "UseGatekeeperToken({})", short(id))
+            }
+            Command::RevokeGatekeeperToken { id } => {
+                write!(f, "RevokeGatekeeperToken({})", short(id))
+            }
+            Command::RotateAccessKey { .. } => write!(f, "RotateAccessKey"),
+            Command::CreateAccessToken { id, namespace, .. } => {
+                write!(f, "CreateAccessToken({}, ns {namespace})", short(id))
+            }
+            Command::RenewAccessToken { id, .. } => write!(f, "RenewAccessToken({})", short(id)),
+            Command::RevokeAccessToken { id } => write!(f, "RevokeAccessToken({})", short(id)),
+            Command::PutPolicy {
+                namespace, name, ..
+            } => write!(f, "PutPolicy({namespace}/{name})"),
+            Command::DeletePolicy {
+                namespace, name, ..
+            } => write!(f, "DeletePolicy({namespace}/{name})"),
+            Command::PutSecret {
+                namespace,
+                path,
+                term,
+                ..
+            } => {
+                write!(f, "PutSecret({namespace}/{path}, term {term})")
+            }
+            Command::DeleteSecret {
+                namespace, path, ..
+            } => write!(f, "DeleteSecret({namespace}/{path})"),
+            Command::Sweep => write!(f, "Sweep"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// What a successfully applied command produced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing to report.
+    Done,
+    /// The new version of a written secret.
+    Version(u64),
+    /// The new expiry of a renewed token (ms since the epoch).
+    ExpiresAt(u64),
+    /// Whether a delete found something to delete.
+    Deleted(bool),
+    /// How many records a sweep removed, and whether more remain.
+    Swept { removed: usize, more: bool },
+}

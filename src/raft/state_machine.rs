@@ -1,0 +1,564 @@
+//! The state machine: applies log entries to a storage backend.
+//!
+//! Invariant: `apply` is a deterministic function of (stored state, entry):
+//! time comes from the entry, never the clock; nothing random; a rejected
+//! command changes nothing; each command is one atomic backend batch.
+//! Authorization is checked again here against the token state at the entry's
+//! time, so a write never applies under a token revoked or expired before it.
+//! Architecture invariant: this file never imports the barrier; it moves
+//! ciphertext it cannot read.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use super::command::{Applied, Command, Entry, NewGatekeeperToken};
+use crate::acl::{self, Acl, Capability, Policy};
+use crate::keyspace::{self, *};
+use crate::storage::{Backend, BatchOp, StorageError};
+
+/// Most gatekeeper tokens that may exist at once (keeps a rekey's batch small).
+pub const MAX_GATEKEEPER_TOKENS: usize = 64;
+/// Most records one sweep removes (keeps every batch under etcd's txn limit).
+pub const SWEEP_BATCH: usize = 100;
+
+/// Why a command was rejected. Every replica rejects the same commands.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    /// `Init` on an initialised store.
+    #[error("kstash is already initialized")]
+    AlreadyInitialized,
+    /// Anything but `Init` on an uninitialised store.
+    #[error("kstash is not initialized")]
+    NotInitialized,
+    /// The access token behind the command is unknown or expired.
+    #[error("access token is invalid or expired")]
+    TokenInvalid,
+    /// The token's policies do not allow this.
+    #[error("permission denied: {0}")]
+    Forbidden(String),
+    /// Check-and-set found another version.
+    #[error("check-and-set failed: expected version {expected}, found {actual}")]
+    CasMismatch {
+        /// What the caller expected.
+        expected: u64,
+        /// What is stored (0 = absent).
+        actual: u64,
+    },
+    /// The target does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The gatekeeper token was already used or revoked.
+    #[error("gatekeeper token is invalid or already used")]
+    GatekeeperTokenInvalid,
+    /// Too many gatekeeper tokens would exist.
+    #[error("at most {MAX_GATEKEEPER_TOKENS} gatekeeper tokens may exist at once")]
+    TooManyGatekeeperTokens,
+    /// The backend failed; not a deterministic rejection.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The state machine over one backend.
+#[derive(Clone)]
+pub struct StateMachine {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateMachine({})", self.backend.name())
+    }
+}
+
+fn put<T: serde::Serialize>(key: Vec<u8>, record: &T) -> BatchOp {
+    BatchOp::Put {
+        key,
+        value: keyspace::encode(record),
+    }
+}
+
+fn put_gatekeeper_token(t: &NewGatekeeperToken, now: u64) -> BatchOp {
+    put(
+        gatekeeper_token_key(&t.id),
+        &GatekeeperTokenRecord {
+            id: t.id,
+            wrapped_key: t.wrapped_key.clone(),
+            created_at_ms: now,
+            used: None,
+        },
+    )
+}
+
+impl StateMachine {
+    /// A state machine writing to `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        StateMachine { backend }
+    }
+
+    /// The backend (reads go straight to it).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        self.backend
+            .get(key)?
+            .map(|b| keyspace::decode(&b))
+            .transpose()
+    }
+
+    /// The init record, once initialised.
+    pub fn init_record(&self) -> Result<Option<InitRecord>, StorageError> {
+        self.get(INIT)
+    }
+
+    /// The root key wrapped under the gatekeeper key.
+    pub fn wrapped_root(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.backend.get(ROOT_KEY)
+    }
+
+    /// The keychain wrapped under the root key.
+    pub fn keychain(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.backend.get(KEYCHAIN)
+    }
+
+    /// How many encryptions term `term` has been used for.
+    pub fn term_usage(&self, term: u32) -> Result<u64, StorageError> {
+        Ok(self.get::<u64>(&term_usage_key(term))?.unwrap_or(0))
+    }
+
+    /// The access key's record.
+    pub fn access_key(&self) -> Result<Option<AccessKeyRecord>, StorageError> {
+        self.get(ACCESS_KEY)
+    }
+
+    /// A gatekeeper token by id.
+    pub fn gatekeeper_token(
+        &self,
+        id: &[u8; 32],
+    ) -> Result<Option<GatekeeperTokenRecord>, StorageError> {
+        self.get(&gatekeeper_token_key(id))
+    }
+
+    /// Every gatekeeper token.
+    pub fn gatekeeper_tokens(&self) -> Result<Vec<GatekeeperTokenRecord>, StorageError> {
+        self.backend
+            .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
+            .iter()
+            .map(|(_, v)| keyspace::decode(v))
+            .collect()
+    }
+
+    /// An access token by id.
+    pub fn access_token(&self, id: &[u8; 32]) -> Result<Option<AccessTokenRecord>, StorageError> {
+        self.get(&access_token_key(id))
+    }
+
+    /// A stored policy (never the built-in `admin`).
+    pub fn policy(&self, namespace: &str, name: &str) -> Result<Option<Policy>, StorageError> {
+        self.get(&policy_key(namespace, name))
+    }
+
+    /// Names of a namespace's stored policies.
+    pub fn policy_names(&self, namespace: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = policy_prefix(namespace);
+        Ok(self
+            .backend
+            .scan_prefix(&prefix, None)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    /// The ACL of a token: its policies as stored now.
+    pub fn acl_for(&self, record: &AccessTokenRecord) -> Result<Acl, StorageError> {
+        let admin = record.policies.iter().any(|p| p == acl::ADMIN_POLICY);
+        let mut policies = Vec::new();
+        for name in &record.policies {
+            if !acl::is_builtin(name) {
+                if let Some(p) = self.policy(&record.namespace, name)? {
+                    policies.push(p);
+                }
+            }
+        }
+        Ok(Acl::new(admin, policies.iter()))
+    }
+
+    /// A secret's record.
+    pub fn secret(&self, namespace: &str, path: &str) -> Result<Option<KvRecord>, StorageError> {
+        self.get(&kv_key(namespace, path))
+    }
+
+    /// Paths under `prefix` (empty or ending in '/') in a namespace, relative
+    /// to the namespace, at most `limit`.
+    pub fn secret_paths(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>, StorageError> {
+        let ns_prefix = kv_prefix(namespace, "");
+        Ok(self
+            .backend
+            .scan_prefix(&kv_prefix(namespace, prefix), limit)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[ns_prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    /// Check, as of `now`, that `token` is live, locked to `namespace`, and
+    /// that its ACL passes `check`.
+    fn authorize(
+        &self,
+        token: &[u8; 32],
+        namespace: &str,
+        now: u64,
+        what: &str,
+        check: impl FnOnce(&Acl) -> bool,
+    ) -> Result<(), ApplyError> {
+        let record = self.access_token(token)?.ok_or(ApplyError::TokenInvalid)?;
+        if record.expires_at_ms <= now {
+            return Err(ApplyError::TokenInvalid);
+        }
+        if record.namespace != namespace {
+            return Err(ApplyError::Forbidden(format!(
+                "token is not valid for namespace {namespace}"
+            )));
+        }
+        let acl = self.acl_for(&record)?;
+        if check(&acl) {
+            Ok(())
+        } else {
+            Err(ApplyError::Forbidden(what.to_string()))
+        }
+    }
+
+    /// Apply one entry: validate it against the stored state, then write one
+    /// atomic batch. A rejection writes nothing.
+    pub fn apply(&self, entry: &Entry) -> Result<Applied, ApplyError> {
+        let now = entry.time_ms;
+        let initialized = self.backend.get(INIT)?.is_some();
+        match (&entry.command, initialized) {
+            (Command::Init { .. }, true) => return Err(ApplyError::AlreadyInitialized),
+            (Command::Init { .. }, false) => {}
+            (_, false) => return Err(ApplyError::NotInitialized),
+            _ => {}
+        }
+        let mut batch = Vec::new();
+        let applied = match &entry.command {
+            Command::Init {
+                shares,
+                threshold,
+                wrapped_root,
+                keychain,
+                access_key_hash,
+                gatekeeper_tokens,
+            } => {
+                batch.push(put(
+                    INIT.to_vec(),
+                    &InitRecord {
+                        shares: *shares,
+                        threshold: *threshold,
+                        initialized_at_ms: now,
+                        rekeyed_at_ms: now,
+                    },
+                ));
+                batch.push(BatchOp::Put {
+                    key: ROOT_KEY.to_vec(),
+                    value: wrapped_root.clone(),
+                });
+                batch.push(BatchOp::Put {
+                    key: KEYCHAIN.to_vec(),
+                    value: keychain.clone(),
+                });
+                batch.push(put(
+                    ACCESS_KEY.to_vec(),
+                    &AccessKeyRecord {
+                        hash: *access_key_hash,
+                        created_at_ms: now,
+                    },
+                ));
+                if gatekeeper_tokens.len() > MAX_GATEKEEPER_TOKENS {
+                    return Err(ApplyError::TooManyGatekeeperTokens);
+                }
+                batch.extend(
+                    gatekeeper_tokens
+                        .iter()
+                        .map(|t| put_gatekeeper_token(t, now)),
+                );
+                Applied::Done
+            }
+            Command::RotateKeychain { keychain, .. } => {
+                batch.push(BatchOp::Put {
+                    key: KEYCHAIN.to_vec(),
+                    value: keychain.clone(),
+                });
+                Applied::Done
+            }
+            Command::Rekey {
+                shares,
+                threshold,
+                wrapped_root,
+                keychain,
+                gatekeeper_tokens,
+            } => {
+                let old: InitRecord = self.get(INIT)?.ok_or(ApplyError::NotInitialized)?;
+                if gatekeeper_tokens.len() > MAX_GATEKEEPER_TOKENS {
+                    return Err(ApplyError::TooManyGatekeeperTokens);
+                }
+                batch.push(put(
+                    INIT.to_vec(),
+                    &InitRecord {
+                        shares: *shares,
+                        threshold: *threshold,
+                        rekeyed_at_ms: now,
+                        ..old
+                    },
+                ));
+                batch.push(BatchOp::Put {
+                    key: ROOT_KEY.to_vec(),
+                    value: wrapped_root.clone(),
+                });
+                batch.push(BatchOp::Put {
+                    key: KEYCHAIN.to_vec(),
+                    value: keychain.clone(),
+                });
+                for (key, _) in self
+                    .backend
+                    .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
+                {
+                    batch.push(BatchOp::Delete { key });
+                }
+                batch.extend(
+                    gatekeeper_tokens
+                        .iter()
+                        .map(|t| put_gatekeeper_token(t, now)),
+                );
+                Applied::Done
+            }
+            Command::MintGatekeeperTokens { tokens } => {
+                let existing = self
+                    .backend
+                    .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
+                    .len();
+                if existing + tokens.len() > MAX_GATEKEEPER_TOKENS {
+                    return Err(ApplyError::TooManyGatekeeperTokens);
+                }
+                batch.extend(tokens.iter().map(|t| put_gatekeeper_token(t, now)));
+                Applied::Done
+            }
+            Command::UseGatekeeperToken {
+                id,
+                grace_ms,
+                replacement_wrapped,
+                replacement,
+            } => {
+                let mut record = self
+                    .gatekeeper_token(id)?
+                    .ok_or(ApplyError::GatekeeperTokenInvalid)?;
+                if record.used.is_some() {
+                    return Err(ApplyError::GatekeeperTokenInvalid);
+                }
+                record.used = Some(GatekeeperTokenUse {
+                    at_ms: now,
+                    grace_until_ms: now.saturating_add(*grace_ms),
+                    replacement_wrapped: replacement_wrapped.clone(),
+                });
+                batch.push(put(gatekeeper_token_key(id), &record));
+                batch.push(put_gatekeeper_token(replacement, now));
+                Applied::Done
+            }
+            Command::RevokeGatekeeperToken { id } => {
+                let key = gatekeeper_token_key(id);
+                let found = self.backend.get(&key)?.is_some();
+                batch.push(BatchOp::Delete { key });
+                Applied::Deleted(found)
+            }
+            Command::RotateAccessKey { hash } => {
+                batch.push(put(
+                    ACCESS_KEY.to_vec(),
+                    &AccessKeyRecord {
+                        hash: *hash,
+                        created_at_ms: now,
+                    },
+                ));
+                Applied::Done
+            }
+            Command::CreateAccessToken {
+                id,
+                namespace,
+                policies,
+                ttl_ms,
+                max_ttl_ms,
+            } => {
+                batch.push(put(
+                    access_token_key(id),
+                    &AccessTokenRecord {
+                        namespace: namespace.clone(),
+                        policies: policies.clone(),
+                        created_at_ms: now,
+                        expires_at_ms: now.saturating_add(*ttl_ms),
+                        ttl_ms: *ttl_ms,
+                        max_expires_at_ms: now.saturating_add(*max_ttl_ms),
+                    },
+                ));
+                Applied::Done
+            }
+            Command::RenewAccessToken { id, ttl_ms } => {
+                let mut record = self.access_token(id)?.ok_or(ApplyError::TokenInvalid)?;
+                if record.expires_at_ms <= now {
+                    return Err(ApplyError::TokenInvalid);
+                }
+                record.expires_at_ms = now
+                    .saturating_add(*ttl_ms)
+                    .min(record.max_expires_at_ms)
+                    .max(record.expires_at_ms);
+                let expires = record.expires_at_ms;
+                batch.push(put(access_token_key(id), &record));
+                Applied::ExpiresAt(expires)
+            }
+            Command::RevokeAccessToken { id } => {
+                let key = access_token_key(id);
+                let found = self.backend.get(&key)?.is_some();
+                batch.push(BatchOp::Delete { key });
+                Applied::Deleted(found)
+            }
+            Command::PutPolicy {
+                token,
+                namespace,
+                name,
+                policy,
+            } => {
+                self.authorize(
+                    token,
+                    namespace,
+                    now,
+                    "managing policies needs the admin policy",
+                    |acl| acl.is_admin(),
+                )?;
+                batch.push(put(policy_key(namespace, name), policy));
+                Applied::Done
+            }
+            Command::DeletePolicy {
+                token,
+                namespace,
+                name,
+            } => {
+                self.authorize(
+                    token,
+                    namespace,
+                    now,
+                    "managing policies needs the admin policy",
+                    |acl| acl.is_admin(),
+                )?;
+                let key = policy_key(namespace, name);
+                if self.backend.get(&key)?.is_none() {
+                    return Err(ApplyError::NotFound);
+                }
+                batch.push(BatchOp::Delete { key });
+                Applied::Deleted(true)
+            }
+            Command::PutSecret {
+                token,
+                namespace,
+                path,
+                cas,
+                term,
+                ciphertext,
+            } => {
+                let current = self.secret(namespace, path)?;
+                let (cap, what) = match current {
+                    Some(_) => (
+                        Capability::Update,
+                        format!("update of {path} is not allowed"),
+                    ),
+                    None => (
+                        Capability::Create,
+                        format!("create of {path} is not allowed"),
+                    ),
+                };
+                self.authorize(token, namespace, now, &what, |acl| acl.allows(path, cap))?;
+                let actual = current.as_ref().map_or(0, |r| r.version);
+                if let Some(expected) = cas {
+                    if *expected != actual {
+                        return Err(ApplyError::CasMismatch {
+                            expected: *expected,
+                            actual,
+                        });
+                    }
+                }
+                let record = KvRecord {
+                    version: actual + 1,
+                    ciphertext: ciphertext.clone(),
+                    created_at_ms: current.as_ref().map_or(now, |r| r.created_at_ms),
+                    updated_at_ms: now,
+                };
+                let usage = self.term_usage(*term)?;
+                batch.push(put(kv_key(namespace, path), &record));
+                batch.push(put(term_usage_key(*term), &(usage + 1)));
+                Applied::Version(record.version)
+            }
+            Command::DeleteSecret {
+                token,
+                namespace,
+                path,
+            } => {
+                self.authorize(
+                    token,
+                    namespace,
+                    now,
+                    &format!("delete of {path} is not allowed"),
+                    |acl| acl.allows(path, Capability::Delete),
+                )?;
+                let key = kv_key(namespace, path);
+                if self.backend.get(&key)?.is_none() {
+                    return Err(ApplyError::NotFound);
+                }
+                batch.push(BatchOp::Delete { key });
+                Applied::Deleted(true)
+            }
+            Command::Sweep => {
+                let mut more = false;
+                for (key, value) in self
+                    .backend
+                    .scan_prefix(ACCESS_TOKEN_PREFIX.as_bytes(), None)?
+                {
+                    let record: AccessTokenRecord = keyspace::decode(&value)?;
+                    if record.expires_at_ms <= now {
+                        if batch.len() == SWEEP_BATCH {
+                            more = true;
+                            break;
+                        }
+                        batch.push(BatchOp::Delete { key });
+                    }
+                }
+                for (key, value) in self
+                    .backend
+                    .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
+                {
+                    let record: GatekeeperTokenRecord = keyspace::decode(&value)?;
+                    if record
+                        .used
+                        .as_ref()
+                        .is_some_and(|u| u.grace_until_ms <= now)
+                    {
+                        if batch.len() == SWEEP_BATCH {
+                            more = true;
+                            break;
+                        }
+                        batch.push(BatchOp::Delete { key });
+                    }
+                }
+                Applied::Swept {
+                    removed: batch.len(),
+                    more,
+                }
+            }
+        };
+        if !batch.is_empty() {
+            self.backend.apply(batch)?;
+        }
+        Ok(applied)
+    }
+}

@@ -1,0 +1,393 @@
+//! Requests and responses of the service layer. REST uses them as JSON bodies
+//! directly; gRPC converts to and from its messages.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::acl::Policy;
+use crate::secret::SecretString;
+
+/// `POST /v1/sys/init`.
+#[derive(Deserialize, Debug, Clone, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitRequest {
+    /// Number of unseal keys to make (1..=255).
+    pub shares: u32,
+    /// Unseal keys needed to unseal (2..=shares; 1 only when shares is 1).
+    pub threshold: u32,
+    /// Gatekeeper tokens to mint at once (default 1, at most 16).
+    #[serde(default = "one")]
+    pub gatekeeper_tokens: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The result of init: every secret it creates, shown exactly once.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct InitResponse {
+    /// Shamir shares of the gatekeeper key.
+    #[schema(value_type = Vec<String>)]
+    pub unseal_keys: Vec<SecretString>,
+    /// The access key: mints access tokens.
+    #[schema(value_type = String)]
+    pub access_key: SecretString,
+    /// Single-use gatekeeper tokens for seal/unseal/rotate.
+    #[schema(value_type = Vec<String>)]
+    pub gatekeeper_tokens: Vec<SecretString>,
+}
+
+/// `GET /v1/sys/status`: what anyone may know, sealed or not.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct Status {
+    /// Whether init has run.
+    pub initialized: bool,
+    /// Whether the barrier is sealed.
+    pub sealed: bool,
+    /// Unseal keys needed (0 before init).
+    pub threshold: u32,
+    /// Unseal keys made (0 before init).
+    pub shares: u32,
+    /// Unseal keys given so far towards the threshold.
+    pub progress: u32,
+    /// Storage backend name.
+    pub storage: String,
+    /// kstash version.
+    pub version: String,
+    /// This node's id.
+    pub node_id: u64,
+    /// Whether this node is the leader.
+    pub leader: bool,
+    /// Active encryption key term (only while unsealed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_term: Option<u32>,
+    /// Every node of the cluster.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One node as seen in status.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct PeerStatus {
+    /// Node id.
+    pub id: u64,
+    /// Client address.
+    pub address: String,
+    /// Whether its barrier is sealed.
+    pub sealed: bool,
+    /// Whether it leads.
+    pub leader: bool,
+}
+
+/// `POST /v1/sys/unseal`: exactly one of `key`, `gatekeeper_token`, `reset`.
+#[derive(Deserialize, Debug, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealRequest {
+    /// One unseal key (progress is kept across calls).
+    #[schema(value_type = Option<String>)]
+    pub key: Option<SecretString>,
+    /// A gatekeeper token (unseals in one call; returns its replacement).
+    #[schema(value_type = Option<String>)]
+    pub gatekeeper_token: Option<SecretString>,
+    /// Forget the keys given so far.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// Status plus, after a gatekeeper-token operation, the token's replacement.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct UnsealResponse {
+    /// Status after the call.
+    #[serde(flatten)]
+    pub status: Status,
+    /// The replacement for the gatekeeper token that was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub gatekeeper_token: Option<SecretString>,
+}
+
+/// Proof of the gatekeeper key for sys operations: a gatekeeper token, or a
+/// threshold of unseal keys in one request.
+#[derive(Deserialize, Debug, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatekeeperAuth {
+    /// A gatekeeper token (consumed; the response carries its replacement).
+    #[schema(value_type = Option<String>)]
+    pub gatekeeper_token: Option<SecretString>,
+    /// At least `threshold` unseal keys.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub keys: Vec<SecretString>,
+}
+
+/// Response of sys operations authorised by [`GatekeeperAuth`].
+#[derive(Serialize, Debug, Default, ToSchema)]
+pub struct SysResponse {
+    /// The replacement for the gatekeeper token that was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub gatekeeper_token: Option<SecretString>,
+    /// New active key term (rotate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_term: Option<u32>,
+    /// New access key (access-key rotate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub access_key: Option<SecretString>,
+}
+
+/// `POST /v1/sys/gatekeeper-tokens`: mint tokens with unseal keys.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MintGatekeeperTokensRequest {
+    /// At least `threshold` unseal keys.
+    #[schema(value_type = Vec<String>)]
+    pub keys: Vec<SecretString>,
+    /// How many tokens (default 1, at most 16).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+/// A gatekeeper token as listed: its id, never the token.
+#[derive(Serialize, Debug, Clone, ToSchema)]
+pub struct GatekeeperTokenInfo {
+    /// Hex id (SHA-256 of the token).
+    pub id: String,
+    /// When it was minted (RFC 3339).
+    pub created_at: String,
+    /// When it was used, if it was (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<String>,
+    /// Until when a used token still works (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_until: Option<String>,
+}
+
+/// Newly minted gatekeeper tokens.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct MintGatekeeperTokensResponse {
+    /// The tokens, shown once.
+    #[schema(value_type = Vec<String>)]
+    pub gatekeeper_tokens: Vec<SecretString>,
+    /// Their ids, for revocation.
+    pub ids: Vec<String>,
+}
+
+/// `POST /v1/sys/gatekeeper-tokens/list`.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeysRequest {
+    /// At least `threshold` unseal keys.
+    #[schema(value_type = Vec<String>)]
+    pub keys: Vec<SecretString>,
+}
+
+/// `POST /v1/sys/gatekeeper-tokens/revoke`: the token itself, or an id with
+/// unseal keys.
+#[derive(Deserialize, Debug, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeGatekeeperTokenRequest {
+    /// The token to revoke (possession is authority).
+    #[schema(value_type = Option<String>)]
+    pub gatekeeper_token: Option<SecretString>,
+    /// Hex id of the token to revoke (needs `keys`).
+    pub id: Option<String>,
+    /// Unseal keys, with `id`.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub keys: Vec<SecretString>,
+}
+
+/// `POST /v1/sys/rekey`.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyRequest {
+    /// At least `threshold` current unseal keys.
+    #[schema(value_type = Vec<String>)]
+    pub keys: Vec<SecretString>,
+    /// New number of unseal keys.
+    pub shares: u32,
+    /// New threshold.
+    pub threshold: u32,
+    /// Gatekeeper tokens to mint for the new gatekeeper key (default 1).
+    #[serde(default = "one")]
+    pub gatekeeper_tokens: u32,
+}
+
+/// The result of a rekey: new unseal keys and gatekeeper tokens.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct RekeyResponse {
+    /// The new unseal keys.
+    #[schema(value_type = Vec<String>)]
+    pub unseal_keys: Vec<SecretString>,
+    /// New gatekeeper tokens (every older one is revoked).
+    #[schema(value_type = Vec<String>)]
+    pub gatekeeper_tokens: Vec<SecretString>,
+}
+
+/// A token lifetime: seconds as a number, or a duration string like `"90s"`,
+/// `"15m"`, `"1h"`.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[serde(try_from = "DurationInput")]
+#[schema(value_type = String, example = "1h")]
+pub struct Ttl(pub std::time::Duration);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationInput {
+    Seconds(u64),
+    Text(String),
+}
+
+impl TryFrom<DurationInput> for Ttl {
+    type Error = String;
+    fn try_from(d: DurationInput) -> Result<Self, String> {
+        match d {
+            DurationInput::Seconds(s) => Ok(Ttl(std::time::Duration::from_secs(s))),
+            DurationInput::Text(t) => {
+                if let Ok(s) = t.parse::<u64>() {
+                    return Ok(Ttl(std::time::Duration::from_secs(s)));
+                }
+                humantime::parse_duration(&t)
+                    .map(Ttl)
+                    .map_err(|e| format!("invalid duration {t:?}: {e}"))
+            }
+        }
+    }
+}
+
+/// `POST /v1/auth/access-key/login`.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The access key.
+    #[schema(value_type = String)]
+    pub access_key: SecretString,
+    /// The namespace the token is locked to.
+    pub namespace: String,
+    /// Policy names (may include the built-in `admin`).
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Lifetime (default 1 h).
+    pub ttl: Option<Ttl>,
+}
+
+/// A new access token.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct LoginResponse {
+    /// The bearer token.
+    #[schema(value_type = String)]
+    pub token: SecretString,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its policies.
+    pub policies: Vec<String>,
+    /// Notes, e.g. policies that do not exist yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `POST /v1/auth/token/renew`.
+#[derive(Deserialize, Debug, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// Extend by this much from now (default: the token's TTL).
+    pub increment: Option<Ttl>,
+}
+
+/// `POST /v1/auth/token/revoke`: with no body, revokes the caller's token.
+#[derive(Deserialize, Debug, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Another access token to revoke (possession is authority).
+    #[schema(value_type = Option<String>)]
+    pub token: Option<SecretString>,
+}
+
+/// What a token may know about itself.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct TokenInfo {
+    /// Short id (first hex digits of its hash), for audit.
+    pub accessor: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Policies.
+    pub policies: Vec<String>,
+    /// Minted at (RFC 3339).
+    pub created_at: String,
+    /// Expires at (RFC 3339).
+    pub expires_at: String,
+    /// Seconds left.
+    pub ttl: u64,
+    /// It cannot be renewed past this (RFC 3339).
+    pub max_expires_at: String,
+}
+
+/// A policy as returned by the API.
+#[derive(Serialize, Debug, Clone, ToSchema)]
+pub struct PolicyResponse {
+    /// Its name.
+    pub name: String,
+    /// Whether it is built in (`admin`).
+    pub builtin: bool,
+    /// Its rules.
+    #[schema(value_type = Object)]
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+/// Policy names of a namespace.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct PolicyList {
+    /// Names, built-in ones included.
+    pub policies: Vec<String>,
+}
+
+/// `PUT /v1/kv/{path}`.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecretRequest {
+    /// The secret, as UTF-8 text.
+    #[schema(value_type = Option<String>)]
+    pub value: Option<SecretString>,
+    /// The secret as base64, for binary values (instead of `value`).
+    #[schema(value_type = Option<String>)]
+    pub value_base64: Option<SecretString>,
+    /// Expected current version; 0 = the key must not exist.
+    pub cas: Option<u64>,
+}
+
+/// The result of a write.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct PutSecretResponse {
+    /// The version now stored.
+    pub version: u64,
+}
+
+/// A secret read back.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct SecretResponse {
+    /// The value, when it is UTF-8 text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub value: Option<SecretString>,
+    /// The value as base64, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub value_base64: Option<SecretString>,
+    /// Its version.
+    pub version: u64,
+    /// First written (RFC 3339).
+    pub created_at: String,
+    /// This version written (RFC 3339).
+    pub updated_at: String,
+}
+
+/// A list call's result: one level below the prefix; sub-folders end in '/'.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct KeyList {
+    /// Names relative to the prefix.
+    pub keys: Vec<String>,
+}

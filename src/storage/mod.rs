@@ -1,0 +1,85 @@
+//! Storage backends: where committed state lives.
+//!
+//! A backend stores bytes under byte keys and never encrypts; the barrier has
+//! already turned every secret into ciphertext before a value reaches it.
+//! Architecture invariant: nothing here knows about the barrier, tokens or the
+//! API. The trait is small and synchronous so the state machine that drives it
+//! stays plain, deterministic code.
+
+pub mod memory;
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+#[cfg(test)]
+pub(crate) mod suite;
+
+use thiserror::Error;
+
+/// Key/value pairs as returned by a scan.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One change inside an atomic batch.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Store `value` under `key`, replacing any previous value.
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// Remove `key`; removing a missing key is not an error.
+    Delete { key: Vec<u8> },
+}
+
+impl std::fmt::Debug for BatchOp {
+    // Values may be wrapped key material: print only their length.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchOp::Put { key, value } => write!(
+                f,
+                "Put({}, {} bytes)",
+                String::from_utf8_lossy(key),
+                value.len()
+            ),
+            BatchOp::Delete { key } => write!(f, "Delete({})", String::from_utf8_lossy(key)),
+        }
+    }
+}
+
+/// Errors a backend can report.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The backend could not be reached or refused the request.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StorageError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_))
+    }
+}
+
+/// A key/value store of bytes.
+///
+/// Contract, shared by every implementation and checked by one test suite:
+/// - `get` after a successful `apply` sees every op of the batch; a failed
+///   `apply` changes nothing (batches are atomic).
+/// - `scan_prefix` returns the pairs whose key starts with `prefix`, sorted by
+///   key, at most `limit` of them when a limit is given.
+/// - Keys are opaque bytes; a backend may add its own prefix (etcd does, one
+///   per node) but never shows it to callers.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and status (`memory`, `etcd`).
+    fn name(&self) -> &'static str;
+
+    /// The value under `key`, if any.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Every pair whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8], limit: Option<usize>) -> Result<KvPairs, StorageError>;
+
+    /// Apply every op of `batch` atomically, in order.
+    fn apply(&self, batch: Vec<BatchOp>) -> Result<(), StorageError>;
+}

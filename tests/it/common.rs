@@ -1,0 +1,231 @@
+//! Shared helpers: an in-process node on a loopback port with a memory
+//! backend the test can inspect, a tiny REST client, and log capture.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kstash::clock::{Clock, SystemClock};
+use kstash::config::{Config, ServerArgs};
+use kstash::server::Server;
+use kstash::storage::memory::MemoryBackend;
+use kstash::storage::Backend;
+use serde_json::{json, Value};
+
+/// Every log line written by any in-process node during the test run, at
+/// `debug` level, so leak tests can scan them.
+pub fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        captured_logs().lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Install a global subscriber at `debug` that records into `captured_logs`.
+pub fn capture_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(|| Capture)
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+/// A config for a plaintext loopback node on a free port.
+pub fn test_config(extra: impl FnOnce(&mut ServerArgs)) -> Config {
+    let mut args = ServerArgs {
+        tls_disable: Some(true),
+        api_addr: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    extra(&mut args);
+    args.resolve().expect("test config is valid")
+}
+
+/// An in-process node and a client for it.
+pub struct TestNode {
+    pub server: Server,
+    pub backend: Arc<MemoryBackend>,
+    pub http: Http,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(extra: impl FnOnce(&mut ServerArgs)) -> TestNode {
+        Self::start_with_clock(extra, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(
+        extra: impl FnOnce(&mut ServerArgs),
+        clock: Arc<dyn Clock>,
+    ) -> TestNode {
+        capture_logs();
+        let config = test_config(extra);
+        let backend = Arc::new(MemoryBackend::new());
+        let server = Server::start(&config, backend.clone() as Arc<dyn Backend>, clock)
+            .await
+            .unwrap();
+        let http = Http::new(format!("http://{}", server.addr));
+        TestNode {
+            server,
+            backend,
+            http,
+        }
+    }
+
+    /// Init with `shares`/`threshold`, unseal with the first keys; returns
+    /// the init response.
+    pub async fn init_unsealed(&self, shares: u32, threshold: u32) -> Value {
+        let (code, init) = self
+            .http
+            .post(
+                "/v1/sys/init",
+                None,
+                json!({"shares": shares, "threshold": threshold}),
+            )
+            .await;
+        assert_eq!(code, 200, "{init}");
+        for k in init["unseal_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(threshold as usize)
+        {
+            let (code, body) = self
+                .http
+                .post("/v1/sys/unseal", None, json!({"key": k}))
+                .await;
+            assert_eq!(code, 200, "{body}");
+        }
+        init
+    }
+
+    /// An access token for `ns` with `policies`.
+    pub async fn login(
+        &self,
+        access_key: &Value,
+        ns: &str,
+        policies: &[&str],
+        ttl: Option<&str>,
+    ) -> String {
+        let mut body = json!({"access_key": access_key, "namespace": ns, "policies": policies});
+        if let Some(t) = ttl {
+            body["ttl"] = json!(t);
+        }
+        let (code, resp) = self
+            .http
+            .post("/v1/auth/access-key/login", None, body)
+            .await;
+        assert_eq!(code, 200, "{resp}");
+        resp["token"].as_str().unwrap().to_string()
+    }
+}
+
+/// A small JSON-over-HTTP client returning (status, body).
+pub struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(base: String) -> Http {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Http {
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request reaches the test node");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (code, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, token, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, token, None).await
+    }
+}
+
+impl Http {
+    /// Send a GET with the path exactly as given (no client-side
+    /// normalisation of `..`, unlike URL libraries and curl's default).
+    pub async fn raw_get(&self, path: &str, token: &str) -> (u16, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = self.base.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code: u16 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+        let value = serde_json::from_str(body.trim()).unwrap_or(Value::String(body.to_string()));
+        (code, value)
+    }
+}
+
+/// Assert an error body has the shape `{"error": {"code", "message"}}`.
+pub fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}

@@ -1,0 +1,5 @@
+//! The one integration-test binary: in-process nodes over real sockets, and
+//! the real `kstash` binary for the CLI. Scenario files are named by intent.
+
+mod common;
+mod t10_rest;
