@@ -21,6 +21,7 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, tonic::Code) {
         ServiceError::Sealed | ServiceError::NotInitialized | ServiceError::Unavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
         }
+        ServiceError::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::DataLoss),
         ServiceError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
     }
 }

@@ -562,3 +562,364 @@ impl StateMachine {
         Ok(applied)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Rule;
+    use crate::storage::memory::MemoryBackend;
+
+    fn entry(time_ms: u64, command: Command) -> Entry {
+        Entry { time_ms, command }
+    }
+
+    fn sm() -> (StateMachine, Arc<MemoryBackend>) {
+        let backend = Arc::new(MemoryBackend::new());
+        let sm = StateMachine::new(backend.clone());
+        sm.apply(&entry(
+            1,
+            Command::Init {
+                shares: 1,
+                threshold: 1,
+                wrapped_root: vec![1; 60],
+                keychain: vec![2; 80],
+                access_key_hash: [3; 32],
+                gatekeeper_tokens: vec![],
+            },
+        ))
+        .unwrap();
+        (sm, backend)
+    }
+
+    fn token(
+        sm: &StateMachine,
+        id: u8,
+        ns: &str,
+        policies: &[&str],
+        at: u64,
+        ttl_ms: u64,
+    ) -> [u8; 32] {
+        let id = [id; 32];
+        sm.apply(&entry(
+            at,
+            Command::CreateAccessToken {
+                id,
+                namespace: ns.into(),
+                policies: policies.iter().map(|p| p.to_string()).collect(),
+                ttl_ms,
+                max_ttl_ms: 10 * ttl_ms,
+            },
+        ))
+        .unwrap();
+        id
+    }
+
+    fn put_secret(token: [u8; 32], path: &str, cas: Option<u64>) -> Command {
+        Command::PutSecret {
+            token,
+            namespace: "ns".into(),
+            path: path.into(),
+            cas,
+            term: 1,
+            ciphertext: vec![9; 40],
+        }
+    }
+
+    #[test]
+    fn init_happens_once_and_gates_everything_else() {
+        let backend = Arc::new(MemoryBackend::new());
+        let fresh = StateMachine::new(backend);
+        assert!(matches!(
+            fresh.apply(&entry(1, Command::Sweep)),
+            Err(ApplyError::NotInitialized)
+        ));
+        let (sm, _) = sm();
+        let again = Command::Init {
+            shares: 1,
+            threshold: 1,
+            wrapped_root: vec![],
+            keychain: vec![],
+            access_key_hash: [0; 32],
+            gatekeeper_tokens: vec![],
+        };
+        assert!(matches!(
+            sm.apply(&entry(2, again)),
+            Err(ApplyError::AlreadyInitialized)
+        ));
+    }
+
+    #[test]
+    fn apply_is_deterministic() {
+        let (a, ba) = sm();
+        let (b, bb) = sm();
+        for s in [&a, &b] {
+            let t = token(s, 1, "ns", &["admin"], 10, 1000);
+            s.apply(&entry(11, put_secret(t, "x", None))).unwrap();
+            s.apply(&entry(12, put_secret(t, "x", Some(1)))).unwrap();
+            s.apply(&entry(2000, Command::Sweep)).unwrap();
+        }
+        assert_eq!(ba.dump(), bb.dump());
+    }
+
+    #[test]
+    fn writes_never_apply_under_an_expired_or_revoked_token() {
+        let (sm, backend) = sm();
+        let t = token(&sm, 1, "ns", &["admin"], 10, 100);
+        let before = backend.dump();
+        assert!(matches!(
+            sm.apply(&entry(110, put_secret(t, "x", None))),
+            Err(ApplyError::TokenInvalid)
+        ));
+        assert_eq!(backend.dump(), before, "a rejected command writes nothing");
+        let t2 = token(&sm, 2, "ns", &["admin"], 10, 1000);
+        sm.apply(&entry(20, Command::RevokeAccessToken { id: t2 }))
+            .unwrap();
+        assert!(matches!(
+            sm.apply(&entry(21, put_secret(t2, "x", None))),
+            Err(ApplyError::TokenInvalid)
+        ));
+    }
+
+    #[test]
+    fn apply_checks_namespace_and_acl_again() {
+        let (sm, _) = sm();
+        let admin = token(&sm, 1, "ns", &["admin"], 10, 1000);
+        let reader = token(&sm, 2, "ns", &["ro"], 10, 1000);
+        let other = token(&sm, 3, "other", &["admin"], 10, 1000);
+        let ro = Policy {
+            rules: vec![Rule {
+                path: "app/*".into(),
+                capabilities: vec![Capability::Read],
+            }],
+        };
+        sm.apply(&entry(
+            11,
+            Command::PutPolicy {
+                token: admin,
+                namespace: "ns".into(),
+                name: "ro".into(),
+                policy: ro.clone(),
+            },
+        ))
+        .unwrap();
+        assert!(matches!(
+            sm.apply(&entry(12, put_secret(reader, "app/x", None))),
+            Err(ApplyError::Forbidden(_))
+        ));
+        assert!(matches!(
+            sm.apply(&entry(12, put_secret(other, "app/x", None))),
+            Err(ApplyError::Forbidden(_))
+        ));
+        assert!(matches!(
+            sm.apply(&entry(
+                13,
+                Command::PutPolicy {
+                    token: reader,
+                    namespace: "ns".into(),
+                    name: "x".into(),
+                    policy: ro
+                }
+            )),
+            Err(ApplyError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn versions_and_check_and_set() {
+        let (sm, _) = sm();
+        let t = token(&sm, 1, "ns", &["admin"], 10, 1000);
+        assert_eq!(
+            sm.apply(&entry(11, put_secret(t, "k", Some(0)))).unwrap(),
+            Applied::Version(1)
+        );
+        assert!(matches!(
+            sm.apply(&entry(12, put_secret(t, "k", Some(0)))),
+            Err(ApplyError::CasMismatch {
+                expected: 0,
+                actual: 1
+            })
+        ));
+        assert_eq!(
+            sm.apply(&entry(13, put_secret(t, "k", Some(1)))).unwrap(),
+            Applied::Version(2)
+        );
+        assert_eq!(
+            sm.apply(&entry(14, put_secret(t, "k", None))).unwrap(),
+            Applied::Version(3)
+        );
+        assert_eq!(
+            sm.term_usage(1).unwrap(),
+            3,
+            "every write counts toward its term"
+        );
+        let d = Command::DeleteSecret {
+            token: t,
+            namespace: "ns".into(),
+            path: "k".into(),
+        };
+        assert_eq!(
+            sm.apply(&entry(15, d.clone())).unwrap(),
+            Applied::Deleted(true)
+        );
+        assert!(matches!(sm.apply(&entry(16, d)), Err(ApplyError::NotFound)));
+    }
+
+    #[test]
+    fn gatekeeper_tokens_are_used_once() {
+        let (sm, _) = sm();
+        let first = NewGatekeeperToken {
+            id: [7; 32],
+            wrapped_key: vec![1],
+        };
+        sm.apply(&entry(
+            5,
+            Command::MintGatekeeperTokens {
+                tokens: vec![first],
+            },
+        ))
+        .unwrap();
+        let use_it = |rep: u8| Command::UseGatekeeperToken {
+            id: [7; 32],
+            grace_ms: 100,
+            replacement_wrapped: vec![rep],
+            replacement: NewGatekeeperToken {
+                id: [rep; 32],
+                wrapped_key: vec![2],
+            },
+        };
+        sm.apply(&entry(10, use_it(8))).unwrap();
+        assert!(matches!(
+            sm.apply(&entry(11, use_it(9))),
+            Err(ApplyError::GatekeeperTokenInvalid)
+        ));
+        assert!(
+            sm.gatekeeper_token(&[9; 32]).unwrap().is_none(),
+            "a refused use stores no replacement"
+        );
+        let used = sm
+            .gatekeeper_token(&[7; 32])
+            .unwrap()
+            .unwrap()
+            .used
+            .unwrap();
+        assert_eq!(used.grace_until_ms, 110);
+        sm.apply(&entry(110, Command::Sweep)).unwrap();
+        assert!(
+            sm.gatekeeper_token(&[7; 32]).unwrap().is_none(),
+            "swept after its grace window"
+        );
+        assert!(sm.gatekeeper_token(&[8; 32]).unwrap().is_some());
+    }
+
+    #[test]
+    fn rekey_revokes_every_gatekeeper_token() {
+        let (sm, _) = sm();
+        let t = |b: u8| NewGatekeeperToken {
+            id: [b; 32],
+            wrapped_key: vec![b],
+        };
+        sm.apply(&entry(
+            5,
+            Command::MintGatekeeperTokens {
+                tokens: vec![t(1), t(2)],
+            },
+        ))
+        .unwrap();
+        sm.apply(&entry(
+            6,
+            Command::Rekey {
+                shares: 3,
+                threshold: 2,
+                wrapped_root: vec![4],
+                keychain: vec![5],
+                gatekeeper_tokens: vec![t(3)],
+            },
+        ))
+        .unwrap();
+        let ids: Vec<_> = sm
+            .gatekeeper_tokens()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id[0])
+            .collect();
+        assert_eq!(ids, vec![3]);
+        let init = sm.init_record().unwrap().unwrap();
+        assert_eq!(
+            (
+                init.shares,
+                init.threshold,
+                init.initialized_at_ms,
+                init.rekeyed_at_ms
+            ),
+            (3, 2, 1, 6)
+        );
+    }
+
+    #[test]
+    fn sweep_removes_only_expired_tokens_in_bounded_batches() {
+        let (sm, _) = sm();
+        for i in 0..(SWEEP_BATCH + 5) {
+            let id = [
+                (i % 250) as u8 + 1,
+                (i / 250) as u8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                9,
+            ];
+            sm.apply(&entry(
+                10,
+                Command::CreateAccessToken {
+                    id,
+                    namespace: "ns".into(),
+                    policies: vec![],
+                    ttl_ms: 5,
+                    max_ttl_ms: 5,
+                },
+            ))
+            .unwrap();
+        }
+        let live = token(&sm, 200, "ns", &[], 10, 1000);
+        assert_eq!(
+            sm.apply(&entry(100, Command::Sweep)).unwrap(),
+            Applied::Swept {
+                removed: SWEEP_BATCH,
+                more: true
+            }
+        );
+        assert_eq!(
+            sm.apply(&entry(100, Command::Sweep)).unwrap(),
+            Applied::Swept {
+                removed: 5,
+                more: false
+            }
+        );
+        assert!(sm.access_token(&live).unwrap().is_some());
+    }
+}

@@ -41,6 +41,10 @@ pub enum ServiceError {
     /// Temporarily unable to serve; retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A stored value failed authentication: tampered with, or moved to
+    /// another path or namespace.
+    #[error("stored value failed its integrity check (tampered with or moved)")]
+    Integrity,
     /// A bug or corrupt state; details are logged, not returned.
     #[error("internal error")]
     Internal,
@@ -59,6 +63,7 @@ impl ServiceError {
             ServiceError::Sealed => "sealed",
             ServiceError::NotInitialized => "not_initialized",
             ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::Integrity => "integrity",
             ServiceError::Internal => "internal",
         }
     }
@@ -107,10 +112,7 @@ impl From<BarrierError> for ServiceError {
     fn from(e: BarrierError) -> Self {
         match e {
             BarrierError::Sealed => ServiceError::Sealed,
-            BarrierError::Integrity | BarrierError::UnknownTerm(_) => {
-                tracing::warn!(error = %e, "stored value failed its integrity check");
-                ServiceError::Internal
-            }
+            BarrierError::Integrity | BarrierError::UnknownTerm(_) => ServiceError::Integrity,
             BarrierError::RotationRequired(_) => ServiceError::Unavailable(e.to_string()),
             BarrierError::WrongKey => ServiceError::bad("the key does not open the keychain"),
         }

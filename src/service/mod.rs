@@ -1002,12 +1002,11 @@ impl Node {
             }
             other => other,
         }
-        .map_err(|e| match e {
-            BarrierError::Integrity | BarrierError::UnknownTerm(_) => {
+        .map_err(|e| {
+            if matches!(e, BarrierError::Integrity | BarrierError::UnknownTerm(_)) {
                 tracing::warn!(namespace = %namespace, path = %path, "stored secret failed its integrity check");
-                ServiceError::Internal
             }
-            other => other.into(),
+            ServiceError::from(e)
         })?;
         let (value, value_base64) = match std::str::from_utf8(&plain) {
             Ok(s) => (Some(SecretString::new(s.to_string())), None),
