@@ -425,7 +425,7 @@ impl Node {
         self.require_unsealed()?;
         let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
         drop(gk);
-        let term = self.rotate_keychain().await?;
+        let term = self.rotate_keychain(None).await?;
         Ok(SysResponse {
             gatekeeper_token: rep,
             key_term: Some(term),
@@ -435,8 +435,15 @@ impl Node {
 
     /// Rotate the keychain with the in-memory root key; also what a write
     /// does when the active term reaches its encryption limit.
-    async fn rotate_keychain(&self) -> Result<u32, ServiceError> {
+    /// With `exhausted = Some(term)`, rotates only if `term` is still the
+    /// active one, so writers that hit the limit together rotate once.
+    async fn rotate_keychain(&self, exhausted: Option<u32>) -> Result<u32, ServiceError> {
         let _guard = self.keychain_lock.lock().await;
+        if let (Some(old), Some(now)) = (exhausted, self.barrier.active_term()) {
+            if old != now {
+                return Ok(now);
+            }
+        }
         let (term, blob) = self.barrier.prepare_rotation(self.now())?;
         self.raft
             .propose(Command::RotateKeychain {
@@ -956,9 +963,10 @@ impl Node {
         )?;
         let storage_key = keyspace::kv_key(&namespace, &path);
         let (term, ciphertext) = loop {
+            let active = self.barrier.active_term();
             match self.barrier.encrypt(&storage_key, &value) {
                 Err(BarrierError::RotationRequired(_)) => {
-                    self.rotate_keychain().await?;
+                    self.rotate_keychain(active).await?;
                 }
                 other => break other?,
             }
