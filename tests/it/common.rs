@@ -75,16 +75,25 @@ impl TestNode {
         extra: impl FnOnce(&mut ServerArgs),
         clock: Arc<dyn Clock>,
     ) -> TestNode {
+        let backend = Arc::new(MemoryBackend::new());
+        Self::start_on(backend.clone(), backend, extra, clock).await
+    }
+
+    /// A node over any backend (`memory` is still the handle tests use for
+    /// the memory-only hooks; pass a fresh one when `backend` is another kind).
+    pub async fn start_on(
+        backend: Arc<dyn Backend>,
+        memory: Arc<MemoryBackend>,
+        extra: impl FnOnce(&mut ServerArgs),
+        clock: Arc<dyn Clock>,
+    ) -> TestNode {
         capture_logs();
         let config = test_config(extra);
-        let backend = Arc::new(MemoryBackend::new());
-        let server = Server::start(&config, backend.clone() as Arc<dyn Backend>, clock)
-            .await
-            .unwrap();
+        let server = Server::start(&config, backend, clock).await.unwrap();
         let http = Http::new(format!("http://{}", server.addr));
         TestNode {
             server,
-            backend,
+            backend: memory,
             http,
         }
     }
@@ -228,4 +237,35 @@ pub fn assert_error(body: &Value, code: &str) {
             .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
+}
+
+impl Http {
+    /// Send a request with the given extra headers and no bearer token
+    /// (e.g. `X-KStash-Token`, or a malformed `Authorization`).
+    pub async fn send_with_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request reaches the test node");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (code, value)
+    }
 }
