@@ -292,6 +292,11 @@ impl Config {
         if self.storage == StorageKind::Etcd && self.etcd_endpoints.is_empty() {
             return invalid("--storage etcd needs --etcd-endpoints".into());
         }
+        if self.storage == StorageKind::Etcd && self.max_value_bytes > 1 << 20 {
+            // etcd refuses requests over 1.5 MiB by default; one write carries
+            // one value plus its record.
+            return invalid("with --storage etcd, max_value_bytes can be at most 1 MiB".into());
+        }
         if self.max_value_bytes == 0 || self.max_value_bytes > 64 << 20 {
             return invalid("max_value_bytes must be between 1 and 64 MiB".into());
         }
