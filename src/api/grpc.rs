@@ -1,0 +1,821 @@
+//! The gRPC API: the `kstash.v1` services of `proto/kstash/v1/kstash.proto`,
+//! one to one with the REST routes, served on the same port.
+//!
+//! Invariants: handlers are thin — decode, call one [`Node`] method, map
+//! the error with [`to_grpc`] (the one shared mapping). Access tokens come
+//! only from request metadata and are wrapped in [`SecretString`] at once;
+//! messages that carry secrets print `<redacted>` in `Debug`; spans record
+//! the RPC name and nothing from the request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use crate::acl::{self, Capability, Policy};
+use crate::api::error::to_grpc;
+use crate::secret::SecretString;
+use crate::service::types::{self as t, Ttl};
+use crate::service::{Node, ServiceError, Settings};
+
+/// The generated messages, clients and servers of package `kstash.v1`.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls
+)]
+pub mod pb {
+    tonic::include_proto!("kstash.v1");
+}
+
+/// Room for the fields around a value: the gRPC decoding limit is the
+/// largest value plus this much.
+pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+/// Metadata key for the access token, as in REST's `X-KStash-Token`.
+pub const TOKEN_METADATA: &str = "x-kstash-token";
+
+/// The largest message a server decodes. Bigger ones are refused by tonic
+/// with `OutOfRange` before decoding; a value over `max_value_bytes` that
+/// still fits is refused by the service (`InvalidArgument`, `too_large`).
+pub fn decoding_limit(settings: &Settings) -> usize {
+    settings.max_value_bytes.saturating_add(MESSAGE_OVERHEAD)
+}
+
+/// Every gRPC service as an axum router without a fallback, so it merges
+/// with the REST router (gRPC paths are `/kstash.v1.<Service>/<Method>`).
+pub fn router(node: Arc<Node>) -> axum::Router {
+    let limit = decoding_limit(node.settings());
+    // `Routes::default()` installs a fallback, and axum refuses to merge two
+    // routers that both have one; start from a bare router instead.
+    tonic::service::Routes::from(axum::Router::new())
+        .add_service(
+            pb::sys_server::SysServer::new(SysService::new(node.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            pb::auth_server::AuthServer::new(AuthService::new(node.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            pb::policies_server::PoliciesServer::new(PoliciesService::new(node.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            pb::kv_server::KvServer::new(KvService::new(node)).max_decoding_message_size(limit),
+        )
+        .into_axum_router()
+}
+
+// ----- decoding helpers ---------------------------------------------------------
+
+/// The caller's access token from `x-kstash-token`, or else from
+/// `authorization: Bearer <token>` (the same precedence as REST). Anything
+/// else is no token; the service then answers `Unauthenticated`.
+pub fn access_token(metadata: &MetadataMap) -> Option<SecretString> {
+    if let Some(v) = metadata.get(TOKEN_METADATA).and_then(|v| v.to_str().ok()) {
+        return Some(SecretString::new(v.trim().to_string()));
+    }
+    let v = metadata.get("authorization")?.to_str().ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
+    Some(SecretString::new(t.trim().to_string()))
+}
+
+fn bad(msg: String) -> Status {
+    to_grpc(ServiceError::BadRequest(msg))
+}
+
+/// A duration field: whole seconds (`"3600"`) or a duration (`"1h"`),
+/// parsed exactly as REST parses it.
+fn ttl(field: &str, value: Option<String>) -> Result<Option<Ttl>, Status> {
+    value
+        .map(|s| {
+            serde_json::from_value::<Ttl>(serde_json::Value::String(s))
+                .map_err(|e| bad(format!("{field}: {e}")))
+        })
+        .transpose()
+}
+
+fn secrets(v: Vec<String>) -> Vec<SecretString> {
+    v.into_iter().map(SecretString::new).collect()
+}
+
+fn reveal(v: Vec<SecretString>) -> Vec<String> {
+    v.iter().map(|s| s.expose().to_string()).collect()
+}
+
+fn reveal_opt(v: Option<SecretString>) -> Option<String> {
+    v.map(|s| s.expose().to_string())
+}
+
+fn status_pb(s: t::Status) -> pb::Status {
+    pb::Status {
+        initialized: s.initialized,
+        sealed: s.sealed,
+        threshold: s.threshold,
+        shares: s.shares,
+        progress: s.progress,
+        storage: s.storage,
+        version: s.version,
+        node_id: s.node_id,
+        leader: s.leader,
+        key_term: s.key_term,
+        peers: s
+            .peers
+            .into_iter()
+            .map(|p| pb::PeerStatus {
+                id: p.id,
+                address: p.address,
+                sealed: p.sealed,
+                leader: p.leader,
+            })
+            .collect(),
+    }
+}
+
+fn gatekeeper_auth(a: pb::GatekeeperAuth) -> t::GatekeeperAuth {
+    t::GatekeeperAuth {
+        gatekeeper_token: a.gatekeeper_token.map(SecretString::new),
+        keys: secrets(a.keys),
+    }
+}
+
+fn sys_pb(r: t::SysResponse) -> pb::SysResponse {
+    pb::SysResponse {
+        gatekeeper_token: reveal_opt(r.gatekeeper_token),
+        key_term: r.key_term,
+        access_key: reveal_opt(r.access_key),
+    }
+}
+
+/// A policy from its message; capability names are those of REST's JSON.
+fn policy(rules: Vec<pb::Rule>) -> Result<Policy, Status> {
+    let rules = rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let capabilities = r
+                .capabilities
+                .iter()
+                .enumerate()
+                .map(|(j, c)| {
+                    Capability::ALL.into_iter().find(|k| k.as_str() == c).ok_or_else(|| {
+                        bad(format!(
+                            "rules[{i}].capabilities[{j}] is not one of read, create, update, delete, list"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(acl::Rule { path: r.path, capabilities })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(Policy { rules })
+}
+
+fn rules_pb(p: Policy) -> Vec<pb::Rule> {
+    p.rules
+        .into_iter()
+        .map(|r| pb::Rule {
+            path: r.path,
+            capabilities: r
+                .capabilities
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+        })
+        .collect()
+}
+
+fn token_info_pb(i: t::TokenInfo) -> pb::TokenInfo {
+    pb::TokenInfo {
+        accessor: i.accessor,
+        namespace: i.namespace,
+        policies: i.policies,
+        created_at: i.created_at,
+        expires_at: i.expires_at,
+        ttl: i.ttl,
+        max_expires_at: i.max_expires_at,
+    }
+}
+
+/// `Debug` for messages that carry secrets (built without one, see
+/// `build.rs`): the type name only.
+macro_rules! redacted_debug {
+    ($($ty:ident),* $(,)?) => {$(
+        impl fmt::Debug for pb::$ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($ty), " { <redacted> }"))
+            }
+        }
+    )*};
+}
+
+redacted_debug!(
+    InitResponse,
+    UnsealRequest,
+    UnsealResponse,
+    GatekeeperAuth,
+    SysResponse,
+    RekeyRequest,
+    RekeyResponse,
+    MintGatekeeperTokensRequest,
+    MintGatekeeperTokensResponse,
+    KeysRequest,
+    RenewGatekeeperTokenRequest,
+    RevokeGatekeeperTokenRequest,
+    LoginRequest,
+    LoginResponse,
+    RevokeTokenRequest,
+    PutSecretRequest,
+    SecretResponse,
+);
+
+// ----- Sys ------------------------------------------------------------------------
+
+/// `kstash.v1.Sys`: operator operations.
+#[derive(Debug, Clone)]
+pub struct SysService {
+    node: Arc<Node>,
+}
+
+impl SysService {
+    /// The service over `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        SysService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::sys_server::Sys for SysService {
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Status"))]
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::Status>, Status> {
+        let s = self.node.status().map_err(to_grpc)?;
+        Ok(Response::new(status_pb(s)))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Init"))]
+    async fn init(
+        &self,
+        request: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::InitResponse>, Status> {
+        let r = request.into_inner();
+        let req = t::InitRequest {
+            shares: r.shares,
+            threshold: r.threshold,
+            gatekeeper_tokens: r.gatekeeper_tokens.unwrap_or(1),
+        };
+        let out = self.node.init(req).await.map_err(to_grpc)?;
+        Ok(Response::new(pb::InitResponse {
+            unseal_keys: reveal(out.unseal_keys),
+            access_key: out.access_key.expose().to_string(),
+            gatekeeper_tokens: reveal(out.gatekeeper_tokens),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Unseal"))]
+    async fn unseal(
+        &self,
+        request: Request<pb::UnsealRequest>,
+    ) -> Result<Response<pb::UnsealResponse>, Status> {
+        let r = request.into_inner();
+        let req = t::UnsealRequest {
+            key: r.key.map(SecretString::new),
+            gatekeeper_token: r.gatekeeper_token.map(SecretString::new),
+            reset: r.reset,
+        };
+        let out = self.node.unseal(req).await.map_err(to_grpc)?;
+        Ok(Response::new(pb::UnsealResponse {
+            status: Some(status_pb(out.status)),
+            gatekeeper_token: reveal_opt(out.gatekeeper_token),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Seal"))]
+    async fn seal(
+        &self,
+        request: Request<pb::GatekeeperAuth>,
+    ) -> Result<Response<pb::SysResponse>, Status> {
+        let out = self
+            .node
+            .seal(gatekeeper_auth(request.into_inner()))
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(sys_pb(out)))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Rotate"))]
+    async fn rotate(
+        &self,
+        request: Request<pb::GatekeeperAuth>,
+    ) -> Result<Response<pb::SysResponse>, Status> {
+        let out = self
+            .node
+            .rotate(gatekeeper_auth(request.into_inner()))
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(sys_pb(out)))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Rekey"))]
+    async fn rekey(
+        &self,
+        request: Request<pb::RekeyRequest>,
+    ) -> Result<Response<pb::RekeyResponse>, Status> {
+        let r = request.into_inner();
+        let req = t::RekeyRequest {
+            keys: secrets(r.keys),
+            shares: r.shares,
+            threshold: r.threshold,
+            gatekeeper_tokens: r.gatekeeper_tokens.unwrap_or(1),
+        };
+        let out = self.node.rekey(req).await.map_err(to_grpc)?;
+        Ok(Response::new(pb::RekeyResponse {
+            unseal_keys: reveal(out.unseal_keys),
+            gatekeeper_tokens: reveal(out.gatekeeper_tokens),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RotateAccessKey"))]
+    async fn rotate_access_key(
+        &self,
+        request: Request<pb::GatekeeperAuth>,
+    ) -> Result<Response<pb::SysResponse>, Status> {
+        let out = self
+            .node
+            .rotate_access_key(gatekeeper_auth(request.into_inner()))
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(sys_pb(out)))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/MintGatekeeperTokens"))]
+    async fn mint_gatekeeper_tokens(
+        &self,
+        request: Request<pb::MintGatekeeperTokensRequest>,
+    ) -> Result<Response<pb::MintGatekeeperTokensResponse>, Status> {
+        let r = request.into_inner();
+        let req = t::MintGatekeeperTokensRequest {
+            keys: secrets(r.keys),
+            count: r.count.unwrap_or(1),
+        };
+        let out = self
+            .node
+            .mint_gatekeeper_tokens(req)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::MintGatekeeperTokensResponse {
+            gatekeeper_tokens: reveal(out.gatekeeper_tokens),
+            ids: out.ids,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/ListGatekeeperTokens"))]
+    async fn list_gatekeeper_tokens(
+        &self,
+        request: Request<pb::KeysRequest>,
+    ) -> Result<Response<pb::GatekeeperTokenList>, Status> {
+        let req = t::KeysRequest {
+            keys: secrets(request.into_inner().keys),
+        };
+        let out = self
+            .node
+            .list_gatekeeper_tokens(req)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::GatekeeperTokenList {
+            tokens: out
+                .into_iter()
+                .map(|i| pb::GatekeeperTokenInfo {
+                    id: i.id,
+                    created_at: i.created_at,
+                    used_at: i.used_at,
+                    grace_until: i.grace_until,
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RenewGatekeeperToken"))]
+    async fn renew_gatekeeper_token(
+        &self,
+        request: Request<pb::RenewGatekeeperTokenRequest>,
+    ) -> Result<Response<pb::SysResponse>, Status> {
+        let token = SecretString::new(request.into_inner().gatekeeper_token);
+        let out = self
+            .node
+            .renew_gatekeeper_token(token)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(sys_pb(out)))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RevokeGatekeeperToken"))]
+    async fn revoke_gatekeeper_token(
+        &self,
+        request: Request<pb::RevokeGatekeeperTokenRequest>,
+    ) -> Result<Response<pb::RevokeGatekeeperTokenResponse>, Status> {
+        let r = request.into_inner();
+        let req = t::RevokeGatekeeperTokenRequest {
+            gatekeeper_token: r.gatekeeper_token.map(SecretString::new),
+            id: r.id,
+            keys: secrets(r.keys),
+        };
+        self.node
+            .revoke_gatekeeper_token(req)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::RevokeGatekeeperTokenResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Health"))]
+    async fn health(&self, _: Request<pb::HealthRequest>) -> Result<Response<pb::Status>, Status> {
+        let s = self.node.status().map_err(to_grpc)?;
+        Ok(Response::new(status_pb(s)))
+    }
+}
+
+// ----- Auth -----------------------------------------------------------------------
+
+/// `kstash.v1.Auth`: access tokens.
+#[derive(Debug, Clone)]
+pub struct AuthService {
+    node: Arc<Node>,
+}
+
+impl AuthService {
+    /// The service over `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        AuthService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::auth_server::Auth for AuthService {
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Auth/Login"))]
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let r = request.into_inner();
+        let access_key = SecretString::new(r.access_key);
+        let req = t::LoginRequest {
+            access_key,
+            namespace: r.namespace,
+            policies: r.policies,
+            ttl: ttl("ttl", r.ttl)?,
+        };
+        let out = self.node.login(req).await.map_err(to_grpc)?;
+        Ok(Response::new(pb::LoginResponse {
+            token: out.token.expose().to_string(),
+            expires_at: out.expires_at,
+            namespace: out.namespace,
+            policies: out.policies,
+            warnings: out.warnings,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Auth/RenewToken"))]
+    async fn renew_token(
+        &self,
+        request: Request<pb::RenewTokenRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let token = access_token(request.metadata());
+        let req = t::RenewRequest {
+            increment: ttl("increment", request.into_inner().increment)?,
+        };
+        let out = self
+            .node
+            .renew_token(token.as_ref(), req)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(token_info_pb(out)))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Auth/RevokeToken"))]
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let token = access_token(request.metadata());
+        let req = t::RevokeRequest {
+            token: request.into_inner().token.map(SecretString::new),
+        };
+        self.node
+            .revoke_token(token.as_ref(), req)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::RevokeTokenResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Auth/LookupSelf"))]
+    async fn lookup_self(
+        &self,
+        request: Request<pb::LookupSelfRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let token = access_token(request.metadata());
+        let out = self.node.lookup_token(token.as_ref()).map_err(to_grpc)?;
+        Ok(Response::new(token_info_pb(out)))
+    }
+}
+
+// ----- Policies ---------------------------------------------------------------------
+
+/// `kstash.v1.Policies`: a namespace's policies.
+#[derive(Debug, Clone)]
+pub struct PoliciesService {
+    node: Arc<Node>,
+}
+
+impl PoliciesService {
+    /// The service over `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        PoliciesService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::policies_server::Policies for PoliciesService {
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Policies/PutPolicy"))]
+    async fn put_policy(
+        &self,
+        request: Request<pb::PutPolicyRequest>,
+    ) -> Result<Response<pb::PutPolicyResponse>, Status> {
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let p = policy(r.rules)?;
+        self.node
+            .put_policy(token.as_ref(), &r.namespace, &r.name, p)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::PutPolicyResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Policies/GetPolicy"))]
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let out = self
+            .node
+            .get_policy(token.as_ref(), &r.namespace, &r.name)
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::PolicyResponse {
+            name: out.name,
+            builtin: out.builtin,
+            rules: rules_pb(out.policy),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Policies/ListPolicies"))]
+    async fn list_policies(
+        &self,
+        request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::PolicyList>, Status> {
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let out = self
+            .node
+            .list_policies(token.as_ref(), &r.namespace)
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::PolicyList {
+            policies: out.policies,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Policies/DeletePolicy"))]
+    async fn delete_policy(
+        &self,
+        request: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        self.node
+            .delete_policy(token.as_ref(), &r.namespace, &r.name)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::DeletePolicyResponse {}))
+    }
+}
+
+// ----- Kv ----------------------------------------------------------------------------
+
+/// `kstash.v1.Kv`: secrets in the caller's namespace.
+#[derive(Debug, Clone)]
+pub struct KvService {
+    node: Arc<Node>,
+}
+
+impl KvService {
+    /// The service over `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        KvService { node }
+    }
+}
+
+/// A value's bytes as the service takes them: UTF-8 as `value`, anything
+/// else base64-encoded as `value_base64`. Every copy is wiped on drop.
+fn put_value(bytes: Vec<u8>) -> (Option<SecretString>, Option<SecretString>) {
+    match String::from_utf8(bytes) {
+        Ok(text) => (Some(SecretString::new(text)), None),
+        Err(e) => {
+            let raw = Zeroizing::new(e.into_bytes());
+            (
+                None,
+                Some(SecretString::new(
+                    base64::engine::general_purpose::STANDARD.encode(raw.as_slice()),
+                )),
+            )
+        }
+    }
+}
+
+/// The bytes of a value the service returned.
+fn get_value(r: &t::SecretResponse) -> Result<Vec<u8>, Status> {
+    match (&r.value, &r.value_base64) {
+        (Some(v), _) => Ok(v.expose().as_bytes().to_vec()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.expose())
+            .map_err(|_| {
+                tracing::error!("the service returned a value_base64 that is not base64");
+                to_grpc(ServiceError::Internal)
+            }),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Kv/Put"))]
+    async fn put(
+        &self,
+        request: Request<pb::PutSecretRequest>,
+    ) -> Result<Response<pb::PutSecretResponse>, Status> {
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let (value, value_base64) = put_value(r.value);
+        let req = t::PutSecretRequest {
+            value,
+            value_base64,
+            cas: r.cas,
+        };
+        let out = self
+            .node
+            .put_secret(token.as_ref(), &r.path, req)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::PutSecretResponse {
+            version: out.version,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Kv/Get"))]
+    async fn get(
+        &self,
+        request: Request<pb::GetSecretRequest>,
+    ) -> Result<Response<pb::SecretResponse>, Status> {
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let out = self
+            .node
+            .get_secret(token.as_ref(), &r.path)
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::SecretResponse {
+            value: get_value(&out)?,
+            version: out.version,
+            created_at: out.created_at,
+            updated_at: out.updated_at,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Kv/Delete"))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteSecretRequest>,
+    ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        self.node
+            .delete_secret(token.as_ref(), &r.path)
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::DeleteSecretResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Kv/List"))]
+    async fn list(
+        &self,
+        request: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::KeyList>, Status> {
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let out = self
+            .node
+            .list_secrets(token.as_ref(), &r.prefix)
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::KeyList { keys: out.keys }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(pairs: &[(&'static str, &str)]) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn token_from_metadata() {
+        let t = |m: &MetadataMap| access_token(m).map(|s| s.expose().to_string());
+        assert_eq!(
+            t(&md(&[("authorization", "Bearer kst_abc")])).as_deref(),
+            Some("kst_abc")
+        );
+        assert_eq!(
+            t(&md(&[("x-kstash-token", "kst_xyz")])).as_deref(),
+            Some("kst_xyz")
+        );
+        assert_eq!(
+            t(&md(&[
+                ("authorization", "Bearer kst_abc"),
+                ("x-kstash-token", "kst_xyz")
+            ]))
+            .as_deref(),
+            Some("kst_xyz")
+        );
+        assert_eq!(t(&md(&[("authorization", "Basic abc")])), None);
+        assert_eq!(t(&md(&[])), None);
+    }
+
+    #[test]
+    fn values_round_trip() {
+        for bytes in [b"hello".to_vec(), vec![0xff, 0x00, 0xfe], Vec::new()] {
+            let (value, value_base64) = put_value(bytes.clone());
+            assert_eq!(value.is_some(), std::str::from_utf8(&bytes).is_ok());
+            let r = t::SecretResponse {
+                value,
+                value_base64,
+                version: 1,
+                created_at: String::new(),
+                updated_at: String::new(),
+            };
+            assert_eq!(get_value(&r).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn durations_and_capabilities() {
+        assert_eq!(
+            ttl("ttl", Some("1h".into())).unwrap(),
+            Some(Ttl(std::time::Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            ttl("ttl", Some("90".into())).unwrap(),
+            Some(Ttl(std::time::Duration::from_secs(90)))
+        );
+        assert_eq!(
+            ttl("ttl", Some("soon".into())).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(ttl("ttl", None).unwrap(), None);
+        let p = policy(vec![pb::Rule {
+            path: "app/*".into(),
+            capabilities: vec!["read".into(), "list".into()],
+        }])
+        .unwrap();
+        assert_eq!(
+            p.rules[0].capabilities,
+            vec![Capability::Read, Capability::List]
+        );
+        assert_eq!(rules_pb(p)[0].capabilities, vec!["read", "list"]);
+        let e = policy(vec![pb::Rule {
+            path: "x".into(),
+            capabilities: vec!["sudo".into()],
+        }])
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn secret_messages_are_redacted() {
+        let m = pb::LoginRequest {
+            access_key: "ksa_secret".into(),
+            namespace: "ns".into(),
+            policies: vec![],
+            ttl: None,
+        };
+        assert_eq!(format!("{m:?}"), "LoginRequest { <redacted> }");
+    }
+}
