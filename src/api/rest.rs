@@ -50,10 +50,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(bytes)
-            .map(Body)
-            .map_err(|e| ApiError(ServiceError::bad(format!("invalid JSON body: {e}"))))
+        serde_json::from_slice(bytes).map(Body).map_err(|e| {
+            ApiError(ServiceError::bad(format!(
+                "invalid JSON body: {}",
+                redact_quoted(&e.to_string())
+            )))
+        })
     }
+}
+
+/// serde_json quotes offending *values* in double quotes (`invalid type:
+/// string "…"`), and a value may be a secret; field names use backticks and
+/// are kept.
+fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The access token from `Authorization: Bearer …` or `X-KStash-Token`.
@@ -65,9 +89,10 @@ fn token(headers: &HeaderMap) -> Option<SecretString> {
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    let t = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))?;
+    let (scheme, t) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
     Some(SecretString::new(t.trim().to_string()))
 }
 
@@ -86,7 +111,8 @@ fn no_content() -> Response {
 
 /// The REST router.
 pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
-    let limit = node.settings().max_value_bytes * 2 + (64 << 10);
+    // A value's JSON form can be up to six times its size (`\u0000` escapes).
+    let limit = node.settings().max_value_bytes * 6 + (64 << 10);
     let state = AppState { node, metrics };
     Router::new()
         .route("/v1/sys/health", get(health))

@@ -74,7 +74,8 @@ impl Default for Settings {
 /// Unseal keys given so far, kept on this node only.
 struct Progress {
     keys: Vec<shamir::UnsealKey>,
-    started_ms: u64,
+    /// When the last key was accepted; progress expires this long after it.
+    last_key_ms: u64,
 }
 
 /// A caller authenticated by an access token.
@@ -168,7 +169,7 @@ impl Node {
         let mut guard = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         if guard
             .as_ref()
-            .is_some_and(|p| now.saturating_sub(p.started_ms) > ms(self.settings.unseal_timeout))
+            .is_some_and(|p| now.saturating_sub(p.last_key_ms) > ms(self.settings.unseal_timeout))
         {
             *guard = None;
         }
@@ -282,18 +283,19 @@ impl Node {
         let mut guard = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         let expired = guard
             .as_ref()
-            .is_some_and(|p| now.saturating_sub(p.started_ms) > ms(self.settings.unseal_timeout));
+            .is_some_and(|p| now.saturating_sub(p.last_key_ms) > ms(self.settings.unseal_timeout));
         if expired {
             *guard = None;
         }
         let progress = guard.get_or_insert_with(|| Progress {
             keys: Vec::new(),
-            started_ms: now,
+            last_key_ms: now,
         });
         if progress.keys.iter().any(|k| k.index() == key.index()) {
             return Err(GatekeeperError::DuplicateUnsealKey.into());
         }
         progress.keys.push(key);
+        progress.last_key_ms = now;
         if progress.keys.len() < threshold as usize {
             return Ok(None);
         }
@@ -521,6 +523,8 @@ impl Node {
                 "count must be between 1 and {MAX_MINT}"
             )));
         }
+        // Serialised with rekey, so no token can wrap a replaced gatekeeper key.
+        let _guard = self.keychain_lock.lock().await;
         let gk = self.gatekeeper_key_from_keys(&req.keys)?;
         let minted: Vec<_> = (0..req.count)
             .map(|_| gatekeeper::mint_token(&gk))
@@ -951,7 +955,11 @@ impl Node {
             )));
         }
         let namespace = caller.record.namespace.clone();
-        let exists = self.sm().secret(&namespace, &path)?.is_some();
+        let current = self
+            .sm()
+            .secret(&namespace, &path)?
+            .map_or(0, |r| r.version);
+        let exists = current > 0;
         Self::allow(
             &caller,
             &path,
@@ -961,6 +969,15 @@ impl Node {
                 Capability::Create
             },
         )?;
+        if let Some(expected) = req.cas {
+            // Checked here so a doomed write does not spend an encryption
+            // (or force a rotation); apply checks again for races.
+            if expected != current {
+                return Err(ServiceError::Conflict(format!(
+                    "check-and-set failed: expected version {expected}, found {current}"
+                )));
+            }
+        }
         let storage_key = keyspace::kv_key(&namespace, &path);
         let (term, ciphertext) = loop {
             let active = self.barrier.active_term();
