@@ -1,6 +1,10 @@
 //! The client API: gRPC and REST/JSON on one port, over the same service
 //! layer. Handlers are thin: decode → call `service::Node` → map the error
 //! with the one mapping in [`error`].
+//!
+//! Invariant: while the barrier is sealed, only the routes in
+//! [`answers_while_sealed`] run; everything else gets 503 `sealed` before its
+//! path, body or token is looked at.
 
 pub mod error;
 pub mod grpc;
@@ -9,15 +13,50 @@ pub mod rest;
 
 use std::sync::Arc;
 
-use crate::service::Node;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::service::{Node, ServiceError};
 
 /// Every route of the client port: REST, OpenAPI, metrics and gRPC.
 pub fn router(node: Arc<Node>) -> axum::Router {
     let metrics = Arc::new(metrics::Metrics::new());
     rest::router(node.clone(), metrics.clone())
-        .merge(grpc::router(node))
+        .merge(grpc::router(node.clone()))
+        .layer(axum::middleware::from_fn_with_state(node, sealed_gate))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
+}
+
+/// Routes that answer while sealed: status, health, init, unseal, and the
+/// content-free documents (OpenAPI, metrics, probes).
+pub fn answers_while_sealed(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/sys/status"
+            | "/v1/sys/health"
+            | "/v1/sys/init"
+            | "/v1/sys/unseal"
+            | "/v1/openapi.json"
+            | "/metrics"
+            | "/livez"
+            | "/readyz"
+            | "/kstash.v1.Sys/Status"
+            | "/kstash.v1.Sys/Health"
+            | "/kstash.v1.Sys/Init"
+            | "/kstash.v1.Sys/Unseal"
+    )
+}
+
+async fn sealed_gate(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    if !node.is_sealed() || answers_while_sealed(req.uri().path()) {
+        return next.run(req).await;
+    }
+    if req.uri().path().starts_with("/kstash.") {
+        return tonic::Status::from(error::to_grpc(ServiceError::Sealed)).into_http();
+    }
+    error::ApiError(ServiceError::Sealed).into_response()
 }

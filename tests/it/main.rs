@@ -5,6 +5,6 @@ mod common;
 mod t10_rest;
 mod t12_grpc;
 mod t15_tls;
-mod t40_leaks;
 mod t20_lifecycle;
+mod t40_leaks;
 mod t50_bad_input;

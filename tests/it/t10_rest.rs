@@ -39,6 +39,20 @@ async fn rest_walk_through() {
     }
     let (code, _) = h.get("/v1/kv/app/db", None).await;
     assert_eq!(code, 503, "sealed: nothing but status and unseal answer");
+    for (method, path, body) in [
+        ("GET", "/v1/kv/app/%2e%2e/x", None),
+        ("PUT", "/v1/namespaces/team-a/policies/p", Some("{not json")),
+        ("POST", "/v1/auth/access-key/login", Some("{}")),
+        ("GET", "/v1/auth/token/self", None),
+        ("POST", "/v1/sys/seal", Some("{}")),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let (code, body) = h
+            .send(m, path, Some("garbage"), body.map(String::from))
+            .await;
+        assert_eq!(code, 503, "{method} {path} while sealed: {body}");
+        crate::common::assert_error(&body, "sealed");
+    }
 
     tracing::info!("--- step: third key unseals");
     let (code, st) = h
