@@ -56,7 +56,7 @@ async fn sealed_gate(State(node): State<Arc<Node>>, req: Request, next: Next) ->
         return next.run(req).await;
     }
     if req.uri().path().starts_with("/kstash.") {
-        return tonic::Status::from(error::to_grpc(ServiceError::Sealed)).into_http();
+        return error::to_grpc(ServiceError::Sealed).into_http();
     }
     error::ApiError(ServiceError::Sealed).into_response()
 }

@@ -1,0 +1,161 @@
+//! Access tokens: login with the access key, the guard that checks a bearer
+//! token, renew, revoke and lookup.
+
+use std::time::Duration;
+
+use super::types::*;
+use super::{ms, Caller, Node, ServiceError, MAX_TOKEN_POLICIES};
+use crate::acl::{self, path};
+use crate::clock::rfc3339;
+use crate::raft::command::Command;
+use crate::secret::{self, SecretKind, SecretString};
+
+impl Node {
+    // ----- auth -----------------------------------------------------------
+
+    /// Mint an access token with the access key.
+    pub async fn login(&self, req: LoginRequest) -> Result<LoginResponse, ServiceError> {
+        self.require_unsealed()?;
+        let stored = self
+            .sm()
+            .access_key()?
+            .ok_or(ServiceError::NotInitialized)?;
+        let valid = secret::looks_like(SecretKind::AccessKey, req.access_key.expose())
+            && secret::ct_eq(&secret::hash_secret(&req.access_key), &stored.hash);
+        if !valid {
+            return Err(ServiceError::Unauthorized("invalid access key".into()));
+        }
+        path::validate_namespace(&req.namespace)?;
+        let mut policies: Vec<String> = Vec::new();
+        for p in req.policies {
+            path::validate_policy_name(&p)?;
+            if !policies.contains(&p) {
+                policies.push(p);
+            }
+        }
+        if policies.len() > MAX_TOKEN_POLICIES {
+            return Err(ServiceError::bad(format!(
+                "at most {MAX_TOKEN_POLICIES} policies per token"
+            )));
+        }
+        let ttl = req.ttl.map_or(self.settings.default_token_ttl, |t| t.0);
+        self.check_ttl(ttl)?;
+        let warnings = policies
+            .iter()
+            .filter(|p| !acl::is_builtin(p))
+            .filter(|p| matches!(self.sm().policy(&req.namespace, p), Ok(None)))
+            .map(|p| {
+                format!(
+                    "policy {p} does not exist in namespace {} yet",
+                    req.namespace
+                )
+            })
+            .collect();
+        let token = secret::new_bearer(SecretKind::AccessToken);
+        let id = secret::hash_secret(&token);
+        self.raft
+            .propose(Command::CreateAccessToken {
+                id,
+                namespace: req.namespace.clone(),
+                policies: policies.clone(),
+                ttl_ms: ms(ttl),
+                max_ttl_ms: ms(self.settings.max_token_ttl),
+            })
+            .await?;
+        let record = self.sm().access_token(&id)?.ok_or(ServiceError::Internal)?;
+        Ok(LoginResponse {
+            token,
+            expires_at: rfc3339(record.expires_at_ms),
+            namespace: req.namespace,
+            policies,
+            warnings,
+        })
+    }
+
+    pub(super) fn check_ttl(&self, ttl: Duration) -> Result<(), ServiceError> {
+        if ttl < Duration::from_secs(1) {
+            return Err(ServiceError::bad("ttl must be at least 1s"));
+        }
+        if ttl > self.settings.max_token_ttl {
+            return Err(ServiceError::bad(format!(
+                "ttl {} exceeds the maximum of {}",
+                humantime::format_duration(ttl),
+                humantime::format_duration(self.settings.max_token_ttl)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The guard: the barrier must be open and the token live.
+    pub(super) fn caller(&self, token: Option<&SecretString>) -> Result<Caller, ServiceError> {
+        self.require_unsealed()?;
+        let token =
+            token.ok_or_else(|| ServiceError::Unauthorized("missing access token".into()))?;
+        let invalid = || ServiceError::Unauthorized("access token is invalid or expired".into());
+        if !secret::looks_like(SecretKind::AccessToken, token.expose()) {
+            return Err(invalid());
+        }
+        let id = secret::hash_secret(token);
+        let record = self.sm().access_token(&id)?.ok_or_else(invalid)?;
+        if record.expires_at_ms <= self.now() {
+            return Err(invalid());
+        }
+        let acl = self.sm().acl_for(&record)?;
+        Ok(Caller { id, record, acl })
+    }
+
+    /// Extend the caller's token.
+    pub async fn renew_token(
+        &self,
+        token: Option<&SecretString>,
+        req: RenewRequest,
+    ) -> Result<TokenInfo, ServiceError> {
+        let caller = self.caller(token)?;
+        let inc = req
+            .increment
+            .map_or(Duration::from_millis(caller.record.ttl_ms), |t| t.0);
+        self.check_ttl(inc)?;
+        self.raft
+            .propose(Command::RenewAccessToken {
+                id: caller.id,
+                ttl_ms: ms(inc),
+            })
+            .await?;
+        self.lookup_token(token)
+    }
+
+    /// Revoke the caller's token, or another one given in the request.
+    pub async fn revoke_token(
+        &self,
+        token: Option<&SecretString>,
+        req: RevokeRequest,
+    ) -> Result<(), ServiceError> {
+        let id = match req.token {
+            Some(other) => {
+                self.require_unsealed()?;
+                if !secret::looks_like(SecretKind::AccessToken, other.expose()) {
+                    return Err(ServiceError::bad("token is not an access token"));
+                }
+                secret::hash_secret(&other)
+            }
+            None => self.caller(token)?.id,
+        };
+        self.raft.propose(Command::RevokeAccessToken { id }).await?;
+        Ok(())
+    }
+
+    /// What the caller's token is.
+    pub fn lookup_token(&self, token: Option<&SecretString>) -> Result<TokenInfo, ServiceError> {
+        let caller = self.caller(token)?;
+        let r = &caller.record;
+        Ok(TokenInfo {
+            accessor: hex::encode(&caller.id[..8]),
+            namespace: r.namespace.clone(),
+            policies: r.policies.clone(),
+            created_at: rfc3339(r.created_at_ms),
+            expires_at: rfc3339(r.expires_at_ms),
+            ttl: r.expires_at_ms.saturating_sub(self.now()) / 1000,
+            max_expires_at: rfc3339(r.max_expires_at_ms),
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! Secrets: put (encrypting through the barrier), get (decrypting), delete
+//! and list, always inside the caller's namespace.
+
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use super::types::*;
+use super::{Caller, Node, ServiceError, MAX_LIST};
+use crate::acl::{path, Capability};
+use crate::barrier::BarrierError;
+use crate::clock::rfc3339;
+use crate::keyspace;
+use crate::raft::command::{Applied, Command};
+use crate::secret::SecretString;
+
+impl Node {
+    // ----- kv ---------------------------------------------------------------
+
+    pub(super) fn allow(caller: &Caller, path: &str, cap: Capability) -> Result<(), ServiceError> {
+        if caller.acl.allows(path, cap) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!(
+                "permission denied: {cap} on {path:?}"
+            )))
+        }
+    }
+
+    /// Write a secret in the caller's namespace.
+    pub async fn put_secret(
+        &self,
+        token: Option<&SecretString>,
+        raw_path: &str,
+        req: PutSecretRequest,
+    ) -> Result<PutSecretResponse, ServiceError> {
+        let caller = self.caller(token)?;
+        let path = path::canonical_path(raw_path)?;
+        let value: Zeroizing<Vec<u8>> = match (req.value, req.value_base64) {
+            (Some(v), None) => Zeroizing::new(v.expose().as_bytes().to_vec()),
+            (None, Some(b)) => Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.expose())
+                    .map_err(|_| ServiceError::bad("value_base64 is not valid base64"))?,
+            ),
+            _ => {
+                return Err(ServiceError::bad(
+                    "give exactly one of value or value_base64",
+                ))
+            }
+        };
+        if value.len() > self.settings.max_value_bytes {
+            return Err(ServiceError::TooLarge(format!(
+                "value is {} bytes; the limit is {}",
+                value.len(),
+                self.settings.max_value_bytes
+            )));
+        }
+        let namespace = caller.record.namespace.clone();
+        let current = self
+            .sm()
+            .secret(&namespace, &path)?
+            .map_or(0, |r| r.version);
+        let exists = current > 0;
+        Self::allow(
+            &caller,
+            &path,
+            if exists {
+                Capability::Update
+            } else {
+                Capability::Create
+            },
+        )?;
+        if let Some(expected) = req.cas {
+            // Checked here so a doomed write does not spend an encryption
+            // (or force a rotation); apply checks again for races.
+            if expected != current {
+                return Err(ServiceError::Conflict(format!(
+                    "check-and-set failed: expected version {expected}, found {current}"
+                )));
+            }
+        }
+        let storage_key = keyspace::kv_key(&namespace, &path);
+        let (term, ciphertext) = loop {
+            let active = self.barrier.active_term();
+            match self.barrier.encrypt(&storage_key, &value) {
+                Err(BarrierError::RotationRequired(_)) => {
+                    self.rotate_keychain(active).await?;
+                }
+                other => break other?,
+            }
+        };
+        let applied = self
+            .raft
+            .propose(Command::PutSecret {
+                token: caller.id,
+                namespace,
+                path,
+                cas: req.cas,
+                term,
+                ciphertext,
+            })
+            .await?;
+        match applied {
+            Applied::Version(version) => Ok(PutSecretResponse { version }),
+            _ => Err(ServiceError::Internal),
+        }
+    }
+
+    /// Read a secret from the caller's namespace.
+    pub fn get_secret(
+        &self,
+        token: Option<&SecretString>,
+        raw_path: &str,
+    ) -> Result<SecretResponse, ServiceError> {
+        let caller = self.caller(token)?;
+        let path = path::canonical_path(raw_path)?;
+        Self::allow(&caller, &path, Capability::Read)?;
+        let namespace = &caller.record.namespace;
+        let record = self
+            .sm()
+            .secret(namespace, &path)?
+            .ok_or_else(|| ServiceError::NotFound(format!("no secret at {path}")))?;
+        let storage_key = keyspace::kv_key(namespace, &path);
+        let plain = match self.barrier.decrypt(&storage_key, &record.ciphertext) {
+            Err(BarrierError::UnknownTerm(_)) => {
+                self.reload_keychain()?;
+                self.barrier.decrypt(&storage_key, &record.ciphertext)
+            }
+            other => other,
+        }
+        .map_err(|e| {
+            if matches!(e, BarrierError::Integrity | BarrierError::UnknownTerm(_)) {
+                tracing::warn!(namespace = %namespace, path = %path, "stored secret failed its integrity check");
+            }
+            ServiceError::from(e)
+        })?;
+        let (value, value_base64) = match std::str::from_utf8(&plain) {
+            Ok(s) => (Some(SecretString::new(s.to_string())), None),
+            Err(_) => (
+                None,
+                Some(SecretString::new(
+                    base64::engine::general_purpose::STANDARD.encode(plain.as_slice()),
+                )),
+            ),
+        };
+        Ok(SecretResponse {
+            value,
+            value_base64,
+            version: record.version,
+            created_at: rfc3339(record.created_at_ms),
+            updated_at: rfc3339(record.updated_at_ms),
+        })
+    }
+
+    /// Delete a secret from the caller's namespace.
+    pub async fn delete_secret(
+        &self,
+        token: Option<&SecretString>,
+        raw_path: &str,
+    ) -> Result<(), ServiceError> {
+        let caller = self.caller(token)?;
+        let path = path::canonical_path(raw_path)?;
+        Self::allow(&caller, &path, Capability::Delete)?;
+        self.raft
+            .propose(Command::DeleteSecret {
+                token: caller.id,
+                namespace: caller.record.namespace.clone(),
+                path: path.clone(),
+            })
+            .await
+            .map_err(|e| match ServiceError::from(e) {
+                ServiceError::NotFound(_) => ServiceError::NotFound(format!("no secret at {path}")),
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// Names one level below `prefix` in the caller's namespace.
+    pub fn list_secrets(
+        &self,
+        token: Option<&SecretString>,
+        raw_prefix: &str,
+    ) -> Result<KeyList, ServiceError> {
+        let caller = self.caller(token)?;
+        let prefix = path::list_prefix(raw_prefix)?;
+        Self::allow(&caller, &prefix, Capability::List)?;
+        let paths = self
+            .sm()
+            .secret_paths(&caller.record.namespace, &prefix, None)?;
+        let mut keys: Vec<String> = Vec::new();
+        for p in paths {
+            let rest = &p[prefix.len()..];
+            let name = match rest.find('/') {
+                Some(i) => &rest[..=i],
+                None => rest,
+            };
+            if keys.last().map(String::as_str) != Some(name) {
+                keys.push(name.to_string());
+            }
+            if keys.len() >= MAX_LIST {
+                break;
+            }
+        }
+        if keys.is_empty() {
+            return Err(ServiceError::NotFound(format!("nothing under {prefix:?}")));
+        }
+        Ok(KeyList { keys })
+    }
+}

@@ -1,0 +1,132 @@
+//! A namespace's policies, managed by its admin tokens.
+
+use super::types::*;
+use super::{Caller, Node, ServiceError};
+use crate::acl::{self, path, Capability, Policy};
+use crate::raft::command::Command;
+use crate::secret::SecretString;
+
+impl Node {
+    // ----- policies ---------------------------------------------------------
+
+    pub(super) fn policy_admin(
+        &self,
+        token: Option<&SecretString>,
+        namespace: &str,
+    ) -> Result<Caller, ServiceError> {
+        let caller = self.caller(token)?;
+        path::validate_namespace(namespace)?;
+        if caller.record.namespace != namespace {
+            return Err(ServiceError::Forbidden(format!(
+                "token is not valid for namespace {namespace}"
+            )));
+        }
+        if !caller.acl.is_admin() {
+            return Err(ServiceError::Forbidden(
+                "managing policies needs the admin policy".into(),
+            ));
+        }
+        Ok(caller)
+    }
+
+    /// Create or replace a policy.
+    pub async fn put_policy(
+        &self,
+        token: Option<&SecretString>,
+        namespace: &str,
+        name: &str,
+        policy: Policy,
+    ) -> Result<(), ServiceError> {
+        let caller = self.policy_admin(token, namespace)?;
+        path::validate_policy_name(name)?;
+        if acl::is_builtin(name) {
+            return Err(ServiceError::bad(format!(
+                "policy {name} is built in and cannot be changed"
+            )));
+        }
+        policy.validate()?;
+        let policy = policy.normalized();
+        self.raft
+            .propose(Command::PutPolicy {
+                token: caller.id,
+                namespace: namespace.into(),
+                name: name.into(),
+                policy,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Read a policy.
+    pub fn get_policy(
+        &self,
+        token: Option<&SecretString>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PolicyResponse, ServiceError> {
+        self.policy_admin(token, namespace)?;
+        path::validate_policy_name(name)?;
+        if acl::is_builtin(name) {
+            return Ok(PolicyResponse {
+                name: name.into(),
+                builtin: true,
+                policy: Policy {
+                    rules: vec![acl::Rule {
+                        path: "*".into(),
+                        capabilities: Capability::ALL.to_vec(),
+                    }],
+                },
+            });
+        }
+        let policy = self.sm().policy(namespace, name)?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no policy {name} in namespace {namespace}"))
+        })?;
+        Ok(PolicyResponse {
+            name: name.into(),
+            builtin: false,
+            policy,
+        })
+    }
+
+    /// A namespace's policy names, `admin` included.
+    pub fn list_policies(
+        &self,
+        token: Option<&SecretString>,
+        namespace: &str,
+    ) -> Result<PolicyList, ServiceError> {
+        self.policy_admin(token, namespace)?;
+        let mut policies = vec![acl::ADMIN_POLICY.to_string()];
+        policies.extend(self.sm().policy_names(namespace)?);
+        Ok(PolicyList { policies })
+    }
+
+    /// Delete a policy.
+    pub async fn delete_policy(
+        &self,
+        token: Option<&SecretString>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ServiceError> {
+        let caller = self.policy_admin(token, namespace)?;
+        path::validate_policy_name(name)?;
+        if acl::is_builtin(name) {
+            return Err(ServiceError::bad(format!(
+                "policy {name} is built in and cannot be deleted"
+            )));
+        }
+        self.raft
+            .propose(Command::DeletePolicy {
+                token: caller.id,
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+            .await
+            .map_err(|e| match ServiceError::from(e) {
+                ServiceError::NotFound(_) => {
+                    ServiceError::NotFound(format!("no policy {name} in namespace {namespace}"))
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,526 @@
+//! Operator calls (`/v1/sys/*`): status, init, unseal, seal, rotate, rekey,
+//! gatekeeper tokens and the access key. The gatekeeper key lives only inside
+//! one of these calls.
+
+use super::types::*;
+use super::{ms, Node, Progress, ServiceError, MAX_MINT};
+use crate::barrier::{self, Keychain};
+use crate::clock::rfc3339;
+use crate::gatekeeper::{self, shamir, GatekeeperError};
+use crate::keyspace;
+use crate::raft::command::{Applied, Command};
+use crate::raft::state_machine::MAX_GATEKEEPER_TOKENS;
+use crate::secret::{self, Key32, SecretKind, SecretString};
+
+impl Node {
+    // ----- sys: status, init, unseal, seal -------------------------------
+
+    /// Status: safe to show to anyone, sealed or not.
+    pub fn status(&self) -> Result<Status, ServiceError> {
+        let init = self.sm().init_record()?;
+        let sealed = self.barrier.is_sealed();
+        let progress = if sealed { self.live_progress_len() } else { 0 };
+        Ok(Status {
+            initialized: init.is_some(),
+            sealed,
+            threshold: init.as_ref().map_or(0, |i| i.threshold as u32),
+            shares: init.as_ref().map_or(0, |i| i.shares as u32),
+            progress,
+            storage: self.sm().backend().name().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id: self.settings.node_id,
+            leader: true,
+            key_term: self.barrier.active_term(),
+            peers: vec![PeerStatus {
+                id: self.settings.node_id,
+                address: self.settings.api_address.clone(),
+                sealed,
+                leader: true,
+            }],
+        })
+    }
+
+    pub(super) fn live_progress_len(&self) -> u32 {
+        let now = self.now();
+        let mut guard = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if guard
+            .as_ref()
+            .is_some_and(|p| now.saturating_sub(p.last_key_ms) > ms(self.settings.unseal_timeout))
+        {
+            *guard = None;
+        }
+        guard.as_ref().map_or(0, |p| p.keys.len() as u32)
+    }
+
+    /// Initialise: make the gatekeeper key, root key, keychain, access key
+    /// and gatekeeper tokens; return the secrets once. Leaves the node sealed.
+    pub async fn init(&self, req: InitRequest) -> Result<InitResponse, ServiceError> {
+        let (shares, threshold) = shamir::check_parameters(req.shares, req.threshold)?;
+        if req.gatekeeper_tokens > MAX_MINT {
+            return Err(ServiceError::bad(format!(
+                "at most {MAX_MINT} gatekeeper tokens at init"
+            )));
+        }
+        if self.sm().init_record()?.is_some() {
+            return Err(ServiceError::Conflict(
+                "kstash is already initialized".into(),
+            ));
+        }
+        let gatekeeper_key = Key32::random();
+        let root = Key32::random();
+        let keychain = Keychain::first(self.now()).wrap(&root);
+        let wrapped_root = barrier::wrap_root(&gatekeeper_key, &root);
+        let unseal_keys = shamir::split(&gatekeeper_key, shares, threshold);
+        let access_key = secret::new_bearer(SecretKind::AccessKey);
+        let minted: Vec<_> = (0..req.gatekeeper_tokens)
+            .map(|_| gatekeeper::mint_token(&gatekeeper_key))
+            .collect();
+        drop(gatekeeper_key);
+        drop(root);
+        self.raft
+            .propose(Command::Init {
+                shares,
+                threshold,
+                wrapped_root,
+                keychain,
+                access_key_hash: secret::hash_secret(&access_key),
+                gatekeeper_tokens: minted.iter().map(|m| m.record.clone()).collect(),
+            })
+            .await?;
+        tracing::info!(shares, threshold, "initialized");
+        Ok(InitResponse {
+            unseal_keys,
+            access_key,
+            gatekeeper_tokens: minted.into_iter().map(|m| m.token).collect(),
+        })
+    }
+
+    pub(super) fn require_initialized(&self) -> Result<keyspace::InitRecord, ServiceError> {
+        self.sm().init_record()?.ok_or(ServiceError::NotInitialized)
+    }
+
+    /// Unseal with one unseal key (progress kept), one gatekeeper token, or
+    /// reset the progress.
+    pub async fn unseal(&self, req: UnsealRequest) -> Result<UnsealResponse, ServiceError> {
+        let given =
+            req.key.is_some() as u8 + req.gatekeeper_token.is_some() as u8 + req.reset as u8;
+        if given != 1 {
+            return Err(ServiceError::bad(
+                "give exactly one of key, gatekeeper_token or reset",
+            ));
+        }
+        let init = self.require_initialized()?;
+        if req.reset {
+            *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return Ok(UnsealResponse {
+                status: self.status()?,
+                gatekeeper_token: None,
+            });
+        }
+        if !self.barrier.is_sealed() {
+            return Ok(UnsealResponse {
+                status: self.status()?,
+                gatekeeper_token: None,
+            });
+        }
+        let mut replacement = None;
+        if let Some(token) = req.gatekeeper_token {
+            let (gk, rep) = self.use_gatekeeper_token(&token).await?;
+            self.open_barrier(&gk)?;
+            replacement = Some(rep);
+        } else if let Some(key) = req.key {
+            let key = shamir::parse(key.expose())?;
+            if let Some(gk) = self.add_progress(key, init.threshold)? {
+                let opened = self.open_barrier(&gk);
+                if opened.is_err() {
+                    return Err(ServiceError::bad(
+                        "the unseal keys do not reconstruct this store's gatekeeper key; progress was reset",
+                    ));
+                }
+            }
+        }
+        if !self.barrier.is_sealed() {
+            *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            tracing::info!("unsealed");
+        }
+        Ok(UnsealResponse {
+            status: self.status()?,
+            gatekeeper_token: replacement,
+        })
+    }
+
+    /// Add one key to the progress; at the threshold, combine (and clear).
+    pub(super) fn add_progress(
+        &self,
+        key: shamir::UnsealKey,
+        threshold: u8,
+    ) -> Result<Option<Key32>, ServiceError> {
+        let now = self.now();
+        let mut guard = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let expired = guard
+            .as_ref()
+            .is_some_and(|p| now.saturating_sub(p.last_key_ms) > ms(self.settings.unseal_timeout));
+        if expired {
+            *guard = None;
+        }
+        let progress = guard.get_or_insert_with(|| Progress {
+            keys: Vec::new(),
+            last_key_ms: now,
+        });
+        if progress.keys.iter().any(|k| k.index() == key.index()) {
+            return Err(GatekeeperError::DuplicateUnsealKey.into());
+        }
+        progress.keys.push(key);
+        progress.last_key_ms = now;
+        if progress.keys.len() < threshold as usize {
+            return Ok(None);
+        }
+        let keys = guard.take().map(|p| p.keys).unwrap_or_default();
+        Ok(Some(shamir::combine(&keys, threshold)?))
+    }
+
+    /// Open the barrier with the gatekeeper key.
+    pub(super) fn open_barrier(&self, gatekeeper_key: &Key32) -> Result<(), ServiceError> {
+        let root = self.root_from(gatekeeper_key)?;
+        let chain = self.sm().keychain()?.ok_or(ServiceError::Internal)?;
+        let sm = self.sm().clone();
+        self.barrier
+            .open(root, &chain, |term| sm.term_usage(term).unwrap_or(u64::MAX))
+            .map_err(|_| ServiceError::Internal)
+    }
+
+    /// Unwrap the root key: proves the gatekeeper key is this store's.
+    pub(super) fn root_from(&self, gatekeeper_key: &Key32) -> Result<Key32, ServiceError> {
+        let wrapped = self
+            .sm()
+            .wrapped_root()?
+            .ok_or(ServiceError::NotInitialized)?;
+        barrier::unwrap_root(gatekeeper_key, &wrapped).map_err(|_| {
+            ServiceError::bad("the unseal keys do not reconstruct this store's gatekeeper key")
+        })
+    }
+
+    /// Rebuild the gatekeeper key from a threshold of unseal keys in one call.
+    pub(super) fn gatekeeper_key_from_keys(
+        &self,
+        keys: &[SecretString],
+    ) -> Result<Key32, ServiceError> {
+        let init = self.require_initialized()?;
+        let parsed = keys
+            .iter()
+            .map(|k| shamir::parse(k.expose()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let gk = shamir::combine(&parsed, init.threshold)?;
+        self.root_from(&gk)?;
+        Ok(gk)
+    }
+
+    /// Use a gatekeeper token: returns the gatekeeper key and the token's
+    /// replacement. The first use records the use through the log; a repeat
+    /// inside the grace window returns the same replacement.
+    pub(super) async fn use_gatekeeper_token(
+        &self,
+        token: &SecretString,
+    ) -> Result<(Key32, SecretString), ServiceError> {
+        let invalid =
+            || ServiceError::Unauthorized("gatekeeper token is invalid, used or expired".into());
+        if !secret::looks_like(SecretKind::GatekeeperToken, token.expose()) {
+            return Err(invalid());
+        }
+        let id = secret::hash_secret(token);
+        for _ in 0..2 {
+            let record = self.sm().gatekeeper_token(&id)?.ok_or_else(invalid)?;
+            let gk = gatekeeper::unwrap_with_token(token, &id, &record.wrapped_key)
+                .ok_or_else(invalid)?;
+            if let Some(used) = &record.used {
+                if self.now() >= used.grace_until_ms {
+                    return Err(invalid());
+                }
+                let rep = gatekeeper::unwrap_replacement(token, &id, &used.replacement_wrapped)
+                    .ok_or_else(invalid)?;
+                return Ok((gk, rep));
+            }
+            let minted = gatekeeper::mint_token(&gk);
+            let replacement_wrapped = gatekeeper::wrap_replacement(token, &id, &minted.token);
+            match self
+                .raft
+                .propose(Command::UseGatekeeperToken {
+                    id,
+                    grace_ms: ms(self.settings.gatekeeper_grace),
+                    replacement_wrapped,
+                    replacement: minted.record,
+                })
+                .await
+            {
+                Ok(_) => return Ok((gk, minted.token)),
+                // Used concurrently: read again and take the grace path.
+                Err(crate::raft::ProposeError::Rejected(
+                    crate::raft::state_machine::ApplyError::GatekeeperTokenInvalid,
+                )) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(invalid())
+    }
+
+    /// The gatekeeper key from whichever proof `auth` carries, plus the
+    /// replacement when a gatekeeper token was used.
+    pub(super) async fn authorize_gatekeeper(
+        &self,
+        auth: &GatekeeperAuth,
+    ) -> Result<(Key32, Option<SecretString>), ServiceError> {
+        match (&auth.gatekeeper_token, auth.keys.is_empty()) {
+            (Some(token), true) => {
+                let (gk, rep) = self.use_gatekeeper_token(token).await?;
+                self.root_from(&gk).map_err(|_| ServiceError::Internal)?;
+                Ok((gk, Some(rep)))
+            }
+            (None, false) => Ok((self.gatekeeper_key_from_keys(&auth.keys)?, None)),
+            _ => Err(ServiceError::bad("give either gatekeeper_token or keys")),
+        }
+    }
+
+    pub(super) fn require_unsealed(&self) -> Result<(), ServiceError> {
+        if self.barrier.is_sealed() {
+            Err(ServiceError::Sealed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Seal the barrier (gatekeeper token or unseal keys).
+    pub async fn seal(&self, auth: GatekeeperAuth) -> Result<SysResponse, ServiceError> {
+        self.require_unsealed()?;
+        let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
+        drop(gk);
+        self.barrier.seal();
+        tracing::info!("sealed");
+        Ok(SysResponse {
+            gatekeeper_token: rep,
+            ..Default::default()
+        })
+    }
+
+    /// Add a new encryption key term (gatekeeper token or unseal keys).
+    pub async fn rotate(&self, auth: GatekeeperAuth) -> Result<SysResponse, ServiceError> {
+        self.require_unsealed()?;
+        let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
+        drop(gk);
+        let term = self.rotate_keychain(None).await?;
+        Ok(SysResponse {
+            gatekeeper_token: rep,
+            key_term: Some(term),
+            ..Default::default()
+        })
+    }
+
+    /// Rotate the keychain with the in-memory root key; also what a write
+    /// does when the active term reaches its encryption limit.
+    /// With `exhausted = Some(term)`, rotates only if `term` is still the
+    /// active one, so writers that hit the limit together rotate once.
+    pub(super) async fn rotate_keychain(
+        &self,
+        exhausted: Option<u32>,
+    ) -> Result<u32, ServiceError> {
+        let _guard = self.keychain_lock.lock().await;
+        if let (Some(old), Some(now)) = (exhausted, self.barrier.active_term()) {
+            if old != now {
+                return Ok(now);
+            }
+        }
+        let (term, blob) = self.barrier.prepare_rotation(self.now())?;
+        self.raft
+            .propose(Command::RotateKeychain {
+                term,
+                keychain: blob.clone(),
+            })
+            .await?;
+        let sm = self.sm().clone();
+        self.barrier
+            .install(&blob, |t| sm.term_usage(t).unwrap_or(u64::MAX))?;
+        tracing::info!(term, "encryption key rotated");
+        Ok(term)
+    }
+
+    /// Reload the keychain after another node rotated it.
+    pub(super) fn reload_keychain(&self) -> Result<(), ServiceError> {
+        let chain = self.sm().keychain()?.ok_or(ServiceError::Internal)?;
+        let sm = self.sm().clone();
+        self.barrier
+            .install(&chain, |t| sm.term_usage(t).unwrap_or(u64::MAX))?;
+        Ok(())
+    }
+
+    /// New unseal keys from a threshold of current ones: new gatekeeper key,
+    /// new root key, keychain re-wrapped, every gatekeeper token revoked.
+    pub async fn rekey(&self, req: RekeyRequest) -> Result<RekeyResponse, ServiceError> {
+        self.require_unsealed()?;
+        let (shares, threshold) = shamir::check_parameters(req.shares, req.threshold)?;
+        if req.gatekeeper_tokens > MAX_MINT {
+            return Err(ServiceError::bad(format!(
+                "at most {MAX_MINT} gatekeeper tokens per call"
+            )));
+        }
+        let old = self.gatekeeper_key_from_keys(&req.keys)?;
+        drop(old);
+        let _guard = self.keychain_lock.lock().await;
+        let new_gk = Key32::random();
+        let (root, keychain) = self.barrier.prepare_rekey()?;
+        let wrapped_root = barrier::wrap_root(&new_gk, &root);
+        let unseal_keys = shamir::split(&new_gk, shares, threshold);
+        let minted: Vec<_> = (0..req.gatekeeper_tokens)
+            .map(|_| gatekeeper::mint_token(&new_gk))
+            .collect();
+        drop(new_gk);
+        self.raft
+            .propose(Command::Rekey {
+                shares,
+                threshold,
+                wrapped_root,
+                keychain,
+                gatekeeper_tokens: minted.iter().map(|m| m.record.clone()).collect(),
+            })
+            .await?;
+        self.barrier.replace_root(root)?;
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        tracing::info!(
+            shares,
+            threshold,
+            "rekeyed; every earlier gatekeeper token is revoked"
+        );
+        Ok(RekeyResponse {
+            unseal_keys,
+            gatekeeper_tokens: minted.into_iter().map(|m| m.token).collect(),
+        })
+    }
+
+    /// Mint gatekeeper tokens with unseal keys.
+    pub async fn mint_gatekeeper_tokens(
+        &self,
+        req: MintGatekeeperTokensRequest,
+    ) -> Result<MintGatekeeperTokensResponse, ServiceError> {
+        self.require_unsealed()?;
+        if req.count == 0 || req.count > MAX_MINT {
+            return Err(ServiceError::bad(format!(
+                "count must be between 1 and {MAX_MINT}"
+            )));
+        }
+        // Serialised with rekey, so no token can wrap a replaced gatekeeper key.
+        let _guard = self.keychain_lock.lock().await;
+        let gk = self.gatekeeper_key_from_keys(&req.keys)?;
+        let minted: Vec<_> = (0..req.count)
+            .map(|_| gatekeeper::mint_token(&gk))
+            .collect();
+        drop(gk);
+        if self.sm().gatekeeper_tokens()?.len() + minted.len() > MAX_GATEKEEPER_TOKENS {
+            return Err(ServiceError::bad(format!(
+                "at most {MAX_GATEKEEPER_TOKENS} gatekeeper tokens may exist; revoke some first"
+            )));
+        }
+        self.raft
+            .propose(Command::MintGatekeeperTokens {
+                tokens: minted.iter().map(|m| m.record.clone()).collect(),
+            })
+            .await?;
+        Ok(MintGatekeeperTokensResponse {
+            ids: minted.iter().map(|m| hex::encode(m.record.id)).collect(),
+            gatekeeper_tokens: minted.into_iter().map(|m| m.token).collect(),
+        })
+    }
+
+    /// List gatekeeper tokens (ids and times only) with unseal keys.
+    pub async fn list_gatekeeper_tokens(
+        &self,
+        req: KeysRequest,
+    ) -> Result<Vec<GatekeeperTokenInfo>, ServiceError> {
+        self.require_unsealed()?;
+        drop(self.gatekeeper_key_from_keys(&req.keys)?);
+        Ok(self
+            .sm()
+            .gatekeeper_tokens()?
+            .into_iter()
+            .map(|r| GatekeeperTokenInfo {
+                id: hex::encode(r.id),
+                created_at: rfc3339(r.created_at_ms),
+                used_at: r.used.as_ref().map(|u| rfc3339(u.at_ms)),
+                grace_until: r.used.as_ref().map(|u| rfc3339(u.grace_until_ms)),
+            })
+            .collect())
+    }
+
+    /// Use a gatekeeper token for nothing but its replacement.
+    pub async fn renew_gatekeeper_token(
+        &self,
+        token: SecretString,
+    ) -> Result<SysResponse, ServiceError> {
+        self.require_unsealed()?;
+        let (gk, rep) = self.use_gatekeeper_token(&token).await?;
+        drop(gk);
+        Ok(SysResponse {
+            gatekeeper_token: Some(rep),
+            ..Default::default()
+        })
+    }
+
+    /// Revoke a gatekeeper token: by presenting it, or by id with unseal keys.
+    pub async fn revoke_gatekeeper_token(
+        &self,
+        req: RevokeGatekeeperTokenRequest,
+    ) -> Result<(), ServiceError> {
+        self.require_unsealed()?;
+        let id = match (&req.gatekeeper_token, &req.id) {
+            (Some(token), None) if req.keys.is_empty() => {
+                if !secret::looks_like(SecretKind::GatekeeperToken, token.expose()) {
+                    return Err(ServiceError::Unauthorized(
+                        "gatekeeper token is invalid".into(),
+                    ));
+                }
+                secret::hash_secret(token)
+            }
+            (None, Some(id)) => {
+                drop(self.gatekeeper_key_from_keys(&req.keys)?);
+                let bytes = hex::decode(id)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok());
+                bytes.ok_or_else(|| ServiceError::bad("id must be 64 hex digits"))?
+            }
+            _ => {
+                return Err(ServiceError::bad(
+                    "give either gatekeeper_token, or id with keys",
+                ))
+            }
+        };
+        match self
+            .raft
+            .propose(Command::RevokeGatekeeperToken { id })
+            .await?
+        {
+            Applied::Deleted(false) => {
+                Err(ServiceError::NotFound("no such gatekeeper token".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Replace the access key (gatekeeper token or unseal keys).
+    pub async fn rotate_access_key(
+        &self,
+        auth: GatekeeperAuth,
+    ) -> Result<SysResponse, ServiceError> {
+        self.require_unsealed()?;
+        let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
+        drop(gk);
+        let access_key = secret::new_bearer(SecretKind::AccessKey);
+        self.raft
+            .propose(Command::RotateAccessKey {
+                hash: secret::hash_secret(&access_key),
+            })
+            .await?;
+        tracing::info!("access key rotated");
+        Ok(SysResponse {
+            gatekeeper_token: rep,
+            access_key: Some(access_key),
+            ..Default::default()
+        })
+    }
+}
