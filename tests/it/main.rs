@@ -6,5 +6,6 @@ mod t10_rest;
 mod t12_grpc;
 mod t15_tls;
 mod t20_lifecycle;
+mod t30_cli;
 mod t40_leaks;
 mod t50_bad_input;

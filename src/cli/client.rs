@@ -1,0 +1,726 @@
+//! The HTTP client of the REST API: one typed method per endpoint, failover
+//! between server addresses, and the error body turned into [`ClientError`].
+//!
+//! Invariants:
+//! - Failover happens on a *connection* error only: once any server answered,
+//!   even with 5xx, that answer is the result (a sealed or failing node is not
+//!   silently skipped, and a request is never sent twice to a live node).
+//! - Redirects are not followed, so a token or secret body never travels to a
+//!   host the user did not name.
+//! - Path segments are percent-encoded here and nowhere else; a `.` or `..`
+//!   segment or a backslash is refused before sending, because URL
+//!   normalisation would otherwise rewrite `app/../x` into `x` (and `\` into
+//!   `/`) and address another secret.
+//! - The access token is sent only to endpoints that need one.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::wire::*;
+use crate::secret::SecretString;
+
+/// Default server address.
+pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8200";
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status code.
+        status: u16,
+        /// The server's machine-readable code (`forbidden`, `sealed`, …).
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// No address could be reached.
+    #[error("could not connect to any server address: {0}")]
+    Connect(String),
+    /// The connection failed after it was made (timeout, reset, …).
+    #[error("request to {url} failed: {reason}")]
+    Transport {
+        /// The URL (never holds a secret).
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A 2xx answer that is not the expected JSON.
+    #[error("unexpected response from {url}: {reason}")]
+    Decode {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The command needs an access token and none was given.
+    #[error("this command needs an access token: give --token or set KSTASH_TOKEN (`kstash login` mints one)")]
+    NoToken,
+    /// Input refused before sending.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Whether a call carries the access token.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Auth {
+    /// No `Authorization` header.
+    None,
+    /// `Authorization: Bearer <token>`; fails with [`ClientError::NoToken`] without one.
+    Token,
+}
+
+/// How to reach the servers.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Base URLs, tried in order on connection errors.
+    pub addresses: Vec<String>,
+    /// The access token, if any.
+    pub token: Option<SecretString>,
+    /// PEM file of root certificates for `https` addresses.
+    pub ca_cert: Option<PathBuf>,
+    /// Whole-request timeout (also the connect timeout).
+    pub timeout: Duration,
+}
+
+/// A REST client for one or more kstash nodes.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Base URLs without a trailing '/'.
+    bases: Vec<String>,
+    /// Index of the base that answered last; the next call starts there.
+    current: AtomicUsize,
+    token: Option<SecretString>,
+    /// Whether `--ca-cert` was given (for a hint on TLS failures).
+    has_ca: bool,
+}
+
+/// The error body of every non-2xx answer.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// Install rustls' ring provider as the process default (reqwest and the
+/// server both use it); a second call is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Percent-encode one URL path segment: everything but RFC 3986 unreserved
+/// characters. Refuses `.` and `..`, which URL normalisation would resolve.
+pub fn encode_segment(segment: &str) -> Result<String, ClientError> {
+    if segment == "." || segment == ".." {
+        return Err(ClientError::Invalid(format!(
+            "path segment '{segment}' is not allowed"
+        )));
+    }
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Encode a secret path or list prefix segment by segment, keeping '/'.
+/// Refuses a backslash, which URL parsing would turn into '/'.
+pub fn encode_path(path: &str) -> Result<String, ClientError> {
+    if path.contains('\\') {
+        return Err(ClientError::Invalid(format!(
+            "path {path:?} contains a backslash, which is not allowed"
+        )));
+    }
+    let parts: Result<Vec<_>, _> = path.split('/').map(encode_segment).collect();
+    parts
+        .map(|p| p.join("/"))
+        .map_err(|e| ClientError::Invalid(format!("{e} (in {path:?})")))
+}
+
+fn json_body<B: Serialize>(body: &B) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(serde_json::to_vec(body).expect("request bodies always serialize"))
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+impl Client {
+    /// Check the addresses and load the CA file; no network I/O.
+    pub fn new(opts: &ClientOptions) -> Result<Self, ClientError> {
+        let invalid = |m: String| ClientError::Invalid(m);
+        let mut bases = Vec::new();
+        for a in &opts.addresses {
+            let a = a.trim();
+            if a.is_empty() {
+                continue;
+            }
+            let url = reqwest::Url::parse(a)
+                .map_err(|e| invalid(format!("invalid server address {a:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https")
+                || url.host().is_none()
+                || url.query().is_some()
+                || url.fragment().is_some()
+            {
+                return Err(invalid(format!(
+                    "invalid server address {a:?}: expected http(s)://host[:port][/prefix]"
+                )));
+            }
+            bases.push(url.as_str().trim_end_matches('/').to_string());
+        }
+        if bases.is_empty() {
+            return Err(invalid(
+                "no server address given (--address / KSTASH_ADDR)".into(),
+            ));
+        }
+
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("kstash-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &opts.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(format!("--ca-cert {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| invalid(format!("--ca-cert {}: {}", path.display(), chain(&e))))?;
+            if certs.is_empty() {
+                return Err(invalid(format!(
+                    "--ca-cert {}: no PEM certificate in the file",
+                    path.display()
+                )));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| invalid(format!("cannot build the HTTP client: {}", chain(&e))))?;
+        Ok(Client {
+            http,
+            bases,
+            current: AtomicUsize::new(0),
+            token: opts.token.clone(),
+            has_ca: opts.ca_cert.is_some(),
+        })
+    }
+
+    /// Whether an access token was given.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Send one request, failing over between addresses on connection
+    /// errors. `path_and_query` starts with '/' and is already encoded.
+    /// Returns the body of a 2xx answer, `None` when it is empty.
+    async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        auth: Auth,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        self.call_as(method, path_and_query, body, auth, None).await
+    }
+
+    /// [`Self::call`] with `bearer` instead of the configured token.
+    async fn call_as(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        auth: Auth,
+        bearer: Option<&SecretString>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        let token = match auth {
+            Auth::None => None,
+            Auth::Token => Some(bearer.or(self.token.as_ref()).ok_or(ClientError::NoToken)?),
+        };
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let url = format!("{}{}", self.bases[idx], path_and_query);
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t.expose());
+            }
+            if let Some(b) = &body {
+                req = req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(b.to_vec());
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return self.finish(resp, &url).await;
+                }
+                Err(e) if e.is_connect() => {
+                    let mut why = format!("{}: {}", self.bases[idx], chain(&e.without_url()));
+                    if self.bases[idx].starts_with("https:")
+                        && !self.has_ca
+                        && why.to_lowercase().contains("certificate")
+                    {
+                        why.push_str(
+                            " (for https give the server's CA with --ca-cert or KSTASH_CACERT)",
+                        );
+                    }
+                    failures.push(why);
+                }
+                Err(e) => {
+                    return Err(ClientError::Transport {
+                        url,
+                        reason: chain(&e.without_url()),
+                    })
+                }
+            }
+        }
+        Err(ClientError::Connect(failures.join("; ")))
+    }
+
+    async fn finish(
+        &self,
+        resp: reqwest::Response,
+        url: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            reason: chain(&e.without_url()),
+        })?;
+        // `Vec::from(Bytes)` reuses the buffer when it is not shared, so the
+        // copy we zeroize is usually the only one.
+        let bytes = Zeroizing::new(Vec::from(bytes));
+        if status.is_success() {
+            return Ok((!bytes.is_empty()).then_some(bytes));
+        }
+        Err(api_error(status, &bytes))
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        auth: Auth,
+    ) -> Result<T, ClientError> {
+        let bytes = self.call(method, path_and_query, body, auth).await?;
+        decode(bytes, path_and_query)
+    }
+
+    async fn no_content(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        auth: Auth,
+    ) -> Result<(), ClientError> {
+        self.call(method, path_and_query, body, auth)
+            .await
+            .map(drop)
+    }
+
+    // ---- sys ----------------------------------------------------------------
+
+    /// `GET /v1/sys/status`.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.json(Method::GET, "/v1/sys/status", None, Auth::None)
+            .await
+    }
+
+    /// `POST /v1/sys/init`.
+    pub async fn init(&self, req: &InitRequest) -> Result<InitResponse, ClientError> {
+        self.json(
+            Method::POST,
+            "/v1/sys/init",
+            Some(json_body(req)),
+            Auth::None,
+        )
+        .await
+    }
+
+    /// `POST /v1/sys/unseal`.
+    pub async fn unseal(&self, req: &UnsealRequest<'_>) -> Result<UnsealResponse, ClientError> {
+        self.json(
+            Method::POST,
+            "/v1/sys/unseal",
+            Some(json_body(req)),
+            Auth::None,
+        )
+        .await
+    }
+
+    /// `POST /v1/sys/seal`.
+    pub async fn seal(&self, req: &GatekeeperAuth) -> Result<SysResponse, ClientError> {
+        self.sys("/v1/sys/seal", req).await
+    }
+
+    /// `POST /v1/sys/rotate`.
+    pub async fn rotate(&self, req: &GatekeeperAuth) -> Result<SysResponse, ClientError> {
+        self.sys("/v1/sys/rotate", req).await
+    }
+
+    /// `POST /v1/sys/access-key/rotate`.
+    pub async fn rotate_access_key(
+        &self,
+        req: &GatekeeperAuth,
+    ) -> Result<SysResponse, ClientError> {
+        self.sys("/v1/sys/access-key/rotate", req).await
+    }
+
+    /// A sys call answered by [`SysResponse`] (which may be an empty body).
+    async fn sys<B: Serialize>(&self, path: &str, req: &B) -> Result<SysResponse, ClientError> {
+        let bytes = self
+            .call(Method::POST, path, Some(json_body(req)), Auth::None)
+            .await?;
+        match bytes {
+            None => Ok(SysResponse::default()),
+            some => decode(some, path),
+        }
+    }
+
+    /// `POST /v1/sys/rekey`.
+    pub async fn rekey(&self, req: &RekeyRequest<'_>) -> Result<RekeyResponse, ClientError> {
+        self.json(
+            Method::POST,
+            "/v1/sys/rekey",
+            Some(json_body(req)),
+            Auth::None,
+        )
+        .await
+    }
+
+    /// `POST /v1/sys/gatekeeper-tokens`.
+    pub async fn mint_gatekeeper_tokens(
+        &self,
+        req: &MintGatekeeperTokensRequest<'_>,
+    ) -> Result<MintGatekeeperTokensResponse, ClientError> {
+        let path = "/v1/sys/gatekeeper-tokens";
+        self.json(Method::POST, path, Some(json_body(req)), Auth::None)
+            .await
+    }
+
+    /// `POST /v1/sys/gatekeeper-tokens/list`.
+    pub async fn list_gatekeeper_tokens(
+        &self,
+        keys: &[SecretString],
+    ) -> Result<GatekeeperTokenList, ClientError> {
+        let body = json_body(&KeysRequest { keys });
+        let path = "/v1/sys/gatekeeper-tokens/list";
+        self.json(Method::POST, path, Some(body), Auth::None).await
+    }
+
+    /// `POST /v1/sys/gatekeeper-tokens/renew`.
+    pub async fn renew_gatekeeper_token(
+        &self,
+        token: &SecretString,
+    ) -> Result<SysResponse, ClientError> {
+        let req = RenewGatekeeperTokenRequest {
+            gatekeeper_token: token,
+        };
+        self.sys("/v1/sys/gatekeeper-tokens/renew", &req).await
+    }
+
+    /// `POST /v1/sys/gatekeeper-tokens/revoke`.
+    pub async fn revoke_gatekeeper_token(
+        &self,
+        req: &RevokeGatekeeperTokenRequest<'_>,
+    ) -> Result<(), ClientError> {
+        let path = "/v1/sys/gatekeeper-tokens/revoke";
+        self.no_content(Method::POST, path, Some(json_body(req)), Auth::None)
+            .await
+    }
+
+    // ---- auth ---------------------------------------------------------------
+
+    /// `POST /v1/auth/access-key/login`.
+    pub async fn login(&self, req: &LoginRequest<'_>) -> Result<LoginResponse, ClientError> {
+        let path = "/v1/auth/access-key/login";
+        self.json(Method::POST, path, Some(json_body(req)), Auth::None)
+            .await
+    }
+
+    /// `GET /v1/auth/token/self`.
+    pub async fn token_self(&self) -> Result<TokenInfo, ClientError> {
+        self.json(Method::GET, "/v1/auth/token/self", None, Auth::Token)
+            .await
+    }
+
+    /// `POST /v1/auth/token/renew`.
+    pub async fn token_renew(&self, req: &RenewRequest) -> Result<TokenInfo, ClientError> {
+        let path = "/v1/auth/token/renew";
+        self.json(Method::POST, path, Some(json_body(req)), Auth::Token)
+            .await
+    }
+
+    /// `POST /v1/auth/token/revoke`: `other`, or the caller's own token.
+    /// Without a configured token, `other` revokes itself (possession is
+    /// authority either way).
+    pub async fn token_revoke(&self, other: Option<&SecretString>) -> Result<(), ClientError> {
+        let path = "/v1/auth/token/revoke";
+        match (other, self.has_token()) {
+            (Some(t), false) => self
+                .call_as(
+                    Method::POST,
+                    path,
+                    Some(json_body(&RevokeRequest::default())),
+                    Auth::Token,
+                    Some(t),
+                )
+                .await
+                .map(drop),
+            (t, _) => {
+                let body = json_body(&RevokeRequest { token: t });
+                self.no_content(Method::POST, path, Some(body), Auth::Token)
+                    .await
+            }
+        }
+    }
+
+    // ---- policies -----------------------------------------------------------
+
+    fn policy_url(ns: &str, name: Option<&str>) -> Result<String, ClientError> {
+        let mut url = format!("/v1/namespaces/{}/policies", encode_segment(ns)?);
+        if let Some(name) = name {
+            url.push('/');
+            url.push_str(&encode_segment(name)?);
+        }
+        Ok(url)
+    }
+
+    /// `PUT /v1/namespaces/{ns}/policies/{name}`.
+    pub async fn policy_put(
+        &self,
+        ns: &str,
+        name: &str,
+        policy: &crate::acl::Policy,
+    ) -> Result<(), ClientError> {
+        let url = Self::policy_url(ns, Some(name))?;
+        self.no_content(Method::PUT, &url, Some(json_body(policy)), Auth::Token)
+            .await
+    }
+
+    /// `GET /v1/namespaces/{ns}/policies/{name}`.
+    pub async fn policy_get(&self, ns: &str, name: &str) -> Result<PolicyResponse, ClientError> {
+        let url = Self::policy_url(ns, Some(name))?;
+        self.json(Method::GET, &url, None, Auth::Token).await
+    }
+
+    /// `GET /v1/namespaces/{ns}/policies`.
+    pub async fn policy_list(&self, ns: &str) -> Result<PolicyList, ClientError> {
+        let url = Self::policy_url(ns, None)?;
+        self.json(Method::GET, &url, None, Auth::Token).await
+    }
+
+    /// `DELETE /v1/namespaces/{ns}/policies/{name}`.
+    pub async fn policy_delete(&self, ns: &str, name: &str) -> Result<(), ClientError> {
+        let url = Self::policy_url(ns, Some(name))?;
+        self.no_content(Method::DELETE, &url, None, Auth::Token)
+            .await
+    }
+
+    // ---- kv -----------------------------------------------------------------
+
+    /// `PUT /v1/kv/{path}`.
+    pub async fn kv_put(
+        &self,
+        path: &str,
+        req: &PutSecretRequest,
+    ) -> Result<PutSecretResponse, ClientError> {
+        let url = format!("/v1/kv/{}", encode_path(path)?);
+        self.json(Method::PUT, &url, Some(json_body(req)), Auth::Token)
+            .await
+    }
+
+    /// `GET /v1/kv/{path}`.
+    pub async fn kv_get(&self, path: &str) -> Result<SecretResponse, ClientError> {
+        let url = format!("/v1/kv/{}", encode_path(path)?);
+        self.json(Method::GET, &url, None, Auth::Token).await
+    }
+
+    /// `DELETE /v1/kv/{path}`.
+    pub async fn kv_delete(&self, path: &str) -> Result<(), ClientError> {
+        let url = format!("/v1/kv/{}", encode_path(path)?);
+        self.no_content(Method::DELETE, &url, None, Auth::Token)
+            .await
+    }
+
+    /// `GET /v1/kv/{prefix}?list=true`; the empty prefix lists the root.
+    pub async fn kv_list(&self, prefix: &str) -> Result<KeyList, ClientError> {
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            encode_path(prefix)?
+        };
+        let url = format!("/v1/kv/{prefix}?list=true");
+        self.json(Method::GET, &url, None, Auth::Token).await
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    bytes: Option<Zeroizing<Vec<u8>>>,
+    path: &str,
+) -> Result<T, ClientError> {
+    let bad = |reason: String| ClientError::Decode {
+        url: path.to_string(),
+        reason,
+    };
+    let bytes = bytes.ok_or_else(|| bad("empty body".into()))?;
+    // The serde error names a position and the expected type, never the input.
+    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
+}
+
+/// The error of a non-2xx answer: the JSON error body when there is one,
+/// otherwise the status and the start of a plain-text body.
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
+        return ClientError::Api {
+            status: status.as_u16(),
+            code: error.code,
+            message: error.message,
+        };
+    }
+    let text = String::from_utf8_lossy(body);
+    let text: String = text.trim().chars().take(200).collect();
+    let reason = status.canonical_reason().unwrap_or("error").to_string();
+    ClientError::Api {
+        status: status.as_u16(),
+        code: "http".into(),
+        message: if text.is_empty() || text.starts_with('<') {
+            reason
+        } else {
+            text
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded_and_dots_refused() {
+        assert_eq!(encode_segment("team-a").unwrap(), "team-a");
+        assert_eq!(encode_segment("a b/c%").unwrap(), "a%20b%2Fc%25");
+        assert_eq!(encode_segment("x.y").unwrap(), "x.y");
+        assert!(encode_segment("..").is_err());
+        assert!(encode_segment(".").is_err());
+        assert_eq!(encode_path("app/db").unwrap(), "app/db");
+        assert!(encode_path("app/a\\b").is_err());
+        assert_eq!(encode_segment("a\\b").unwrap(), "a%5Cb");
+        assert_eq!(encode_path("app/").unwrap(), "app/");
+        let err = encode_path("app/../x").unwrap_err().to_string();
+        assert!(err.contains("'..'") && err.contains("app/../x"), "{err}");
+    }
+
+    #[test]
+    fn error_bodies() {
+        let e = api_error(
+            StatusCode::FORBIDDEN,
+            br#"{"error":{"code":"forbidden","message":"no read on app/db"}}"#,
+        );
+        assert_eq!(e.to_string(), "no read on app/db (forbidden, HTTP 403)");
+        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>oops</html>");
+        assert_eq!(e.to_string(), "Bad Gateway (http, HTTP 502)");
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        let opts = |a: &[&str]| ClientOptions {
+            addresses: a.iter().map(|s| s.to_string()).collect(),
+            token: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(1),
+        };
+        let c = Client::new(&opts(&["http://a:1/", " https://b:2/prefix "])).unwrap();
+        assert_eq!(c.bases, ["http://a:1", "https://b:2/prefix"]);
+        assert!(Client::new(&opts(&["ftp://a"])).is_err());
+        assert!(Client::new(&opts(&["127.0.0.1:8200"])).is_err());
+        assert!(Client::new(&opts(&[""])).is_err());
+    }
+
+    #[tokio::test]
+    async fn fails_over_on_connection_errors_only() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = r#"{"error":{"code":"sealed","message":"sealed"}}"#;
+                let resp = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        let c = Client::new(&ClientOptions {
+            addresses: vec![
+                format!("http://127.0.0.1:{dead}"),
+                format!("http://127.0.0.1:{port}"),
+            ],
+            token: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let e = c.status().await.unwrap_err();
+        assert_eq!(e.to_string(), "sealed (sealed, HTTP 503)");
+        assert_eq!(
+            c.current.load(Ordering::Relaxed),
+            1,
+            "sticks to the live node"
+        );
+
+        let c = Client::new(&ClientOptions {
+            addresses: vec![format!("http://127.0.0.1:{dead}")],
+            token: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let e = c.status().await.unwrap_err();
+        assert!(matches!(e, ClientError::Connect(_)), "{e}");
+        assert!(matches!(c.kv_get("a").await, Err(ClientError::NoToken)));
+    }
+}

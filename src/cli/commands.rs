@@ -1,0 +1,665 @@
+//! One handler per command: gather input (arguments, prompts, files), make
+//! the REST calls through [`Client`], print the result.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use super::client::{Client, ClientOptions};
+use super::output::{line, note, print_json, print_raw, Format, Table};
+use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file};
+use super::wire::*;
+use super::{
+    AccessKeyCommand, Cli, Command, GatekeeperAuthArgs, GatekeeperTokenCommand, KvCommand,
+    LoginArgs, OperatorCommand, PolicyCommand, SecretField, TokenCommand,
+};
+use crate::secret::SecretString;
+
+/// Environment variable holding a gatekeeper token.
+const GATEKEEPER_TOKEN_ENV: &str = "KSTASH_GATEKEEPER_TOKEN";
+/// Environment variable holding the access key.
+const ACCESS_KEY_ENV: &str = "KSTASH_ACCESS_KEY";
+
+const SHOWN_ONCE: &str = "\
+These secrets are shown once: kstash keeps no copy it could show again.
+Give each unseal key to a different service owner; any {threshold} of them unseal the cluster.
+Keep the access key and the gatekeeper tokens in a secrets manager: a gatekeeper token
+unseals the cluster on its own, and the access key mints tokens for every namespace.";
+
+const REPLACED_TOKEN: &str = "\
+The gatekeeper token you used is consumed: it keeps working only until its grace window
+ends. Use the replacement above from now on.";
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    super::client::install_crypto_provider();
+    if let Command::Server(args) = &cli.command {
+        let config = args.resolve().context("invalid server configuration")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        return rt.block_on(crate::server::run(config, args.dev));
+    }
+    let g = &cli.global;
+    let client = Client::new(&ClientOptions {
+        addresses: g.address.clone(),
+        token: g.token.clone().map(SecretString::new),
+        ca_cert: g.ca_cert.clone(),
+        timeout: g.timeout,
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let fmt = g.format;
+    rt.block_on(async {
+        match cli.command {
+            Command::Server(_) => unreachable!("handled above"),
+            Command::Operator(c) => operator(&client, fmt, c).await,
+            Command::Login(args) => login(&client, fmt, args).await,
+            Command::Token(c) => token(&client, fmt, c).await,
+            Command::Policy(c) => policy(&client, fmt, c).await,
+            Command::Kv(c) => kv(&client, fmt, c).await,
+        }
+    })
+}
+
+// ---- operator ---------------------------------------------------------------
+
+async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow::Result<()> {
+    match cmd {
+        OperatorCommand::Init {
+            shares,
+            threshold,
+            gatekeeper_tokens,
+        } => {
+            let req = InitRequest {
+                shares,
+                threshold,
+                gatekeeper_tokens,
+            };
+            let resp = client.init(&req).await?;
+            let warning = SHOWN_ONCE.replace("{threshold}", &threshold.to_string());
+            match fmt {
+                Format::Json => {
+                    print_json(&resp)?;
+                    note(&warning);
+                }
+                Format::Table => {
+                    let mut t = Table::new();
+                    for (i, k) in resp.unseal_keys.iter().enumerate() {
+                        t.kv(&format!("Unseal key {}", i + 1), k.expose());
+                    }
+                    t.kv("Access key", resp.access_key.expose());
+                    for (i, k) in resp.gatekeeper_tokens.iter().enumerate() {
+                        t.kv(&format!("Gatekeeper token {}", i + 1), k.expose());
+                    }
+                    t.print()?;
+                    line(&format!("\n{warning}"))?;
+                }
+            }
+        }
+        OperatorCommand::Unseal {
+            key,
+            gatekeeper_token,
+            reset,
+        } => {
+            let key = match &key {
+                Some(_) => Some(secret_arg(key, "unseal key")?),
+                None => None,
+            };
+            let token = match (&key, gatekeeper_token, reset) {
+                (None, Some(t), _) => Some(secret_arg(Some(t), "gatekeeper token")?),
+                (None, None, false) => secret_env(GATEKEEPER_TOKEN_ENV),
+                _ => None,
+            };
+            let key = match (key, &token, reset) {
+                (None, None, false) => Some(secret_arg(None, "unseal key")?),
+                (k, _, _) => k,
+            };
+            let resp = client
+                .unseal(&UnsealRequest {
+                    key: key.as_ref(),
+                    gatekeeper_token: token.as_ref(),
+                    reset,
+                })
+                .await?;
+            match fmt {
+                Format::Json => print_json(&resp)?,
+                Format::Table => {
+                    let mut t = status_table(&resp.status);
+                    if let Some(r) = &resp.gatekeeper_token {
+                        t.kv("Gatekeeper token (replacement)", r.expose());
+                    }
+                    t.print()?;
+                }
+            }
+            if resp.gatekeeper_token.is_some() {
+                note(REPLACED_TOKEN);
+            }
+        }
+        OperatorCommand::Seal(auth) => {
+            let resp = client.seal(&gatekeeper_auth(auth)?).await?;
+            print_sys(fmt, &resp, "Sealed.")?;
+        }
+        OperatorCommand::Rotate(auth) => {
+            let resp = client.rotate(&gatekeeper_auth(auth)?).await?;
+            print_sys(fmt, &resp, "Rotated the encryption key.")?;
+        }
+        OperatorCommand::AccessKey(AccessKeyCommand::Rotate(auth)) => {
+            let resp = client.rotate_access_key(&gatekeeper_auth(auth)?).await?;
+            print_sys(
+                fmt,
+                &resp,
+                "Rotated the access key; the old one no longer mints tokens.",
+            )?;
+        }
+        OperatorCommand::Rekey {
+            shares,
+            threshold,
+            gatekeeper_tokens,
+        } => {
+            let keys = threshold_keys(client).await?;
+            let resp = client
+                .rekey(&RekeyRequest {
+                    keys: &keys,
+                    shares,
+                    threshold,
+                    gatekeeper_tokens,
+                })
+                .await?;
+            let warning = format!(
+                "These secrets are shown once: kstash keeps no copy it could show again.\n\
+                 Give each unseal key to a different service owner; any {threshold} of them unseal the cluster.\n\
+                 The old unseal keys and every older gatekeeper token no longer work."
+            );
+            match fmt {
+                Format::Json => {
+                    print_json(&resp)?;
+                    note(&warning);
+                }
+                Format::Table => {
+                    let mut t = Table::new();
+                    for (i, k) in resp.unseal_keys.iter().enumerate() {
+                        t.kv(&format!("Unseal key {}", i + 1), k.expose());
+                    }
+                    for (i, k) in resp.gatekeeper_tokens.iter().enumerate() {
+                        t.kv(&format!("Gatekeeper token {}", i + 1), k.expose());
+                    }
+                    t.print()?;
+                    line(&format!("\n{warning}"))?;
+                }
+            }
+        }
+        OperatorCommand::Status => {
+            let status = client.status().await?;
+            match fmt {
+                Format::Json => print_json(&status)?,
+                Format::Table => {
+                    status_table(&status).print()?;
+                    if !status.peers.is_empty() {
+                        let mut t = Table::with_header(&["NODE", "ADDRESS", "SEALED", "LEADER"]);
+                        for p in &status.peers {
+                            t.row(vec![
+                                p.id.to_string(),
+                                p.address.clone(),
+                                p.sealed.to_string(),
+                                p.leader.to_string(),
+                            ]);
+                        }
+                        line("")?;
+                        t.print()?;
+                    }
+                }
+            }
+        }
+        OperatorCommand::GatekeeperToken(c) => gatekeeper_token(client, fmt, c).await?,
+    }
+    Ok(())
+}
+
+async fn gatekeeper_token(
+    client: &Client,
+    fmt: Format,
+    cmd: GatekeeperTokenCommand,
+) -> anyhow::Result<()> {
+    match cmd {
+        GatekeeperTokenCommand::Create { count } => {
+            let keys = threshold_keys(client).await?;
+            let resp = client
+                .mint_gatekeeper_tokens(&MintGatekeeperTokensRequest { keys: &keys, count })
+                .await?;
+            match fmt {
+                Format::Json => print_json(&resp)?,
+                Format::Table => {
+                    let mut t = Table::with_header(&["ID", "GATEKEEPER TOKEN"]);
+                    for (id, tok) in resp.ids.iter().zip(&resp.gatekeeper_tokens) {
+                        t.row(vec![id.clone(), tok.expose().to_string()]);
+                    }
+                    t.print()?;
+                }
+            }
+            note(
+                "These gatekeeper tokens are shown once; each one unseals the cluster on its own.",
+            );
+        }
+        GatekeeperTokenCommand::List => {
+            let keys = threshold_keys(client).await?;
+            let resp = client.list_gatekeeper_tokens(&keys).await?;
+            match fmt {
+                Format::Json => print_json(&resp)?,
+                Format::Table => {
+                    let mut t = Table::with_header(&["ID", "CREATED", "USED", "GRACE UNTIL"]);
+                    for i in &resp.tokens {
+                        t.row(vec![
+                            i.id.clone(),
+                            i.created_at.clone(),
+                            i.used_at.clone().unwrap_or_else(|| "-".into()),
+                            i.grace_until.clone().unwrap_or_else(|| "-".into()),
+                        ]);
+                    }
+                    t.print()?;
+                }
+            }
+        }
+        GatekeeperTokenCommand::Renew { gatekeeper_token } => {
+            let token = explicit_or_env_gatekeeper_token(gatekeeper_token)?;
+            let resp = client.renew_gatekeeper_token(&token).await?;
+            print_sys(fmt, &resp, "Renewed.")?;
+        }
+        GatekeeperTokenCommand::Revoke {
+            gatekeeper_token,
+            id,
+        } => {
+            match (gatekeeper_token, id) {
+                (Some(t), None) => {
+                    let token = secret_arg(Some(t), "gatekeeper token")?;
+                    client
+                        .revoke_gatekeeper_token(&RevokeGatekeeperTokenRequest {
+                            gatekeeper_token: Some(&token),
+                            ..Default::default()
+                        })
+                        .await?;
+                }
+                (None, Some(id)) => {
+                    let keys = threshold_keys(client).await?;
+                    client
+                        .revoke_gatekeeper_token(&RevokeGatekeeperTokenRequest {
+                            gatekeeper_token: None,
+                            id: Some(&id),
+                            keys: &keys,
+                        })
+                        .await?;
+                }
+                _ => bail!("give either TOKEN or --id HEX"),
+            }
+            if fmt == Format::Table {
+                line("Revoked.")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The gatekeeper-key proof of seal / rotate / access-key rotate: an
+/// explicit `--gatekeeper-token`, else `--keys N` prompted keys, else the
+/// environment.
+fn gatekeeper_auth(args: GatekeeperAuthArgs) -> anyhow::Result<GatekeeperAuth> {
+    if let Some(t) = args.gatekeeper_token {
+        let token = secret_arg(Some(t), "gatekeeper token")?;
+        return Ok(GatekeeperAuth {
+            gatekeeper_token: Some(token),
+            keys: Vec::new(),
+        });
+    }
+    if let Some(n) = args.keys {
+        return Ok(GatekeeperAuth {
+            gatekeeper_token: None,
+            keys: prompt_keys(n)?,
+        });
+    }
+    if let Some(token) = secret_env(GATEKEEPER_TOKEN_ENV) {
+        return Ok(GatekeeperAuth {
+            gatekeeper_token: Some(token),
+            keys: Vec::new(),
+        });
+    }
+    bail!("give --gatekeeper-token TOKEN (or set {GATEKEEPER_TOKEN_ENV}), or --keys N to type N unseal keys")
+}
+
+/// TOKEN as given (`-` prompts); omitted: the environment, else a prompt.
+fn explicit_or_env_gatekeeper_token(arg: Option<String>) -> anyhow::Result<SecretString> {
+    match arg {
+        Some(t) => secret_arg(Some(t), "gatekeeper token"),
+        None => match secret_env(GATEKEEPER_TOKEN_ENV) {
+            Some(t) => Ok(t),
+            None => secret_arg(None, "gatekeeper token"),
+        },
+    }
+}
+
+/// Ask the server for its threshold, then prompt for that many unseal keys.
+async fn threshold_keys(client: &Client) -> anyhow::Result<Vec<SecretString>> {
+    let status = client.status().await?;
+    if !status.initialized {
+        bail!("the cluster is not initialised (kstash operator init)");
+    }
+    note(&format!(
+        "This needs {} of the {} current unseal keys.",
+        status.threshold, status.shares
+    ));
+    prompt_keys(status.threshold)
+}
+
+fn status_table(s: &Status) -> Table {
+    let mut t = Table::new();
+    t.kv("Initialized", s.initialized).kv("Sealed", s.sealed);
+    if s.initialized {
+        t.kv("Unseal progress", format!("{}/{}", s.progress, s.threshold))
+            .kv(
+                "Unseal keys",
+                format!("{} of {} needed", s.threshold, s.shares),
+            );
+    }
+    t.kv("Storage", &s.storage)
+        .kv("Version", &s.version)
+        .kv("Node id", s.node_id)
+        .kv("Leader", s.leader);
+    if let Some(term) = s.key_term {
+        t.kv("Key term", term);
+    }
+    t
+}
+
+/// Print a [`SysResponse`]: its fields, or `done` when it has none.
+fn print_sys(fmt: Format, resp: &SysResponse, done: &str) -> anyhow::Result<()> {
+    match fmt {
+        Format::Json => print_json(resp)?,
+        Format::Table => {
+            let mut t = Table::new();
+            if let Some(term) = resp.key_term {
+                t.kv("Key term", term);
+            }
+            if let Some(k) = &resp.access_key {
+                t.kv("Access key", k.expose());
+            }
+            if let Some(r) = &resp.gatekeeper_token {
+                t.kv("Gatekeeper token (replacement)", r.expose());
+            }
+            line(done)?;
+            t.print()?;
+        }
+    }
+    if resp.access_key.is_some() {
+        note("The new access key is shown once.");
+    }
+    if resp.gatekeeper_token.is_some() {
+        note(REPLACED_TOKEN);
+    }
+    Ok(())
+}
+
+// ---- login and tokens ---------------------------------------------------------
+
+async fn login(client: &Client, fmt: Format, args: LoginArgs) -> anyhow::Result<()> {
+    let access_key = match &args.access_key_file {
+        Some(path) => secret_file(path).context("--access-key-file")?,
+        None => match secret_env(ACCESS_KEY_ENV) {
+            Some(k) => k,
+            None => secret_arg(None, "access key")?,
+        },
+    };
+    let resp = client
+        .login(&LoginRequest {
+            access_key: &access_key,
+            namespace: &args.namespace,
+            policies: &args.policies,
+            ttl: args.ttl,
+        })
+        .await?;
+    for w in &resp.warnings {
+        note(&format!("Warning: {w}"));
+    }
+    if args.token_only {
+        let mut line = Zeroizing::new(resp.token.expose().to_string());
+        line.push('\n');
+        print_raw(line.as_bytes())?;
+        return Ok(());
+    }
+    match fmt {
+        Format::Json => print_json(&resp)?,
+        Format::Table => {
+            let mut t = Table::new();
+            t.kv("Token", resp.token.expose())
+                .kv("Expires at", &resp.expires_at)
+                .kv("Namespace", &resp.namespace)
+                .kv("Policies", resp.policies.join(", "));
+            t.print()?;
+        }
+    }
+    Ok(())
+}
+
+async fn token(client: &Client, fmt: Format, cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Lookup => print_token_info(fmt, &client.token_self().await?)?,
+        TokenCommand::Renew { increment } => {
+            let info = client.token_renew(&RenewRequest { increment }).await?;
+            print_token_info(fmt, &info)?;
+        }
+        TokenCommand::Revoke { target } => {
+            let other = match target {
+                Some(t) => Some(secret_arg(Some(t), "token")?),
+                None => None,
+            };
+            client.token_revoke(other.as_ref()).await?;
+            if fmt == Format::Table {
+                line("Revoked.")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_token_info(fmt: Format, info: &TokenInfo) -> anyhow::Result<()> {
+    match fmt {
+        Format::Json => print_json(info)?,
+        Format::Table => {
+            let mut t = Table::new();
+            t.kv("Accessor", &info.accessor)
+                .kv("Namespace", &info.namespace)
+                .kv("Policies", info.policies.join(", "))
+                .kv("Created at", &info.created_at)
+                .kv("Expires at", &info.expires_at)
+                .kv(
+                    "TTL",
+                    humantime::format_duration(std::time::Duration::from_secs(info.ttl)),
+                )
+                .kv("Renewable until", &info.max_expires_at);
+            t.print()?;
+        }
+    }
+    Ok(())
+}
+
+// ---- policies -----------------------------------------------------------------
+
+async fn policy(client: &Client, fmt: Format, cmd: PolicyCommand) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCommand::Put {
+            namespace,
+            name,
+            file,
+        } => {
+            let text = read_input(&file)?;
+            let policy: crate::acl::Policy = serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{}: not a policy ({{\"rules\": [{{\"path\", \"capabilities\"}}]}})",
+                    shown(&file)
+                )
+            })?;
+            client.policy_put(&namespace, &name, &policy).await?;
+            if fmt == Format::Table {
+                line(&format!("Wrote policy {name} in namespace {namespace}."))?;
+            }
+        }
+        PolicyCommand::Get { namespace, name } => {
+            let p = client.policy_get(&namespace, &name).await?;
+            match fmt {
+                Format::Json => print_json(&p)?,
+                Format::Table => {
+                    let mut t = Table::new();
+                    t.kv("Name", &p.name).kv("Built in", p.builtin);
+                    t.print()?;
+                    if !p.policy.rules.is_empty() {
+                        let mut r = Table::with_header(&["PATH", "CAPABILITIES"]);
+                        for rule in &p.policy.rules {
+                            let caps: Vec<_> =
+                                rule.capabilities.iter().map(|c| c.as_str()).collect();
+                            r.row(vec![rule.path.clone(), caps.join(", ")]);
+                        }
+                        line("")?;
+                        r.print()?;
+                    }
+                }
+            }
+        }
+        PolicyCommand::List { namespace } => {
+            let l = client.policy_list(&namespace).await?;
+            match fmt {
+                Format::Json => print_json(&l)?,
+                Format::Table => print_lines(&l.policies)?,
+            }
+        }
+        PolicyCommand::Delete { namespace, name } => {
+            client.policy_delete(&namespace, &name).await?;
+            if fmt == Format::Table {
+                line(&format!("Deleted policy {name} in namespace {namespace}."))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- kv -----------------------------------------------------------------------
+
+async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> {
+    match cmd {
+        KvCommand::Put { path, value, cas } => {
+            let req = if value == "-" {
+                let bytes = read_stdin()?;
+                match std::str::from_utf8(&bytes) {
+                    Ok(s) => PutSecretRequest {
+                        value: Some(SecretString::new(s.to_string())),
+                        value_base64: None,
+                        cas,
+                    },
+                    Err(_) => PutSecretRequest {
+                        value: None,
+                        value_base64: Some(SecretString::new(
+                            base64::engine::general_purpose::STANDARD.encode(&bytes[..]),
+                        )),
+                        cas,
+                    },
+                }
+            } else {
+                PutSecretRequest {
+                    value: Some(SecretString::new(value)),
+                    value_base64: None,
+                    cas,
+                }
+            };
+            let resp = client.kv_put(&path, &req).await?;
+            match fmt {
+                Format::Json => print_json(&resp)?,
+                Format::Table => {
+                    let mut t = Table::new();
+                    t.kv("Path", &path).kv("Version", resp.version);
+                    t.print()?;
+                }
+            }
+        }
+        KvCommand::Get { path, field } => {
+            let s = client.kv_get(&path).await?;
+            match field {
+                Some(SecretField::Value) => print_raw(&secret_bytes(&s)?)?,
+                Some(SecretField::Version) => line(&s.version.to_string())?,
+                Some(SecretField::CreatedAt) => line(&s.created_at)?,
+                Some(SecretField::UpdatedAt) => line(&s.updated_at)?,
+                None => match fmt {
+                    Format::Json => print_json(&s)?,
+                    Format::Table => {
+                        let mut t = Table::new();
+                        match (&s.value, &s.value_base64) {
+                            (Some(v), _) => t.kv("Value", v.expose()),
+                            (None, Some(b)) => t.kv("Value (base64)", b.expose()),
+                            (None, None) => t.kv("Value", ""),
+                        };
+                        t.kv("Version", s.version)
+                            .kv("Created at", &s.created_at)
+                            .kv("Updated at", &s.updated_at);
+                        t.print()?;
+                    }
+                },
+            }
+        }
+        KvCommand::Delete { path } => {
+            client.kv_delete(&path).await?;
+            if fmt == Format::Table {
+                line(&format!("Deleted {path}."))?;
+            }
+        }
+        KvCommand::List { prefix } => {
+            let l = client.kv_list(prefix.as_deref().unwrap_or("")).await?;
+            match fmt {
+                Format::Json => print_json(&l)?,
+                Format::Table => print_lines(&l.keys)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The secret's bytes: its text, or its decoded base64 form.
+fn secret_bytes(s: &SecretResponse) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    match (&s.value, &s.value_base64) {
+        (Some(v), _) => Ok(Zeroizing::new(v.expose().as_bytes().to_vec())),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.expose())
+            .map(Zeroizing::new)
+            .context("the server sent invalid base64"),
+        (None, None) => Ok(Zeroizing::new(Vec::new())),
+    }
+}
+
+// ---- helpers ------------------------------------------------------------------
+
+/// A file's bytes, or stdin's for `-`.
+fn read_input(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    if path == Path::new("-") {
+        return read_stdin();
+    }
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .with_context(|| path.display().to_string())
+}
+
+fn shown(path: &Path) -> String {
+    if path == Path::new("-") {
+        "stdin".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+fn print_lines(lines: &[String]) -> anyhow::Result<()> {
+    let mut t = Table::new();
+    for l in lines {
+        t.row(vec![l.clone()]);
+    }
+    t.print()?;
+    Ok(())
+}

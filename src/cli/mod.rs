@@ -1,0 +1,435 @@
+//! The `kstash` command line: `kstash server` runs a node; every other
+//! command is a client of the REST API.
+//!
+//! Invariants:
+//! - Exit status 0 on success, 2 on a usage error (clap's), 1 on any other
+//!   error, printed as `Error: …` on stderr (`Error: <message> (<code>, HTTP
+//!   <status>)` when the server refused).
+//! - A secret is printed only when it is the result the user asked for (init,
+//!   rekey, a new or replacement token or key, `kv get`); secrets given as
+//!   input are never echoed and are read without echo when prompted for.
+//! - Results go to stdout; notes and warnings to stderr.
+
+mod client;
+mod commands;
+mod output;
+mod prompt;
+mod wire;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client::{Client, ClientError, ClientOptions};
+pub use output::Format;
+
+use crate::config::ServerArgs;
+
+/// kstash: a Raft-replicated secrets store for Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "kstash", version, propagate_version = true)]
+pub struct Cli {
+    /// Client options (every command but `server`).
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options of every client command.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Server base URLs, comma-separated; the next one is tried only when one
+    /// cannot be connected to.
+    #[arg(
+        long,
+        global = true,
+        env = "KSTASH_ADDR",
+        value_delimiter = ',',
+        default_value = client::DEFAULT_ADDRESS,
+        value_name = "URL,..."
+    )]
+    pub address: Vec<String>,
+    /// Access token.
+    #[arg(long, global = true, env = "KSTASH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA certificate(s) that signed the server's certificate.
+    #[arg(long, global = true, env = "KSTASH_CACERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Request timeout (e.g. `30s`, `2m`).
+    #[arg(
+        long,
+        global = true,
+        env = "KSTASH_TIMEOUT",
+        value_parser = humantime::parse_duration,
+        default_value = "30s"
+    )]
+    pub timeout: Duration,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a kstash node.
+    Server(Box<ServerArgs>),
+    /// Initialise, unseal, seal, rotate and rekey (service owners and technicians).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Mint an access token with the access key.
+    Login(LoginArgs),
+    /// Inspect, renew or revoke access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage the policies of a namespace.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read and write secrets in the token's namespace.
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+/// `kstash operator …`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Initialise the cluster: prints the unseal keys, the access key and
+    /// gatekeeper tokens, once.
+    Init {
+        /// Unseal keys to make.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=255))]
+        shares: u32,
+        /// Unseal keys needed to unseal.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=255))]
+        threshold: u32,
+        /// Gatekeeper tokens to mint.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=16))]
+        gatekeeper_tokens: u32,
+    },
+    /// Give one unseal key (prompted without echo when KEY is omitted), or a
+    /// gatekeeper token (`--gatekeeper-token`, or KSTASH_GATEKEEPER_TOKEN when
+    /// no KEY is given).
+    Unseal {
+        /// One unseal key.
+        #[arg(conflicts_with_all = ["gatekeeper_token", "reset"])]
+        key: Option<String>,
+        /// Unseal with a gatekeeper token; prompted when given without a value or as `-`.
+        #[arg(long, num_args = 0..=1, default_missing_value = "-", value_name = "TOKEN", conflicts_with = "reset")]
+        gatekeeper_token: Option<String>,
+        /// Forget the unseal keys given so far.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Seal the cluster.
+    Seal(GatekeeperAuthArgs),
+    /// Add a new encryption key term to the keychain.
+    Rotate(GatekeeperAuthArgs),
+    /// Manage the access key.
+    #[command(subcommand)]
+    AccessKey(AccessKeyCommand),
+    /// Replace the unseal keys (prompts for the current threshold of keys);
+    /// revokes every gatekeeper token.
+    Rekey {
+        /// New number of unseal keys.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
+        shares: u32,
+        /// New threshold.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
+        threshold: u32,
+        /// Gatekeeper tokens to mint for the new keys.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=16))]
+        gatekeeper_tokens: u32,
+    },
+    /// Show whether the cluster is initialised and sealed, and its nodes.
+    Status,
+    /// Mint, list, renew and revoke gatekeeper tokens.
+    #[command(subcommand)]
+    GatekeeperToken(GatekeeperTokenCommand),
+}
+
+/// How a sys operation proves the gatekeeper key.
+#[derive(Debug, Clone, Args)]
+pub struct GatekeeperAuthArgs {
+    /// A gatekeeper token (consumed; its replacement is printed). `-` prompts.
+    /// Default: KSTASH_GATEKEEPER_TOKEN.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "keys")]
+    pub gatekeeper_token: Option<String>,
+    /// Prompt for N unseal keys instead.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub keys: Option<u32>,
+}
+
+/// `kstash operator access-key …`.
+#[derive(Debug, Subcommand)]
+pub enum AccessKeyCommand {
+    /// Replace the access key; prints the new one.
+    Rotate(GatekeeperAuthArgs),
+}
+
+/// `kstash operator gatekeeper-token …`.
+#[derive(Debug, Subcommand)]
+pub enum GatekeeperTokenCommand {
+    /// Mint gatekeeper tokens (prompts for the threshold of unseal keys).
+    Create {
+        /// How many.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+        count: u32,
+    },
+    /// List gatekeeper tokens by id (prompts for the threshold of unseal keys).
+    List,
+    /// Use a gatekeeper token once to get its replacement. TOKEN omitted:
+    /// KSTASH_GATEKEEPER_TOKEN, else a prompt; `-` prompts.
+    Renew {
+        /// The gatekeeper token.
+        #[arg(value_name = "TOKEN")]
+        gatekeeper_token: Option<String>,
+    },
+    /// Revoke a gatekeeper token: the token itself (`-` prompts), or `--id`
+    /// with the threshold of unseal keys (prompted).
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["gatekeeper_token", "id"]))]
+    Revoke {
+        /// The gatekeeper token.
+        #[arg(value_name = "TOKEN")]
+        gatekeeper_token: Option<String>,
+        /// Hex id of the token (see `list`).
+        #[arg(long, value_name = "HEX")]
+        id: Option<String>,
+    },
+}
+
+/// `kstash login`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// Namespace the token is locked to.
+    #[arg(long, short = 'n')]
+    pub namespace: String,
+    /// A policy of the token (repeatable; `admin` is built in).
+    #[arg(long = "policy", short = 'p', value_name = "POLICY")]
+    pub policies: Vec<String>,
+    /// Token lifetime (e.g. `1h`, `90s`, or seconds); the server's default when omitted.
+    #[arg(long, value_parser = parse_ttl)]
+    pub ttl: Option<u64>,
+    /// File holding the access key (must not be readable by group or others).
+    /// Default: KSTASH_ACCESS_KEY, else a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub access_key_file: Option<PathBuf>,
+    /// Print only the token, e.g. `export KSTASH_TOKEN=$(kstash login … --token-only)`.
+    #[arg(long)]
+    pub token_only: bool,
+}
+
+/// `kstash token …` (uses --token / KSTASH_TOKEN).
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Show the current token's namespace, policies and expiry.
+    Lookup,
+    /// Extend the current token.
+    Renew {
+        /// Extend by this much from now (default: the token's TTL).
+        #[arg(long, value_parser = parse_ttl)]
+        increment: Option<u64>,
+    },
+    /// Revoke TOKEN (`-` prompts), or the current token when omitted.
+    Revoke {
+        /// The token to revoke.
+        #[arg(value_name = "TOKEN")]
+        target: Option<String>,
+    },
+}
+
+/// `kstash policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Create or replace a policy from a JSON file (`-` = stdin):
+    /// `{"rules": [{"path": "app/*", "capabilities": ["read"]}]}`.
+    Put {
+        /// Namespace.
+        namespace: String,
+        /// Policy name.
+        name: String,
+        /// JSON file, or `-` for stdin.
+        file: PathBuf,
+    },
+    /// Show a policy.
+    Get {
+        /// Namespace.
+        namespace: String,
+        /// Policy name.
+        name: String,
+    },
+    /// List the policies of a namespace.
+    List {
+        /// Namespace.
+        namespace: String,
+    },
+    /// Delete a policy.
+    Delete {
+        /// Namespace.
+        namespace: String,
+        /// Policy name.
+        name: String,
+    },
+}
+
+/// Fields of a secret that `kv get --field` can print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecretField {
+    /// The value, raw (no newline added; binary values decoded).
+    Value,
+    /// The version number.
+    Version,
+    /// When it was first written.
+    CreatedAt,
+    /// When this version was written.
+    UpdatedAt,
+}
+
+/// `kstash kv …`.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Write a secret. VALUE `-` reads stdin as it is (a trailing newline is
+    /// kept; binary input is sent as base64).
+    Put {
+        /// Secret path, e.g. `app/db`.
+        path: String,
+        /// The value, or `-` for stdin.
+        value: String,
+        /// Write only if the current version is N (0 = only if absent).
+        #[arg(long, value_name = "N")]
+        cas: Option<u64>,
+    },
+    /// Read a secret.
+    Get {
+        /// Secret path.
+        path: String,
+        /// Print only this field (`value` is printed raw).
+        #[arg(long, value_enum)]
+        field: Option<SecretField>,
+    },
+    /// Delete a secret.
+    Delete {
+        /// Secret path.
+        path: String,
+    },
+    /// List the names one level below PREFIX (folders end in '/').
+    List {
+        /// Prefix; the namespace root when omitted.
+        prefix: Option<String>,
+    },
+}
+
+/// A lifetime: whole seconds, or a duration like `90s`, `15m`, `1h`.
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.subsec_nanos() != 0 {
+        return Err("use whole seconds".into());
+    }
+    Ok(d.as_secs())
+}
+
+/// Parse the command line, run the command, and map the outcome to an exit
+/// status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `kstash … | head`: the reader left; not an error worth a message.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::note(&format!("Error: {e:#}"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("1m 30s"), Ok(90));
+        assert!(parse_ttl("1500ms").is_err());
+        assert!(parse_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "kstash",
+            "kv",
+            "get",
+            "app/db",
+            "--field",
+            "value",
+            "--address",
+            "http://a:1,http://b:2",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.address, ["http://a:1", "http://b:2"]);
+        assert!(matches!(
+            cli.command,
+            Command::Kv(KvCommand::Get {
+                field: Some(SecretField::Value),
+                ..
+            })
+        ));
+        let cli =
+            Cli::try_parse_from(["kstash", "operator", "unseal", "--gatekeeper-token"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Operator(OperatorCommand::Unseal { gatekeeper_token: Some(ref t), .. }) if t == "-"
+        ));
+        let e = Cli::try_parse_from([
+            "kstash",
+            "operator",
+            "seal",
+            "--keys",
+            "3",
+            "--gatekeeper-token",
+            "x",
+        ])
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e =
+            Cli::try_parse_from(["kstash", "operator", "gatekeeper-token", "revoke"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let cli = Cli::try_parse_from([
+            "kstash", "login", "-n", "team-a", "-p", "a", "-p", "b", "--ttl", "1s",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Login(l) => assert_eq!((l.policies.len(), l.ttl), (2, Some(1))),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The single-node walk-through again, through the real `kstash` binary:
+//! a `kstash server` child process and one CLI process per step.
+//!
+//! Steps:
+//! 1. start `kstash server --tls-disable --api-addr 127.0.0.1:<free port>`;
+//! 2. `operator init --shares 5 --threshold 3 --format json`;
+//! 3. `operator status` says sealed, progress 0/3;
+//! 4. `operator unseal KEY` twice: progress 2/3, still sealed;
+//! 5. the third key unseals;
+//! 6. `login --namespace team-a --policy admin` (access key from
+//!    `KSTASH_ACCESS_KEY`) prints a token;
+//! 7. `policy put team-a app-rw -` from stdin (app/* read, create, update);
+//! 8. `login --namespace team-a --policy app-rw --token-only`;
+//! 9. `kv put app/db s3cret`, then `kv get app/db --field value` prints exactly `s3cret`;
+//! 10. a team-b token's `kv get app/db` fails with exit 1;
+//! 11. `kv get app/../x` is refused (by the client: URL normalisation would
+//!     turn it into `x`), and `kv get app//x` by the server with HTTP 400;
+//! 12. a `--ttl 1s` token fails after 1.5 s;
+//! 13. a revoked token fails;
+//! 14. `--address http://127.0.0.1:1,<live>` fails over to the live node;
+//! 15. usage errors exit 2; the access key is never printed after init.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kstash");
+
+/// A `kstash server` child process, killed on drop.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    fn start() -> ServerProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let child = Command::new(BIN)
+            .env_clear()
+            .env("KSTASH_LOG", "warn")
+            .args(["server", "--tls-disable", "--api-addr", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("kstash server starts");
+        let mut server = ServerProcess {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("kstash server exited with {status}:\n{}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one CLI run produced.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    /// Assert success and return stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "expected success: {self:?}");
+        &self.stdout
+    }
+
+    /// Assert a failure with `code` whose stderr contains `needle`.
+    fn fails(&self, code: i32, needle: &str) {
+        assert_eq!(self.code, code, "expected exit {code}: {self:?}");
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in {self:?}"
+        );
+    }
+}
+
+/// Runs the CLI against one server with a clean environment.
+struct Cli {
+    address: String,
+    /// Everything printed after init (to check the access key never is).
+    seen: std::cell::RefCell<String>,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("KSTASH_ADDR", &self.address)
+            .env("KSTASH_TIMEOUT", "10s")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        {
+            let mut input = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                input.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        let out = Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        };
+        let mut seen = self.seen.borrow_mut();
+        seen.push_str(&out.stdout);
+        seen.push_str(&out.stderr);
+        out
+    }
+
+    fn with_token(&self, token: &str, args: &[&str]) -> Out {
+        self.run(args, &[("KSTASH_TOKEN", token)], None)
+    }
+
+    fn login(&self, access_key: &str, ns: &str, policy: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "login",
+            "--namespace",
+            ns,
+            "--policy",
+            policy,
+            "--token-only",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(&args, &[("KSTASH_ACCESS_KEY", access_key)], None);
+        let token = out.ok().trim_end_matches('\n').to_string();
+        assert!(
+            token.starts_with("kst_") && !token.contains(char::is_whitespace),
+            "{out:?}"
+        );
+        token
+    }
+}
+
+#[test]
+fn cli_walk_through() {
+    eprintln!("--- step 1: start the server");
+    let server = ServerProcess::start();
+    let cli = Cli {
+        address: server.url(),
+        seen: Default::default(),
+    };
+
+    eprintln!("--- step 2: init 5/3");
+    let out = cli.run(
+        &[
+            "operator",
+            "init",
+            "--shares",
+            "5",
+            "--threshold",
+            "3",
+            "--format",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let init: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert!(out.stderr.contains("shown once"), "{out:?}");
+    let keys: Vec<String> = init["unseal_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 5);
+    assert_eq!(init["gatekeeper_tokens"].as_array().unwrap().len(), 1);
+    let access_key = init["access_key"].as_str().unwrap().to_string();
+    cli.seen.borrow_mut().clear();
+
+    eprintln!("--- step 3: status is sealed");
+    let out = cli.run(&["operator", "status", "--format", "json"], &[], None);
+    let st: Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(
+        (st["initialized"].as_bool(), st["sealed"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(st["threshold"], 3);
+    let table = cli.run(&["operator", "status"], &[], None);
+    assert!(table.ok().contains("Sealed           true"), "{table:?}");
+
+    eprintln!("--- step 4: two keys, progress 2/3");
+    let out = cli.run(
+        &["operator", "unseal", &keys[0], "--format", "json"],
+        &[],
+        None,
+    );
+    let st: Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(
+        (st["progress"].as_u64(), st["sealed"].as_bool()),
+        (Some(1), Some(true))
+    );
+    let out = cli.run(&["operator", "unseal", &keys[1]], &[], None);
+    assert!(out.ok().contains("Unseal progress  2/3"), "{out:?}");
+    assert!(
+        !out.stdout.contains(&keys[1]),
+        "the key given is not echoed"
+    );
+
+    eprintln!("--- step 5: the third key unseals");
+    let out = cli.run(
+        &["operator", "unseal", &keys[2], "--format", "json"],
+        &[],
+        None,
+    );
+    let st: Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(st["sealed"], false, "{out:?}");
+
+    eprintln!("--- step 6: admin login for team-a");
+    let out = cli.run(
+        &["login", "--namespace", "team-a", "--policy", "admin"],
+        &[("KSTASH_ACCESS_KEY", &access_key)],
+        None,
+    );
+    let admin = out
+        .ok()
+        .lines()
+        .find_map(|l| l.strip_prefix("Token"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|| panic!("no Token row: {out:?}"));
+    assert!(admin.starts_with("kst_"), "{out:?}");
+    assert!(out.stdout.contains("team-a"));
+
+    eprintln!("--- step 7: policy app-rw from stdin");
+    let policy = r#"{"rules": [{"path": "app/*", "capabilities": ["read", "create", "update"]}]}"#;
+    let out = cli.run(
+        &["policy", "put", "team-a", "app-rw", "-"],
+        &[("KSTASH_TOKEN", &admin)],
+        Some(policy),
+    );
+    out.ok();
+    let out = cli.with_token(&admin, &["policy", "get", "team-a", "app-rw"]);
+    assert!(out.ok().contains("app/*  read, create, update"), "{out:?}");
+
+    eprintln!("--- step 8: app-rw token, --token-only");
+    let app = cli.login(&access_key, "team-a", "app-rw", &[]);
+
+    eprintln!("--- step 9: put and get app/db");
+    cli.with_token(&app, &["kv", "put", "app/db", "s3cret"])
+        .ok();
+    let out = cli.with_token(&app, &["kv", "get", "app/db", "--field", "value"]);
+    assert_eq!(out.ok(), "s3cret", "raw value, no newline");
+
+    eprintln!("--- step 10: a team-b token cannot read team-a's secret");
+    let team_b = cli.login(&access_key, "team-b", "admin", &[]);
+    let out = cli.with_token(&team_b, &["kv", "get", "app/db"]);
+    out.fails(1, "Error: ");
+    assert!(out.stderr.contains(", HTTP 4"), "{out:?}");
+    assert!(!out.stdout.contains("s3cret") && !out.stderr.contains("s3cret"));
+
+    eprintln!("--- step 11: non-canonical paths");
+    let out = cli.with_token(&app, &["kv", "get", "app/../x"]);
+    out.fails(1, "path segment '..' is not allowed");
+    let out = cli.with_token(&app, &["kv", "get", "app//x"]);
+    out.fails(1, "(bad_request, HTTP 400)");
+
+    eprintln!("--- step 12: a 1 s token expires");
+    let short = cli.login(&access_key, "team-a", "app-rw", &["--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    cli.with_token(&short, &["kv", "get", "app/db"])
+        .fails(1, "HTTP 401");
+
+    eprintln!("--- step 13: a revoked token fails");
+    let gone = cli.login(&access_key, "team-a", "app-rw", &[]);
+    cli.with_token(&gone, &["kv", "get", "app/db", "--field", "value"])
+        .ok();
+    assert!(cli
+        .with_token(&gone, &["token", "revoke"])
+        .ok()
+        .contains("Revoked"));
+    cli.with_token(&gone, &["kv", "get", "app/db"])
+        .fails(1, "HTTP 401");
+    let out = cli.with_token(&app, &["token", "lookup", "--format", "json"]);
+    let info: Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(info["namespace"], "team-a", "the other token still works");
+
+    eprintln!("--- step 14: failover to the live address");
+    let both = format!("http://127.0.0.1:1,{}", server.url());
+    let out = cli.with_token(
+        &app,
+        &[
+            "--address",
+            &both,
+            "kv",
+            "get",
+            "app/db",
+            "--field",
+            "value",
+        ],
+    );
+    assert_eq!(out.ok(), "s3cret");
+    let out = cli.with_token(
+        &app,
+        &["--address", "http://127.0.0.1:1", "kv", "get", "app/db"],
+    );
+    out.fails(1, "could not connect");
+
+    eprintln!("--- step 15: usage errors, and no access key in any output");
+    cli.run(&["kv", "get"], &[], None).fails(2, "PATH");
+    cli.run(
+        &["operator", "seal", "--keys", "3", "--gatekeeper-token", "x"],
+        &[],
+        None,
+    )
+    .fails(2, "cannot be used with");
+    assert!(
+        !cli.seen.borrow().contains(&access_key),
+        "the access key was printed after init"
+    );
+    let log = server.log();
+    assert!(
+        !log.contains("s3cret") && !log.contains(&access_key),
+        "secret in the server log:\n{log}"
+    );
+}
