@@ -136,4 +136,3 @@ impl Node {
         self.barrier.is_sealed()
     }
 }
-
