@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StorageKind};
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state::State;
 use crate::raft::SingleNode;
 use crate::secret::SecretString;
 use crate::service::types::{InitRequest, LoginRequest, UnsealRequest};
@@ -87,7 +87,7 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Server> {
         config.check()?;
-        let raft = Arc::new(SingleNode::new(StateMachine::new(backend), clock.clone()));
+        let raft = Arc::new(SingleNode::new(State::new(backend), clock.clone()));
         let mut settings = config.settings();
         let listener = std::net::TcpListener::bind(config.api_addr)
             .with_context(|| format!("binding the client port {}", config.api_addr))?;

@@ -11,7 +11,7 @@ use crate::acl::Policy;
 
 /// A log entry: the leader's clock reading and one command.
 #[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Entry {
+pub struct Request {
     /// Milliseconds since the Unix epoch, stamped by the leader; apply uses
     /// this and never reads the clock.
     pub time_ms: u64,
@@ -192,3 +192,33 @@ pub enum Applied {
     /// How many records a sweep removed, and whether more remain.
     Swept { removed: usize, more: bool },
 }
+
+/// Why apply refused a command; every replica refuses the same commands.
+/// Travels back to the proposer inside the Raft response.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// `Init` on an initialised store.
+    AlreadyInitialized,
+    /// Anything but `Init` on an uninitialised store.
+    NotInitialized,
+    /// The access token is unknown or expired at the entry's time.
+    TokenInvalid,
+    /// The token's policies do not allow it.
+    Forbidden(String),
+    /// Check-and-set found another version.
+    CasMismatch {
+        /// Expected.
+        expected: u64,
+        /// Found (0 = absent).
+        actual: u64,
+    },
+    /// The target does not exist.
+    NotFound,
+    /// The gatekeeper token was already used or revoked.
+    GatekeeperTokenInvalid,
+    /// Too many gatekeeper tokens would exist.
+    TooManyGatekeeperTokens,
+}
+
+/// The outcome of applying one request, as returned through the log.
+pub type Response = Result<Applied, Rejection>;

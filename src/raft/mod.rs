@@ -1,5 +1,5 @@
 //! Replication. Every mutation becomes a [`command::Command`] in a log entry
-//! and is applied by the [`state_machine::StateMachine`].
+//! and is applied by the [`state::State`].
 //!
 //! Today one node is its own leader: [`SingleNode`] stamps the time, appends
 //! and applies in order under one lock. The Raft cluster replaces
@@ -7,15 +7,16 @@
 //! knows which one runs.
 
 pub mod command;
-pub mod state_machine;
+pub mod state;
+pub mod types;
 
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
 use crate::clock::Clock;
-use command::{Applied, Command, Entry};
-use state_machine::{ApplyError, StateMachine};
+use command::{Applied, Command, Request};
+use state::{ApplyError, State};
 
 /// Why a proposal failed.
 #[derive(Debug, Error)]
@@ -30,7 +31,7 @@ pub enum ProposeError {
 
 /// The log of a single node: it is always the leader.
 pub struct SingleNode {
-    state_machine: StateMachine,
+    state: State,
     clock: Arc<dyn Clock>,
     /// Serialises apply; holds the last stamped time so entry times never go
     /// backwards even if the wall clock does.
@@ -39,23 +40,23 @@ pub struct SingleNode {
 
 impl std::fmt::Debug for SingleNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SingleNode({:?})", self.state_machine)
+        write!(f, "SingleNode({:?})", self.state)
     }
 }
 
 impl SingleNode {
-    /// A single-node log applying to `state_machine`.
-    pub fn new(state_machine: StateMachine, clock: Arc<dyn Clock>) -> Self {
+    /// A single-node log applying to `state`.
+    pub fn new(state: State, clock: Arc<dyn Clock>) -> Self {
         SingleNode {
-            state_machine,
+            state,
             clock,
             last: Mutex::new(0),
         }
     }
 
     /// The state machine, for reads.
-    pub fn state_machine(&self) -> &StateMachine {
-        &self.state_machine
+    pub fn state(&self) -> &State {
+        &self.state
     }
 
     /// Stamp, append and apply one command; returns what apply produced.
@@ -71,8 +72,8 @@ impl SingleNode {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let time_ms = self.clock.now_ms().max(*last);
         *last = time_ms;
-        let entry = Entry { time_ms, command };
+        let entry = Request { time_ms, command };
         tracing::debug!(command = %entry.command, time_ms, "apply");
-        Ok(self.state_machine.apply(&entry)?)
+        Ok(self.state.apply(&entry)?)
     }
 }

@@ -6,7 +6,7 @@ use thiserror::Error;
 use crate::acl::{AclError, PathError};
 use crate::barrier::BarrierError;
 use crate::gatekeeper::GatekeeperError;
-use crate::raft::state_machine::ApplyError;
+use crate::raft::state::ApplyError;
 use crate::raft::ProposeError;
 use crate::storage::StorageError;
 

@@ -24,7 +24,7 @@ use crate::barrier::{self, Barrier};
 use crate::clock::Clock;
 use crate::gatekeeper::shamir;
 use crate::keyspace::AccessTokenRecord;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state::State;
 use crate::raft::SingleNode;
 
 /// Most gatekeeper tokens one call may mint.
@@ -123,8 +123,8 @@ impl Node {
         &self.settings
     }
 
-    fn sm(&self) -> &StateMachine {
-        self.raft.state_machine()
+    fn sm(&self) -> &State {
+        self.raft.state()
     }
 
     fn now(&self) -> u64 {

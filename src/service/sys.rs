@@ -9,7 +9,7 @@ use crate::clock::rfc3339;
 use crate::gatekeeper::{self, shamir, GatekeeperError};
 use crate::keyspace;
 use crate::raft::command::{Applied, Command};
-use crate::raft::state_machine::MAX_GATEKEEPER_TOKENS;
+use crate::raft::state::MAX_GATEKEEPER_TOKENS;
 use crate::secret::{self, Key32, SecretKind, SecretString};
 
 impl Node {
@@ -255,7 +255,7 @@ impl Node {
                 Ok(_) => return Ok((gk, minted.token)),
                 // Used concurrently: read again and take the grace path.
                 Err(crate::raft::ProposeError::Rejected(
-                    crate::raft::state_machine::ApplyError::GatekeeperTokenInvalid,
+                    crate::raft::state::ApplyError::GatekeeperTokenInvalid,
                 )) => continue,
                 Err(e) => return Err(e.into()),
             }

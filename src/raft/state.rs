@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::command::{Applied, Command, Entry, NewGatekeeperToken};
+use super::command::{Applied, Command, NewGatekeeperToken, Rejection, Request, Response};
 use crate::acl::{self, Acl, Capability, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
@@ -59,15 +59,52 @@ pub enum ApplyError {
     Storage(#[from] StorageError),
 }
 
+impl Rejection {
+    /// The client-visible form of a deterministic rejection (`Storage` is
+    /// never a rejection; callers handle it first).
+    pub fn from_apply(e: ApplyError) -> Rejection {
+        match e {
+            ApplyError::AlreadyInitialized => Rejection::AlreadyInitialized,
+            ApplyError::NotInitialized => Rejection::NotInitialized,
+            ApplyError::TokenInvalid => Rejection::TokenInvalid,
+            ApplyError::Forbidden(m) => Rejection::Forbidden(m),
+            ApplyError::CasMismatch { expected, actual } => {
+                Rejection::CasMismatch { expected, actual }
+            }
+            ApplyError::NotFound => Rejection::NotFound,
+            ApplyError::GatekeeperTokenInvalid => Rejection::GatekeeperTokenInvalid,
+            ApplyError::TooManyGatekeeperTokens => Rejection::TooManyGatekeeperTokens,
+            ApplyError::Storage(e) => Rejection::Forbidden(format!("storage failure: {e}")),
+        }
+    }
+}
+
+impl From<Rejection> for ApplyError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::AlreadyInitialized => ApplyError::AlreadyInitialized,
+            Rejection::NotInitialized => ApplyError::NotInitialized,
+            Rejection::TokenInvalid => ApplyError::TokenInvalid,
+            Rejection::Forbidden(m) => ApplyError::Forbidden(m),
+            Rejection::CasMismatch { expected, actual } => {
+                ApplyError::CasMismatch { expected, actual }
+            }
+            Rejection::NotFound => ApplyError::NotFound,
+            Rejection::GatekeeperTokenInvalid => ApplyError::GatekeeperTokenInvalid,
+            Rejection::TooManyGatekeeperTokens => ApplyError::TooManyGatekeeperTokens,
+        }
+    }
+}
+
 /// The state machine over one backend.
 #[derive(Clone)]
-pub struct StateMachine {
+pub struct State {
     backend: Arc<dyn Backend>,
 }
 
-impl std::fmt::Debug for StateMachine {
+impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StateMachine({})", self.backend.name())
+        write!(f, "State({})", self.backend.name())
     }
 }
 
@@ -90,10 +127,10 @@ fn put_gatekeeper_token(t: &NewGatekeeperToken, now: u64) -> BatchOp {
     )
 }
 
-impl StateMachine {
+impl State {
     /// A state machine writing to `backend`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        StateMachine { backend }
+        State { backend }
     }
 
     /// The backend (reads go straight to it).
@@ -236,7 +273,41 @@ impl StateMachine {
 
     /// Apply one entry: validate it against the stored state, then write one
     /// atomic batch. A rejection writes nothing.
-    pub fn apply(&self, entry: &Entry) -> Result<Applied, ApplyError> {
+    pub fn apply(&self, entry: &Request) -> Result<Applied, ApplyError> {
+        let (batch, applied) = self.plan(entry)?;
+        if !batch.is_empty() {
+            self.backend.apply(batch)?;
+        }
+        Ok(applied)
+    }
+
+    /// Apply one entry together with `meta` (the Raft bookkeeping that must
+    /// land atomically with the data). A rejected command still writes
+    /// `meta`: the entry was applied, it just changed nothing else. Only a
+    /// storage failure is an `Err`.
+    pub fn apply_with_meta(
+        &self,
+        entry: &Request,
+        meta: Vec<BatchOp>,
+    ) -> Result<Response, StorageError> {
+        match self.plan(entry) {
+            Ok((mut batch, applied)) => {
+                batch.extend(meta);
+                self.backend.apply(batch)?;
+                Ok(Ok(applied))
+            }
+            Err(ApplyError::Storage(e)) => Err(e),
+            Err(rejected) => {
+                if !meta.is_empty() {
+                    self.backend.apply(meta)?;
+                }
+                Ok(Err(Rejection::from_apply(rejected)))
+            }
+        }
+    }
+
+    /// Validate `entry` against the stored state and compute its batch.
+    fn plan(&self, entry: &Request) -> Result<(Vec<BatchOp>, Applied), ApplyError> {
         let now = entry.time_ms;
         let initialized = self.backend.get(INIT)?.is_some();
         match (&entry.command, initialized) {
@@ -556,10 +627,7 @@ impl StateMachine {
                 }
             }
         };
-        if !batch.is_empty() {
-            self.backend.apply(batch)?;
-        }
-        Ok(applied)
+        Ok((batch, applied))
     }
 }
 
@@ -569,13 +637,13 @@ mod tests {
     use crate::acl::Rule;
     use crate::storage::memory::MemoryBackend;
 
-    fn entry(time_ms: u64, command: Command) -> Entry {
-        Entry { time_ms, command }
+    fn entry(time_ms: u64, command: Command) -> Request {
+        Request { time_ms, command }
     }
 
-    fn sm() -> (StateMachine, Arc<MemoryBackend>) {
+    fn sm() -> (State, Arc<MemoryBackend>) {
         let backend = Arc::new(MemoryBackend::new());
-        let sm = StateMachine::new(backend.clone());
+        let sm = State::new(backend.clone());
         sm.apply(&entry(
             1,
             Command::Init {
@@ -591,14 +659,7 @@ mod tests {
         (sm, backend)
     }
 
-    fn token(
-        sm: &StateMachine,
-        id: u8,
-        ns: &str,
-        policies: &[&str],
-        at: u64,
-        ttl_ms: u64,
-    ) -> [u8; 32] {
+    fn token(sm: &State, id: u8, ns: &str, policies: &[&str], at: u64, ttl_ms: u64) -> [u8; 32] {
         let id = [id; 32];
         sm.apply(&entry(
             at,
@@ -628,7 +689,7 @@ mod tests {
     #[test]
     fn init_happens_once_and_gates_everything_else() {
         let backend = Arc::new(MemoryBackend::new());
-        let fresh = StateMachine::new(backend);
+        let fresh = State::new(backend);
         assert!(matches!(
             fresh.apply(&entry(1, Command::Sweep)),
             Err(ApplyError::NotInitialized)
