@@ -38,6 +38,12 @@ pub const POLICY_PREFIX: &str = "acl/";
 /// Secrets: `kv/<namespace>/<path>` → `KvRecord`.
 pub const KV_PREFIX: &str = "kv/";
 
+/// Raft: the id of the last applied log entry (`Option<LogId>`), written in
+/// the same batch as the entry's data.
+pub const RAFT_LAST_APPLIED: &[u8] = b"raft/last-applied";
+/// Raft: the last applied membership (`StoredMembership`), same batch.
+pub const RAFT_MEMBERSHIP: &[u8] = b"raft/membership";
+
 /// Key of the usage counter of `term`.
 pub fn term_usage_key(term: u32) -> Vec<u8> {
     format!("{TERM_USAGE_PREFIX}{term:010}").into_bytes()

@@ -8,6 +8,7 @@
 
 pub mod command;
 pub mod state;
+pub mod state_machine;
 pub mod types;
 
 use std::sync::{Arc, Mutex};

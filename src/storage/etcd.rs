@@ -31,6 +31,10 @@ use super::{Backend, BatchOp, KvPairs, StorageError};
 /// so the state machine must keep its batches at or under this size.
 pub const MAX_TXN_OPS: usize = 128;
 
+/// Bytes of values per transaction when replacing everything (etcd refuses
+/// requests over 1.5 MiB by default).
+const REPLACE_CHUNK_BYTES: usize = 1 << 20;
+
 /// Keys fetched per range request when scanning. etcd stores values of at most
 /// `--max-request-bytes` (1.5 MiB by default), so one page stays under
 /// [`MAX_RESPONSE_BYTES`] even when every value is that large.
@@ -218,6 +222,38 @@ impl Backend for EtcdBackend {
                 (k, v)
             })
             .collect())
+    }
+
+    fn replace_all(&self, pairs: KvPairs) -> Result<(), StorageError> {
+        // Clear this node's prefix, then put the pairs in transactions that
+        // stay under etcd's op-count and request-size limits.
+        let mut kv = self.kv.clone();
+        let start = self.prefix.clone().into_bytes();
+        let end = range_end(&start);
+        self.call("replace_all", async move {
+            kv.delete(
+                start,
+                Some(etcd_client::DeleteOptions::new().with_range(end)),
+            )
+            .await?;
+            Ok(())
+        })?;
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        for (key, value) in pairs {
+            if chunk.len() == MAX_TXN_OPS
+                || (bytes + value.len() > REPLACE_CHUNK_BYTES && !chunk.is_empty())
+            {
+                self.apply(std::mem::take(&mut chunk))?;
+                bytes = 0;
+            }
+            bytes += key.len() + value.len();
+            chunk.push(BatchOp::Put { key, value });
+        }
+        if !chunk.is_empty() {
+            self.apply(chunk)?;
+        }
+        Ok(())
     }
 
     fn apply(&self, batch: Vec<BatchOp>) -> Result<(), StorageError> {
@@ -659,6 +695,20 @@ mod tests {
         crate::storage::suite::run_all(&b);
         // Twice on one backend: the suite must not depend on an empty store.
         crate::storage::suite::run_all(&b);
+        let fresh = etcd.backend("replace-all");
+        let neighbour = etcd.backend("neighbour");
+        neighbour
+            .apply(vec![BatchOp::Put {
+                key: b"mine".to_vec(),
+                value: b"kept".to_vec(),
+            }])
+            .unwrap();
+        crate::storage::suite::run_replace_all(&fresh);
+        assert_eq!(
+            neighbour.get(b"mine").unwrap().as_deref(),
+            Some(&b"kept"[..]),
+            "other prefixes are untouched"
+        );
     }
 
     #[test]

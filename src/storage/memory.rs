@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use super::{Backend, BatchOp, StorageError};
+use super::{Backend, BatchOp, KvPairs, StorageError};
 
 /// An in-memory backend, the default for a single node and for tests.
 #[derive(Default)]
@@ -58,6 +58,12 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn replace_all(&self, pairs: KvPairs) -> Result<(), StorageError> {
+        let fresh: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
     fn apply(&self, batch: Vec<BatchOp>) -> Result<(), StorageError> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         for op in batch {
@@ -81,5 +87,6 @@ mod tests {
     #[test]
     fn memory_backend_passes_the_shared_suite() {
         crate::storage::suite::run_all(&MemoryBackend::new());
+        crate::storage::suite::run_replace_all(&MemoryBackend::new());
     }
 }

@@ -82,4 +82,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Apply every op of `batch` atomically, in order.
     fn apply(&self, batch: Vec<BatchOp>) -> Result<(), StorageError>;
+
+    /// Replace everything this backend holds with `pairs` (installing a
+    /// snapshot). Atomic for `memory`; for `etcd` it runs in several
+    /// transactions, so callers that need crash safety mark the install
+    /// (the Raft state machine does) and redo it after a crash.
+    fn replace_all(&self, pairs: KvPairs) -> Result<(), StorageError>;
 }

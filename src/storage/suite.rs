@@ -471,3 +471,36 @@ impl Suite<'_> {
         );
     }
 }
+
+/// The destructive part of the contract: `replace_all` leaves exactly the
+/// given pairs. Run only on a backend (or etcd prefix) of its own.
+pub(crate) fn run_replace_all(b: &dyn Backend) {
+    b.apply(vec![
+        put(b"old/a".to_vec(), b"1"),
+        put(b"zzz".to_vec(), b"2"),
+    ])
+    .expect("seed");
+    // More pairs than one etcd transaction holds, and more bytes than one
+    // request carries.
+    let pairs: KvPairs = (0..300u32)
+        .map(|i| {
+            (
+                format!("new/{i:05}").into_bytes(),
+                vec![(i % 251) as u8; 8 << 10],
+            )
+        })
+        .collect();
+    b.replace_all(pairs.clone()).expect("replace_all");
+    assert_eq!(
+        b.scan_prefix(b"", None).expect("scan"),
+        pairs,
+        "{}: replace_all leaves exactly the given pairs",
+        b.name()
+    );
+    b.replace_all(Vec::new()).expect("replace_all with nothing");
+    assert!(
+        b.scan_prefix(b"", None).expect("scan").is_empty(),
+        "{}: emptied",
+        b.name()
+    );
+}

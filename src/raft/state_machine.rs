@@ -1,0 +1,560 @@
+//! The Raft state machine: openraft's `RaftStateMachine` over [`State`] and
+//! a storage backend, with snapshots persisted in the data dir.
+//!
+//! Invariants: the last applied log id and the membership are written in the
+//! same backend batch as the entry's data, so the backend never claims an
+//! entry it does not hold. A snapshot file is written, fsynced and renamed
+//! into place (and the directory fsynced) before openraft is told about it.
+//! Installing a snapshot is marked by a file in the snapshot dir; a node that
+//! finds the mark at start redoes the install, so a crash half-way through a
+//! multi-transaction (etcd) install never leaves mixed state. A `memory`
+//! backend starts empty after a restart and is refilled from the snapshot
+//! file, then openraft replays the log after it.
+
+// openraft's `StorageError` is the error type its traits require; it is large
+// by design and boxing it here would only add conversions.
+#![allow(clippy::result_large_err)]
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bincode::Options;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, StorageIOError};
+use serde::{Deserialize, Serialize};
+
+use super::command::{Applied, Request, Response};
+use super::state::State;
+use super::types::{typ, TypeConfig};
+use crate::keyspace::{self, RAFT_LAST_APPLIED, RAFT_MEMBERSHIP};
+use crate::storage::{BatchOp, KvPairs};
+
+/// Format byte of snapshot files.
+const SNAPSHOT_FORMAT_V1: u8 = 1;
+/// Upper bound on a decoded snapshot.
+const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
+const CURRENT: &str = "current.snap";
+const INSTALLING: &str = "installing";
+
+/// What a snapshot holds: its metadata and every backend pair.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: typ::SnapshotMeta,
+    pairs: KvPairs,
+}
+
+fn snapshot_options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(MAX_SNAPSHOT_BYTES)
+        .reject_trailing_bytes()
+}
+
+fn encode_snapshot(file: &SnapshotFile) -> Vec<u8> {
+    let mut out = vec![SNAPSHOT_FORMAT_V1];
+    snapshot_options()
+        .serialize_into(&mut out, file)
+        .expect("a snapshot serialises");
+    out
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, String> {
+    match bytes.split_first() {
+        Some((&SNAPSHOT_FORMAT_V1, body)) => snapshot_options()
+            .deserialize(body)
+            .map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown snapshot format {v}")),
+        None => Err("empty snapshot".into()),
+    }
+}
+
+fn read_err(e: impl std::fmt::Display) -> typ::StorageError {
+    StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn write_err(e: impl std::fmt::Display) -> typ::StorageError {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn snapshot_err(meta: Option<&typ::SnapshotMeta>, e: impl std::fmt::Display) -> typ::StorageError {
+    StorageIOError::write_snapshot(
+        meta.map(|m| m.signature()),
+        &std::io::Error::other(e.to_string()),
+    )
+    .into()
+}
+
+/// Write `bytes` to `dir/name` durably: temp file, fsync, rename, fsync dir.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn remove_durably(dir: &Path, name: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(name)) {
+        Ok(()) => std::fs::File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Called after each applied request with its outcome, on the applying
+/// thread (the node layer uses it to follow keychain changes).
+pub type ApplyHook = Arc<dyn Fn(&Request, &Response) + Send + Sync>;
+
+/// openraft's state machine for kstash.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    state: State,
+    dir: PathBuf,
+    /// Serialises snapshot file writes (build and install).
+    files: Arc<Mutex<()>>,
+    counter: Arc<AtomicU64>,
+    hook: Option<ApplyHook>,
+}
+
+impl std::fmt::Debug for StateMachineStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StateMachineStore({:?}, {})",
+            self.state,
+            self.dir.display()
+        )
+    }
+}
+
+impl StateMachineStore {
+    /// Open over `state`, keeping snapshots in `dir` (created if missing).
+    /// Finishes an interrupted snapshot install, and refills a backend that
+    /// is behind the snapshot file (a `memory` backend after a restart).
+    pub fn open(state: State, dir: &Path) -> Result<Self, typ::StorageError> {
+        std::fs::create_dir_all(dir).map_err(write_err)?;
+        let store = StateMachineStore {
+            state,
+            dir: dir.to_path_buf(),
+            files: Arc::new(Mutex::new(())),
+            counter: Arc::new(AtomicU64::new(0)),
+            hook: None,
+        };
+        if let Some(file) = store.read_snapshot_file()? {
+            let interrupted = dir.join(INSTALLING).exists();
+            let applied = store.last_applied()?;
+            if interrupted || applied < file.meta.last_log_id {
+                tracing::info!(
+                    snapshot = %file.meta.snapshot_id,
+                    interrupted,
+                    "restoring the state from the snapshot file"
+                );
+                store.replace_state(file.pairs)?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Run `hook` after every applied request.
+    pub fn with_apply_hook(mut self, hook: ApplyHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The replicated state, for reads.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn last_applied(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        match self
+            .state
+            .backend()
+            .get(RAFT_LAST_APPLIED)
+            .map_err(read_err)?
+        {
+            Some(b) => keyspace::decode(&b).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    fn membership(&self) -> Result<typ::StoredMembership, typ::StorageError> {
+        match self
+            .state
+            .backend()
+            .get(RAFT_MEMBERSHIP)
+            .map_err(read_err)?
+        {
+            Some(b) => keyspace::decode(&b).map_err(read_err),
+            None => Ok(typ::StoredMembership::default()),
+        }
+    }
+
+    fn read_snapshot_file(&self) -> Result<Option<SnapshotFile>, typ::StorageError> {
+        match std::fs::read(self.dir.join(CURRENT)) {
+            Ok(bytes) => decode_snapshot(&bytes).map(Some).map_err(read_err),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(read_err(e)),
+        }
+    }
+
+    /// Replace the backend's contents, marked so a crash redoes it.
+    fn replace_state(&self, pairs: KvPairs) -> Result<(), typ::StorageError> {
+        write_durably(&self.dir, INSTALLING, b"").map_err(write_err)?;
+        self.state.backend().replace_all(pairs).map_err(write_err)?;
+        remove_durably(&self.dir, INSTALLING).map_err(write_err)
+    }
+
+    fn apply_blocking(
+        &self,
+        entries: Vec<typ::LogEntry>,
+    ) -> Result<Vec<Response>, typ::StorageError> {
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let log_id = entry.log_id;
+            let mut meta = vec![BatchOp::Put {
+                key: RAFT_LAST_APPLIED.to_vec(),
+                value: keyspace::encode(&Some(log_id)),
+            }];
+            let response = match entry.payload {
+                EntryPayload::Blank => {
+                    self.state
+                        .backend()
+                        .apply(meta)
+                        .map_err(|e| StorageIOError::apply(log_id, &e))?;
+                    Ok(Applied::Done)
+                }
+                EntryPayload::Normal(request) => {
+                    let response = self
+                        .state
+                        .apply_with_meta(&request, meta)
+                        .map_err(|e| StorageIOError::apply(log_id, &e))?;
+                    if let Some(hook) = &self.hook {
+                        hook(&request, &response);
+                    }
+                    response
+                }
+                EntryPayload::Membership(m) => {
+                    meta.push(BatchOp::Put {
+                        key: RAFT_MEMBERSHIP.to_vec(),
+                        value: keyspace::encode(&typ::StoredMembership::new(Some(log_id), m)),
+                    });
+                    self.state
+                        .backend()
+                        .apply(meta)
+                        .map_err(|e| StorageIOError::apply(log_id, &e))?;
+                    Ok(Applied::Done)
+                }
+            };
+            out.push(response);
+        }
+        Ok(out)
+    }
+
+    fn build_blocking(&self) -> Result<typ::Snapshot, typ::StorageError> {
+        // One scan: memory holds its lock and etcd reads one revision, so
+        // the data and the Raft metadata inside it agree.
+        let pairs = self
+            .state
+            .backend()
+            .scan_prefix(b"", None)
+            .map_err(read_err)?;
+        let find = |key: &[u8]| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let last_log_id: Option<typ::LogId> = match find(RAFT_LAST_APPLIED) {
+            Some(b) => keyspace::decode(&b).map_err(read_err)?,
+            None => None,
+        };
+        let last_membership: typ::StoredMembership = match find(RAFT_MEMBERSHIP) {
+            Some(b) => keyspace::decode(&b).map_err(read_err)?,
+            None => typ::StoredMembership::default(),
+        };
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let snapshot_id = match last_log_id {
+            Some(id) => format!(
+                "{}-{}-{}-{n}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => format!("empty-{n}"),
+        };
+        let meta = typ::SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        let bytes = encode_snapshot(&SnapshotFile {
+            meta: meta.clone(),
+            pairs,
+        });
+        {
+            let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            write_durably(&self.dir, CURRENT, &bytes).map_err(|e| snapshot_err(Some(&meta), e))?;
+        }
+        tracing::debug!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
+        Ok(typ::Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+
+    fn install_blocking(
+        &self,
+        meta: typ::SnapshotMeta,
+        bytes: Vec<u8>,
+    ) -> Result<(), typ::StorageError> {
+        let file = decode_snapshot(&bytes).map_err(|e| snapshot_err(Some(&meta), e))?;
+        if file.meta.last_log_id != meta.last_log_id
+            || file.meta.last_membership != meta.last_membership
+        {
+            return Err(snapshot_err(
+                Some(&meta),
+                "snapshot data does not match its metadata",
+            ));
+        }
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        write_durably(&self.dir, CURRENT, &bytes).map_err(|e| snapshot_err(Some(&meta), e))?;
+        self.replace_state(file.pairs)?;
+        tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, typ::StorageError> + Send + 'static,
+) -> Result<T, typ::StorageError> {
+    tokio::task::spawn_blocking(f).await.map_err(write_err)?
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
+        let this = self.clone();
+        blocking(move || this.build_blocking()).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<typ::LogId>, typ::StoredMembership), typ::StorageError> {
+        let this = self.clone();
+        blocking(move || Ok((this.last_applied()?, this.membership()?))).await
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, typ::StorageError>
+    where
+        I: IntoIterator<Item = typ::LogEntry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let this = self.clone();
+        blocking(move || this.apply_blocking(entries)).await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, typ::StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &typ::SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), typ::StorageError> {
+        let this = self.clone();
+        let meta = meta.clone();
+        let bytes = snapshot.into_inner();
+        blocking(move || this.install_blocking(meta, bytes)).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<typ::Snapshot>, typ::StorageError> {
+        let this = self.clone();
+        blocking(move || {
+            let _files = this.files.lock().unwrap_or_else(|e| e.into_inner());
+            match std::fs::read(this.dir.join(CURRENT)) {
+                Ok(bytes) => {
+                    let file = decode_snapshot(&bytes).map_err(read_err)?;
+                    Ok(Some(typ::Snapshot {
+                        meta: file.meta,
+                        snapshot: Box::new(Cursor::new(bytes)),
+                    }))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(read_err(e)),
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::command::Command;
+    use crate::storage::memory::MemoryBackend;
+    use crate::storage::Backend;
+    use openraft::{CommittedLeaderId, LogId, Membership};
+    use std::collections::BTreeSet;
+
+    fn log_id(index: u64) -> typ::LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> typ::LogEntry {
+        openraft::Entry {
+            log_id: log_id(index),
+            payload,
+        }
+    }
+
+    fn init_request() -> Request {
+        Request {
+            time_ms: 1,
+            command: Command::Init {
+                shares: 1,
+                threshold: 1,
+                wrapped_root: vec![1; 60],
+                keychain: vec![2; 60],
+                access_key_hash: [3; 32],
+                gatekeeper_tokens: vec![],
+            },
+        }
+    }
+
+    fn store(dir: &Path) -> (StateMachineStore, Arc<MemoryBackend>) {
+        let backend = Arc::new(MemoryBackend::new());
+        let sm = StateMachineStore::open(State::new(backend.clone()), dir).unwrap();
+        (sm, backend)
+    }
+
+    fn membership() -> Membership<u64, crate::raft::types::NodeInfo> {
+        Membership::new(vec![BTreeSet::from([1u64])], None)
+    }
+
+    #[tokio::test]
+    async fn applies_entries_with_their_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, _) = store(dir.path());
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        let responses = sm
+            .apply(vec![
+                entry(1, EntryPayload::Blank),
+                entry(2, EntryPayload::Membership(membership())),
+                entry(3, EntryPayload::Normal(init_request())),
+                entry(4, EntryPayload::Normal(init_request())),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(responses[2], Ok(Applied::Done));
+        assert_eq!(
+            responses[3],
+            Err(crate::raft::command::Rejection::AlreadyInitialized)
+        );
+        let (applied, m) = sm.applied_state().await.unwrap();
+        assert_eq!(
+            applied,
+            Some(log_id(4)),
+            "a rejected entry still counts as applied"
+        );
+        assert_eq!(m.log_id(), &Some(log_id(2)));
+    }
+
+    #[tokio::test]
+    async fn a_memory_backend_is_refilled_from_the_snapshot_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, backend) = store(dir.path());
+        sm.apply(vec![
+            entry(1, EntryPayload::Membership(membership())),
+            entry(2, EntryPayload::Normal(init_request())),
+        ])
+        .await
+        .unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(2)));
+        // A restart: a fresh, empty memory backend over the same data dir.
+        let (mut again, fresh) = store(dir.path());
+        assert_eq!(fresh.dump(), backend.dump());
+        assert_eq!(again.applied_state().await.unwrap().0, Some(log_id(2)));
+        let current = again.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snap.meta);
+    }
+
+    #[tokio::test]
+    async fn install_replaces_the_state_and_survives_an_interruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut leader, leader_backend) = store(dir.path());
+        leader
+            .apply(vec![
+                entry(1, EntryPayload::Membership(membership())),
+                entry(2, EntryPayload::Normal(init_request())),
+            ])
+            .await
+            .unwrap();
+        let snap = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+
+        let other = tempfile::tempdir().unwrap();
+        let (mut follower, follower_backend) = store(other.path());
+        follower_backend.put_raw(b"stale", b"junk");
+        follower
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(
+            follower_backend.dump(),
+            leader_backend.dump(),
+            "stale keys are gone"
+        );
+        assert!(!other.path().join(INSTALLING).exists());
+
+        // An install that crashed half-way is redone at the next open.
+        follower_backend.put_raw(b"half", b"way");
+        write_durably(other.path(), INSTALLING, b"").unwrap();
+        let _reopened =
+            StateMachineStore::open(State::new(follower_backend.clone()), other.path()).unwrap();
+        assert_eq!(follower_backend.dump(), leader_backend.dump());
+        assert!(!other.path().join(INSTALLING).exists());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_that_does_not_match_its_metadata_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, backend) = store(dir.path());
+        sm.apply(vec![entry(1, EntryPayload::Normal(init_request()))])
+            .await
+            .unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut meta = snap.meta.clone();
+        meta.last_log_id = Some(log_id(9));
+        let before = backend.dump();
+        assert!(sm.install_snapshot(&meta, snap.snapshot).await.is_err());
+        assert!(sm
+            .install_snapshot(&snap.meta, Box::new(Cursor::new(vec![7, 7])))
+            .await
+            .is_err());
+        assert_eq!(backend.dump(), before);
+        let _ = backend.name();
+    }
+}
