@@ -7,6 +7,9 @@
 //! knows which one runs.
 
 pub mod command;
+#[cfg(test)]
+mod conformance;
+pub mod log_store;
 pub mod state;
 pub mod state_machine;
 pub mod types;

@@ -1,0 +1,1078 @@
+//! The Raft log store: log entries, the vote, the committed log id and the
+//! purge point, kept in a sled database in its own directory.
+//!
+//! Invariant: openraft is told that an append, a vote, a committed log id or
+//! a purge point is durable only after sled has written it *and* we have
+//! `fdatasync`ed sled's files ourselves. sled 0.34's `flush` writes its log
+//! with `sync_file_range` on Linux and never syncs blob files or directory
+//! entries, which is not durable; the store's durability barrier
+//! (`Shared::make_durable`) closes that gap.
+//! The log never has a hole: appends, truncations and purges are each one
+//! atomic sled batch, and a purge records its purge point durably before it
+//! deletes anything.
+//!
+//! Layout (every record is `keyspace::encode`d: a format byte, then bincode
+//! with a size limit):
+//! - tree [`LOGS_TREE`]: big-endian `u64` index → [`typ::LogEntry`];
+//! - tree [`META_TREE`]: [`VOTE_KEY`] → [`typ::Vote`], [`COMMITTED_KEY`] and
+//!   [`LAST_PURGED_KEY`] → [`typ::LogId`].
+
+// openraft's `StorageError` (224 bytes) is the error type its traits demand;
+// boxing it in the helpers would only be unboxed again at the trait boundary.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fmt::Debug;
+use std::fs::File;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bincode::Options;
+use openraft::storage::{LogState, RaftLogStorage};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
+use serde::de::DeserializeOwned;
+
+use super::types::{typ, TypeConfig};
+use crate::keyspace;
+
+/// sled tree of log entries, keyed by big-endian index so that sled's key
+/// order is log order.
+pub const LOGS_TREE: &str = "logs";
+/// sled tree of the vote, the committed log id and the purge point.
+pub const META_TREE: &str = "meta";
+/// The last saved vote; must survive restarts so a node never votes twice in
+/// one term.
+pub const VOTE_KEY: &[u8] = b"vote";
+/// The last saved committed log id, so a restart re-applies up to it.
+pub const COMMITTED_KEY: &[u8] = b"committed";
+/// The last purged log id; entries up to it are gone for good.
+pub const LAST_PURGED_KEY: &[u8] = b"last_purged";
+
+/// The subdirectory where sled 0.34 writes every page (tree node) larger than
+/// a quarter of its 512 KiB segment, so any node holding a large entry, one
+/// new file per write.
+const SLED_BLOBS_DIR: &str = "blobs";
+/// sled 0.34's main data file (its log segments).
+const SLED_DATA_FILE: &str = "db";
+
+/// The Raft log store: implements openraft's [`RaftLogStorage`].
+///
+/// Opening touches disk; there is exactly one writer per directory (sled
+/// locks the data file). Readers for replication come from
+/// [`RaftLogStorage::get_log_reader`] and share the same database.
+pub struct LogStore {
+    inner: Arc<Shared>,
+}
+
+/// A read-only handle on a [`LogStore`], handed to openraft's replication
+/// tasks. Cloning is cheap; all clones share the database.
+#[derive(Clone)]
+pub struct LogReader {
+    inner: Arc<Shared>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogStore({})", self.inner.path.display())
+    }
+}
+
+impl Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogReader({})", self.inner.path.display())
+    }
+}
+
+/// What the store and its readers share.
+struct Shared {
+    path: PathBuf,
+    db: sled::Db,
+    logs: sled::Tree,
+    meta: sled::Tree,
+    /// Set once a flush or fsync failed. After a failed `fsync` the kernel may
+    /// have dropped the dirty pages and a retry can report success for data
+    /// that never reached the disk, so every later durability barrier fails.
+    durability_lost: AtomicBool,
+    /// Serialises durability barriers and remembers what they have synced.
+    synced: Mutex<Synced>,
+}
+
+/// Files a durability barrier has already made durable.
+struct Synced {
+    /// sled's data file, open for `fdatasync`.
+    data_file: File,
+    /// Names in the db directory (`db`, `conf`, `snap.*`, `blobs`).
+    dir_names: BTreeSet<OsString>,
+    /// Names in `blobs/`; blob files are written once and never modified.
+    blob_names: BTreeSet<OsString>,
+}
+
+impl LogStore {
+    /// Open (creating if needed) the log store in `dir`, e.g.
+    /// `<data_dir>/raft-log`.
+    ///
+    /// Durability: before returning, every file sled keeps in `dir` and the
+    /// directories holding them are synced, and a purge that a crash
+    /// interrupted is finished (entries up to the recorded purge point are
+    /// deleted).
+    pub fn open(dir: &Path) -> Result<LogStore, typ::StorageError> {
+        let shared = Shared::open(dir).map_err(|e| {
+            StorageIOError::read(AnyError::error(format!(
+                "cannot open the Raft log at {}: {e}",
+                dir.display()
+            )))
+        })?;
+        shared.finish_purge()?;
+        tracing::debug!(path = %dir.display(), "opened the Raft log");
+        Ok(LogStore {
+            inner: Arc::new(shared),
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+/// Run `f` on the blocking pool: sled reads and writes may block on disk I/O
+/// and fsync always does. `on_panic` builds the error if `f` panics.
+async fn blocking<T, F>(
+    inner: &Arc<Shared>,
+    on_panic: impl FnOnce(AnyError) -> typ::StorageError,
+    f: F,
+) -> Result<T, typ::StorageError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Shared) -> Result<T, typ::StorageError> + Send + 'static,
+{
+    let inner = Arc::clone(inner);
+    match tokio::task::spawn_blocking(move || f(&inner)).await {
+        Ok(result) => result,
+        Err(e) => Err(on_panic(AnyError::new(&e))),
+    }
+}
+
+fn read_logs_error(e: AnyError) -> typ::StorageError {
+    StorageIOError::read_logs(e).into()
+}
+
+fn write_logs_error(e: AnyError) -> typ::StorageError {
+    StorageIOError::write_logs(e).into()
+}
+
+fn write_vote_error(e: AnyError) -> typ::StorageError {
+    StorageIOError::write_vote(e).into()
+}
+
+fn write_store_error(e: AnyError) -> typ::StorageError {
+    StorageIOError::write(e).into()
+}
+
+fn read_vote_error(e: AnyError) -> typ::StorageError {
+    StorageIOError::read_vote(e).into()
+}
+
+fn read_store_error(e: AnyError) -> typ::StorageError {
+    StorageIOError::read(e).into()
+}
+
+/// The sled key of log index `index`.
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The log index of a sled key.
+fn log_index(key: &[u8]) -> Result<u64, typ::StorageError> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| {
+        StorageIOError::read_logs(AnyError::error(format!(
+            "a log key is {} bytes long, not 8",
+            key.len()
+        )))
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Encode a log entry, refusing one above the record size limit (rather than
+/// letting `keyspace::encode` panic).
+fn encode_entry(entry: &typ::LogEntry) -> Result<Vec<u8>, typ::StorageError> {
+    let size = bincode::DefaultOptions::new()
+        .serialized_size(entry)
+        .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
+    if size >= keyspace::MAX_RECORD_BYTES {
+        return Err(StorageIOError::write_log_entry(
+            entry.log_id,
+            AnyError::error(format!(
+                "the entry is {size} bytes; records are limited to {} bytes",
+                keyspace::MAX_RECORD_BYTES
+            )),
+        )
+        .into());
+    }
+    Ok(keyspace::encode(entry))
+}
+
+/// Decode the entry stored under `index`, checking it claims that index.
+fn decode_entry(index: u64, bytes: &[u8]) -> Result<typ::LogEntry, typ::StorageError> {
+    let entry: typ::LogEntry = keyspace::decode(bytes).map_err(|e| {
+        StorageIOError::read_log_at_index(
+            index,
+            AnyError::error(format!("log entry {index} is unreadable: {e}")),
+        )
+    })?;
+    if entry.log_id.index != index {
+        return Err(StorageIOError::read_log_at_index(
+            index,
+            AnyError::error(format!(
+                "the entry stored at index {index} has log id {}",
+                entry.log_id
+            )),
+        )
+        .into());
+    }
+    Ok(entry)
+}
+
+/// `range` as a half-open `[start, end)` (`end` `None` = unbounded), or
+/// `None` if it is empty.
+fn half_open(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.checked_add(1),
+        Bound::Excluded(&e) => Some(e),
+        Bound::Unbounded => None,
+    };
+    match end {
+        Some(end) if start >= end => None,
+        _ => Some((start, end)),
+    }
+}
+
+impl Shared {
+    fn open(dir: &Path) -> io::Result<Shared> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(io::Error::other)?;
+        let logs = db.open_tree(LOGS_TREE).map_err(io::Error::other)?;
+        let meta = db.open_tree(META_TREE).map_err(io::Error::other)?;
+        let data_file = File::open(dir.join(SLED_DATA_FILE))?;
+        let shared = Shared {
+            path: dir.to_path_buf(),
+            db,
+            logs,
+            meta,
+            durability_lost: AtomicBool::new(false),
+            synced: Mutex::new(Synced {
+                data_file,
+                dir_names: BTreeSet::new(),
+                blob_names: BTreeSet::new(),
+            }),
+        };
+        // Nothing is known to be synced yet: this barrier syncs every file
+        // (`conf` is written without any sync by sled) and both directories.
+        shared.make_durable()?;
+        // `dir` itself may just have been created.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(shared)
+    }
+
+    /// The durability barrier: when it returns `Ok`, every write sled has
+    /// accepted so far survives a crash or power loss.
+    ///
+    /// 1. `Db::flush` writes sled's dirty I/O buffers to the `db` file. On
+    ///    Linux (no `io_uring` feature) sled 0.34 follows each write with
+    ///    `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`, which neither
+    ///    flushes file metadata (the file's size grows as the log grows) nor
+    ///    the device's write cache, so
+    /// 2. `fdatasync` the `db` file ourselves;
+    /// 3. `fdatasync` every file in `blobs/` not synced before: sled writes
+    ///    pages above ~128 KiB there (`write_blob`: create, `write_all`, no
+    ///    sync at all), and the `db` file then points at them;
+    /// 4. `fdatasync` new files in the db directory (`conf`, which sled
+    ///    writes without syncing, `snap.*`), and `fsync` a directory whenever
+    ///    its list of names changed, so created, renamed and deleted files
+    ///    are durable too.
+    fn make_durable(&self) -> io::Result<()> {
+        if self.durability_lost.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "an earlier flush of the Raft log failed; its durability is unknown",
+            ));
+        }
+        let result = self.flush_and_sync();
+        if let Err(e) = &result {
+            tracing::error!(path = %self.path.display(), error = %e, "flushing the Raft log failed");
+            self.durability_lost.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn flush_and_sync(&self) -> io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        self.db.flush().map_err(io::Error::other)?;
+        synced.data_file.sync_data()?;
+        sync_new_files(&self.path.join(SLED_BLOBS_DIR), &mut synced.blob_names)?;
+        sync_new_files(&self.path, &mut synced.dir_names)?;
+        Ok(())
+    }
+
+    fn read_meta<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        on_error: fn(AnyError) -> typ::StorageError,
+    ) -> Result<Option<T>, typ::StorageError> {
+        let Some(bytes) = self
+            .meta
+            .get(key)
+            .map_err(|e| on_error(AnyError::new(&e)))?
+        else {
+            return Ok(None);
+        };
+        keyspace::decode(&bytes).map(Some).map_err(|e| {
+            on_error(AnyError::error(format!(
+                "the Raft log's `{}` record is unreadable: {e}",
+                String::from_utf8_lossy(key)
+            )))
+        })
+    }
+
+    fn last_purged(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        self.read_meta(LAST_PURGED_KEY, read_logs_error)
+    }
+
+    fn log_state(&self) -> Result<LogState<TypeConfig>, typ::StorageError> {
+        let last_purged = self.last_purged()?;
+        let last_entry = match self
+            .logs
+            .last()
+            .map_err(|e| read_logs_error(AnyError::new(&e)))?
+        {
+            Some((key, value)) => Some(decode_entry(log_index(&key)?, &value)?.log_id),
+            None => None,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last_entry.max(last_purged),
+        })
+    }
+
+    fn entries(
+        &self,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Vec<typ::LogEntry>, typ::StorageError> {
+        let iter = match end {
+            Some(end) => self.logs.range(log_key(start)..log_key(end)),
+            None => self.logs.range(log_key(start)..),
+        };
+        let mut entries = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(|e| read_logs_error(AnyError::new(&e)))?;
+            entries.push(decode_entry(log_index(&key)?, &value)?);
+        }
+        Ok(entries)
+    }
+
+    /// Delete every entry whose key is in `range`, in one atomic batch.
+    fn delete_entries(
+        &self,
+        range: impl RangeBounds<[u8; 8]>,
+        log_id: typ::LogId,
+    ) -> Result<(), typ::StorageError> {
+        let delete_error = |e: &sled::Error| {
+            StorageIOError::new(
+                ErrorSubject::Log(log_id),
+                ErrorVerb::Delete,
+                AnyError::new(e),
+            )
+        };
+        let mut batch = sled::Batch::default();
+        for key in self.logs.range(range).keys() {
+            batch.remove(key.map_err(|e| delete_error(&e))?);
+        }
+        self.logs.apply_batch(batch).map_err(|e| delete_error(&e))?;
+        Ok(())
+    }
+
+    /// Finish a purge a crash interrupted: delete entries up to the recorded
+    /// purge point, durably.
+    fn finish_purge(&self) -> Result<(), typ::StorageError> {
+        let Some(last_purged) = self.last_purged()? else {
+            return Ok(());
+        };
+        let upto = log_key(last_purged.index);
+        let leftover = self
+            .logs
+            .first()
+            .map_err(|e| read_logs_error(AnyError::new(&e)))?
+            .is_some_and(|(key, _)| key.as_ref() <= upto.as_slice());
+        if leftover {
+            tracing::info!(%last_purged, "finishing an interrupted purge of the Raft log");
+            self.delete_entries(..=upto, last_purged)?;
+            self.make_durable().map_err(|e| {
+                StorageIOError::new(
+                    ErrorSubject::Log(last_purged),
+                    ErrorVerb::Delete,
+                    AnyError::new(&e),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// `fdatasync` every regular file in `dir` that is not in `known`, and
+/// `fsync` `dir` if its names differ from `known`; then remember them.
+/// A missing `dir` counts as empty; a file deleted while we look is skipped.
+fn sync_new_files(dir: &Path, known: &mut BTreeSet<OsString>) -> io::Result<()> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut names = BTreeSet::new();
+    for dir_entry in listing {
+        let dir_entry = dir_entry?;
+        let name = dir_entry.file_name();
+        if !known.contains(&name) && dir_entry.file_type()?.is_file() {
+            match File::open(dir_entry.path()) {
+                Ok(file) => file.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        names.insert(name);
+    }
+    if names != *known {
+        sync_dir(dir)?;
+        *known = names;
+    }
+    Ok(())
+}
+
+/// `fsync` a directory, making the creation, renaming and removal of its
+/// entries durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<typ::LogEntry>, typ::StorageError> {
+        let Some((start, end)) = half_open(&range) else {
+            return Ok(Vec::new());
+        };
+        blocking(&self.inner, read_logs_error, move |s| s.entries(start, end)).await
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<typ::LogEntry>, typ::StorageError> {
+        let Some((start, end)) = half_open(&range) else {
+            return Ok(Vec::new());
+        };
+        blocking(&self.inner, read_logs_error, move |s| s.entries(start, end)).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    /// The last purged log id and the last log id (the last entry's, or the
+    /// purge point when no entry is left).
+    ///
+    /// Durability: reads only; reflects every earlier write, durable or not.
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, typ::StorageError> {
+        blocking(&self.inner, read_logs_error, |s| s.log_state()).await
+    }
+
+    /// A reader sharing this store's database.
+    ///
+    /// Durability: none involved.
+    async fn get_log_reader(&mut self) -> LogReader {
+        LogReader {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Save the vote.
+    ///
+    /// Durability: returns `Ok` only after the vote, and every write before
+    /// it, passed the durability barrier (sled flush, then `fdatasync` of
+    /// sled's files); a node that restarts never forgets a vote it cast.
+    async fn save_vote(&mut self, vote: &typ::Vote) -> Result<(), typ::StorageError> {
+        let record = keyspace::encode(vote);
+        blocking(&self.inner, write_vote_error, move |s| {
+            s.meta
+                .insert(VOTE_KEY, record)
+                .map_err(|e| write_vote_error(AnyError::new(&e)))?;
+            s.make_durable()
+                .map_err(|e| write_vote_error(AnyError::new(&e)))
+        })
+        .await
+    }
+
+    /// The last vote saved by [`RaftLogStorage::save_vote`].
+    ///
+    /// Durability: reads only.
+    async fn read_vote(&mut self) -> Result<Option<typ::Vote>, typ::StorageError> {
+        blocking(&self.inner, read_vote_error, |s| {
+            s.read_meta(VOTE_KEY, read_vote_error)
+        })
+        .await
+    }
+
+    /// Save the committed log id (`None` removes it).
+    ///
+    /// Durability: returns `Ok` only after it, and every write before it,
+    /// passed the durability barrier, so a restart re-applies everything up
+    /// to it.
+    async fn save_committed(
+        &mut self,
+        committed: Option<typ::LogId>,
+    ) -> Result<(), typ::StorageError> {
+        blocking(&self.inner, write_store_error, move |s| {
+            let written = match committed {
+                Some(log_id) => s.meta.insert(COMMITTED_KEY, keyspace::encode(&log_id)),
+                None => s.meta.remove(COMMITTED_KEY),
+            };
+            written.map_err(|e| write_store_error(AnyError::new(&e)))?;
+            s.make_durable()
+                .map_err(|e| write_store_error(AnyError::new(&e)))
+        })
+        .await
+    }
+
+    /// The last committed log id saved by
+    /// [`RaftLogStorage::save_committed`].
+    ///
+    /// Durability: reads only.
+    async fn read_committed(&mut self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        blocking(&self.inner, read_store_error, |s| {
+            s.read_meta(COMMITTED_KEY, read_store_error)
+        })
+        .await
+    }
+
+    /// Append entries (consecutive, continuing the log) in one atomic batch.
+    ///
+    /// Durability: when this returns `Ok` the entries are readable; the
+    /// `callback` is told `Ok` only after they, and every write before them,
+    /// passed the durability barrier (sled flush, then `fdatasync` of sled's
+    /// data and blob files). Both happen before this returns. If the barrier
+    /// fails the `callback` gets the error, and every later barrier fails.
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: typ::LogFlushed,
+    ) -> Result<(), typ::StorageError>
+    where
+        I: IntoIterator<Item = typ::LogEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<typ::LogEntry> = entries.into_iter().collect();
+        let durable = blocking(&self.inner, write_logs_error, move |s| {
+            let mut batch = sled::Batch::default();
+            for entry in &entries {
+                batch.insert(&log_key(entry.log_id.index)[..], encode_entry(entry)?);
+            }
+            s.logs
+                .apply_batch(batch)
+                .map_err(|e| write_logs_error(AnyError::new(&e)))?;
+            Ok(s.make_durable())
+        })
+        .await?;
+        callback.log_io_completed(durable);
+        Ok(())
+    }
+
+    /// Delete the entries from `log_id.index` on, inclusive, in one atomic
+    /// batch (so no hole can appear).
+    ///
+    /// Durability: returns `Ok` only after the deletion passed the
+    /// durability barrier.
+    async fn truncate(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
+        let on_error = |e: AnyError| -> typ::StorageError {
+            StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Delete, e).into()
+        };
+        blocking(&self.inner, on_error, move |s| {
+            s.delete_entries(log_key(log_id.index).., log_id)?;
+            s.make_durable().map_err(|e| on_error(AnyError::new(&e)))
+        })
+        .await
+    }
+
+    /// Delete the entries up to `log_id`, inclusive, and remember `log_id`
+    /// as the purge point (it may lie beyond the last entry).
+    ///
+    /// Durability: the purge point is written and passes the durability
+    /// barrier *before* any entry is deleted; the deletion itself (one atomic
+    /// batch) is made durable by the next barrier. A crash in between leaves
+    /// entries at or below the purge point, which [`LogStore::open`] deletes.
+    /// A purge point at or below the current one changes nothing.
+    async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
+        let on_error = move |e: AnyError| -> typ::StorageError {
+            StorageIOError::new(ErrorSubject::Log(log_id), ErrorVerb::Delete, e).into()
+        };
+        blocking(&self.inner, on_error, move |s| {
+            if s.last_purged()?.is_some_and(|last| last >= log_id) {
+                return Ok(());
+            }
+            s.meta
+                .insert(LAST_PURGED_KEY, keyspace::encode(&log_id))
+                .map_err(|e| on_error(AnyError::new(&e)))?;
+            s.make_durable().map_err(|e| on_error(AnyError::new(&e)))?;
+            s.delete_entries(..=log_key(log_id.index), log_id)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::log_id;
+    use openraft::{Entry, EntryPayload, Membership, Vote};
+
+    use super::*;
+    use crate::raft::command::{Command, Request};
+
+    const NODE: u64 = 1;
+
+    fn lid(term: u64, index: u64) -> typ::LogId {
+        log_id(term, NODE, index)
+    }
+
+    fn normal(term: u64, index: u64) -> typ::LogEntry {
+        Entry {
+            log_id: lid(term, index),
+            payload: EntryPayload::Normal(Request {
+                time_ms: 1_700_000_000_000 + index,
+                command: Command::Sweep,
+            }),
+        }
+    }
+
+    fn blank(term: u64, index: u64) -> typ::LogEntry {
+        Entry {
+            log_id: lid(term, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn membership(term: u64, index: u64) -> typ::LogEntry {
+        Entry {
+            log_id: lid(term, index),
+            payload: EntryPayload::Membership(Membership::new(
+                vec![BTreeSet::from([1, 2, 3])],
+                None,
+            )),
+        }
+    }
+
+    /// An entry carrying a 1 MiB ciphertext (the largest value kstash takes).
+    fn big(term: u64, index: u64) -> typ::LogEntry {
+        Entry {
+            log_id: lid(term, index),
+            payload: EntryPayload::Normal(Request {
+                time_ms: 1_700_000_000_000,
+                command: Command::PutSecret {
+                    token: [7; 32],
+                    namespace: "team".into(),
+                    path: format!("blob/{index}"),
+                    cas: None,
+                    term: 1,
+                    ciphertext: (0..1 << 20).map(|i| (i * 31 + index) as u8).collect(),
+                },
+            }),
+        }
+    }
+
+    /// Entries compared by their encoding (`Request` has no `PartialEq`).
+    fn encoded(entries: &[typ::LogEntry]) -> Vec<Vec<u8>> {
+        entries.iter().map(keyspace::encode).collect()
+    }
+
+    /// Same entries, byte for byte; prints only the indexes on failure.
+    fn assert_same(got: &[typ::LogEntry], want: &[typ::LogEntry]) {
+        assert_eq!(indexes(got), indexes(want));
+        assert!(encoded(got) == encoded(want), "entries differ in content");
+    }
+
+    fn indexes(entries: &[typ::LogEntry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    async fn all(store: &mut LogStore) -> Vec<typ::LogEntry> {
+        store.try_get_log_entries(..).await.expect("read entries")
+    }
+
+    /// The entries are consecutive, start right after the purge point (if
+    /// any) and end at the last log id.
+    async fn assert_no_hole(store: &mut LogStore) {
+        let state = store.get_log_state().await.unwrap();
+        let got = indexes(&all(store).await);
+        let (Some(&first), Some(&last)) = (got.first(), got.last()) else {
+            assert_eq!(state.last_log_id, state.last_purged_log_id);
+            return;
+        };
+        assert_eq!(got, (first..=last).collect::<Vec<_>>(), "a hole");
+        if let Some(purged) = state.last_purged_log_id {
+            assert_eq!(first, purged.index + 1, "{state:?}");
+        }
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(last));
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    fn io_message(err: typ::StorageError) -> String {
+        match err {
+            openraft::StorageError::IO { source } => source.to_string(),
+            other => panic!("expected an IO error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn everything_survives_a_reopen() {
+        // Steps: append blank, membership and normal entries; save vote and
+        // committed; purge; close; reopen; everything is there.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log");
+        let entries = vec![
+            blank(1, 1),
+            membership(1, 2),
+            normal(1, 3),
+            normal(1, 4),
+            normal(2, 5),
+        ];
+        let vote = Vote::new_committed(2, NODE);
+        {
+            let mut store = LogStore::open(&path).unwrap();
+            store.blocking_append(entries.clone()).await.unwrap();
+            store.save_vote(&vote).await.unwrap();
+            store.save_committed(Some(lid(1, 4))).await.unwrap();
+            store.purge(lid(1, 2)).await.unwrap();
+        }
+        let mut store = LogStore::open(&path).unwrap();
+        assert_same(&all(&mut store).await, &entries[2..]);
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(store.read_committed().await.unwrap(), Some(lid(1, 4)));
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(lid(1, 2)));
+        assert_eq!(state.last_log_id, Some(lid(2, 5)));
+
+        store.save_committed(None).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(&path).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_empty_store_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+        assert_eq!(store.read_vote().await.unwrap(), None);
+        assert_eq!(store.read_committed().await.unwrap(), None);
+        assert!(all(&mut store).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_files_hold_the_entries_once_the_callback_ran() {
+        // Steps: append (small and 1 MiB entries) and wait for the callback;
+        // copy the directory while the store is still open, as a killed
+        // process would leave it; the copy opens and holds every entry; every
+        // blob file sled wrote was synced by the barrier. Same for a vote.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log");
+        let mut store = LogStore::open(&path).unwrap();
+        let entries = vec![normal(1, 1), big(1, 2), normal(1, 3), big(1, 4)];
+        store.blocking_append(entries.clone()).await.unwrap();
+
+        let blobs: BTreeSet<OsString> = std::fs::read_dir(path.join(SLED_BLOBS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!blobs.is_empty(), "1 MiB entries are stored as sled blobs");
+        let synced_blobs = store.inner.synced.lock().unwrap().blob_names.clone();
+        assert!(blobs.is_subset(&synced_blobs), "{blobs:?}");
+
+        let copy = dir.path().join("copy-after-append");
+        copy_dir(&path, &copy);
+        let mut copied = LogStore::open(&copy).unwrap();
+        assert_same(&all(&mut copied).await, &entries);
+        drop(copied);
+
+        store.save_vote(&Vote::new(3, NODE)).await.unwrap();
+        let copy = dir.path().join("copy-after-vote");
+        copy_dir(&path, &copy);
+        let mut copied = LogStore::open(&copy).unwrap();
+        assert_eq!(copied.read_vote().await.unwrap(), Some(Vote::new(3, NODE)));
+    }
+
+    #[tokio::test]
+    async fn one_mib_entries_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<_> = (1..=3).map(|i| big(1, i)).collect();
+        {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            store.blocking_append(entries.clone()).await.unwrap();
+            let middle = store.try_get_log_entries(2..3).await.unwrap();
+            assert_same(&middle, &entries[1..2]);
+        }
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_same(&all(&mut store).await, &entries);
+        let mut reader = store.get_log_reader().await;
+        let read = reader.try_get_log_entries(1..=3).await.unwrap();
+        assert_same(&read, &entries);
+    }
+
+    #[tokio::test]
+    async fn truncate_and_purge_never_leave_a_hole() {
+        // Steps: append 1..=10; truncate at 6; purge to 3; reopen; purge
+        // beyond the last entry; append after the purge point; reopen.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        store
+            .blocking_append((1..=10).map(|i| normal(1, i)))
+            .await
+            .unwrap();
+
+        tracing::info!("--- truncate at 6");
+        store.truncate(lid(1, 6)).await.unwrap();
+        assert_eq!(indexes(&all(&mut store).await), vec![1, 2, 3, 4, 5]);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(lid(1, 5)));
+        assert_no_hole(&mut store).await;
+
+        tracing::info!("--- purge to 3");
+        store.purge(lid(1, 3)).await.unwrap();
+        assert_eq!(indexes(&all(&mut store).await), vec![4, 5]);
+        assert_no_hole(&mut store).await;
+
+        tracing::info!("--- an older purge point changes nothing");
+        store.purge(lid(1, 2)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(lid(1, 3)));
+
+        tracing::info!("--- reopen");
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(lid(1, 3)));
+        assert_eq!(state.last_log_id, Some(lid(1, 5)));
+        assert_no_hole(&mut store).await;
+
+        tracing::info!("--- purge beyond the last entry");
+        store.purge(lid(2, 8)).await.unwrap();
+        assert!(all(&mut store).await.is_empty());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(lid(2, 8)));
+        assert_eq!(state.last_log_id, Some(lid(2, 8)));
+
+        tracing::info!("--- append after the purge point; reopen");
+        store
+            .blocking_append([normal(2, 9), normal(2, 10)])
+            .await
+            .unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&all(&mut store).await), vec![9, 10]);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(lid(2, 8)));
+        assert_eq!(state.last_log_id, Some(lid(2, 10)));
+        assert_no_hole(&mut store).await;
+
+        tracing::info!("--- truncate everything that is left");
+        store.truncate(lid(2, 9)).await.unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_log_id,
+            Some(lid(2, 8)),
+            "falls back to the purge point"
+        );
+        assert_no_hole(&mut store).await;
+    }
+
+    #[tokio::test]
+    async fn truncate_everything_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        store
+            .blocking_append((0..=4).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+        store.truncate(lid(1, 0)).await.unwrap();
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+        assert!(all(&mut store).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_purge_is_finished_on_open() {
+        // Steps: append 1..=5; record purge point 3 durably without deleting
+        // (a crash between the two steps of `purge`); reopen: 1..=3 are gone.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            store
+                .blocking_append((1..=5).map(|i| normal(1, i)))
+                .await
+                .unwrap();
+            let inner = &store.inner;
+            inner
+                .meta
+                .insert(LAST_PURGED_KEY, keyspace::encode(&lid(1, 3)))
+                .unwrap();
+            inner.make_durable().unwrap();
+        }
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&all(&mut store).await), vec![4, 5]);
+        assert_no_hole(&mut store).await;
+    }
+
+    #[tokio::test]
+    async fn ranges_are_half_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        store
+            .blocking_append((1..=10).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+        let mut get = async |range: (Bound<u64>, Bound<u64>)| {
+            indexes(&store.try_get_log_entries(range).await.unwrap())
+        };
+        use Bound::*;
+        assert_eq!(get((Included(3), Excluded(3))).await, Vec::<u64>::new());
+        assert_eq!(get((Included(5), Excluded(7))).await, vec![5, 6]);
+        assert_eq!(get((Excluded(8), Unbounded)).await, vec![9, 10]);
+        assert_eq!(get((Unbounded, Included(2))).await, vec![1, 2]);
+        assert_eq!(get((Included(7), Excluded(2))).await, Vec::<u64>::new());
+        assert_eq!(get((Included(9), Included(u64::MAX))).await, vec![9, 10]);
+        assert_eq!(
+            get((Excluded(u64::MAX), Unbounded)).await,
+            Vec::<u64>::new()
+        );
+        assert_eq!(get((Included(11), Unbounded)).await, Vec::<u64>::new());
+    }
+
+    #[tokio::test]
+    async fn garbage_records_are_refused_with_a_storage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        store
+            .blocking_append([normal(1, 1), normal(1, 2)])
+            .await
+            .unwrap();
+        let inner = Arc::clone(&store.inner);
+
+        tracing::info!("--- an undecodable entry");
+        inner.logs.insert(log_key(3), &[1, 0xff, 0xff][..]).unwrap();
+        let err = store.try_get_log_entries(..).await.unwrap_err();
+        let message = io_message(err);
+        assert!(message.contains("LogIndex(3)"), "{message}");
+        assert!(message.contains("log entry 3 is unreadable"), "{message}");
+        let err = store.get_log_state().await.unwrap_err();
+        assert!(io_message(err).contains("log entry 3"));
+
+        tracing::info!("--- an unknown format byte");
+        inner.logs.insert(log_key(3), &[9, 0][..]).unwrap();
+        let message = io_message(store.try_get_log_entries(3..4).await.unwrap_err());
+        assert!(message.contains("unknown record format 9"), "{message}");
+
+        tracing::info!("--- an entry stored under the wrong index");
+        inner
+            .logs
+            .insert(log_key(3), keyspace::encode(&normal(1, 4)))
+            .unwrap();
+        let message = io_message(store.try_get_log_entries(3..4).await.unwrap_err());
+        assert!(message.contains("stored at index 3"), "{message}");
+
+        tracing::info!("--- a malformed key");
+        inner.logs.remove(log_key(3)).unwrap();
+        inner
+            .logs
+            .insert(&b"xyz"[..], keyspace::encode(&normal(1, 3)))
+            .unwrap();
+        let message = io_message(store.try_get_log_entries(..).await.unwrap_err());
+        assert!(message.contains("3 bytes long"), "{message}");
+        inner.logs.remove(&b"xyz"[..]).unwrap();
+        assert_eq!(indexes(&all(&mut store).await), vec![1, 2]);
+
+        tracing::info!("--- a garbage vote, committed id and purge point");
+        inner.meta.insert(VOTE_KEY, &[1, 0xff][..]).unwrap();
+        let message = io_message(store.read_vote().await.unwrap_err());
+        assert!(
+            message.contains("Vote") && message.contains("`vote`"),
+            "{message}"
+        );
+        inner.meta.insert(COMMITTED_KEY, &[][..]).unwrap();
+        let message = io_message(store.read_committed().await.unwrap_err());
+        assert!(message.contains("empty record"), "{message}");
+        inner.meta.insert(LAST_PURGED_KEY, &[2][..]).unwrap();
+        assert!(store.get_log_state().await.is_err());
+        drop(inner);
+        drop(store);
+        let err = LogStore::open(dir.path()).unwrap_err();
+        assert!(io_message(err).contains("`last_purged` record is unreadable"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_barrier_fails_every_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        store.blocking_append([blank(1, 1)]).await.unwrap();
+        store.inner.durability_lost.store(true, Ordering::Release);
+        let err = store.blocking_append([blank(1, 2)]).await.unwrap_err();
+        assert!(io_message(err).contains("durability is unknown"));
+        assert!(store.save_vote(&Vote::new(1, NODE)).await.is_err());
+        assert!(store.save_committed(Some(lid(1, 1))).await.is_err());
+        assert!(store.truncate(lid(1, 1)).await.is_err());
+        assert!(store.purge(lid(1, 1)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn debug_prints_the_path_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let expected = format!("LogStore({})", dir.path().display());
+        assert_eq!(format!("{store:?}"), expected);
+        let reader = store.get_log_reader().await;
+        assert_eq!(
+            format!("{reader:?}"),
+            format!("LogReader({})", dir.path().display())
+        );
+    }
+}
