@@ -1,6 +1,7 @@
-//! Compiles `proto/kstash/v1/*.proto` into Rust (messages, tonic clients and
-//! servers). Parsing is done by `protox`, in pure Rust, so the build needs no
-//! system `protoc`.
+//! Compiles `proto/kstash/v1/*.proto` (the client API) and
+//! `proto/kstash/cluster/v1/*.proto` (the internal cluster port) into Rust
+//! (messages, tonic clients and servers). Parsing is done by `protox`, in
+//! pure Rust, so the build needs no system `protoc`.
 
 use std::path::{Path, PathBuf};
 
@@ -28,11 +29,23 @@ const SECRET_BEARING: &[&str] = &[
     ".kstash.v1.RevokeTokenRequest",
     ".kstash.v1.PutSecretRequest",
     ".kstash.v1.SecretResponse",
+    // Carries an unseal key or a gatekeeper token in `Unseal`;
+    // `src/raft/cluster.rs` prints only its length.
+    ".kstash.cluster.v1.Envelope",
 ];
+
+/// The proto packages to compile, as directories under [`PROTO_ROOT`].
+const PACKAGES: &[&[&str]] = &[&["kstash", "v1"], &["kstash", "cluster", "v1"]];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
-    let protos = proto_files(&Path::new(PROTO_ROOT).join("kstash").join("v1"))?;
+    let mut protos = Vec::new();
+    for package in PACKAGES {
+        let dir = package
+            .iter()
+            .fold(PathBuf::from(PROTO_ROOT), |dir, part| dir.join(part));
+        protos.extend(proto_files(&dir)?);
+    }
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }

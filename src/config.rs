@@ -255,6 +255,12 @@ impl ServerArgs {
         }
         if self.dev {
             c.storage = StorageKind::Memory;
+            if self.data_dir.is_none() {
+                // Dev mode keeps nothing: its Raft log lives in a fresh
+                // directory the server removes on exit.
+                c.data_dir =
+                    std::env::temp_dir().join(format!("kstash-dev-{}", std::process::id()));
+            }
             if c.tls_cert.is_none() {
                 c.tls_disable = true;
             }

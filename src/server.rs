@@ -10,8 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StorageKind};
-use crate::raft::state::State;
-use crate::raft::SingleNode;
+use crate::raft::replica::{NoPeers, Replica, ReplicaConfig};
 use crate::secret::SecretString;
 use crate::service::types::{InitRequest, LoginRequest, UnsealRequest};
 use crate::service::Node;
@@ -24,6 +23,7 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The node's services.
     pub node: Arc<Node>,
+    replica: Arc<Replica>,
     handle: axum_server::Handle<SocketAddr>,
     serve: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
@@ -87,13 +87,23 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Server> {
         config.check()?;
-        let raft = Arc::new(SingleNode::new(State::new(backend), clock.clone()));
         let mut settings = config.settings();
         let listener = std::net::TcpListener::bind(config.api_addr)
             .with_context(|| format!("binding the client port {}", config.api_addr))?;
         let addr = listener.local_addr()?;
         settings.api_address = addr.to_string();
-        let node = Arc::new(Node::new(raft, clock, settings));
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+        let replica = Replica::start(
+            ReplicaConfig::single(config.node_id, addr.to_string(), config.data_dir.clone()),
+            backend,
+            clock.clone(),
+            NoPeers,
+            None,
+        )
+        .await?;
+        replica.bootstrap_single(Duration::from_secs(10)).await?;
+        let node = Arc::new(Node::new(replica.clone(), clock, settings));
         let app = crate::api::router(node.clone()).into_make_service();
         let handle = axum_server::Handle::new();
         let serve = match tls_config(config)? {
@@ -114,6 +124,7 @@ impl Server {
         Ok(Server {
             addr,
             node,
+            replica,
             handle,
             serve,
             sweeper,
@@ -125,6 +136,7 @@ impl Server {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         self.sweeper.abort();
         self.serve.await??;
+        self.replica.shutdown().await;
         Ok(())
     }
 
@@ -254,5 +266,9 @@ pub async fn run(config: Config, dev: bool) -> anyhow::Result<()> {
         println!("\n  export KSTASH_ADDR={scheme}://{}", server.addr);
         println!("  export KSTASH_TOKEN={}", s.token.expose());
     }
-    server.run_until_signal().await
+    let outcome = server.run_until_signal().await;
+    if dev && config.data_dir.starts_with(std::env::temp_dir()) {
+        let _ = std::fs::remove_dir_all(&config.data_dir);
+    }
+    outcome
 }

@@ -686,6 +686,7 @@ impl pb::kv_server::Kv for KvService {
         let out = self
             .node
             .get_secret(token.as_ref(), &r.path)
+            .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::SecretResponse {
             value: get_value(&out)?,
@@ -719,6 +720,7 @@ impl pb::kv_server::Kv for KvService {
         let out = self
             .node
             .list_secrets(token.as_ref(), &r.prefix)
+            .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::KeyList { keys: out.keys }))
     }

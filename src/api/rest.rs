@@ -438,10 +438,10 @@ async fn kv_get(
     let token = token(&headers);
     match q.list.as_deref() {
         Some("true") | Some("1") | Some("") => {
-            Ok(Json(s.node.list_secrets(token.as_ref(), &path)?).into_response())
+            Ok(Json(s.node.list_secrets(token.as_ref(), &path).await?).into_response())
         }
         None | Some("false") | Some("0") => {
-            Ok(Json(s.node.get_secret(token.as_ref(), &path)?).into_response())
+            Ok(Json(s.node.get_secret(token.as_ref(), &path).await?).into_response())
         }
         Some(_) => Err(ServiceError::bad("list must be true or false").into()),
     }

@@ -43,6 +43,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .context("cannot start the async runtime")?;
         return rt.block_on(crate::server::run(config, args.dev));
     }
+    if let Command::Operator(OperatorCommand::ClusterCerts(args)) = &cli.command {
+        return super::certs::run(args, cli.global.format);
+    }
     let g = &cli.global;
     let client = Client::new(&ClientOptions {
         addresses: g.address.clone(),
@@ -217,6 +220,7 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
             }
         }
         OperatorCommand::GatekeeperToken(c) => gatekeeper_token(client, fmt, c).await?,
+        OperatorCommand::ClusterCerts(_) => unreachable!("handled in run, offline"),
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //!   input are never echoed and are read without echo when prompted for.
 //! - Results go to stdout; notes and warnings to stderr.
 
+mod certs;
 mod client;
 mod commands;
 mod output;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use certs::ClusterCertsArgs;
 pub use client::{Client, ClientError, ClientOptions};
 pub use output::Format;
 
@@ -149,6 +151,9 @@ pub enum OperatorCommand {
     /// Mint, list, renew and revoke gatekeeper tokens.
     #[command(subcommand)]
     GatekeeperToken(GatekeeperTokenCommand),
+    /// Make a cluster CA and one mTLS certificate per node for the cluster
+    /// port, into a directory (offline; contacts no server).
+    ClusterCerts(certs::ClusterCertsArgs),
 }
 
 /// How a sys operation proves the gatekeeper key.

@@ -106,8 +106,9 @@ impl Node {
         }
     }
 
-    /// Read a secret from the caller's namespace.
-    pub fn get_secret(
+    /// Read a secret from the caller's namespace, linearizably: the read
+    /// sees every write acknowledged before it started.
+    pub async fn get_secret(
         &self,
         token: Option<&SecretString>,
         raw_path: &str,
@@ -115,6 +116,7 @@ impl Node {
         let caller = self.caller(token)?;
         let path = path::canonical_path(raw_path)?;
         Self::allow(&caller, &path, Capability::Read)?;
+        self.linearize().await?;
         let namespace = &caller.record.namespace;
         let record = self
             .sm()
@@ -175,8 +177,9 @@ impl Node {
         Ok(())
     }
 
-    /// Names one level below `prefix` in the caller's namespace.
-    pub fn list_secrets(
+    /// Names one level below `prefix` in the caller's namespace
+    /// (linearizable, like a read).
+    pub async fn list_secrets(
         &self,
         token: Option<&SecretString>,
         raw_prefix: &str,
@@ -184,6 +187,7 @@ impl Node {
         let caller = self.caller(token)?;
         let prefix = path::list_prefix(raw_prefix)?;
         Self::allow(&caller, &prefix, Capability::List)?;
+        self.linearize().await?;
         let paths = self
             .sm()
             .secret_paths(&caller.record.namespace, &prefix, None)?;

@@ -24,8 +24,8 @@ use crate::barrier::{self, Barrier};
 use crate::clock::Clock;
 use crate::gatekeeper::shamir;
 use crate::keyspace::AccessTokenRecord;
+use crate::raft::replica::Replica;
 use crate::raft::state::State;
-use crate::raft::SingleNode;
 
 /// Most gatekeeper tokens one call may mint.
 pub const MAX_MINT: u32 = 16;
@@ -86,7 +86,7 @@ struct Caller {
 
 /// One kstash node's services.
 pub struct Node {
-    raft: Arc<SingleNode>,
+    raft: Arc<Replica>,
     barrier: Barrier,
     clock: Arc<dyn Clock>,
     settings: Settings,
@@ -107,7 +107,7 @@ fn ms(d: Duration) -> u64 {
 
 impl Node {
     /// A sealed node over `raft`.
-    pub fn new(raft: Arc<SingleNode>, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+    pub fn new(raft: Arc<Replica>, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         Node {
             barrier: Barrier::new(settings.encryption_limit),
             raft,
@@ -134,5 +134,10 @@ impl Node {
     /// Whether the barrier is sealed.
     pub fn is_sealed(&self) -> bool {
         self.barrier.is_sealed()
+    }
+
+    /// Wait until this node's state reflects every acknowledged write.
+    async fn linearize(&self) -> Result<(), ServiceError> {
+        self.raft.linearize().await.map_err(ServiceError::from)
     }
 }

@@ -52,12 +52,18 @@ pub fn test_config(extra: impl FnOnce(&mut ServerArgs)) -> Config {
         ..Default::default()
     };
     extra(&mut args);
+    assert!(
+        args.data_dir.is_some(),
+        "every test node needs its own data dir"
+    );
     args.resolve().expect("test config is valid")
 }
 
 /// An in-process node and a client for it.
 pub struct TestNode {
     pub server: Server,
+    /// The node's data dir (Raft log and snapshots), removed on drop.
+    pub data_dir: tempfile::TempDir,
     pub backend: Arc<MemoryBackend>,
     pub http: Http,
 }
@@ -88,11 +94,19 @@ impl TestNode {
         clock: Arc<dyn Clock>,
     ) -> TestNode {
         capture_logs();
-        let config = test_config(extra);
+        let data_dir = tempfile::Builder::new()
+            .prefix("node-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let config = test_config(|a| {
+            a.data_dir = Some(data_dir.path().to_path_buf());
+            extra(a);
+        });
         let server = Server::start(&config, backend, clock).await.unwrap();
         let http = Http::new(format!("http://{}", server.addr));
         TestNode {
             server,
+            data_dir,
             backend: memory,
             http,
         }

@@ -9,3 +9,4 @@ mod t20_lifecycle;
 mod t30_cli;
 mod t40_leaks;
 mod t50_bad_input;
+mod t60_cluster_transport;

@@ -573,6 +573,7 @@ async fn grpc_over_tls() {
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = test_config(|a| {
+        a.data_dir = Some(dir.path().join("data"));
         a.tls_disable = None;
         a.tls_cert = Some(cert.clone());
         a.tls_key = Some(key.clone());

@@ -25,6 +25,7 @@ async fn serves_over_tls_and_refuses_loose_keys() {
 
     tracing::info!("--- step: serve with TLS");
     let config = test_config(|a| {
+        a.data_dir = Some(dir.path().join("data"));
         a.tls_disable = None;
         a.tls_cert = Some(cert.clone());
         a.tls_key = Some(key.clone());

@@ -34,6 +34,23 @@ fn needles(secret: &str) -> Vec<Vec<u8>> {
     n
 }
 
+/// Every file under `dir`, with its contents.
+fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p.display().to_string(), bytes));
+            }
+        }
+    }
+    out
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.len() >= 8 && haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -213,7 +230,17 @@ async fn leak_scenario(n: &TestNode, dump: impl Fn() -> Vec<(Vec<u8>, Vec<u8>)>)
             all_needles.push((format!("{}…", &s[..6.min(s.len())]), n));
         }
     }
+    // Every byte under the data dir: the sled Raft log and snapshot files.
+    n.server.node.sweep().await.unwrap();
+    let files = files_under(n.data_dir.path());
+    assert!(
+        files.iter().any(|(p, _)| p.contains("raft-log")),
+        "the Raft log is on disk"
+    );
     for (what, needle) in &all_needles {
+        for (path, bytes) in &files {
+            assert!(!contains(bytes, needle), "{what} appears in {path}");
+        }
         for (k, v) in &dump {
             assert!(
                 !contains(k, needle),

@@ -235,7 +235,14 @@ async fn malformed_and_unknown_json() {
     )
     .await;
     assert!(m.contains("colour"), "{m}");
-    assert!(fresh.backend.dump().is_empty());
+    assert!(
+        fresh
+            .backend
+            .dump()
+            .iter()
+            .all(|(k, _)| k.starts_with(b"raft/")),
+        "a refused init stores nothing but Raft bookkeeping"
+    );
 
     fresh.server.shutdown().await.unwrap();
     n.server.shutdown().await.unwrap();
@@ -421,7 +428,14 @@ async fn bad_init_and_unseal_requests() {
         )
         .await;
     }
-    assert!(fresh.backend.dump().is_empty());
+    assert!(
+        fresh
+            .backend
+            .dump()
+            .iter()
+            .all(|(k, _)| k.starts_with(b"raft/")),
+        "a refused init stores nothing but Raft bookkeeping"
+    );
     let (_, st) = fresh.http.get("/v1/sys/status", None).await;
     assert_eq!(st["initialized"], false);
 
