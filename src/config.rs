@@ -3,7 +3,9 @@
 //!
 //! Invariant: unknown fields are refused; TLS is required unless disabled
 //! explicitly on a loopback address; a private key file readable by group or
-//! others is refused.
+//! others is refused; a cluster node (`cluster_addr`) has its cluster TLS
+//! files, and the combinations that cannot work (`bootstrap` with `join`,
+//! cluster settings without `cluster_addr`, …) are refused at start.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,18 @@ fn default_encryption_limit() -> u64 {
 fn default_log() -> String {
     "info".into()
 }
+fn default_election_timeout_min_ms() -> u64 {
+    1000
+}
+fn default_election_timeout_max_ms() -> u64 {
+    2000
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    200
+}
+fn default_snapshot_threshold() -> u64 {
+    10_000
+}
 
 /// A node's configuration (the TOML file's shape).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -122,6 +136,56 @@ pub struct Config {
     /// Log filter (`RUST_LOG` syntax). Default `info`.
     #[serde(default = "default_log")]
     pub log: String,
+    /// Cluster port (Raft and node-to-node RPCs, mutual TLS) to bind, e.g.
+    /// `0.0.0.0:8201`. Without it the node runs alone: a one-member Raft
+    /// cluster with no cluster port.
+    #[serde(default)]
+    pub cluster_addr: Option<SocketAddr>,
+    /// Client API address shown to peers and in status (`host:port`, DNS
+    /// names allowed). Default: the bound `api_addr`.
+    #[serde(default)]
+    pub advertise_api_addr: Option<String>,
+    /// Cluster address peers dial to reach this node (`host:port`, DNS names
+    /// allowed; the host must be a name in this node's cluster certificate).
+    /// Default: the bound `cluster_addr`; required when that is a wildcard
+    /// address.
+    #[serde(default)]
+    pub advertise_cluster_addr: Option<String>,
+    /// Start a new cluster with this node as its only member, unless the data
+    /// dir already holds Raft state. Give it to one node of a new cluster.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// Cluster addresses (`host:port`) of peers to join through; a follower
+    /// names the leader. Ignored once this node is a voter.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// PEM certificate of the cluster CA; peers must present certificates
+    /// it signed. Required with `cluster_addr`.
+    #[serde(default)]
+    pub cluster_ca: Option<PathBuf>,
+    /// PEM certificate chain of this node on the cluster port (client and
+    /// server). Required with `cluster_addr`.
+    #[serde(default)]
+    pub cluster_cert: Option<PathBuf>,
+    /// PEM private key of `cluster_cert` (must not be group/world readable).
+    /// Required with `cluster_addr`.
+    #[serde(default)]
+    pub cluster_key: Option<PathBuf>,
+    /// Shortest election timeout in milliseconds: a follower that hears no
+    /// leader for a random time between the two bounds campaigns. Default 1000.
+    #[serde(default = "default_election_timeout_min_ms")]
+    pub election_timeout_min_ms: u64,
+    /// Longest election timeout in milliseconds. Default 2000.
+    #[serde(default = "default_election_timeout_max_ms")]
+    pub election_timeout_max_ms: u64,
+    /// Interval of the leader's heartbeats in milliseconds; at most half the
+    /// shortest election timeout. Default 200.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Applied log entries between snapshots (the log is purged behind a
+    /// snapshot). Default 10000.
+    #[serde(default = "default_snapshot_threshold")]
+    pub snapshot_threshold: u64,
 }
 
 impl Default for Config {
@@ -191,6 +255,42 @@ pub struct ServerArgs {
     /// Log filter (`RUST_LOG` syntax).
     #[arg(long, env = "KSTASH_LOG")]
     pub log: Option<String>,
+    /// Cluster port to bind (mutual TLS); without it the node runs alone.
+    #[arg(long, env = "KSTASH_CLUSTER_ADDR")]
+    pub cluster_addr: Option<SocketAddr>,
+    /// Client API address to show peers (`host:port`).
+    #[arg(long, env = "KSTASH_ADVERTISE_API_ADDR")]
+    pub advertise_api_addr: Option<String>,
+    /// Cluster address peers dial (`host:port`).
+    #[arg(long, env = "KSTASH_ADVERTISE_CLUSTER_ADDR")]
+    pub advertise_cluster_addr: Option<String>,
+    /// Start a new cluster with this node as its only member.
+    #[arg(long, env = "KSTASH_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
+    pub bootstrap: Option<bool>,
+    /// Peers' cluster addresses to join through, comma-separated.
+    #[arg(long, env = "KSTASH_JOIN", value_delimiter = ',')]
+    pub join: Option<Vec<String>>,
+    /// PEM certificate of the cluster CA.
+    #[arg(long, env = "KSTASH_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
+    /// PEM certificate chain of this node on the cluster port.
+    #[arg(long, env = "KSTASH_CLUSTER_CERT")]
+    pub cluster_cert: Option<PathBuf>,
+    /// PEM private key of the cluster certificate.
+    #[arg(long, env = "KSTASH_CLUSTER_KEY")]
+    pub cluster_key: Option<PathBuf>,
+    /// Shortest election timeout in milliseconds.
+    #[arg(long, env = "KSTASH_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Longest election timeout in milliseconds.
+    #[arg(long, env = "KSTASH_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, env = "KSTASH_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Applied log entries between snapshots.
+    #[arg(long, env = "KSTASH_SNAPSHOT_THRESHOLD")]
+    pub snapshot_threshold: Option<u64>,
 }
 
 /// A configuration problem.
@@ -242,7 +342,24 @@ impl ServerArgs {
             sweep_interval,
             encryption_limit,
             log,
-            tls_disable
+            tls_disable,
+            bootstrap,
+            join,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            heartbeat_interval_ms,
+            snapshot_threshold
+        );
+        macro_rules! over_opt {
+            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f.clone(); } )* };
+        }
+        over_opt!(
+            cluster_addr,
+            advertise_api_addr,
+            advertise_cluster_addr,
+            cluster_ca,
+            cluster_cert,
+            cluster_key
         );
         if self.etcd_prefix.is_some() {
             c.etcd_prefix = self.etcd_prefix.clone();
@@ -315,7 +432,115 @@ impl Config {
         if self.sweep_interval < Duration::from_millis(100) {
             return invalid("sweep_interval must be at least 100ms".into());
         }
+        self.check_raft()?;
+        self.check_cluster()
+    }
+
+    /// Raft timings and the snapshot threshold.
+    fn check_raft(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.heartbeat_interval_ms < 10 {
+            return invalid("heartbeat_interval_ms must be at least 10".into());
+        }
+        if self.election_timeout_min_ms < 2 * self.heartbeat_interval_ms {
+            return invalid(format!(
+                "election_timeout_min_ms ({}) must be at least twice heartbeat_interval_ms ({})",
+                self.election_timeout_min_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return invalid(format!(
+                "election_timeout_max_ms ({}) must be greater than election_timeout_min_ms ({})",
+                self.election_timeout_max_ms, self.election_timeout_min_ms
+            ));
+        }
+        if self.election_timeout_max_ms > 60_000 {
+            return invalid("election_timeout_max_ms must be at most 60000".into());
+        }
+        if self.snapshot_threshold == 0 {
+            return invalid("snapshot_threshold must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// The cluster settings fit together.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let Some(cluster_addr) = self.cluster_addr else {
+            let stray = [
+                ("--bootstrap", self.bootstrap),
+                ("--join", !self.join.is_empty()),
+                (
+                    "--advertise-cluster-addr",
+                    self.advertise_cluster_addr.is_some(),
+                ),
+                ("--cluster-ca", self.cluster_ca.is_some()),
+                ("--cluster-cert", self.cluster_cert.is_some()),
+                ("--cluster-key", self.cluster_key.is_some()),
+            ];
+            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                return invalid(format!(
+                    "{flag} needs --cluster-addr (without it the node runs alone)"
+                ));
+            }
+            return Ok(());
+        };
+        match (&self.cluster_ca, &self.cluster_cert, &self.cluster_key) {
+            (Some(_), Some(_), Some(key)) => check_private_file(key)?,
+            _ => {
+                return invalid(
+                    "a cluster node (--cluster-addr) needs --cluster-ca, --cluster-cert and --cluster-key; \
+                     `kstash operator cluster-certs` makes them"
+                        .into(),
+                )
+            }
+        }
+        if self.bootstrap && !self.join.is_empty() {
+            return invalid(
+                "--bootstrap starts a new cluster and --join joins an existing one; give one of them"
+                    .into(),
+            );
+        }
+        if cluster_addr == self.api_addr && cluster_addr.port() != 0 {
+            return invalid(format!(
+                "--cluster-addr and --api-addr are both {cluster_addr}; the cluster port needs its own"
+            ));
+        }
+        if cluster_addr.ip().is_unspecified() && self.advertise_cluster_addr.is_none() {
+            return invalid(format!(
+                "--cluster-addr {cluster_addr} is a wildcard address peers cannot dial; \
+                 give --advertise-cluster-addr (e.g. kstash-0.kstash:{})",
+                cluster_addr.port()
+            ));
+        }
+        let addresses = self
+            .advertise_api_addr
+            .iter()
+            .map(|a| ("--advertise-api-addr", a))
+            .chain(
+                self.advertise_cluster_addr
+                    .iter()
+                    .map(|a| ("--advertise-cluster-addr", a)),
+            )
+            .chain(self.join.iter().map(|a| ("--join", a)));
+        for (flag, addr) in addresses {
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok_and(|p| p != 0));
+            if crate::raft::tls::host_of(addr).is_none() || !port_ok {
+                return invalid(format!(
+                    "{flag} {addr:?} is not host:port (a DNS name or IP address, and a port)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long a request waits for a leader to be known, reachable and
+    /// confirmed before it fails as unavailable (503): three of the longest
+    /// election timeouts, between 2 s and 30 s.
+    pub fn leader_wait(&self) -> Duration {
+        Duration::from_millis((3 * self.election_timeout_max_ms).clamp(2000, 30_000))
     }
 
     /// The storage backend's name, for logs.
@@ -425,6 +650,174 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    /// Cluster TLS files in a temp dir (contents do not matter to `check`).
+    fn cluster_files(dir: &Path) -> ServerArgs {
+        let file = |name: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, "x").unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            Some(path)
+        };
+        ServerArgs {
+            tls_disable: Some(true),
+            cluster_addr: Some("127.0.0.1:8201".parse().unwrap()),
+            cluster_ca: file("ca.pem"),
+            cluster_cert: file("node.pem"),
+            cluster_key: file("node-key.pem"),
+            ..Default::default()
+        }
+    }
+
+    fn refused(args: ServerArgs) -> String {
+        args.resolve().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn cluster_settings_come_from_file_flags_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = cluster_files(dir.path());
+        let c = base.clone().resolve().unwrap();
+        assert_eq!(
+            (
+                c.election_timeout_min_ms,
+                c.election_timeout_max_ms,
+                c.heartbeat_interval_ms,
+                c.snapshot_threshold
+            ),
+            (1000, 2000, 200, 10_000)
+        );
+        assert_eq!(c.leader_wait(), Duration::from_secs(6));
+        assert!(!c.bootstrap && c.join.is_empty());
+
+        let path = dir.path().join("kstash.toml");
+        std::fs::write(
+            &path,
+            "tls_disable = true\n\
+             cluster_addr = \"0.0.0.0:8201\"\n\
+             advertise_cluster_addr = \"kstash-1.kstash:8201\"\n\
+             advertise_api_addr = \"kstash-1.kstash:8200\"\n\
+             join = [\"kstash-0.kstash:8201\"]\n\
+             election_timeout_min_ms = 300\n\
+             election_timeout_max_ms = 600\n\
+             heartbeat_interval_ms = 100\n\
+             snapshot_threshold = 50\n",
+        )
+        .unwrap();
+        let c = ServerArgs {
+            config: Some(path),
+            snapshot_threshold: Some(70),
+            cluster_addr: None,
+            ..base
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.cluster_addr, Some("0.0.0.0:8201".parse().unwrap()));
+        assert_eq!(c.join, ["kstash-0.kstash:8201"]);
+        assert_eq!(
+            c.advertise_api_addr.as_deref(),
+            Some("kstash-1.kstash:8200")
+        );
+        assert_eq!((c.election_timeout_min_ms, c.snapshot_threshold), (300, 70));
+        assert_eq!(c.leader_wait(), Duration::from_secs(2), "at least 2 s");
+    }
+
+    #[test]
+    fn cluster_combinations_that_cannot_work_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = cluster_files(dir.path());
+        let cases: Vec<(ServerArgs, &str)> = vec![
+            (
+                ServerArgs {
+                    cluster_key: None,
+                    ..base.clone()
+                },
+                "needs --cluster-ca, --cluster-cert and --cluster-key",
+            ),
+            (
+                ServerArgs {
+                    bootstrap: Some(true),
+                    join: Some(vec!["a:1".into()]),
+                    ..base.clone()
+                },
+                "give one of them",
+            ),
+            (
+                ServerArgs {
+                    tls_disable: Some(true),
+                    join: Some(vec!["a:1".into()]),
+                    ..Default::default()
+                },
+                "--join needs --cluster-addr",
+            ),
+            (
+                ServerArgs {
+                    tls_disable: Some(true),
+                    bootstrap: Some(true),
+                    ..Default::default()
+                },
+                "--bootstrap needs --cluster-addr",
+            ),
+            (
+                ServerArgs {
+                    cluster_addr: Some("0.0.0.0:8201".parse().unwrap()),
+                    ..base.clone()
+                },
+                "--advertise-cluster-addr",
+            ),
+            (
+                ServerArgs {
+                    join: Some(vec!["kstash-0".into()]),
+                    ..base.clone()
+                },
+                "is not host:port",
+            ),
+            (
+                ServerArgs {
+                    advertise_cluster_addr: Some("kstash-0:0".into()),
+                    ..base.clone()
+                },
+                "is not host:port",
+            ),
+            (
+                ServerArgs {
+                    cluster_addr: Some(default_api_addr()),
+                    ..base.clone()
+                },
+                "needs its own",
+            ),
+            (
+                ServerArgs {
+                    election_timeout_min_ms: Some(500),
+                    election_timeout_max_ms: Some(500),
+                    ..base.clone()
+                },
+                "greater than election_timeout_min_ms",
+            ),
+            (
+                ServerArgs {
+                    heartbeat_interval_ms: Some(600),
+                    ..base.clone()
+                },
+                "at least twice heartbeat_interval_ms",
+            ),
+            (
+                ServerArgs {
+                    snapshot_threshold: Some(0),
+                    ..base.clone()
+                },
+                "snapshot_threshold",
+            ),
+        ];
+        for (args, want) in cases {
+            let err = refused(args);
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
     }
 
     #[cfg(unix)]

@@ -1,23 +1,86 @@
-//! Booting a node: storage backend, service, sweeper, and the client port
-//! (TLS with rustls, or plaintext on loopback only).
+//! Booting a node: storage backend, replica, service, sweeper, the client
+//! port (TLS with rustls, or plaintext on loopback only) and, for a cluster
+//! node, the cluster port (mutual TLS), joining and promotion.
+//!
+//! Invariants:
+//! - The data dir's `node-id` file is checked (or made) before anything
+//!   else touches the data dir: a data dir never serves another node id.
+//! - A node that joins with no Raft state yet (a new or wiped data dir)
+//!   opens its cluster port only after the leader accepted its `Join`; so a
+//!   node refused for rejoining under an old id with a wiped data dir is
+//!   never reached by Raft RPCs meant for the member it claims to be.
+//! - The client port comes up at once; joining runs in the background,
+//!   with bounded retries.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StorageKind};
-use crate::raft::replica::{NoPeers, Replica, ReplicaConfig};
+use crate::raft::cluster::{serve_on, ClusterHandler, ClusterService, ServeError};
+use crate::raft::network::{LinkFilter, Network};
+use crate::raft::replica::{JoinError, NoPeers, NodeIdentity, Replica, ReplicaConfig};
+use crate::raft::tls::ClusterTls;
+use crate::raft::types::NodeInfo;
 use crate::secret::SecretString;
 use crate::service::types::{InitRequest, LoginRequest, UnsealRequest};
 use crate::service::Node;
 use crate::storage::memory::MemoryBackend;
 use crate::storage::Backend;
 
-/// A running node: its bound address, its service and its tasks.
+/// How long a joining node keeps asking its `--join` peers before it gives
+/// up (`kstash server` then exits, and its supervisor restarts it).
+pub const JOIN_RETRY_FOR: Duration = Duration::from_secs(300);
+
+/// Longest pause between two join attempts.
+const JOIN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How long a stopping node waits for in-flight cluster RPCs.
+const CLUSTER_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Wiring beyond the config, for tests and embedders.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    /// Consulted before every cluster RPC to a peer with a known id (fault
+    /// injection in tests); `None` sends everything.
+    pub link_filter: Option<LinkFilter>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("link_filter", &self.link_filter.is_some())
+            .finish()
+    }
+}
+
+/// Where this node's `--join` stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinState {
+    /// Not asked to join (alone, bootstrapped, or waiting to be contacted).
+    NotJoining,
+    /// Asking the peers.
+    Joining,
+    /// A member of the cluster (a learner until the leader promotes it).
+    Joined,
+    /// Refused, or no peer accepted in time; the message says which.
+    Failed(String),
+}
+
+/// The cluster port and the tasks of a cluster node.
+struct ClusterPort {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<Result<(), ServeError>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A running node: its bound addresses, its service and its tasks.
 pub struct Server {
     /// The client port actually bound (useful with port 0).
     pub addr: SocketAddr,
@@ -27,6 +90,8 @@ pub struct Server {
     handle: axum_server::Handle<SocketAddr>,
     serve: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    cluster: Option<ClusterPort>,
+    join_state: watch::Receiver<JoinState>,
 }
 
 impl std::fmt::Debug for Server {
@@ -80,30 +145,102 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig
 }
 
 impl Server {
-    /// Bind the client port and start serving over `backend`.
+    /// Bind the client port (and the cluster port, with `cluster_addr`)
+    /// and start serving over `backend`.
     pub async fn start(
         config: &Config,
         backend: Arc<dyn Backend>,
         clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Server> {
+        Self::start_with(config, backend, clock, ServerOptions::default()).await
+    }
+
+    /// [`Server::start`] with extra wiring.
+    pub async fn start_with(
+        config: &Config,
+        backend: Arc<dyn Backend>,
+        clock: Arc<dyn Clock>,
+        options: ServerOptions,
     ) -> anyhow::Result<Server> {
         config.check()?;
         let mut settings = config.settings();
         let listener = std::net::TcpListener::bind(config.api_addr)
             .with_context(|| format!("binding the client port {}", config.api_addr))?;
         let addr = listener.local_addr()?;
-        settings.api_address = addr.to_string();
+        let api_address = config
+            .advertise_api_addr
+            .clone()
+            .unwrap_or_else(|| addr.to_string());
+        settings.api_address = api_address.clone();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
-        let replica = Replica::start(
-            ReplicaConfig::single(config.node_id, addr.to_string(), config.data_dir.clone()),
-            backend,
-            clock.clone(),
-            NoPeers,
-            None,
-        )
-        .await?;
-        replica.bootstrap_single(Duration::from_secs(10)).await?;
-        let node = Arc::new(Node::new(replica.clone(), clock, settings));
+        let (identity, _) = NodeIdentity::open(&config.data_dir, config.node_id)?;
+        let mut replica_config = ReplicaConfig {
+            node_id: config.node_id,
+            node: NodeInfo {
+                api_addr: api_address,
+                cluster_addr: String::new(),
+                incarnation: identity.incarnation,
+            },
+            data_dir: config.data_dir.clone(),
+            election_timeout_ms: (
+                config.election_timeout_min_ms,
+                config.election_timeout_max_ms,
+            ),
+            heartbeat_ms: config.heartbeat_interval_ms,
+            snapshot_logs: config.snapshot_threshold,
+            leader_wait: config.leader_wait(),
+        };
+        let (join_tx, join_state) = watch::channel(JoinState::NotJoining);
+        let (replica, node, cluster) = match config.cluster_addr {
+            None => {
+                let replica =
+                    Replica::start(replica_config, backend, clock.clone(), NoPeers, None).await?;
+                replica.bootstrap_single(Duration::from_secs(10)).await?;
+                let node = Arc::new(Node::new(replica.clone(), clock, settings));
+                (replica, node, None)
+            }
+            Some(cluster_addr) => {
+                let (Some(ca), Some(cert), Some(key)) = (
+                    &config.cluster_ca,
+                    &config.cluster_cert,
+                    &config.cluster_key,
+                ) else {
+                    anyhow::bail!(
+                        "a cluster node needs --cluster-ca, --cluster-cert and --cluster-key"
+                    );
+                };
+                let tls =
+                    ClusterTls::load(ca, cert, key).context("loading the cluster TLS files")?;
+                let cluster_listener = tokio::net::TcpListener::bind(cluster_addr)
+                    .await
+                    .with_context(|| format!("binding the cluster port {cluster_addr}"))?;
+                let bound = cluster_listener.local_addr()?;
+                replica_config.node.cluster_addr = config
+                    .advertise_cluster_addr
+                    .clone()
+                    .unwrap_or_else(|| bound.to_string());
+                let mut network = Network::new(config.node_id, tls.clone());
+                if let Some(filter) = options.link_filter {
+                    network = network.with_link_filter(filter);
+                }
+                let replica =
+                    Replica::start_clustered(replica_config, backend, clock.clone(), network, None)
+                        .await?;
+                let node = Arc::new(Node::new(replica.clone(), clock, settings));
+                let cluster = start_cluster(
+                    config,
+                    &replica,
+                    &node,
+                    tls,
+                    cluster_listener,
+                    bound,
+                    join_tx,
+                )
+                .await?;
+                (replica, node, Some(cluster))
+            }
+        };
         let app = crate::api::router(node.clone()).into_make_service();
         let handle = axum_server::Handle::new();
         let serve = match tls_config(config)? {
@@ -120,7 +257,11 @@ impl Server {
                 tokio::spawn(server.serve(app))
             }
         };
-        let sweeper = tokio::spawn(sweep_loop(node.clone(), config.sweep_interval));
+        let sweeper = tokio::spawn(sweep_loop(
+            node.clone(),
+            replica.clone(),
+            config.sweep_interval,
+        ));
         Ok(Server {
             addr,
             node,
@@ -128,31 +269,220 @@ impl Server {
             handle,
             serve,
             sweeper,
+            cluster,
+            join_state,
         })
     }
 
-    /// Stop accepting, finish in-flight requests (up to 5 s), stop tasks.
+    /// The cluster port actually bound, on a cluster node.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(|c| c.addr)
+    }
+
+    /// This node's replica (Raft metrics and membership, for tests and
+    /// operators).
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// Where `--join` stands now.
+    pub fn join_state(&self) -> JoinState {
+        self.join_state.borrow().clone()
+    }
+
+    /// Wait until joining ended (joined or failed), at most `timeout`;
+    /// returns the state then.
+    pub async fn wait_joined(&self, timeout: Duration) -> JoinState {
+        let mut rx = self.join_state.clone();
+        let _ = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| matches!(s, JoinState::Joined | JoinState::Failed(_))),
+        )
+        .await;
+        let state = rx.borrow().clone();
+        state
+    }
+
+    /// Stop accepting, finish in-flight requests (up to 5 s), stop the
+    /// cluster port and the tasks, then openraft.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         self.sweeper.abort();
-        self.serve.await??;
+        if let Some(cluster) = &self.cluster {
+            for task in &cluster.tasks {
+                task.abort();
+            }
+        }
+        let served = self.serve.await;
+        if let Some(cluster) = self.cluster {
+            let _ = cluster.stop.send(true);
+            let abort = cluster.serving.abort_handle();
+            match tokio::time::timeout(CLUSTER_STOP_WAIT, cluster.serving).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cluster port failed"),
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        "cluster RPCs still running after {CLUSTER_STOP_WAIT:?}; dropped"
+                    );
+                    abort.abort();
+                }
+            }
+        }
         self.replica.shutdown().await;
+        served??;
         Ok(())
     }
 
-    /// Serve until the process is asked to stop (Ctrl-C or SIGTERM).
+    /// Serve until the process is asked to stop (Ctrl-C or SIGTERM), or
+    /// until joining the cluster failed (an error then).
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        self.shutdown().await
+        let mut join = self.join_state.clone();
+        let failed = async move {
+            match join.wait_for(|s| matches!(s, JoinState::Failed(_))).await {
+                Ok(state) => match &*state {
+                    JoinState::Failed(reason) => reason.clone(),
+                    _ => unreachable!("waited for a failure"),
+                },
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
+            reason = failed => Err(anyhow::anyhow!("could not join the cluster: {reason}")),
+        };
+        self.shutdown().await?;
+        outcome
     }
 }
 
-async fn sweep_loop(node: Arc<Node>, every: Duration) {
+/// Serve the cluster port (at once, or after the join was accepted), and
+/// start bootstrapping or joining, and the promoter.
+async fn start_cluster(
+    config: &Config,
+    replica: &Arc<Replica>,
+    node: &Arc<Node>,
+    tls: ClusterTls,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    join_tx: watch::Sender<JoinState>,
+) -> anyhow::Result<ClusterPort> {
+    let initialized = replica.is_initialized().await?;
+    if config.bootstrap {
+        replica.bootstrap().await?;
+    }
+    let joining = !config.join.is_empty();
+    // A joiner without Raft state opens its port once a leader admitted it.
+    let (open_tx, mut open_rx) = watch::channel(!joining || initialized);
+    let (stop, mut stop_rx) = watch::channel(false);
+    let handler: Arc<dyn ClusterHandler> = node.clone();
+    let service = ClusterService::new(replica.raft().clone(), handler);
+    let serving = tokio::spawn(async move {
+        tokio::select! {
+            opened = open_rx.wait_for(|open| *open) => if opened.is_err() { return Ok(()) },
+            _ = stop_rx.wait_for(|stop| *stop) => return Ok(()),
+        }
+        tracing::info!(%addr, "cluster port open");
+        serve_on(listener, &tls, service, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .await
+    });
+    let mut tasks = Vec::new();
+    if joining {
+        join_tx.send_replace(JoinState::Joining);
+        tasks.push(tokio::spawn(join_loop(
+            replica.clone(),
+            config.join.clone(),
+            open_tx,
+            join_tx,
+        )));
+    } else {
+        drop(open_tx);
+    }
+    let every =
+        Duration::from_millis(config.heartbeat_interval_ms * 2).max(Duration::from_millis(100));
+    tasks.push(tokio::spawn(replica.clone().run_promoter(every)));
+    Ok(ClusterPort {
+        addr,
+        stop,
+        serving,
+        tasks,
+    })
+}
+
+/// Ask the `--join` peers to admit this node, with backoff, until it is a
+/// member of the cluster, the cluster refuses it, or [`JOIN_RETRY_FOR`]
+/// passed. Opens the cluster port once a leader accepted.
+async fn join_loop(
+    replica: Arc<Replica>,
+    peers: Vec<String>,
+    open: watch::Sender<bool>,
+    state: watch::Sender<JoinState>,
+) {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    let member_wait = Duration::from_secs(30);
+    loop {
+        if replica.is_voter() {
+            open.send_replace(true);
+            state.send_replace(JoinState::Joined);
+            return;
+        }
+        match replica.request_join(&peers).await {
+            Ok(()) => {
+                open.send_replace(true);
+                let id = replica.id();
+                let member = replica
+                    .raft()
+                    .wait(Some(member_wait))
+                    .metrics(
+                        |m| m.membership_config.membership().get_node(&id).is_some(),
+                        "this node is in the membership",
+                    )
+                    .await;
+                if member.is_ok() {
+                    tracing::info!("joined the cluster");
+                    state.send_replace(JoinState::Joined);
+                    return;
+                }
+                tracing::warn!(
+                    "admitted, but no membership arrived in {member_wait:?}; asking again"
+                );
+            }
+            Err(JoinError::Refused(reason)) => {
+                tracing::error!(%reason, "the cluster refused this node");
+                state.send_replace(JoinState::Failed(reason));
+                return;
+            }
+            Err(e @ JoinError::Unavailable(_)) => {
+                tracing::info!(error = %e, "join: will retry");
+            }
+        }
+        if started.elapsed() >= JOIN_RETRY_FOR {
+            let reason =
+                format!("no peer of {peers:?} admitted this node within {JOIN_RETRY_FOR:?}");
+            tracing::error!(%reason, "giving up joining");
+            state.send_replace(JoinState::Failed(reason));
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(JOIN_BACKOFF_MAX);
+    }
+}
+
+/// Sweep expired tokens every `every`, on the leader only (followers would
+/// only forward the same sweep to it).
+async fn sweep_loop(node: Arc<Node>, replica: Arc<Replica>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !replica.is_leader() {
+            continue;
+        }
         if let Err(e) = node.sweep().await {
             tracing::debug!(error = %e, "sweep failed; will retry");
         }
@@ -251,7 +581,12 @@ pub async fn run(config: Config, dev: bool) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    tracing::info!(addr = %server.addr, storage = %config.storage_name(), "kstash listening");
+    tracing::info!(
+        addr = %server.addr,
+        cluster_addr = ?server.cluster_addr(),
+        storage = %config.storage_name(),
+        "kstash listening"
+    );
     if dev {
         let s = dev_bootstrap(&server.node).await?;
         eprintln!(

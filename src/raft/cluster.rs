@@ -517,6 +517,7 @@ mod tests {
             leader: Some(NodeInfo {
                 api_addr: "a:1".into(),
                 cluster_addr: "c:2".into(),
+                ..Default::default()
             }),
         });
         let back: Result<ForwardReply, ClusterError> = decode(&encode(&outcome).unwrap()).unwrap();

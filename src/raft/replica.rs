@@ -1,32 +1,168 @@
 //! A replica: this node's openraft instance, its log store and state
-//! machine, and the one `propose` every mutation goes through.
+//! machine, the one `propose` every mutation goes through, and the
+//! membership work of a cluster node (join, promotion).
 //!
-//! Invariants: the leader stamps the time into each request just before
-//! `client_write`, so apply never reads a clock; a follower forwards the
-//! command to the leader (with a hop budget) instead of proposing; a
-//! proposal is acknowledged only after openraft reports it committed and
-//! applied.
+//! Invariants:
+//! - The leader stamps the time into each request just before
+//!   `client_write`, so apply never reads a clock. A follower forwards the
+//!   command to the leader over the cluster port; the leader stamps it with
+//!   its own clock.
+//! - A proposal is acknowledged only after openraft reports it committed and
+//!   applied on the leader; a forwarded one also waits (bounded) until this
+//!   node has applied it (read-your-writes on the node the client talks to).
+//! - A forwarded proposal is retried only when it surely was not applied:
+//!   the peer was never reached, or it answered "not the leader" (openraft
+//!   answers that only before appending, or after truncating the entry). A
+//!   call that broke or timed out after sending is reported as unavailable
+//!   with an unknown outcome, never retried.
+//! - A linearizable read on a follower gets a read index from the leader
+//!   (which confirms its leadership with a quorum) and waits until this
+//!   node has applied up to it.
+//! - Every wait is bounded (`ReplicaConfig::leader_wait`); running out is
+//!   [`ProposeError::Unavailable`] (HTTP 503).
+//! - The data dir holds a `node-id` file made at first start
+//!   ([`NodeIdentity`]): a later start with another node id is refused, and
+//!   its random incarnation travels in [`NodeInfo`] so the leader can refuse
+//!   a node that lost its data dir and tries to rejoin under its old id.
 
 // openraft's `StorageError` is the error type its traits require.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError, Unreachable};
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::ChangeMembers;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio::time::Instant;
 
-use super::command::{Applied, Command, Request};
+use super::cluster::{
+    ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, ReadIndexReply,
+};
+use super::command::{Applied, Command, Request, Response};
 use super::log_store::LogStore;
+use super::network::{Network, PeerError};
 use super::state::State;
 use super::state_machine::{ApplyHook, StateMachineStore};
 use super::types::{typ, NodeInfo, TypeConfig};
 use super::ProposeError;
 use crate::clock::Clock;
 use crate::storage::Backend;
+
+/// How many times a follower follows "not the leader, try node N" answers
+/// for one proposal or read before it waits for its own view of the leader.
+/// Also the hop budget it puts into each `Forward`.
+pub const FORWARD_HOPS: u8 = 3;
+
+/// A learner is promoted to voter once its replicated log is at most this
+/// many entries behind the leader's last log entry.
+pub const PROMOTE_MAX_LAG: u64 = 100;
+
+/// Pause between attempts while no leader is known or reachable.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Name of the identity file in the data dir.
+pub const NODE_ID_FILE: &str = "node-id";
+
+// ----- identity -----------------------------------------------------------------
+
+/// Who this data dir belongs to, from its `node-id` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// The node id the data dir was first started with.
+    pub node_id: typ::NodeId,
+    /// A random non-zero number made at that first start; a wiped or
+    /// replaced data dir gets a new one.
+    pub incarnation: u64,
+}
+
+/// The `node-id` file (TOML). The incarnation is 16 hex digits: TOML
+/// integers stop at 2^63.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    node_id: typ::NodeId,
+    incarnation: String,
+}
+
+impl NodeIdentity {
+    /// Read `data_dir/node-id`, or make it on a first start (temp file,
+    /// fsync, rename, fsync dir). Refuses a data dir made for another node
+    /// id. Returns the identity and whether it was made now.
+    pub fn open(
+        data_dir: &Path,
+        node_id: typ::NodeId,
+    ) -> Result<(NodeIdentity, bool), ReplicaError> {
+        let path = data_dir.join(NODE_ID_FILE);
+        let bad = |reason: String| ReplicaError::Identity(format!("{}: {reason}", path.display()));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let file: IdentityFile =
+                    toml::from_str(&text).map_err(|e| bad(format!("unreadable: {e}")))?;
+                let found = NodeIdentity {
+                    node_id: file.node_id,
+                    incarnation: u64::from_str_radix(&file.incarnation, 16)
+                        .ok()
+                        .filter(|i| *i != 0 && file.incarnation.len() == 16)
+                        .ok_or_else(
+                            || bad("unreadable: incarnation is not 16 hex digits".into()),
+                        )?,
+                };
+                if found.node_id != node_id {
+                    return Err(ReplicaError::Identity(format!(
+                        "the data dir {} belongs to node {}, but this node was started as node {node_id}; \
+                         start it with --node-id {} or give it its own data dir",
+                        data_dir.display(),
+                        found.node_id,
+                        found.node_id
+                    )));
+                }
+                Ok((found, false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let identity = NodeIdentity {
+                    node_id,
+                    incarnation: rand::rngs::OsRng.next_u64().max(1),
+                };
+                let text = format!(
+                    "# kstash node identity, written at this data dir's first start.\n\
+                     # Never edit it or copy it to another node.\n{}",
+                    toml::to_string(&IdentityFile {
+                        node_id,
+                        incarnation: format!("{:016x}", identity.incarnation),
+                    })
+                    .map_err(|e| bad(e.to_string()))?
+                );
+                write_durably(data_dir, NODE_ID_FILE, text.as_bytes())
+                    .map_err(|e| bad(format!("cannot write: {e}")))?;
+                tracing::info!(node_id, "new data dir: node identity written");
+                Ok((identity, true))
+            }
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+}
+
+/// Write `bytes` to `dir/name` durably: temp file, fsync, rename, fsync dir.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+// ----- configuration ------------------------------------------------------------
 
 /// How a replica is set up.
 #[derive(Debug, Clone)]
@@ -43,6 +179,10 @@ pub struct ReplicaConfig {
     pub heartbeat_ms: u64,
     /// Build a snapshot after this many applied entries.
     pub snapshot_logs: u64,
+    /// The longest a proposal or read waits for a leader to be known and
+    /// reachable, for the leader to confirm a read, or for this node to
+    /// apply what the leader committed.
+    pub leader_wait: Duration,
 }
 
 impl ReplicaConfig {
@@ -52,17 +192,18 @@ impl ReplicaConfig {
             node_id,
             node: NodeInfo {
                 api_addr,
-                cluster_addr: String::new(),
+                ..Default::default()
             },
             data_dir,
             election_timeout_ms: (150, 300),
             heartbeat_ms: 50,
             snapshot_logs: 10_000,
+            leader_wait: Duration::from_secs(5),
         }
     }
 }
 
-/// Why a replica could not start.
+/// Why a replica could not start, or a membership step failed.
 #[derive(Debug, Error)]
 pub enum ReplicaError {
     /// The log store or state machine could not be opened.
@@ -71,7 +212,62 @@ pub enum ReplicaError {
     /// openraft refused the configuration or failed to start.
     #[error("starting raft: {0}")]
     Raft(String),
+    /// The data dir's `node-id` file is missing, unreadable or names
+    /// another node.
+    #[error("node identity: {0}")]
+    Identity(String),
 }
+
+/// Why a join attempt did not succeed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// The cluster refused this node; trying again will not help (e.g. its
+    /// id is a member with another data dir).
+    #[error("join refused: {0}")]
+    Refused(String),
+    /// No peer accepted this time (unreachable, no leader, busy); retry.
+    #[error("join not accepted yet: {0}")]
+    Unavailable(String),
+}
+
+/// One member of the cluster, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its node id.
+    pub id: typ::NodeId,
+    /// How it is reached.
+    pub node: NodeInfo,
+    /// Voter (true) or learner (false).
+    pub voter: bool,
+}
+
+/// This node's view of Raft, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<typ::NodeId>,
+    /// The last log id applied here.
+    pub last_applied: Option<typ::LogId>,
+}
+
+/// Outcome of writing on this node's openraft.
+enum LocalWrite {
+    /// Committed and applied.
+    Done(typ::LogId, Response),
+    /// Not the leader (or no longer, and the entry was not appended or was
+    /// truncated): nothing was applied.
+    NotLeader(Option<(typ::NodeId, NodeInfo)>),
+    /// Anything else; the outcome may be unknown.
+    Failed(String),
+}
+
+fn hint_of(f: ForwardToLeader<typ::NodeId, NodeInfo>) -> Option<(typ::NodeId, NodeInfo)> {
+    f.leader_id.zip(f.leader_node)
+}
+
+// ----- the replica --------------------------------------------------------------
 
 /// This node's replica.
 pub struct Replica {
@@ -80,6 +276,12 @@ pub struct Replica {
     raft: typ::Raft,
     state: State,
     clock: Arc<dyn Clock>,
+    /// The cluster network, for kstash's own RPCs; `None` on a node that
+    /// never has peers.
+    peers: Option<Network>,
+    leader_wait: Duration,
+    /// Serialises membership changes made by this node (joins, promotions).
+    membership_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -90,13 +292,41 @@ impl std::fmt::Debug for Replica {
 
 impl Replica {
     /// Open the log store and state machine under `config.data_dir`, and
-    /// start openraft with `network` (or, for a node that never has peers,
-    /// none).
+    /// start openraft with `network`. kstash's own RPCs (forwarding, read
+    /// index, join) are not available: use this for a node that never has
+    /// peers ([`NoPeers`]) or for tests of openraft alone.
     pub async fn start<N>(
         config: ReplicaConfig,
         backend: Arc<dyn Backend>,
         clock: Arc<dyn Clock>,
         network: N,
+        hook: Option<ApplyHook>,
+    ) -> Result<Arc<Replica>, ReplicaError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+    {
+        Self::start_inner(config, backend, clock, network, None, hook).await
+    }
+
+    /// [`Replica::start`] for a cluster node: openraft and kstash's own
+    /// RPCs both use `network`.
+    pub async fn start_clustered(
+        config: ReplicaConfig,
+        backend: Arc<dyn Backend>,
+        clock: Arc<dyn Clock>,
+        network: Network,
+        hook: Option<ApplyHook>,
+    ) -> Result<Arc<Replica>, ReplicaError> {
+        let peers = Some(network.clone());
+        Self::start_inner(config, backend, clock, network, peers, hook).await
+    }
+
+    async fn start_inner<N>(
+        config: ReplicaConfig,
+        backend: Arc<dyn Backend>,
+        clock: Arc<dyn Clock>,
+        network: N,
+        peers: Option<Network>,
         hook: Option<ApplyHook>,
     ) -> Result<Arc<Replica>, ReplicaError>
     where
@@ -128,30 +358,54 @@ impl Replica {
             raft,
             state,
             clock,
+            peers,
+            leader_wait: config.leader_wait,
+            membership_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
     /// Make this node a one-member cluster if it has never been part of
-    /// one, and wait (bounded) until it leads.
+    /// one, and wait (bounded) until it leads and has applied the first
+    /// entry of its term (so nothing is left to apply in the background).
     pub async fn bootstrap_single(&self, wait: Duration) -> Result<(), ReplicaError> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| ReplicaError::Raft(e.to_string()))?;
-        if !initialized {
-            let members = BTreeMap::from([(self.id, self.node.clone())]);
-            self.raft
-                .initialize(members)
-                .await
-                .map_err(|e| ReplicaError::Raft(e.to_string()))?;
-        }
+        self.bootstrap().await?;
+        let id = self.id;
         self.raft
             .wait(Some(wait))
-            .current_leader(self.id, "single node leads")
+            .metrics(
+                |m| {
+                    m.current_leader == Some(id)
+                        && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+                },
+                "single node leads and applied its term's first entry",
+            )
             .await
             .map_err(|e| ReplicaError::Raft(e.to_string()))?;
         Ok(())
+    }
+
+    /// Make this node a one-member cluster if it has never been part of
+    /// one (`--bootstrap`); others join it later. Returns whether it did.
+    pub async fn bootstrap(&self) -> Result<bool, ReplicaError> {
+        if self.is_initialized().await? {
+            return Ok(false);
+        }
+        let members = BTreeMap::from([(self.id, self.node.clone())]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        tracing::info!(node_id = self.id, "bootstrapped a new cluster");
+        Ok(true)
+    }
+
+    /// Whether this node holds any Raft state (a vote or a log): it has
+    /// been bootstrapped, or contacted by a leader.
+    pub async fn is_initialized(&self) -> Result<bool, ReplicaError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| ReplicaError::Raft(e.to_string()))
     }
 
     /// The replicated state, for reads.
@@ -169,40 +423,499 @@ impl Replica {
         self.id
     }
 
+    /// How peers reach this node.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
     /// Whether this node currently leads.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
+    /// The leader this node knows of, with its address if it is a member.
+    pub fn leader(&self) -> Option<(typ::NodeId, NodeInfo)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Every member of the (latest, possibly uncommitted) membership.
+    pub fn members(&self) -> Vec<Member> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<_> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                node: node.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    /// Whether this node is a voter in its own view of the membership.
+    pub fn is_voter(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id);
+        voter
+    }
+
+    /// Whether this node is in its own view of the membership at all.
+    pub fn is_member(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        member
+    }
+
+    /// Term, leader and last applied log id.
+    pub fn raft_status(&self) -> RaftStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        RaftStatus {
+            term: m.current_term,
+            leader: m.current_leader,
+            last_applied: m.last_applied,
+        }
+    }
+
+    fn not_leader(&self) -> ClusterError {
+        let leader = self.leader().filter(|(id, _)| *id != self.id);
+        ClusterError::NotLeader {
+            leader_id: leader.as_ref().map(|(id, _)| *id),
+            leader: leader.map(|(_, node)| node),
+        }
+    }
+
+    // ----- proposals and reads, from any node -----------------------------------
+
     /// Stamp `command` with the leader's time, replicate and apply it;
-    /// returns what apply produced.
+    /// returns what apply produced. On a follower the command is forwarded
+    /// to the leader, and the call returns once this node has applied it
+    /// too (or `leader_wait` passed).
     pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        let deadline = Instant::now() + self.leader_wait;
+        let mut hint: Option<(typ::NodeId, NodeInfo)> = None;
+        let mut redirects = 0u8;
+        let mut last = String::from("no leader is known");
+        loop {
+            let target = hint.take().or_else(|| self.leader());
+            match target {
+                Some((id, _)) if id == self.id => match self.write_local(command.clone()).await {
+                    LocalWrite::Done(_, response) => {
+                        return response.map_err(|r| ProposeError::Rejected(r.into()))
+                    }
+                    LocalWrite::NotLeader(h) => {
+                        last = format!("node {} lost the leadership", self.id);
+                        hint = h.filter(|(l, _)| *l != self.id);
+                    }
+                    LocalWrite::Failed(e) => return Err(ProposeError::Unavailable(e)),
+                },
+                Some((id, node)) => {
+                    let Some(net) = &self.peers else {
+                        return Err(ProposeError::Unavailable(format!(
+                            "node {} is not the leader (node {id} is) and has no cluster network",
+                            self.id
+                        )));
+                    };
+                    let request = ForwardRequest {
+                        hops: FORWARD_HOPS.saturating_sub(redirects).max(1),
+                        request: Request {
+                            time_ms: self.clock.now_ms(),
+                            command: command.clone(),
+                        },
+                    };
+                    match net.peer(id, &node).forward(&request).await {
+                        Ok(reply) => {
+                            self.await_applied(reply.log_id.index, deadline).await;
+                            return reply.response.map_err(|r| ProposeError::Rejected(r.into()));
+                        }
+                        Err(e) => {
+                            last = format!("forwarding to node {id}: {e}");
+                            match e.remote() {
+                                Some(ClusterError::NotLeader {
+                                    leader_id: Some(l),
+                                    leader: Some(info),
+                                }) if *l != id && redirects < FORWARD_HOPS => {
+                                    redirects += 1;
+                                    hint = Some((*l, info.clone()));
+                                }
+                                Some(
+                                    ClusterError::NotLeader { .. } | ClusterError::HopsExhausted,
+                                ) => {}
+                                // Never delivered: safe to send again.
+                                None if matches!(e, PeerError::Unreachable { .. }) => {}
+                                _ => {
+                                    return Err(ProposeError::Unavailable(format!(
+                                        "{last}; the write may or may not have been applied"
+                                    )))
+                                }
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ProposeError::Unavailable(format!(
+                    "no leader accepted the write within {:?} ({last}); retry",
+                    self.leader_wait
+                )));
+            }
+            if hint.is_none() {
+                tokio::time::sleep(RETRY_PAUSE.min(deadline - now)).await;
+            }
+        }
+    }
+
+    /// Propose on this node's openraft, stamping the time now.
+    async fn write_local(&self, command: Command) -> LocalWrite {
         let request = Request {
             time_ms: self.clock.now_ms(),
             command,
         };
         match self.raft.client_write(request).await {
-            Ok(written) => written.data.map_err(|r| ProposeError::Rejected(r.into())),
+            Ok(written) => LocalWrite::Done(written.log_id, written.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::Unavailable(match f.leader_id {
-                    Some(id) => format!("node {} is not the leader (node {id} is)", self.id),
-                    None => "no leader is known yet; retry".into(),
-                }))
+                LocalWrite::NotLeader(hint_of(f))
             }
-            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+            Err(e) => LocalWrite::Failed(e.to_string()),
+        }
+    }
+
+    /// Wait until this node has applied `index`, at most until `deadline`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ProposeError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "applied locally")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ProposeError::Unavailable(format!(
+                    "node {} has not applied log index {index} in time: {e}",
+                    self.id
+                ))
+            })
+    }
+
+    /// After a forwarded write: the write is committed whatever happens
+    /// here, so running out of time only warns.
+    async fn await_applied(&self, index: u64, deadline: Instant) {
+        if let Err(e) = self.wait_applied(index, deadline).await {
+            tracing::warn!(error = %e, "forwarded write committed, but not yet applied here");
         }
     }
 
     /// Wait until a read on this node would see every write acknowledged
-    /// before the call (ReadIndex through openraft).
+    /// before the call: ReadIndex through openraft on the leader; on a
+    /// follower, the leader's read index, then this node's apply.
     pub async fn linearize(&self) -> Result<(), ProposeError> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                ProposeError::Unavailable(format!("cannot confirm a linearizable read: {e}"))
-            })
+        let deadline = Instant::now() + self.leader_wait;
+        let mut hint: Option<(typ::NodeId, NodeInfo)> = None;
+        let mut redirects = 0u8;
+        let mut last = String::from("no leader is known");
+        loop {
+            let target = hint.take().or_else(|| self.leader());
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match target {
+                Some((id, _)) if id == self.id => {
+                    match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                            last = format!("node {} lost the leadership", self.id);
+                            hint = hint_of(f).filter(|(l, _)| *l != self.id);
+                        }
+                        Ok(Err(e)) => {
+                            return Err(ProposeError::Unavailable(format!(
+                                "cannot confirm a linearizable read: {e}"
+                            )))
+                        }
+                        Err(_) => last = "the leadership was not confirmed in time".into(),
+                    }
+                }
+                Some((id, node)) => {
+                    let Some(net) = &self.peers else {
+                        return Err(ProposeError::Unavailable(format!(
+                            "node {} is not the leader (node {id} is) and has no cluster network",
+                            self.id
+                        )));
+                    };
+                    match net.peer(id, &node).read_index().await {
+                        Ok(reply) => return self.wait_applied(reply.index(), deadline).await,
+                        Err(e) => {
+                            last = format!("read index from node {id}: {e}");
+                            match e.remote() {
+                                Some(ClusterError::NotLeader {
+                                    leader_id: Some(l),
+                                    leader: Some(info),
+                                }) if *l != id && redirects < FORWARD_HOPS => {
+                                    redirects += 1;
+                                    hint = Some((*l, info.clone()));
+                                }
+                                // A read changes nothing: any retryable failure may be retried.
+                                _ if e.is_retryable() => {}
+                                _ => {
+                                    return Err(ProposeError::Unavailable(format!(
+                                        "cannot confirm a linearizable read: {last}"
+                                    )))
+                                }
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ProposeError::Unavailable(format!(
+                    "cannot confirm a linearizable read within {:?} ({last}); retry",
+                    self.leader_wait
+                )));
+            }
+            if hint.is_none() {
+                tokio::time::sleep(RETRY_PAUSE.min(deadline - now)).await;
+            }
+        }
+    }
+
+    // ----- the leader's side of kstash's cluster RPCs ---------------------------
+
+    /// `Forward`: propose a follower's request if this node leads, stamped
+    /// with this node's clock; otherwise name the leader. Never passes the
+    /// request on.
+    pub async fn forwarded(&self, request: ForwardRequest) -> Result<ForwardReply, ClusterError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        match self.write_local(request.request.command).await {
+            LocalWrite::Done(log_id, response) => Ok(ForwardReply { log_id, response }),
+            LocalWrite::NotLeader(hint) => Err(ClusterError::NotLeader {
+                leader_id: hint.as_ref().map(|(id, _)| *id),
+                leader: hint.map(|(_, node)| node),
+            }),
+            LocalWrite::Failed(e) => Err(ClusterError::Unavailable(e)),
+        }
+    }
+
+    /// `ReadIndex`: confirm the leadership with a quorum and return the log
+    /// id a follower must apply before reading. (openraft's
+    /// `get_read_log_id`, the first half of `ensure_linearizable`; the
+    /// second half, waiting for apply, is the follower's.)
+    pub async fn read_index(&self) -> Result<ReadIndexReply, ClusterError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        match tokio::time::timeout(self.leader_wait, self.raft.get_read_log_id()).await {
+            Ok(Ok((read_log_id, _))) => Ok(ReadIndexReply { read_log_id }),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                let hint = hint_of(f);
+                Err(ClusterError::NotLeader {
+                    leader_id: hint.as_ref().map(|(id, _)| *id),
+                    leader: hint.map(|(_, node)| node),
+                })
+            }
+            Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
+            Err(_) => Err(ClusterError::Unavailable(
+                "the leadership was not confirmed in time".into(),
+            )),
+        }
+    }
+
+    /// `Join`: add a node as a learner (it is promoted to voter by
+    /// [`Replica::promote_caught_up_learners`] once it has caught up).
+    /// Refuses a node id that is a member with another incarnation (its data
+    /// dir was wiped or replaced) or at another address, and an address a
+    /// different member uses. A member asking again gets `log_id: None`.
+    pub async fn admit(&self, join: JoinRequest) -> Result<JoinReply, ClusterError> {
+        let _guard = self.membership_lock.lock().await;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let JoinRequest { node_id, node } = join;
+        if node.incarnation == 0 {
+            return Err(ClusterError::Refused(format!(
+                "node {node_id} sent no incarnation; upgrade it"
+            )));
+        }
+        let members = self.members();
+        if let Some(existing) = members.iter().find(|m| m.id == node_id) {
+            if existing.node.incarnation != node.incarnation {
+                return Err(ClusterError::Refused(format!(
+                    "node {node_id} is already a member of this cluster with another data dir \
+                     (incarnation {:016x}, the joining node has {:016x}): a node whose data dir was \
+                     wiped or replaced must not rejoin under its old id; remove node {node_id} from \
+                     the cluster first, or start the node with a new --node-id",
+                    existing.node.incarnation, node.incarnation
+                )));
+            }
+            if existing.node.cluster_addr != node.cluster_addr {
+                return Err(ClusterError::Refused(format!(
+                    "node {node_id} is a member at cluster address {}, not {}",
+                    existing.node.cluster_addr, node.cluster_addr
+                )));
+            }
+            tracing::info!(node_id, voter = existing.voter, "join: already a member");
+            return Ok(JoinReply { log_id: None });
+        }
+        if let Some(other) = members
+            .iter()
+            .find(|m| m.node.cluster_addr == node.cluster_addr)
+        {
+            return Err(ClusterError::Refused(format!(
+                "cluster address {} belongs to member node {}; remove it first",
+                node.cluster_addr, other.id
+            )));
+        }
+        let add = self.raft.add_learner(node_id, node, false);
+        let Ok(added) = tokio::time::timeout(self.leader_wait, add).await else {
+            // It may still commit; the joiner asks again and is then told
+            // it is a member.
+            return Err(ClusterError::Unavailable(format!(
+                "adding node {node_id} was not committed within {:?}",
+                self.leader_wait
+            )));
+        };
+        match added {
+            Ok(written) => {
+                tracing::info!(node_id, log_id = %written.log_id, "join: added as a learner");
+                Ok(JoinReply {
+                    log_id: Some(written.log_id),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let hint = hint_of(f);
+                Err(ClusterError::NotLeader {
+                    leader_id: hint.as_ref().map(|(id, _)| *id),
+                    leader: hint.map(|(_, node)| node),
+                })
+            }
+            Err(e) => Err(ClusterError::Unavailable(format!(
+                "adding node {node_id}: {e}"
+            ))),
+        }
+    }
+
+    /// One promotion pass, on the leader only: every learner whose log is
+    /// at most [`PROMOTE_MAX_LAG`] entries behind becomes a voter (one
+    /// `change_membership`, joint then uniform). Returns the promoted ids.
+    pub async fn promote_caught_up_learners(&self) -> Result<Vec<typ::NodeId>, ReplicaError> {
+        let _guard = self.membership_lock.lock().await;
+        let ready: BTreeSet<typ::NodeId> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            if m.current_leader != Some(self.id) || membership.get_joint_config().len() > 1 {
+                return Ok(Vec::new());
+            }
+            let last = m.last_log_index.unwrap_or(0);
+            let matched = |id: &typ::NodeId| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).copied().flatten())
+                    .map(|l| l.index)
+            };
+            membership
+                .learner_ids()
+                .filter(|id| matched(id).is_some_and(|i| i.saturating_add(PROMOTE_MAX_LAG) >= last))
+                .collect()
+        };
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        let change = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(ready.clone()), true);
+        match tokio::time::timeout(self.leader_wait.max(Duration::from_secs(10)), change).await {
+            Ok(Ok(written)) => {
+                tracing::info!(promoted = ?ready, log_id = %written.log_id, "learners promoted to voters");
+                Ok(ready.into_iter().collect())
+            }
+            Ok(Err(e)) => Err(ReplicaError::Raft(format!("promoting {ready:?}: {e}"))),
+            Err(_) => Err(ReplicaError::Raft(format!(
+                "promoting {ready:?}: not committed in time"
+            ))),
+        }
+    }
+
+    /// Promote caught-up learners every `every`, while this node runs (the
+    /// leader-side half of joining; any node may become leader, so every
+    /// cluster node runs it).
+    pub async fn run_promoter(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.promote_caught_up_learners().await {
+                tracing::debug!(error = %e, "promotion failed; will retry");
+            }
+        }
+    }
+
+    // ----- the joiner's side ----------------------------------------------------
+
+    /// Ask the nodes at `addrs` (cluster addresses), in turn, to add this
+    /// node; a node that does not lead names the leader, and the request
+    /// follows at most [`FORWARD_HOPS`] such hints. Ok once one accepted.
+    pub async fn request_join(&self, addrs: &[String]) -> Result<(), JoinError> {
+        let Some(net) = &self.peers else {
+            return Err(JoinError::Refused(
+                "this node has no cluster network".into(),
+            ));
+        };
+        let request = JoinRequest {
+            node_id: self.id,
+            node: self.node.clone(),
+        };
+        let mut errors = Vec::new();
+        for addr in addrs.iter().filter(|a| **a != self.node.cluster_addr) {
+            let mut peer = net.peer_at(addr);
+            let mut redirects = 0u8;
+            loop {
+                match peer.join(&request).await {
+                    Ok(reply) => {
+                        tracing::info!(via = %peer.addr(), log_id = ?reply.log_id, "join accepted");
+                        return Ok(());
+                    }
+                    Err(e) => match e.remote() {
+                        Some(ClusterError::Refused(reason)) => {
+                            return Err(JoinError::Refused(reason.clone()))
+                        }
+                        Some(ClusterError::NotLeader {
+                            leader_id: Some(id),
+                            leader: Some(info),
+                        }) if *id != self.id && redirects < FORWARD_HOPS => {
+                            redirects += 1;
+                            peer = net.peer(*id, info);
+                        }
+                        _ => {
+                            errors.push(e.to_string());
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+        Err(JoinError::Unavailable(if errors.is_empty() {
+            "no peer address to join through (every --join address is this node's own)".into()
+        } else {
+            errors.join("; ")
+        }))
     }
 
     /// Stop openraft.
@@ -269,5 +982,40 @@ impl RaftNetwork<TypeConfig> for NoConnection {
         openraft::error::RPCError<typ::NodeId, NodeInfo, RaftError<typ::NodeId>>,
     > {
         Err(unreachable_err(self.0).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_id_file_is_made_once_and_guards_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, created) = NodeIdentity::open(dir.path(), 3).unwrap();
+        assert!(created);
+        assert_eq!(first.node_id, 3);
+        assert_ne!(first.incarnation, 0);
+        let (again, created) = NodeIdentity::open(dir.path(), 3).unwrap();
+        assert!(!created);
+        assert_eq!(again, first, "a restart keeps the incarnation");
+        assert!(!dir.path().join("node-id.tmp").exists());
+
+        let err = NodeIdentity::open(dir.path(), 4).unwrap_err().to_string();
+        assert!(
+            err.contains("belongs to node 3") && err.contains("node 4"),
+            "{err}"
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        let (fresh, _) = NodeIdentity::open(other.path(), 3).unwrap();
+        assert_ne!(
+            fresh.incarnation, first.incarnation,
+            "a new data dir is a new incarnation"
+        );
+
+        std::fs::write(dir.path().join(NODE_ID_FILE), "node_id = 3\nbogus = 1\n").unwrap();
+        let err = NodeIdentity::open(dir.path(), 3).unwrap_err().to_string();
+        assert!(err.contains("unreadable"), "{err}");
     }
 }

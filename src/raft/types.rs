@@ -8,13 +8,20 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Request, Response};
 
-/// How a peer is reached: its client API address and its cluster address.
+/// How a peer is reached (its client API address and its cluster address),
+/// and which data dir it runs on.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {
     /// Client API address (`host:port`), shown in status.
     pub api_addr: String,
     /// Cluster (Raft RPC) address (`host:port`).
     pub cluster_addr: String,
+    /// Random id of the node's data dir, made at its first start
+    /// (`node-id` file). The leader refuses a join whose id is a member with
+    /// another incarnation: that node's data dir was wiped or replaced.
+    /// 0 = none (a node that never had a cluster port).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl std::fmt::Display for NodeInfo {

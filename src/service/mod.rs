@@ -7,6 +7,7 @@
 //! message is free of secrets; a failed call changes nothing.
 
 mod auth;
+mod cluster;
 mod error;
 mod housekeeping;
 mod kv;

@@ -29,14 +29,9 @@ impl Node {
             storage: self.sm().backend().name().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_id: self.settings.node_id,
-            leader: true,
+            leader: self.raft.is_leader(),
             key_term: self.barrier.active_term(),
-            peers: vec![PeerStatus {
-                id: self.settings.node_id,
-                address: self.settings.api_address.clone(),
-                sealed,
-                leader: true,
-            }],
+            peers: self.members_status(sealed),
         })
     }
 

@@ -283,3 +283,202 @@ impl Http {
         (code, value)
     }
 }
+
+// ----- in-process clusters ---------------------------------------------------
+
+/// Cluster certificates for loopback nodes, named `127.0.0.1` and
+/// `localhost` (made by `kstash operator cluster-certs`' function).
+pub struct ClusterCerts {
+    _dir: tempfile::TempDir,
+    pub files: kstash::raft::tls::CertFiles,
+}
+
+impl ClusterCerts {
+    pub fn make() -> ClusterCerts {
+        let dir = tempfile::Builder::new()
+            .prefix("certs-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let files = kstash::raft::tls::make_cluster_certs(
+            &dir.path().join("cluster"),
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+        )
+        .unwrap();
+        ClusterCerts { _dir: dir, files }
+    }
+
+    /// The certificate and key of node name `name`.
+    pub fn node(&self, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (_, cert, key) = self
+            .files
+            .nodes
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no certificate for {name}"));
+        (cert.clone(), key.clone())
+    }
+}
+
+/// How a cluster node is started; kept (with the ports it bound) to
+/// restart it over the same data dir and addresses.
+#[derive(Clone, Debug)]
+pub struct ClusterNodeSpec {
+    pub id: u64,
+    pub data_dir: std::path::PathBuf,
+    /// Port 0 at first; the bound address after a start.
+    pub api_addr: std::net::SocketAddr,
+    /// Port 0 at first; the bound address after a start.
+    pub cluster_addr: std::net::SocketAddr,
+    /// The host peers dial (`127.0.0.1` or `localhost`); also the name of
+    /// the node's certificate.
+    pub host: String,
+    pub bootstrap: bool,
+    pub join: Vec<String>,
+}
+
+impl ClusterNodeSpec {
+    /// Node `id` with its data dir under `root`, on free loopback ports.
+    pub fn new(id: u64, root: &std::path::Path, host: &str) -> ClusterNodeSpec {
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // A name (not an IP) must be advertised with a port known before
+        // start: reserve one.
+        let cluster_addr = if host == "127.0.0.1" {
+            any
+        } else {
+            std::net::TcpListener::bind(any)
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        ClusterNodeSpec {
+            id,
+            data_dir: root.join(format!("node-{id}")),
+            api_addr: any,
+            cluster_addr,
+            host: host.to_string(),
+            bootstrap: false,
+            join: Vec::new(),
+        }
+    }
+
+    /// The cluster address peers dial.
+    pub fn advertised(&self) -> String {
+        format!("{}:{}", self.host, self.cluster_addr.port())
+    }
+
+    /// The node's config: plaintext API on loopback, mutual TLS on the
+    /// cluster port, short Raft timings.
+    pub fn config(&self, certs: &ClusterCerts) -> Config {
+        let (cert, key) = certs.node(&self.host);
+        let mut args = ServerArgs {
+            tls_disable: Some(true),
+            api_addr: Some(self.api_addr),
+            data_dir: Some(self.data_dir.clone()),
+            node_id: Some(self.id),
+            cluster_addr: Some(self.cluster_addr),
+            cluster_ca: Some(certs.files.ca_cert.clone()),
+            cluster_cert: Some(cert),
+            cluster_key: Some(key),
+            bootstrap: Some(self.bootstrap),
+            join: Some(self.join.clone()),
+            election_timeout_min_ms: Some(400),
+            election_timeout_max_ms: Some(800),
+            heartbeat_interval_ms: Some(100),
+            ..Default::default()
+        };
+        if self.host != "127.0.0.1" || self.cluster_addr.port() != 0 {
+            args.advertise_cluster_addr = Some(self.advertised());
+        }
+        args.resolve().expect("cluster test config is valid")
+    }
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    pub spec: ClusterNodeSpec,
+    pub server: Server,
+    pub http: Http,
+}
+
+impl ClusterNode {
+    /// Start `spec` over a fresh memory backend (a restarted memory node
+    /// refills it from its snapshot and log); records the bound ports.
+    pub async fn start(
+        mut spec: ClusterNodeSpec,
+        certs: &ClusterCerts,
+        options: kstash::server::ServerOptions,
+    ) -> anyhow::Result<ClusterNode> {
+        capture_logs();
+        std::fs::create_dir_all(&spec.data_dir)?;
+        let config = spec.config(certs);
+        let server = Server::start_with(
+            &config,
+            Arc::new(MemoryBackend::new()),
+            Arc::new(SystemClock),
+            options,
+        )
+        .await?;
+        spec.api_addr = server.addr;
+        spec.cluster_addr = server.cluster_addr().expect("a cluster node");
+        let http = Http::new(format!("http://{}", server.addr));
+        Ok(ClusterNode { spec, server, http })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> u64 {
+        self.spec.id
+    }
+
+    /// Voters in this node's view of the membership.
+    pub fn voters(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .server
+            .replica()
+            .members()
+            .into_iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.server.replica().raft_status().leader
+    }
+
+    /// The index of the last log entry this node applied.
+    pub fn applied(&self) -> u64 {
+        self.server
+            .replica()
+            .raft_status()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
+    /// Stop the node; its data dir stays.
+    pub async fn stop(self) -> ClusterNodeSpec {
+        self.server.shutdown().await.unwrap();
+        self.spec
+    }
+}
+
+/// Poll `check` every 50 ms until it returns true; panic after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -10,3 +10,4 @@ mod t30_cli;
 mod t40_leaks;
 mod t50_bad_input;
 mod t60_cluster_transport;
+mod t70_cluster;

@@ -65,6 +65,7 @@ impl ClusterHandler for Stub {
                     leader: Some(NodeInfo {
                         api_addr: "kstash-9.kstash:8200".into(),
                         cluster_addr: "kstash-9.kstash:7400".into(),
+                        ..Default::default()
                     }),
                 });
             }
@@ -160,6 +161,7 @@ impl Peer {
         let info = NodeInfo {
             api_addr: format!("{host}:1"),
             cluster_addr: format!("{host}:{port}"),
+            ..Default::default()
         };
         let dir = tempfile::tempdir().unwrap();
         let log = LogStore::open(&dir.path().join("log")).unwrap();
@@ -242,6 +244,7 @@ async fn call_every_rpc(
         node: NodeInfo {
             api_addr: "evil:1".into(),
             cluster_addr: "evil:2".into(),
+            ..Default::default()
         },
     };
     let unseal = UnsealRequest::GatekeeperToken(SecretString::new("ksg_not-sent".into()));
