@@ -405,6 +405,15 @@ async fn start_cluster(
     let every =
         Duration::from_millis(config.heartbeat_interval_ms * 2).max(Duration::from_millis(100));
     tasks.push(tokio::spawn(replica.clone().run_promoter(every)));
+    // Invariant 6: an initialised but sealed node does not campaign.
+    let guarded = node.clone();
+    tasks.push(tokio::spawn(
+        replica.clone().run_election_guard(
+            Arc::new(move || guarded.holds_back_elections()),
+            Duration::from_millis(config.heartbeat_interval_ms)
+                .clamp(Duration::from_millis(20), Duration::from_millis(250)),
+        ),
+    ));
     Ok(ClusterPort {
         addr,
         stop,

@@ -255,7 +255,7 @@ impl SysService {
 impl pb::sys_server::Sys for SysService {
     #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Status"))]
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::Status>, Status> {
-        let s = self.node.status().map_err(to_grpc)?;
+        let s = self.node.cluster_status().await.map_err(to_grpc)?;
         Ok(Response::new(status_pb(s)))
     }
 
@@ -320,6 +320,64 @@ impl pb::sys_server::Sys for SysService {
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(sys_pb(out)))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RaftPeers"))]
+    async fn raft_peers(
+        &self,
+        request: Request<pb::GatekeeperAuth>,
+    ) -> Result<Response<pb::RaftPeersResponse>, Status> {
+        let out = self
+            .node
+            .raft_peers(gatekeeper_auth(request.into_inner()))
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::RaftPeersResponse {
+            node_id: out.node_id,
+            peers: out
+                .peers
+                .into_iter()
+                .map(|p| pb::RaftPeer {
+                    id: p.id,
+                    api_addr: p.api_addr,
+                    cluster_addr: p.cluster_addr,
+                    role: p.role,
+                    leader: p.leader,
+                    matched_index: p.matched_index,
+                })
+                .collect(),
+            gatekeeper_token: reveal_opt(out.gatekeeper_token),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RaftRemove"))]
+    async fn raft_remove(
+        &self,
+        request: Request<pb::RaftRemoveRequest>,
+    ) -> Result<Response<pb::SysResponse>, Status> {
+        let req = request.into_inner();
+        let out = self
+            .node
+            .raft_remove(req.node_id, gatekeeper_auth(req.auth.unwrap_or_default()))
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(sys_pb(out)))
+    }
+
+    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/SaveSnapshot"))]
+    async fn save_snapshot(
+        &self,
+        request: Request<pb::GatekeeperAuth>,
+    ) -> Result<Response<pb::SnapshotFile>, Status> {
+        let out = self
+            .node
+            .save_snapshot(gatekeeper_auth(request.into_inner()))
+            .await
+            .map_err(to_grpc)?;
+        Ok(Response::new(pb::SnapshotFile {
+            data: out.bytes,
+            gatekeeper_token: reveal_opt(out.gatekeeper_token),
+        }))
     }
 
     #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Rekey"))]

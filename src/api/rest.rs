@@ -17,6 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::metrics::Metrics;
 use crate::acl::{path, Policy};
 use crate::secret::SecretString;
+use crate::service::admin::{PeersResponse, RemoveRequest};
 use crate::service::types::*;
 use crate::service::{Node, ServiceError};
 
@@ -125,6 +126,9 @@ pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
         .route("/v1/sys/rotate", post(rotate))
         .route("/v1/sys/rekey", post(rekey))
         .route("/v1/sys/access-key/rotate", post(rotate_access_key))
+        .route("/v1/sys/raft/peers", post(raft_peers))
+        .route("/v1/sys/raft/remove", post(raft_remove))
+        .route("/v1/sys/snapshot", post(save_snapshot))
         .route("/v1/sys/gatekeeper-tokens", post(mint_gatekeeper_tokens))
         .route(
             "/v1/sys/gatekeeper-tokens/list",
@@ -204,7 +208,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// Status: initialised, sealed, progress, peers. No authentication.
 #[utoipa::path(get, path = "/v1/sys/status", tag = "sys", responses((status = 200, body = Status)))]
 async fn status(State(s): State<AppState>) -> ApiResult<Json<Status>> {
-    Ok(Json(s.node.status()?))
+    Ok(Json(s.node.cluster_status().await?))
 }
 
 /// Initialise: returns the unseal keys, access key and gatekeeper tokens once.
@@ -265,6 +269,56 @@ async fn rotate_access_key(
     Body(req): Body<GatekeeperAuth>,
 ) -> ApiResult<Json<SysResponse>> {
     Ok(Json(s.node.rotate_access_key(req).await?))
+}
+
+/// The cluster's members (operator call: gatekeeper token or unseal keys).
+/// POST because a gatekeeper token is consumed and replaced.
+#[utoipa::path(post, path = "/v1/sys/raft/peers", tag = "sys", request_body = GatekeeperAuth,
+    responses((status = 200, body = PeersResponse)))]
+async fn raft_peers(
+    State(s): State<AppState>,
+    Body(req): Body<GatekeeperAuth>,
+) -> ApiResult<Json<PeersResponse>> {
+    Ok(Json(s.node.raft_peers(req).await?))
+}
+
+/// Remove a member (on the leader; a follower answers 503 naming it).
+#[utoipa::path(post, path = "/v1/sys/raft/remove", tag = "sys", request_body = RemoveRequest,
+    responses((status = 200, body = SysResponse)))]
+async fn raft_remove(
+    State(s): State<AppState>,
+    Body(req): Body<RemoveRequest>,
+) -> ApiResult<Json<SysResponse>> {
+    let (id, auth) = req.into_auth();
+    Ok(Json(s.node.raft_remove(id, auth).await?))
+}
+
+/// Header carrying the replacement gatekeeper token of a snapshot save.
+pub const GATEKEEPER_TOKEN_HEADER: &str = "x-kstash-gatekeeper-token";
+
+/// Build a fresh snapshot on this node and stream its file (ciphertext
+/// only). A used gatekeeper token's replacement comes back in the
+/// `X-KStash-Gatekeeper-Token` header.
+#[utoipa::path(post, path = "/v1/sys/snapshot", tag = "sys", request_body = GatekeeperAuth,
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>)))]
+async fn save_snapshot(
+    State(s): State<AppState>,
+    Body(req): Body<GatekeeperAuth>,
+) -> ApiResult<Response> {
+    let saved = s.node.save_snapshot(req).await?;
+    let mut resp = saved.bytes.into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(t) = saved.gatekeeper_token {
+        let mut v = axum::http::HeaderValue::from_str(t.expose())
+            .map_err(|_| ApiError(ServiceError::Internal))?;
+        v.set_sensitive(true);
+        headers.insert(GATEKEEPER_TOKEN_HEADER, v);
+    }
+    Ok(resp)
 }
 
 /// Mint gatekeeper tokens with unseal keys.
@@ -509,6 +563,9 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         rotate,
         rekey,
         rotate_access_key,
+        raft_peers,
+        raft_remove,
+        save_snapshot,
         mint_gatekeeper_tokens,
         list_gatekeeper_tokens,
         renew_gatekeeper_token,

@@ -412,6 +412,88 @@ impl Client {
         }
     }
 
+    /// `POST /v1/sys/raft/peers`.
+    pub async fn raft_peers(&self, req: &GatekeeperAuth) -> Result<PeersResponse, ClientError> {
+        self.json(
+            Method::POST,
+            "/v1/sys/raft/peers",
+            Some(json_body(req)),
+            Auth::None,
+        )
+        .await
+    }
+
+    /// `POST /v1/sys/raft/remove`.
+    pub async fn raft_remove(&self, req: &RemoveRequest<'_>) -> Result<SysResponse, ClientError> {
+        self.sys("/v1/sys/raft/remove", req).await
+    }
+
+    /// `POST /v1/sys/snapshot`: stream the snapshot into `out`, calling
+    /// `progress` with the bytes received so far after each chunk. Returns
+    /// the replacement gatekeeper token, if one was used. Fails over
+    /// between addresses on connection errors only.
+    pub async fn snapshot_save(
+        &self,
+        req: &GatekeeperAuth,
+        out: &mut (dyn std::io::Write + Send),
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Option<SecretString>, ClientError> {
+        let path = "/v1/sys/snapshot";
+        let body = json_body(req);
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let url = format!("{}{}", self.bases[idx], path);
+            let sent = self
+                .http
+                .post(&url)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_vec())
+                .send()
+                .await;
+            let mut resp = match sent {
+                Ok(resp) => resp,
+                Err(e) if e.is_connect() => {
+                    failures.push(format!("{}: {}", self.bases[idx], chain(&e.without_url())));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ClientError::Transport {
+                        url,
+                        reason: chain(&e.without_url()),
+                    })
+                }
+            };
+            self.current.store(idx, Ordering::Relaxed);
+            if !resp.status().is_success() {
+                return self.finish(resp, &url).await.map(|_| None);
+            }
+            let replacement = resp
+                .headers()
+                .get("x-kstash-gatekeeper-token")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| SecretString::new(v.to_string()));
+            let mut got = 0u64;
+            loop {
+                let chunk = resp.chunk().await.map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    reason: chain(&e.without_url()),
+                })?;
+                let Some(chunk) = chunk else { break };
+                out.write_all(&chunk).map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    reason: format!("cannot write the snapshot: {e}"),
+                })?;
+                got += chunk.len() as u64;
+                progress(got);
+            }
+            return Ok(replacement);
+        }
+        Err(ClientError::Connect(failures.join("; ")))
+    }
+
     /// `POST /v1/sys/rekey`.
     pub async fn rekey(&self, req: &RekeyRequest<'_>) -> Result<RekeyResponse, ClientError> {
         self.json(

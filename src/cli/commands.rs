@@ -13,7 +13,8 @@ use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file
 use super::wire::*;
 use super::{
     AccessKeyCommand, Cli, Command, GatekeeperAuthArgs, GatekeeperTokenCommand, KvCommand,
-    LoginArgs, OperatorCommand, PolicyCommand, SecretField, TokenCommand,
+    LoginArgs, OperatorCommand, PolicyCommand, RaftCommand, SecretField, SnapshotCommand,
+    TokenCommand,
 };
 use crate::secret::SecretString;
 
@@ -45,6 +46,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Operator(OperatorCommand::ClusterCerts(args)) = &cli.command {
         return super::certs::run(args, cli.global.format);
+    }
+    if let Command::Operator(OperatorCommand::Snapshot(SnapshotCommand::Restore {
+        file,
+        data_dir,
+        node_id,
+        api_addr,
+        cluster_addr,
+    })) = &cli.command
+    {
+        return restore_offline(file, data_dir, *node_id, api_addr, cluster_addr);
     }
     let g = &cli.global;
     let client = Client::new(&ClientOptions {
@@ -221,6 +232,69 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
         }
         OperatorCommand::GatekeeperToken(c) => gatekeeper_token(client, fmt, c).await?,
         OperatorCommand::ClusterCerts(_) => unreachable!("handled in run, offline"),
+        OperatorCommand::Snapshot(SnapshotCommand::Restore { .. }) => {
+            unreachable!("handled in run, offline")
+        }
+        OperatorCommand::Raft(RaftCommand::Peers(auth)) => {
+            let resp = client.raft_peers(&gatekeeper_auth(auth)?).await?;
+            match fmt {
+                Format::Json => print_json(&resp)?,
+                Format::Table => {
+                    let mut t =
+                        Table::with_header(&["ID", "API", "CLUSTER", "ROLE", "LEADER", "MATCHED"]);
+                    for p in &resp.peers {
+                        t.row(vec![
+                            p.id.to_string(),
+                            p.api_addr.clone(),
+                            p.cluster_addr.clone(),
+                            p.role.clone(),
+                            if p.leader { "yes" } else { "" }.into(),
+                            p.matched_index.map(|i| i.to_string()).unwrap_or_default(),
+                        ]);
+                    }
+                    t.print()?;
+                    if let Some(r) = &resp.gatekeeper_token {
+                        line(&format!("Gatekeeper token (replacement): {}", r.expose()))?;
+                    }
+                }
+            }
+        }
+        OperatorCommand::Raft(RaftCommand::Remove { id, auth }) => {
+            let auth = gatekeeper_auth(auth)?;
+            let resp = client
+                .raft_remove(&RemoveRequest {
+                    node_id: id,
+                    auth: &auth,
+                })
+                .await?;
+            print_sys(fmt, &resp, &format!("Removed node {id} from the cluster."))?;
+        }
+        OperatorCommand::Snapshot(SnapshotCommand::Save { file, auth }) => {
+            let auth = gatekeeper_auth(auth)?;
+            let mut out = create_private(&file)?;
+            let mut progress = |n: u64| eprint!("\rreceived {n} bytes");
+            let saved = client.snapshot_save(&auth, &mut out, &mut progress).await;
+            eprintln!();
+            let replacement = match saved {
+                Ok(r) => r,
+                Err(e) => {
+                    drop(out);
+                    let _ = std::fs::remove_file(&file);
+                    return Err(e.into());
+                }
+            };
+            out.sync_all()
+                .with_context(|| format!("cannot sync {}", file.display()))?;
+            let resp = SysResponse {
+                gatekeeper_token: replacement,
+                ..Default::default()
+            };
+            print_sys(
+                fmt,
+                &resp,
+                &format!("Saved the snapshot to {}.", file.display()),
+            )?;
+        }
     }
     Ok(())
 }
@@ -665,5 +739,72 @@ fn print_lines(lines: &[String]) -> anyhow::Result<()> {
         t.row(vec![l.clone()]);
     }
     t.print()?;
+    Ok(())
+}
+
+/// Create `path` for writing with mode 0600; refuses to overwrite.
+fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// `operator snapshot restore`: offline, into an empty data dir. The file
+/// is validated before anything is written.
+fn restore_offline(
+    file: &Path,
+    data_dir: &Path,
+    node_id: u64,
+    api_addr: &str,
+    cluster_addr: &str,
+) -> anyhow::Result<()> {
+    use crate::raft::replica::NodeIdentity;
+    use crate::raft::state_machine::{restore_snapshot_offline, validate_snapshot};
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    eprintln!("read {} bytes from {}", bytes.len(), file.display());
+    let found = validate_snapshot(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a usable snapshot: {e}", file.display()))?;
+    match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "the data dir {} is not empty; restore only into a new, empty data dir",
+                    data_dir.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", data_dir.display())),
+    }
+    let (identity, _) = NodeIdentity::open(data_dir, node_id)?;
+    let node = crate::raft::types::NodeInfo {
+        api_addr: api_addr.to_string(),
+        cluster_addr: cluster_addr.to_string(),
+        incarnation: identity.incarnation,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let restored = rt
+        .block_on(restore_snapshot_offline(&bytes, data_dir, node_id, node))
+        .map_err(|e| anyhow::anyhow!("restore failed: {e}"))?;
+    line(&format!(
+        "Restored snapshot {} (log index {}, {} entries) into {} as node {node_id}.",
+        restored.snapshot_id,
+        found.last_index,
+        found.pairs,
+        data_dir.display()
+    ))?;
+    line("Start the node with --bootstrap and unseal it with the original unseal keys.")?;
     Ok(())
 }

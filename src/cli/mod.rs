@@ -154,6 +154,61 @@ pub enum OperatorCommand {
     /// Make a cluster CA and one mTLS certificate per node for the cluster
     /// port, into a directory (offline; contacts no server).
     ClusterCerts(certs::ClusterCertsArgs),
+    /// Raft membership: list peers, remove a member.
+    #[command(subcommand)]
+    Raft(RaftCommand),
+    /// Save a snapshot of the (encrypted) state, or restore one offline.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `kstash operator raft …`.
+#[derive(Debug, Subcommand)]
+pub enum RaftCommand {
+    /// List the cluster's members: id, addresses, voter or learner, leader,
+    /// matched log index (known on the leader).
+    Peers(GatekeeperAuthArgs),
+    /// Remove a member from the voters and learners (on the leader; a
+    /// follower answers with the leader's address).
+    Remove {
+        /// The node id to remove.
+        id: u64,
+        #[command(flatten)]
+        auth: GatekeeperAuthArgs,
+    },
+}
+
+/// `kstash operator snapshot …`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Build a fresh snapshot on the node reached and write it to FILE
+    /// (mode 0600). It holds ciphertext only; the unseal keys open it.
+    Save {
+        /// Where to write the snapshot.
+        file: PathBuf,
+        #[command(flatten)]
+        auth: GatekeeperAuthArgs,
+    },
+    /// Offline: restore FILE into the empty data dir of a node that then
+    /// starts (with `--bootstrap`) as a new one-member cluster holding the
+    /// snapshot's state; unseal it with the original unseal keys. Other
+    /// nodes join it afterwards with fresh data dirs.
+    Restore {
+        /// A file written by `snapshot save`.
+        file: PathBuf,
+        /// The new node's data dir: must be missing or empty.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new node's id (written to the data dir's `node-id` file).
+        #[arg(long)]
+        node_id: u64,
+        /// The client API address the node will advertise (`host:port`).
+        #[arg(long)]
+        api_addr: String,
+        /// The cluster address the node will advertise (`host:port`).
+        #[arg(long, default_value = "")]
+        cluster_addr: String,
+    },
 }
 
 /// How a sys operation proves the gatekeeper key.

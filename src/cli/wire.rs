@@ -114,6 +114,46 @@ pub struct GatekeeperAuth {
     pub keys: Vec<SecretString>,
 }
 
+/// `POST /v1/sys/raft/remove`.
+#[derive(Serialize, Debug)]
+pub struct RemoveRequest<'a> {
+    /// The node id to remove.
+    pub node_id: u64,
+    /// The operator's proof.
+    #[serde(flatten)]
+    pub auth: &'a GatekeeperAuth,
+}
+
+/// One member, from `raft/peers`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Peer {
+    /// Node id.
+    pub id: u64,
+    /// Client API address.
+    pub api_addr: String,
+    /// Cluster address.
+    pub cluster_addr: String,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// Whether it leads.
+    pub leader: bool,
+    /// Highest log index known to match the leader's (leader only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+}
+
+/// Result of `raft/peers`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct PeersResponse {
+    /// The node that answered.
+    pub node_id: u64,
+    /// Every member.
+    pub peers: Vec<Peer>,
+    /// The replacement gatekeeper token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gatekeeper_token: Option<SecretString>,
+}
+
 /// Result of seal, rotate, access-key rotate and gatekeeper-token renew.
 #[derive(Serialize, Deserialize, Debug, Default)]
 pub struct SysResponse {
@@ -388,6 +428,8 @@ mod tests {
                 address: "127.0.0.1:8200".into(),
                 sealed: false,
                 leader: true,
+                reachable: true,
+                last_applied: Some(7),
             }],
         }
     }

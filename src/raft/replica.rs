@@ -20,6 +20,10 @@
 //!   node has applied up to it.
 //! - Every wait is bounded (`ReplicaConfig::leader_wait`); running out is
 //!   [`ProposeError::Unavailable`] (HTTP 503).
+//! - Invariant 6 ([`Replica::run_election_guard`]): an initialised but
+//!   sealed node keeps openraft's elections off while a leader exists or
+//!   was seen recently; a sealed leader stops its heartbeats once an
+//!   unsealed voter answers, so that voter takes over.
 //! - The data dir holds a `node-id` file made at first start
 //!   ([`NodeIdentity`]): a later start with another node id is refused, and
 //!   its random incarnation travels in [`NodeInfo`] so the leader can refuse
@@ -45,11 +49,11 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use super::cluster::{
-    ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, ReadIndexReply,
+    ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, PeerStatus, ReadIndexReply,
 };
 use super::command::{Applied, Command, Request, Response};
 use super::log_store::LogStore;
-use super::network::{Network, PeerError};
+use super::network::{Network, PeerClient, PeerError};
 use super::state::State;
 use super::state_machine::{ApplyHook, StateMachineStore};
 use super::types::{typ, NodeInfo, TypeConfig};
@@ -282,6 +286,9 @@ pub struct Replica {
     leader_wait: Duration,
     /// Serialises membership changes made by this node (joins, promotions).
     membership_lock: tokio::sync::Mutex<()>,
+    /// The longest election timeout, in milliseconds (the election guard's
+    /// unit of "no leader for a while").
+    election_timeout_max_ms: u64,
 }
 
 impl std::fmt::Debug for Replica {
@@ -361,6 +368,7 @@ impl Replica {
             peers,
             leader_wait: config.leader_wait,
             membership_lock: tokio::sync::Mutex::new(()),
+            election_timeout_max_ms: config.election_timeout_ms.1,
         }))
     }
 
@@ -863,6 +871,132 @@ impl Replica {
             tick.tick().await;
             if let Err(e) = self.promote_caught_up_learners().await {
                 tracing::debug!(error = %e, "promotion failed; will retry");
+            }
+        }
+    }
+
+    // ----- peers and the election guard (invariant 6) ---------------------------
+
+    /// A kstash RPC client for every other member of the membership (none
+    /// on a node without a cluster network).
+    pub fn peer_clients(&self) -> Vec<(Member, PeerClient)> {
+        let Some(net) = &self.peers else {
+            return Vec::new();
+        };
+        self.members()
+            .into_iter()
+            .filter(|m| m.id != self.id)
+            .map(|m| {
+                let client = net.peer(m.id, &m.node);
+                (m, client)
+            })
+            .collect()
+    }
+
+    /// Ask every other member for its status, concurrently, each bounded by
+    /// `timeout`. A peer that did not answer in time carries the reason.
+    pub async fn peers_status(
+        &self,
+        timeout: Duration,
+    ) -> Vec<(Member, Result<PeerStatus, String>)> {
+        let clients = self.peer_clients();
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, (_, client)) in clients.iter().cloned().enumerate() {
+            calls.spawn(async move {
+                let outcome = match tokio::time::timeout(timeout, client.peer_status()).await {
+                    Ok(Ok(status)) => Ok(status),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                };
+                (i, outcome)
+            });
+        }
+        let mut members: Vec<(Member, Result<PeerStatus, String>)> = clients
+            .into_iter()
+            .map(|(m, _)| (m, Err("not asked".to_string())))
+            .collect();
+        while let Some(done) = calls.join_next().await {
+            if let Ok((i, outcome)) = done {
+                if let Some(slot) = members.get_mut(i) {
+                    slot.1 = outcome;
+                }
+            }
+        }
+        members
+    }
+
+    /// Keep invariant 6 (a sealed node does not lead when an unsealed peer
+    /// can) for as long as this node runs. Every `every`:
+    /// - `holds_back()` false (not initialised, or unsealed): elections on;
+    /// - sealed and some other node leads: elections off;
+    /// - sealed and no leader seen for 3 × the longest election timeout
+    ///   (e.g. every node restarted and is sealed): elections on, so a
+    ///   leader exists to record a gatekeeper token's use; off again once a
+    ///   leader is known;
+    /// - sealed, leading, and some voter reports itself unsealed: step
+    ///   aside. openraft 0.9 has no leadership transfer, so the leader stops
+    ///   its heartbeats (`runtime_config().heartbeat(false)`); the
+    ///   followers' leases run out, an unsealed voter campaigns (this node
+    ///   does not: elections are off) and wins with a higher term.
+    ///   Heartbeats come back on once this node no longer leads. Until then
+    ///   (about one election timeout) the sealed node still leads: writes it
+    ///   replicates keep refreshing the followers, so a steady write load
+    ///   delays the hand-over.
+    pub async fn run_election_guard(
+        self: Arc<Self>,
+        holds_back: Arc<dyn Fn() -> bool + Send + Sync>,
+        every: Duration,
+    ) {
+        let no_leader_for = Duration::from_millis(self.election_timeout_max_ms.saturating_mul(3));
+        let peer_timeout = Duration::from_millis(self.election_timeout_max_ms.clamp(100, 500));
+        let mut elect: Option<bool> = None;
+        let mut heartbeat = true;
+        let mut leader_seen = Instant::now();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let sealed = holds_back();
+            let leader = self.raft.metrics().borrow().current_leader;
+            let now = Instant::now();
+            if leader.is_some() {
+                leader_seen = now;
+            }
+            let want_elect = !sealed || (leader.is_none() && now - leader_seen >= no_leader_for);
+            if elect != Some(want_elect) {
+                tracing::info!(
+                    node_id = self.id,
+                    sealed,
+                    ?leader,
+                    campaign = want_elect,
+                    "election guard: campaigning {}",
+                    if want_elect { "on" } else { "off" }
+                );
+                self.raft.runtime_config().elect(want_elect);
+                elect = Some(want_elect);
+            }
+            let step_aside =
+                sealed
+                    && leader == Some(self.id)
+                    && self.peers_status(peer_timeout).await.iter().any(|(m, s)| {
+                        m.voter && s.as_ref().is_ok_and(|s| s.initialized && !s.sealed)
+                    });
+            // Once off, heartbeats stay off while this sealed node leads.
+            let keep_off = sealed && !heartbeat && leader == Some(self.id);
+            let want_heartbeat = !(step_aside || keep_off);
+            if want_heartbeat != heartbeat {
+                tracing::info!(
+                    node_id = self.id,
+                    "election guard: heartbeats {} ({})",
+                    if want_heartbeat { "on" } else { "off" },
+                    if want_heartbeat {
+                        "no longer leading"
+                    } else {
+                        "sealed leader steps aside for an unsealed voter"
+                    }
+                );
+                self.raft.runtime_config().heartbeat(want_heartbeat);
+                heartbeat = want_heartbeat;
             }
         }
     }

@@ -104,6 +104,105 @@ fn remove_durably(dir: &Path, name: &str) -> std::io::Result<()> {
     }
 }
 
+/// What an offline restore found in a snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredSnapshot {
+    /// The snapshot's id.
+    pub snapshot_id: String,
+    /// Index of the last log entry it covers.
+    pub last_index: u64,
+    /// Number of backend pairs (all ciphertext or Raft metadata).
+    pub pairs: usize,
+}
+
+/// Check a snapshot file: format byte, decodes, metadata consistent with
+/// the last applied id and membership recorded among its pairs.
+pub fn validate_snapshot(bytes: &[u8]) -> Result<RestoredSnapshot, String> {
+    let file = decode_snapshot(bytes)?;
+    check_snapshot(&file)
+}
+
+fn check_snapshot(file: &SnapshotFile) -> Result<RestoredSnapshot, String> {
+    let find = |key: &[u8]| file.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let applied: Option<typ::LogId> = match find(RAFT_LAST_APPLIED) {
+        Some(b) => keyspace::decode(b).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let membership: typ::StoredMembership = match find(RAFT_MEMBERSHIP) {
+        Some(b) => keyspace::decode(b).map_err(|e| e.to_string())?,
+        None => typ::StoredMembership::default(),
+    };
+    if applied != file.meta.last_log_id || membership != file.meta.last_membership {
+        return Err("snapshot metadata does not match its contents".into());
+    }
+    let last = file
+        .meta
+        .last_log_id
+        .ok_or("the snapshot is empty (no applied log entry)")?;
+    Ok(RestoredSnapshot {
+        snapshot_id: file.meta.snapshot_id.clone(),
+        last_index: last.index,
+        pairs: file.pairs.len(),
+    })
+}
+
+/// Restore a saved snapshot into the empty data dir of node `node_id`,
+/// offline. The snapshot's membership is replaced by `{node_id: node}`
+/// alone (a voter), and a vote for `node_id` in the snapshot's last term
+/// is recorded so the node's first election starts above every log id the
+/// snapshot covers. Started afterwards (with `--bootstrap` or not), the
+/// node is a one-member cluster holding the snapshot's (ciphertext) state;
+/// it comes up sealed and opens with the original unseal keys.
+///
+/// Writes only `snapshots/current.snap` (write, fsync, rename) and the
+/// vote in `raft-log/`; the caller writes the `node-id` file and checks
+/// the dir was empty.
+pub async fn restore_snapshot_offline(
+    bytes: &[u8],
+    data_dir: &Path,
+    node_id: typ::NodeId,
+    node: super::types::NodeInfo,
+) -> Result<RestoredSnapshot, String> {
+    use openraft::storage::RaftLogStorage;
+    let mut file = decode_snapshot(bytes)?;
+    let found = check_snapshot(&file)?;
+    let last = file.meta.last_log_id.ok_or("the snapshot is empty")?;
+    let nodes = std::collections::BTreeMap::from([(node_id, node)]);
+    let membership =
+        openraft::Membership::new(vec![std::collections::BTreeSet::from([node_id])], nodes);
+    // Marked as decided at the snapshot's last entry, so it is effective
+    // (and committed) as soon as the snapshot is loaded.
+    let stored = typ::StoredMembership::new(Some(last), membership);
+    for (k, v) in file.pairs.iter_mut() {
+        if k.as_slice() == RAFT_MEMBERSHIP {
+            *v = keyspace::encode(&stored);
+        }
+    }
+    if !file
+        .pairs
+        .iter()
+        .any(|(k, _)| k.as_slice() == RAFT_MEMBERSHIP)
+    {
+        file.pairs
+            .push((RAFT_MEMBERSHIP.to_vec(), keyspace::encode(&stored)));
+    }
+    file.meta.last_membership = stored;
+    file.meta.snapshot_id = format!("{}-restored", file.meta.snapshot_id);
+    check_snapshot(&file)?;
+    let snap_dir = data_dir.join("snapshots");
+    std::fs::create_dir_all(&snap_dir).map_err(|e| e.to_string())?;
+    write_durably(&snap_dir, CURRENT, &encode_snapshot(&file)).map_err(|e| e.to_string())?;
+    let mut log =
+        super::log_store::LogStore::open(&data_dir.join("raft-log")).map_err(|e| e.to_string())?;
+    log.save_vote(&typ::Vote::new(last.leader_id.term, node_id))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(RestoredSnapshot {
+        snapshot_id: file.meta.snapshot_id,
+        ..found
+    })
+}
+
 /// Called after each applied request with its outcome, on the applying
 /// thread (the node layer uses it to follow keychain changes).
 pub type ApplyHook = Arc<dyn Fn(&Request, &Response) + Send + Sync>;

@@ -104,13 +104,35 @@ impl Node {
         Ok(Caller { id, record, acl })
     }
 
+    /// The guard, for calls that may wait: like [`Node::caller`], but a
+    /// well-formed access token that is unknown or expired here gets one
+    /// linearizable read (this node catches up with the leader, bounded by
+    /// the leader wait) and one more look before the answer is 401. So a
+    /// token minted or renewed through another node works here at once.
+    /// Costs a quorum round only for tokens that fail locally.
+    pub(super) async fn guard(&self, token: Option<&SecretString>) -> Result<Caller, ServiceError> {
+        match self.caller(token) {
+            Err(ServiceError::Unauthorized(reason))
+                if token
+                    .is_some_and(|t| secret::looks_like(SecretKind::AccessToken, t.expose())) =>
+            {
+                if let Err(e) = self.linearize().await {
+                    tracing::debug!(error = %e, "token not found here and the leader not reached");
+                    return Err(ServiceError::Unauthorized(reason));
+                }
+                self.caller(token)
+            }
+            other => other,
+        }
+    }
+
     /// Extend the caller's token.
     pub async fn renew_token(
         &self,
         token: Option<&SecretString>,
         req: RenewRequest,
     ) -> Result<TokenInfo, ServiceError> {
-        let caller = self.caller(token)?;
+        let caller = self.guard(token).await?;
         let inc = req
             .increment
             .map_or(Duration::from_millis(caller.record.ttl_ms), |t| t.0);
@@ -138,7 +160,7 @@ impl Node {
                 }
                 secret::hash_secret(&other)
             }
-            None => self.caller(token)?.id,
+            None => self.guard(token).await?.id,
         };
         self.raft.propose(Command::RevokeAccessToken { id }).await?;
         Ok(())

@@ -4,8 +4,11 @@
 //!
 //! Invariants: a peer's unseal secret takes the same path as a client's
 //! unseal on this node and is never passed on again; replies and errors
-//! carry no secret; `status` shows every member of the membership, and says
-//! only what this node knows (a remote peer's seal state is not asked yet).
+//! carry no secret; status shows every member of the membership, each
+//! remote one as it answered a bounded `PeerStatus` call (or as not
+//! reachable).
+
+use std::time::Duration;
 
 use super::types::{PeerStatus as StatusPeer, UnsealRequest as ClientUnseal};
 use super::{Node, ServiceError};
@@ -25,16 +28,21 @@ fn cluster_error(e: ServiceError) -> ClusterError {
     }
 }
 
-fn small(n: u32) -> u8 {
+/// How long status waits for each peer's own answer.
+pub const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub(super) fn small(n: u32) -> u8 {
     u8::try_from(n).unwrap_or(u8::MAX)
 }
 
 impl Node {
-    /// Every member of the cluster as this node sees it: id, client address,
-    /// and whether it leads. Only this node's own `sealed` is known; remote
-    /// peers show `false` until status asks them (`peer_status`).
+    /// Every member of the cluster as this node sees it, without asking
+    /// anyone: id, client address, whether it leads. Only this node's own
+    /// `sealed` is known; other members show as not reached (sealed, not
+    /// reachable) until [`Node::peers_status`] asks them.
     pub(super) fn members_status(&self, sealed: bool) -> Vec<StatusPeer> {
-        let leader = self.raft.raft_status().leader;
+        let raft = self.raft.raft_status();
+        let me_applied = raft.last_applied.map(|l| l.index);
         let mut peers: Vec<StatusPeer> = self
             .raft
             .members()
@@ -50,8 +58,10 @@ impl Node {
                     } else {
                         m.node.api_addr
                     },
-                    sealed: me && sealed,
-                    leader: leader == Some(m.id),
+                    sealed: !me || sealed,
+                    leader: raft.leader == Some(m.id),
+                    reachable: me,
+                    last_applied: if me { me_applied } else { None },
                 }
             })
             .collect();
@@ -62,13 +72,52 @@ impl Node {
                 address: self.settings.api_address.clone(),
                 sealed,
                 leader: false,
+                reachable: true,
+                last_applied: me_applied,
             });
         }
         peers
     }
 
-    /// Open this node's barrier with a secret a peer accepted.
+    /// [`Node::members_status`] with every other member asked for its own
+    /// status over the cluster channel, concurrently, each call bounded by
+    /// [`PEER_STATUS_TIMEOUT`]; a member that did not answer stays "not
+    /// reachable".
+    pub(super) async fn peers_status(&self, sealed: bool) -> Vec<StatusPeer> {
+        let mut peers = self.members_status(sealed);
+        for (member, answer) in self.raft.peers_status(PEER_STATUS_TIMEOUT).await {
+            let Some(p) = peers.iter_mut().find(|p| p.id == member.id) else {
+                continue;
+            };
+            match answer {
+                Ok(st) => {
+                    p.reachable = true;
+                    p.sealed = st.sealed;
+                    p.last_applied = st.last_applied.map(|l| l.index);
+                }
+                Err(reason) => {
+                    tracing::debug!(peer = member.id, %reason, "peer status not available");
+                }
+            }
+        }
+        peers
+    }
+
+    /// Open this node's barrier with a secret a peer accepted. Never passes
+    /// it on. First this node catches up with the leader (linearizable
+    /// read, bounded): it may not have applied the init yet (a key would be
+    /// refused as "not initialised"), and for a gatekeeper token the calling
+    /// peer recorded the token's use through the log, which this node must
+    /// see to take the token's grace path instead of using it a second time.
     async fn unseal_from_peer(&self, request: UnsealRequest) -> Result<UnsealReply, ServiceError> {
+        if self.is_sealed() {
+            if let Err(e) = self.linearize().await {
+                // Not fatal: the init may be here already, and a second use
+                // of a token is refused at apply and then takes the grace
+                // path too.
+                tracing::info!(error = %e, "unseal from a peer: could not catch up first");
+            }
+        }
         let request = match request {
             UnsealRequest::Key(key) => ClientUnseal {
                 key: Some(key),
@@ -81,12 +130,18 @@ impl Node {
         };
         // The replacement token (if any) stays with the client of the node
         // that was called; a peer gets only where it stands.
-        let status = self.unseal(request).await?.status;
+        let status = self.unseal_here(request).await?.status;
         Ok(UnsealReply {
             sealed: status.sealed,
             progress: small(status.progress),
             threshold: small(status.threshold),
         })
+    }
+
+    /// Whether this node should stay out of elections (invariant 6): the
+    /// store is initialised and this node's barrier is sealed.
+    pub fn holds_back_elections(&self) -> bool {
+        self.is_sealed() && matches!(self.sm().init_record(), Ok(Some(_)))
     }
 
     fn own_peer_status(&self) -> Result<PeerStatus, ServiceError> {

@@ -33,7 +33,7 @@ impl Node {
         raw_path: &str,
         req: PutSecretRequest,
     ) -> Result<PutSecretResponse, ServiceError> {
-        let caller = self.caller(token)?;
+        let caller = self.guard(token).await?;
         let path = path::canonical_path(raw_path)?;
         let value: Zeroizing<Vec<u8>> = match (req.value, req.value_base64) {
             (Some(v), None) => Zeroizing::new(v.expose().as_bytes().to_vec()),
@@ -113,7 +113,7 @@ impl Node {
         token: Option<&SecretString>,
         raw_path: &str,
     ) -> Result<SecretResponse, ServiceError> {
-        let caller = self.caller(token)?;
+        let caller = self.guard(token).await?;
         let path = path::canonical_path(raw_path)?;
         Self::allow(&caller, &path, Capability::Read)?;
         self.linearize().await?;
@@ -160,7 +160,7 @@ impl Node {
         token: Option<&SecretString>,
         raw_path: &str,
     ) -> Result<(), ServiceError> {
-        let caller = self.caller(token)?;
+        let caller = self.guard(token).await?;
         let path = path::canonical_path(raw_path)?;
         Self::allow(&caller, &path, Capability::Delete)?;
         self.raft
@@ -184,7 +184,7 @@ impl Node {
         token: Option<&SecretString>,
         raw_prefix: &str,
     ) -> Result<KeyList, ServiceError> {
-        let caller = self.caller(token)?;
+        let caller = self.guard(token).await?;
         let prefix = path::list_prefix(raw_prefix)?;
         Self::allow(&caller, &prefix, Capability::List)?;
         self.linearize().await?;

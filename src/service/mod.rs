@@ -6,6 +6,7 @@
 //! Invariants: while sealed, only status and unseal answer; every error
 //! message is free of secrets; a failed call changes nothing.
 
+pub mod admin;
 mod auth;
 mod cluster;
 mod error;

@@ -37,6 +37,8 @@ impl Node {
         name: &str,
         policy: Policy,
     ) -> Result<(), ServiceError> {
+        // Catch up first when the token was minted elsewhere.
+        self.guard(token).await?;
         let caller = self.policy_admin(token, namespace)?;
         path::validate_policy_name(name)?;
         if acl::is_builtin(name) {
@@ -107,6 +109,8 @@ impl Node {
         namespace: &str,
         name: &str,
     ) -> Result<(), ServiceError> {
+        // Catch up first when the token was minted elsewhere.
+        self.guard(token).await?;
         let caller = self.policy_admin(token, namespace)?;
         path::validate_policy_name(name)?;
         if acl::is_builtin(name) {

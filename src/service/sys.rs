@@ -12,6 +12,10 @@ use crate::raft::command::{Applied, Command};
 use crate::raft::state::MAX_GATEKEEPER_TOKENS;
 use crate::secret::{self, Key32, SecretKind, SecretString};
 
+/// How long a peer may take to apply a passed-on unseal secret (a token
+/// first needs a linearizable read there).
+pub const PEER_UNSEAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Node {
     // ----- sys: status, init, unseal, seal -------------------------------
 
@@ -94,9 +98,101 @@ impl Node {
         self.sm().init_record()?.ok_or(ServiceError::NotInitialized)
     }
 
-    /// Unseal with one unseal key (progress kept), one gatekeeper token, or
-    /// reset the progress.
+    /// Status with every other member asked for its own state (bounded:
+    /// 500 ms per peer, concurrently).
+    /// [`Node::status`] asks nobody.
+    pub async fn cluster_status(&self) -> Result<Status, ServiceError> {
+        let mut status = self.status()?;
+        status.peers = self.peers_status(status.sealed).await;
+        Ok(status)
+    }
+
+    /// Unseal through this node, for the whole cluster: one unseal key
+    /// (progress kept), one gatekeeper token, or reset this node's progress.
+    ///
+    /// - An unseal key this node accepts (parsed, not a duplicate, and at
+    ///   the threshold reconstructing this store's gatekeeper key) is passed
+    ///   on to every other member, one key per call: each peer keeps its own
+    ///   progress and opens its own barrier at the threshold, so progress on
+    ///   the peers follows this node's. A key given to an unsealed node is
+    ///   passed on as well (a restarted peer can be unsealed through any
+    ///   node).
+    /// - A gatekeeper token is used here (its use recorded through the log;
+    ///   the replacement goes back to the client), then passed on; each peer
+    ///   first catches up with the leader and then uses the same token
+    ///   inside its grace window. Given to an unsealed node, the token is
+    ///   still used (checked, replaced) and passed on.
+    /// - Reset clears this node's progress only.
+    ///
+    /// The gatekeeper key never leaves this node. Peers that cannot be
+    /// reached or refuse are logged and shown in the returned status (each
+    /// peer's sealed state, asked after the forwarding); they never fail
+    /// the call.
     pub async fn unseal(&self, req: UnsealRequest) -> Result<UnsealResponse, ServiceError> {
+        use crate::raft::cluster::UnsealRequest as PeerUnseal;
+        let forward = match (&req.key, &req.gatekeeper_token, req.reset) {
+            (Some(key), None, false) => Some(PeerUnseal::Key(key.clone())),
+            (None, Some(token), false) => Some(PeerUnseal::GatekeeperToken(token.clone())),
+            _ => None,
+        };
+        let token = req.gatekeeper_token.clone();
+        let mut response = self.unseal_here(req).await?;
+        if let (Some(token), None) = (&token, &response.gatekeeper_token) {
+            // This node was already open: use the token anyway, so it is
+            // checked here and its use is on the log before peers see it.
+            let (gk, rep) = self.use_gatekeeper_token(token).await?;
+            drop(gk);
+            response.gatekeeper_token = Some(rep);
+        }
+        if let Some(forward) = forward {
+            self.unseal_peers(&forward).await;
+            response.status.peers = self.peers_status(response.status.sealed).await;
+        }
+        Ok(response)
+    }
+
+    /// Pass one accepted unseal secret to every other member, concurrently,
+    /// each call bounded; failures are logged, never returned.
+    async fn unseal_peers(&self, request: &crate::raft::cluster::UnsealRequest) {
+        let mut calls = tokio::task::JoinSet::new();
+        for (member, client) in self.raft.peer_clients() {
+            let request = request.clone();
+            calls.spawn(async move {
+                let outcome =
+                    tokio::time::timeout(PEER_UNSEAL_TIMEOUT, client.unseal(&request)).await;
+                (member.id, outcome)
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            match done {
+                Ok((peer, Ok(Ok(reply)))) => {
+                    tracing::info!(
+                        peer,
+                        sealed = reply.sealed,
+                        progress = reply.progress,
+                        "peer unseal"
+                    )
+                }
+                Ok((peer, Ok(Err(e)))) => {
+                    tracing::warn!(peer, error = %e, "peer did not take the unseal")
+                }
+                Ok((peer, Err(_))) => {
+                    tracing::warn!(
+                        peer,
+                        "peer did not answer the unseal within {PEER_UNSEAL_TIMEOUT:?}"
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "peer unseal task failed"),
+            }
+        }
+    }
+
+    /// Unseal this node only (a client's call before it is passed on, or a
+    /// peer's): one unseal key, one gatekeeper token, or a reset.
+    pub(super) async fn unseal_here(
+        &self,
+        req: UnsealRequest,
+    ) -> Result<UnsealResponse, ServiceError> {
         let given =
             req.key.is_some() as u8 + req.gatekeeper_token.is_some() as u8 + req.reset as u8;
         if given != 1 {

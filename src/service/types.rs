@@ -73,10 +73,17 @@ pub struct PeerStatus {
     pub id: u64,
     /// Client address.
     pub address: String,
-    /// Whether its barrier is sealed.
+    /// Whether its barrier is sealed, as it said itself; `true` when it
+    /// did not answer (`reachable` is then false).
     pub sealed: bool,
-    /// Whether it leads.
+    /// Whether it leads (as the answering node sees it).
     pub leader: bool,
+    /// Whether it answered the status call (bounded, about 500 ms); the
+    /// answering node itself always has.
+    pub reachable: bool,
+    /// The index of the last log entry it applied, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_applied: Option<u64>,
 }
 
 /// `POST /v1/sys/unseal`: exactly one of `key`, `gatekeeper_token`, `reset`.

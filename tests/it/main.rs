@@ -11,3 +11,5 @@ mod t40_leaks;
 mod t50_bad_input;
 mod t60_cluster_transport;
 mod t70_cluster;
+mod t72_unseal;
+mod t74_admin;

@@ -1,0 +1,202 @@
+//! Operator calls on the Raft cluster: list peers, remove a member, save a
+//! snapshot. Invariant: every call here is authorised like the other sys
+//! operations (a gatekeeper token or a threshold of unseal keys), and a
+//! saved snapshot is the state machine's own file, which holds ciphertext
+//! only (backend pairs are written by the barrier).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::types::{GatekeeperAuth, SysResponse};
+use super::{Node, ServiceError};
+use crate::secret::SecretString;
+
+/// Longest wait for a freshly triggered snapshot.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
+
+/// One member of the cluster.
+#[derive(Serialize, Debug, Clone, ToSchema)]
+pub struct Peer {
+    /// Node id.
+    pub id: u64,
+    /// Client API address.
+    pub api_addr: String,
+    /// Cluster (Raft RPC) address.
+    pub cluster_addr: String,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// Whether this member is the leader.
+    pub leader: bool,
+    /// Highest log index known to match the leader's log (known on the
+    /// leader only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+}
+
+/// Request of `raft/remove`: the member to remove and the operator's
+/// proof (a gatekeeper token or unseal keys).
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    /// The node id to remove.
+    pub node_id: u64,
+    /// A gatekeeper token (consumed; the response carries its replacement).
+    #[schema(value_type = Option<String>)]
+    pub gatekeeper_token: Option<SecretString>,
+    /// At least `threshold` unseal keys.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub keys: Vec<SecretString>,
+}
+
+impl RemoveRequest {
+    /// The proof part, as the other sys operations take it.
+    pub fn into_auth(self) -> (u64, GatekeeperAuth) {
+        (
+            self.node_id,
+            GatekeeperAuth {
+                gatekeeper_token: self.gatekeeper_token,
+                keys: self.keys,
+            },
+        )
+    }
+}
+
+/// Response of `raft/peers`.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct PeersResponse {
+    /// The node that answered.
+    pub node_id: u64,
+    /// Every member, by id.
+    pub peers: Vec<Peer>,
+    /// The replacement for the gatekeeper token that was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub gatekeeper_token: Option<SecretString>,
+}
+
+/// A saved snapshot: its bytes (the state machine's snapshot file) and the
+/// replacement gatekeeper token, if one was used.
+#[derive(Debug)]
+pub struct SavedSnapshot {
+    /// The snapshot file, exactly as stored in `snapshots/current.snap`.
+    pub bytes: Vec<u8>,
+    /// The replacement for the gatekeeper token that was used.
+    pub gatekeeper_token: Option<SecretString>,
+}
+
+impl Node {
+    /// Every member of the cluster as this node sees it.
+    pub async fn raft_peers(&self, auth: GatekeeperAuth) -> Result<PeersResponse, ServiceError> {
+        let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
+        drop(gk);
+        let metrics = self.raft.raft().metrics().borrow().clone();
+        let matched: BTreeMap<u64, Option<u64>> = metrics
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        let peers = self
+            .raft
+            .members()
+            .into_iter()
+            .map(|m| Peer {
+                id: m.id,
+                api_addr: m.node.api_addr.clone(),
+                cluster_addr: m.node.cluster_addr.clone(),
+                role: if m.voter { "voter" } else { "learner" }.into(),
+                leader: metrics.current_leader == Some(m.id),
+                matched_index: matched.get(&m.id).copied().flatten(),
+            })
+            .collect();
+        Ok(PeersResponse {
+            node_id: self.raft.id(),
+            peers,
+            gatekeeper_token: rep,
+        })
+    }
+
+    /// Remove `node_id` from the voters and learners. Runs on the leader
+    /// only: a follower answers 503 naming the leader, before touching the
+    /// caller's credentials. Refuses removing the last voter.
+    pub async fn raft_remove(
+        &self,
+        node_id: u64,
+        auth: GatekeeperAuth,
+    ) -> Result<SysResponse, ServiceError> {
+        self.require_leader()?;
+        let members = self.raft.members();
+        let target = members
+            .iter()
+            .find(|m| m.id == node_id)
+            .ok_or_else(|| ServiceError::NotFound(format!("node {node_id} is not a member")))?;
+        let voters = members.iter().filter(|m| m.voter).count();
+        if target.voter && voters <= 1 {
+            return Err(ServiceError::Conflict(format!(
+                "node {node_id} is the last voter; a cluster cannot remove its last voter"
+            )));
+        }
+        let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
+        drop(gk);
+        let change = if target.voter {
+            ChangeMembers::RemoveVoters([node_id].into())
+        } else {
+            ChangeMembers::RemoveNodes([node_id].into())
+        };
+        // retain = false: a removed voter leaves the nodes too.
+        self.raft
+            .raft()
+            .change_membership(change, false)
+            .await
+            .map_err(|e| ServiceError::Unavailable(format!("membership change failed: {e}")))?;
+        tracing::info!(node_id, "member removed");
+        Ok(SysResponse {
+            gatekeeper_token: rep,
+            ..Default::default()
+        })
+    }
+
+    /// Build a fresh snapshot on this node and return its file. The file
+    /// holds the Raft metadata and the backend's pairs, which are
+    /// ciphertext written by the barrier.
+    pub async fn save_snapshot(&self, auth: GatekeeperAuth) -> Result<SavedSnapshot, ServiceError> {
+        let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
+        drop(gk);
+        let raft = self.raft.raft();
+        let applied = raft.metrics().borrow().last_applied;
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ServiceError::Unavailable(format!("cannot trigger a snapshot: {e}")))?;
+        raft.wait(Some(SNAPSHOT_WAIT))
+            .metrics(|m| m.snapshot >= applied, "snapshot reaches last applied")
+            .await
+            .map_err(|e| ServiceError::Unavailable(format!("snapshot not built in time: {e}")))?;
+        let snapshot = raft
+            .get_snapshot()
+            .await
+            .map_err(|e| ServiceError::Unavailable(format!("cannot read the snapshot: {e}")))?
+            .ok_or_else(|| ServiceError::Unavailable("no snapshot yet".into()))?;
+        Ok(SavedSnapshot {
+            bytes: snapshot.snapshot.into_inner(),
+            gatekeeper_token: rep,
+        })
+    }
+
+    fn require_leader(&self) -> Result<(), ServiceError> {
+        if self.raft.is_leader() {
+            return Ok(());
+        }
+        Err(ServiceError::Unavailable(match self.raft.leader() {
+            Some((id, node)) => format!(
+                "not the leader: send this to the leader, node {id} at {}",
+                node.api_addr
+            ),
+            None => "not the leader, and no leader is known; retry".into(),
+        }))
+    }
+}
