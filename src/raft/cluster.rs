@@ -205,6 +205,11 @@ pub enum UnsealRequest {
     Key(SecretString),
     /// One gatekeeper token, used within its grace window on each node.
     GatekeeperToken(SecretString),
+    /// After a rekey on the sending node: a one-use gatekeeper token for the
+    /// new gatekeeper key. An unsealed peer uses it (inside its grace window)
+    /// to re-open its barrier under the new root key; a sealed peer ignores
+    /// it. The gatekeeper key itself never crosses the network.
+    Rekeyed(SecretString),
 }
 
 /// `Unseal` was applied: where this node stands now.

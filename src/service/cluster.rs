@@ -16,6 +16,7 @@ use crate::raft::cluster::{
     ClusterError, ClusterHandler, ForwardReply, ForwardRequest, HandlerFuture, JoinReply,
     JoinRequest, PeerStatus, ReadIndexReply, UnsealReply, UnsealRequest,
 };
+use crate::secret::SecretString;
 
 /// The one mapping of service errors to what a peer is told.
 fn cluster_error(e: ServiceError) -> ClusterError {
@@ -119,6 +120,7 @@ impl Node {
             }
         }
         let request = match request {
+            UnsealRequest::Rekeyed(token) => return self.reopen_after_rekey(&token).await,
             UnsealRequest::Key(key) => ClientUnseal {
                 key: Some(key),
                 ..Default::default()
@@ -135,6 +137,24 @@ impl Node {
             sealed: status.sealed,
             progress: small(status.progress),
             threshold: small(status.threshold),
+        })
+    }
+
+    /// A peer rekeyed: re-open this node's (unsealed) barrier under the new
+    /// root key with the one-use token it sent. A sealed node stays sealed.
+    async fn reopen_after_rekey(&self, token: &SecretString) -> Result<UnsealReply, ServiceError> {
+        let init = self.require_initialized()?;
+        if !self.is_sealed() {
+            // See the rekey and the token's use before checking the token.
+            self.linearize().await?;
+            let (gatekeeper_key, _replacement) = self.use_gatekeeper_token(token).await?;
+            self.open_barrier(&gatekeeper_key)?;
+            tracing::info!("barrier re-opened under the root key of a rekey");
+        }
+        Ok(UnsealReply {
+            sealed: self.is_sealed(),
+            progress: 0,
+            threshold: small(init.threshold as u32),
         })
     }
 

@@ -462,18 +462,24 @@ impl Node {
         let minted: Vec<_> = (0..req.gatekeeper_tokens)
             .map(|_| gatekeeper::mint_token(&new_gk))
             .collect();
+        // One more, never shown to the caller: peers use it to re-open their
+        // barriers under the new root key (see `handoff_rekey`).
+        let handoff = gatekeeper::mint_token(&new_gk);
         drop(new_gk);
+        let mut records: Vec<_> = minted.iter().map(|m| m.record.clone()).collect();
+        records.push(handoff.record.clone());
         self.raft
             .propose(Command::Rekey {
                 shares,
                 threshold,
                 wrapped_root,
                 keychain,
-                gatekeeper_tokens: minted.iter().map(|m| m.record.clone()).collect(),
+                gatekeeper_tokens: records,
             })
             .await?;
         self.barrier.replace_root(root)?;
         *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.handoff_rekey(handoff.token).await;
         tracing::info!(
             shares,
             threshold,
@@ -483,6 +489,44 @@ impl Node {
             unseal_keys,
             gatekeeper_tokens: minted.into_iter().map(|m| m.token).collect(),
         })
+    }
+
+    /// After a rekey: let every unsealed peer re-open its barrier under the
+    /// new root key. This node uses the hand-off token first (recording its
+    /// use), the peers use it inside its grace window, then its replacement
+    /// is revoked; the used record is swept after the window.
+    async fn handoff_rekey(&self, token: SecretString) {
+        if self.raft.peer_clients().is_empty() {
+            let id = secret::hash_secret(&token);
+            if let Err(e) = self
+                .raft
+                .propose(Command::RevokeGatekeeperToken { id })
+                .await
+            {
+                tracing::warn!(error = %e, "could not revoke the unused rekey hand-off token");
+            }
+            return;
+        }
+        let replacement = match self.use_gatekeeper_token(&token).await {
+            Ok((gatekeeper_key, replacement)) => {
+                drop(gatekeeper_key);
+                replacement
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rekey hand-off token could not be used; peers must be unsealed again");
+                return;
+            }
+        };
+        self.unseal_peers(&crate::raft::cluster::UnsealRequest::Rekeyed(token))
+            .await;
+        let id = secret::hash_secret(&replacement);
+        if let Err(e) = self
+            .raft
+            .propose(Command::RevokeGatekeeperToken { id })
+            .await
+        {
+            tracing::warn!(error = %e, "could not revoke the rekey hand-off replacement");
+        }
     }
 
     /// Mint gatekeeper tokens with unseal keys.

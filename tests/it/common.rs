@@ -482,3 +482,109 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ----- fault injection -------------------------------------------------------
+
+/// A switchable set of cut directed links `(from, to)`, shared by every
+/// node of a test cluster through its link filter.
+#[derive(Clone, Default)]
+pub struct LinkCuts(Arc<Mutex<std::collections::HashSet<(u64, u64)>>>);
+
+impl LinkCuts {
+    /// Server options whose link filter drops every RPC over a cut link.
+    pub fn options(&self) -> kstash::server::ServerOptions {
+        let cuts = self.0.clone();
+        kstash::server::ServerOptions {
+            link_filter: Some(Arc::new(move |from, to| {
+                !cuts.lock().unwrap().contains(&(from, to))
+            })),
+        }
+    }
+
+    /// Cut `node` off from each of `others`, both directions.
+    pub fn isolate(&self, node: u64, others: &[u64]) {
+        let mut cuts = self.0.lock().unwrap();
+        for &o in others.iter().filter(|&&o| o != node) {
+            cuts.insert((node, o));
+            cuts.insert((o, node));
+        }
+    }
+
+    /// Restore every link.
+    pub fn heal(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl ClusterNode {
+    /// Like [`ClusterNode::start`], with `tweak` applied to the resolved
+    /// config (e.g. a low `snapshot_threshold`).
+    pub async fn start_tweaked(
+        mut spec: ClusterNodeSpec,
+        certs: &ClusterCerts,
+        options: kstash::server::ServerOptions,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<ClusterNode> {
+        capture_logs();
+        std::fs::create_dir_all(&spec.data_dir)?;
+        let mut config = spec.config(certs);
+        tweak(&mut config);
+        let server = Server::start_with(
+            &config,
+            Arc::new(MemoryBackend::new()),
+            Arc::new(SystemClock),
+            options,
+        )
+        .await?;
+        spec.api_addr = server.addr;
+        spec.cluster_addr = server.cluster_addr().expect("a cluster node");
+        let http = Http::new(format!("http://{}", server.addr));
+        Ok(ClusterNode { spec, server, http })
+    }
+
+    /// openraft's metrics on this node, now.
+    pub fn metrics(&self) -> openraft::RaftMetrics<u64, kstash::raft::types::NodeInfo> {
+        self.server.replica().raft().metrics().borrow().clone()
+    }
+}
+
+/// Node 1 bootstraps and nodes 2 and 3 join through it, every node behind
+/// `cuts` and with `tweak` applied to its config; returns once all three
+/// see voters 1, 2, 3 (within `settle`).
+pub async fn three_node_cluster(
+    root: &std::path::Path,
+    certs: &ClusterCerts,
+    cuts: &LinkCuts,
+    tweak: impl Fn(&mut Config),
+    settle: Duration,
+) -> Vec<ClusterNode> {
+    let mut spec1 = ClusterNodeSpec::new(1, root, "127.0.0.1");
+    spec1.bootstrap = true;
+    let n1 = ClusterNode::start_tweaked(spec1, certs, cuts.options(), &tweak)
+        .await
+        .unwrap();
+    wait_until(settle, "node 1 leads its new cluster", || async {
+        n1.leader() == Some(1)
+    })
+    .await;
+    let mut nodes = vec![n1];
+    for id in [2, 3] {
+        let mut spec = ClusterNodeSpec::new(id, root, "127.0.0.1");
+        spec.join = vec![nodes[0].spec.advertised()];
+        let node = ClusterNode::start_tweaked(spec, certs, cuts.options(), &tweak)
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    for n in &nodes[1..] {
+        assert_eq!(
+            n.server.wait_joined(settle).await,
+            kstash::server::JoinState::Joined
+        );
+    }
+    wait_until(settle, "every node sees voters 1, 2, 3", || async {
+        nodes.iter().all(|n| n.voters() == [1, 2, 3])
+    })
+    .await;
+    nodes
+}

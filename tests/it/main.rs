@@ -12,4 +12,5 @@ mod t50_bad_input;
 mod t60_cluster_transport;
 mod t70_cluster;
 mod t72_unseal;
+mod t73_rekey;
 mod t74_admin;
