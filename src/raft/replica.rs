@@ -597,12 +597,18 @@ impl Replica {
             time_ms: self.clock.now_ms(),
             command,
         };
-        match self.raft.client_write(request).await {
-            Ok(written) => LocalWrite::Done(written.log_id, written.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        // Bounded: a leader cut off from its quorum would otherwise wait
+        // until it loses leadership. The entry may still commit later.
+        match tokio::time::timeout(self.leader_wait, self.raft.client_write(request)).await {
+            Ok(Ok(written)) => LocalWrite::Done(written.log_id, written.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 LocalWrite::NotLeader(hint_of(f))
             }
-            Err(e) => LocalWrite::Failed(e.to_string()),
+            Ok(Err(e)) => LocalWrite::Failed(e.to_string()),
+            Err(_) => LocalWrite::Failed(format!(
+                "the write was not committed within {:?}; it may or may not be applied",
+                self.leader_wait
+            )),
         }
     }
 

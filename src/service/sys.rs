@@ -136,6 +136,13 @@ impl Node {
             _ => None,
         };
         let token = req.gatekeeper_token.clone();
+        if self.sm().init_record()?.is_none() {
+            // Init may have gone through another node a moment ago: catch up
+            // with the leader (bounded) before answering "not initialized".
+            if let Err(e) = self.linearize().await {
+                tracing::debug!(error = %e, "unseal: could not catch up with the leader");
+            }
+        }
         let mut response = self.unseal_here(req).await?;
         if let (Some(token), None) = (&token, &response.gatekeeper_token) {
             // This node was already open: use the token anyway, so it is

@@ -14,3 +14,4 @@ mod t70_cluster;
 mod t72_unseal;
 mod t73_rekey;
 mod t74_admin;
+mod t76_faults;
