@@ -238,8 +238,17 @@ async fn three_nodes_replicate_forward_and_outlive_their_leader() {
     unseal(&back.http, &keys).await;
     nodes.push(back);
     converge(&nodes).await;
-    let applied: Vec<u64> = nodes.iter().map(|n| n.applied()).collect();
-    assert!(applied.windows(2).all(|w| w[0] == w[1]), "{applied:?}");
+    // New entries (a new term's blank entry) may still land while we look:
+    // wait until every node reports the same last applied index.
+    wait_until(
+        SETTLE,
+        "every node reports the same last applied",
+        || async {
+            let applied: Vec<u64> = nodes.iter().map(|n| n.applied()).collect();
+            applied.windows(2).all(|w| w[0] == w[1])
+        },
+    )
+    .await;
     let (code, body) = read(&nodes[2].http, &token).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
