@@ -2,6 +2,7 @@
 //! the real `kstash` binary for the CLI. Scenario files are named by intent.
 
 mod common;
+mod procs;
 mod t10_rest;
 mod t12_grpc;
 mod t15_tls;
@@ -15,3 +16,5 @@ mod t72_unseal;
 mod t73_rekey;
 mod t74_admin;
 mod t76_faults;
+mod t78_backends;
+mod t80_processes;

@@ -1,0 +1,1 @@
+//! Real `kstash server` processes for the process-cluster tests (filled in next).

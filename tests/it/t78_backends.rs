@@ -1,0 +1,1 @@
+//! The cluster scenarios over each storage backend (filled in next).

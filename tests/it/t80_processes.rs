@@ -1,0 +1,1 @@
+//! Three real `kstash server` processes on loopback (filled in next).
