@@ -1,5 +1,7 @@
 //! Shared helpers: an in-process node on a loopback port with a memory
-//! backend the test can inspect, a tiny REST client, and log capture.
+//! backend the test can inspect, a tiny REST client, log capture, and
+//! in-process cluster nodes over a chosen storage backend (memory, or one
+//! shared etcd with a key prefix per node).
 
 #![allow(dead_code)]
 
@@ -9,6 +11,8 @@ use std::time::Duration;
 use kstash::clock::{Clock, SystemClock};
 use kstash::config::{Config, ServerArgs};
 use kstash::server::Server;
+#[cfg(feature = "etcd")]
+use kstash::storage::etcd::{testing::EtcdServer, EtcdBackend};
 use kstash::storage::memory::MemoryBackend;
 use kstash::storage::Backend;
 use serde_json::{json, Value};
@@ -147,16 +151,7 @@ impl TestNode {
         policies: &[&str],
         ttl: Option<&str>,
     ) -> String {
-        let mut body = json!({"access_key": access_key, "namespace": ns, "policies": policies});
-        if let Some(t) = ttl {
-            body["ttl"] = json!(t);
-        }
-        let (code, resp) = self
-            .http
-            .post("/v1/auth/access-key/login", None, body)
-            .await;
-        assert_eq!(code, 200, "{resp}");
-        resp["token"].as_str().unwrap().to_string()
+        self.http.login(access_key, ns, policies, ttl).await
     }
 }
 
@@ -225,6 +220,23 @@ impl Http {
 }
 
 impl Http {
+    /// An access token for `ns` with `policies`, minted with `access_key`.
+    pub async fn login(
+        &self,
+        access_key: &Value,
+        ns: &str,
+        policies: &[&str],
+        ttl: Option<&str>,
+    ) -> String {
+        let mut body = json!({"access_key": access_key, "namespace": ns, "policies": policies});
+        if let Some(t) = ttl {
+            body["ttl"] = json!(t);
+        }
+        let (code, resp) = self.post("/v1/auth/access-key/login", None, body).await;
+        assert_eq!(code, 200, "{resp}");
+        resp["token"].as_str().unwrap().to_string()
+    }
+
     /// Send a GET with the path exactly as given (no client-side
     /// normalisation of `..`, unlike URL libraries and curl's default).
     pub async fn raw_get(&self, path: &str, token: &str) -> (u16, Value) {
@@ -334,6 +346,8 @@ pub struct ClusterNodeSpec {
     pub host: String,
     pub bootstrap: bool,
     pub join: Vec<String>,
+    /// The storage backend; a restart over this spec reopens the same one.
+    pub backend: TestBackend,
 }
 
 impl ClusterNodeSpec {
@@ -358,6 +372,7 @@ impl ClusterNodeSpec {
             host: host.to_string(),
             bootstrap: false,
             join: Vec::new(),
+            backend: TestBackend::Memory,
         }
     }
 
@@ -398,30 +413,20 @@ pub struct ClusterNode {
     pub spec: ClusterNodeSpec,
     pub server: Server,
     pub http: Http,
+    /// The backend the node runs over, for tests that read what it stores.
+    pub backend: NodeBackend,
 }
 
 impl ClusterNode {
-    /// Start `spec` over a fresh memory backend (a restarted memory node
-    /// refills it from its snapshot and log); records the bound ports.
+    /// Start `spec` over its backend (memory: a fresh, empty one, which a
+    /// restarted node refills from its snapshot and log; etcd: the node's
+    /// prefix, as the last run left it); records the bound ports.
     pub async fn start(
-        mut spec: ClusterNodeSpec,
+        spec: ClusterNodeSpec,
         certs: &ClusterCerts,
         options: kstash::server::ServerOptions,
     ) -> anyhow::Result<ClusterNode> {
-        capture_logs();
-        std::fs::create_dir_all(&spec.data_dir)?;
-        let config = spec.config(certs);
-        let server = Server::start_with(
-            &config,
-            Arc::new(MemoryBackend::new()),
-            Arc::new(SystemClock),
-            options,
-        )
-        .await?;
-        spec.api_addr = server.addr;
-        spec.cluster_addr = server.cluster_addr().expect("a cluster node");
-        let http = Http::new(format!("http://{}", server.addr));
-        Ok(ClusterNode { spec, server, http })
+        Self::start_tweaked(spec, certs, options, |_| {}).await
     }
 
     /// The node's id.
@@ -529,9 +534,10 @@ impl ClusterNode {
         std::fs::create_dir_all(&spec.data_dir)?;
         let mut config = spec.config(certs);
         tweak(&mut config);
+        let backend = spec.backend.open();
         let server = Server::start_with(
             &config,
-            Arc::new(MemoryBackend::new()),
+            backend.as_backend(),
             Arc::new(SystemClock),
             options,
         )
@@ -539,7 +545,12 @@ impl ClusterNode {
         spec.api_addr = server.addr;
         spec.cluster_addr = server.cluster_addr().expect("a cluster node");
         let http = Http::new(format!("http://{}", server.addr));
-        Ok(ClusterNode { spec, server, http })
+        Ok(ClusterNode {
+            spec,
+            server,
+            http,
+            backend,
+        })
     }
 
     /// openraft's metrics on this node, now.
@@ -549,9 +560,22 @@ impl ClusterNode {
 }
 
 /// Node 1 bootstraps and nodes 2 and 3 join through it, every node behind
-/// `cuts` and with `tweak` applied to its config; returns once all three
-/// see voters 1, 2, 3 (within `settle`).
+/// `cuts`, over a memory backend and with `tweak` applied to its config;
+/// returns once all three see voters 1, 2, 3 (within `settle`).
 pub async fn three_node_cluster(
+    root: &std::path::Path,
+    certs: &ClusterCerts,
+    cuts: &LinkCuts,
+    tweak: impl Fn(&mut Config),
+    settle: Duration,
+) -> Vec<ClusterNode> {
+    three_node_cluster_on(&BackendKind::Memory, root, certs, cuts, tweak, settle).await
+}
+
+/// [`three_node_cluster`] with every node over a backend of `kind` (etcd:
+/// one prefix per node).
+pub async fn three_node_cluster_on(
+    kind: &BackendKind,
     root: &std::path::Path,
     certs: &ClusterCerts,
     cuts: &LinkCuts,
@@ -560,6 +584,7 @@ pub async fn three_node_cluster(
 ) -> Vec<ClusterNode> {
     let mut spec1 = ClusterNodeSpec::new(1, root, "127.0.0.1");
     spec1.bootstrap = true;
+    spec1.backend = kind.for_node(1);
     let n1 = ClusterNode::start_tweaked(spec1, certs, cuts.options(), &tweak)
         .await
         .unwrap();
@@ -571,6 +596,7 @@ pub async fn three_node_cluster(
     for id in [2, 3] {
         let mut spec = ClusterNodeSpec::new(id, root, "127.0.0.1");
         spec.join = vec![nodes[0].spec.advertised()];
+        spec.backend = kind.for_node(id);
         let node = ClusterNode::start_tweaked(spec, certs, cuts.options(), &tweak)
             .await
             .unwrap();
@@ -587,4 +613,134 @@ pub async fn three_node_cluster(
     })
     .await;
     nodes
+}
+
+// ----- storage backends of cluster nodes -------------------------------------
+
+/// The kind of storage backend a test cluster's nodes run over.
+#[derive(Clone, Debug)]
+pub enum BackendKind {
+    /// A fresh memory backend at every node start.
+    Memory,
+    /// One real etcd for the whole cluster, each node under its own prefix.
+    #[cfg(feature = "etcd")]
+    Etcd(Arc<EtcdServer>),
+}
+
+impl BackendKind {
+    /// A real etcd for one test (see [`EtcdServer::start`]): `None`, after a
+    /// notice, where none is installed, so the test can return early; with
+    /// `CI=true` a missing etcd panics instead, failing the test.
+    #[cfg(feature = "etcd")]
+    pub fn etcd() -> Option<BackendKind> {
+        EtcdServer::start().map(|e| BackendKind::Etcd(Arc::new(e)))
+    }
+
+    /// `memory` or `etcd`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            #[cfg(feature = "etcd")]
+            BackendKind::Etcd(_) => "etcd",
+        }
+    }
+
+    /// The backend of a new node `id`: memory, or a prefix no other node
+    /// (of this or any other test) uses.
+    #[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
+    pub fn for_node(&self, id: u64) -> TestBackend {
+        match self {
+            BackendKind::Memory => TestBackend::Memory,
+            #[cfg(feature = "etcd")]
+            BackendKind::Etcd(server) => TestBackend::Etcd {
+                prefix: server.unique_prefix(&format!("node-{id}")),
+                server: server.clone(),
+            },
+        }
+    }
+}
+
+/// The backend of one cluster node, as its spec records it.
+#[derive(Clone, Debug, Default)]
+pub enum TestBackend {
+    /// A fresh, empty memory backend at each start.
+    #[default]
+    Memory,
+    /// The node's own prefix on a shared etcd; every start reopens it.
+    #[cfg(feature = "etcd")]
+    Etcd {
+        server: Arc<EtcdServer>,
+        prefix: String,
+    },
+}
+
+/// Call timeout of the etcd backends of test nodes.
+#[cfg(feature = "etcd")]
+const ETCD_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TestBackend {
+    /// Make (memory) or connect to (etcd) the backend.
+    fn open(&self) -> NodeBackend {
+        match self {
+            TestBackend::Memory => NodeBackend::Memory(Arc::new(MemoryBackend::new())),
+            #[cfg(feature = "etcd")]
+            TestBackend::Etcd { server, prefix } => {
+                let backend = EtcdBackend::connect(&server.endpoints(), prefix, ETCD_TIMEOUT)
+                    .unwrap_or_else(|e| panic!("connect to the test etcd under {prefix}: {e}"));
+                NodeBackend::Etcd {
+                    backend: Arc::new(backend),
+                    prefix: prefix.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// A running node's backend.
+pub enum NodeBackend {
+    Memory(Arc<MemoryBackend>),
+    #[cfg(feature = "etcd")]
+    Etcd {
+        backend: Arc<EtcdBackend>,
+        prefix: String,
+    },
+}
+
+impl NodeBackend {
+    fn as_backend(&self) -> Arc<dyn Backend> {
+        match self {
+            NodeBackend::Memory(m) => m.clone(),
+            #[cfg(feature = "etcd")]
+            NodeBackend::Etcd { backend, .. } => backend.clone(),
+        }
+    }
+
+    /// Every pair the node stores, keys as the storage holds them (etcd:
+    /// read raw, the node's prefix included, and only under it).
+    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match self {
+            NodeBackend::Memory(m) => m.dump(),
+            #[cfg(feature = "etcd")]
+            NodeBackend::Etcd { backend, prefix } => backend
+                .raw_dump()
+                .expect("read the test etcd")
+                .into_iter()
+                .filter(|(k, _)| k.starts_with(prefix.as_bytes()))
+                .collect(),
+        }
+    }
+
+    /// [`NodeBackend::dump`] with the node's prefix taken off the keys, so
+    /// the state of different nodes compares equal.
+    pub fn state(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match self {
+            NodeBackend::Memory(m) => m.dump(),
+            #[cfg(feature = "etcd")]
+            NodeBackend::Etcd { prefix, .. } => self
+                .dump()
+                .into_iter()
+                .map(|(k, v)| (k[prefix.len()..].to_vec(), v))
+                .collect(),
+        }
+    }
 }

@@ -3,15 +3,20 @@
 //! acknowledges nothing and its unacknowledged entries are gone after the
 //! heal, and a follower that fell behind the leader's last snapshot (log
 //! purged past it) catches up by snapshot install.
+//!
+//! Each scenario is an async fn taking the storage backend; the tests here
+//! run them over memory, `t78_backends` over etcd.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{three_node_cluster, wait_until, ClusterCerts, ClusterNode, LinkCuts};
+use crate::common::{
+    three_node_cluster_on, wait_until, BackendKind, ClusterCerts, ClusterNode, LinkCuts,
+};
 
 /// Longest wait for anything that should take a few election timeouts.
-const SETTLE: Duration = Duration::from_secs(10);
+pub(crate) const SETTLE: Duration = Duration::from_secs(10);
 
 /// How long a write through the partitioned leader is given to be
 /// (wrongly) acknowledged; longer than the node's leader wait (3 × 800 ms).
@@ -19,20 +24,24 @@ const MINORITY_WAIT: Duration = Duration::from_secs(3);
 
 const ALL: [u64; 3] = [1, 2, 3];
 
-fn cluster_root() -> tempfile::TempDir {
+pub(crate) fn cluster_root() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("faults-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap()
 }
 
-/// Init through `nodes[0]` (one share; wait until every node applied
-/// it), one unseal through `nodes[1]`
-/// (coordinated: every node opens); returns an admin token for `app`.
-async fn init_unseal_login(nodes: &[ClusterNode]) -> String {
+/// Init through `nodes[0]` (one share, one gatekeeper token; wait until
+/// every node applied it), one unseal through `nodes[1]` (coordinated:
+/// every node opens); returns the init response.
+pub(crate) async fn init_and_unseal(nodes: &[ClusterNode]) -> Value {
     let (code, init) = nodes[0]
         .http
-        .post("/v1/sys/init", None, json!({"shares": 1, "threshold": 1}))
+        .post(
+            "/v1/sys/init",
+            None,
+            json!({"shares": 1, "threshold": 1, "gatekeeper_tokens": 1}),
+        )
         .await;
     assert_eq!(code, 200, "{init}");
     converge(nodes).await;
@@ -48,7 +57,12 @@ async fn init_unseal_login(nodes: &[ClusterNode]) -> String {
         assert_eq!(code, 200, "{st}");
         assert_eq!(st["sealed"], false, "node {}: {st}", n.id());
     }
-    let (code, login) = nodes[0]
+    init
+}
+
+/// An admin token for `app`, minted through `n`.
+pub(crate) async fn login(n: &ClusterNode, init: &Value) -> String {
+    let (code, login) = n
         .http
         .post(
             "/v1/auth/access-key/login",
@@ -60,7 +74,13 @@ async fn init_unseal_login(nodes: &[ClusterNode]) -> String {
     login["token"].as_str().unwrap().to_string()
 }
 
-async fn put(n: &ClusterNode, token: &str, key: &str, value: &str) -> (u16, Value) {
+/// [`init_and_unseal`], then an admin token for `app` through `nodes[0]`.
+async fn init_unseal_login(nodes: &[ClusterNode]) -> String {
+    let init = init_and_unseal(nodes).await;
+    login(&nodes[0], &init).await
+}
+
+pub(crate) async fn put(n: &ClusterNode, token: &str, key: &str, value: &str) -> (u16, Value) {
     n.http
         .put(
             &format!("/v1/kv/app/{key}"),
@@ -70,12 +90,12 @@ async fn put(n: &ClusterNode, token: &str, key: &str, value: &str) -> (u16, Valu
         .await
 }
 
-async fn get(n: &ClusterNode, token: &str, key: &str) -> (u16, Value) {
+pub(crate) async fn get(n: &ClusterNode, token: &str, key: &str) -> (u16, Value) {
     n.http.get(&format!("/v1/kv/app/{key}"), Some(token)).await
 }
 
 /// Wait until every node has applied the same index, and return it.
-async fn converge(nodes: &[ClusterNode]) -> u64 {
+pub(crate) async fn converge(nodes: &[ClusterNode]) -> u64 {
     wait_until(SETTLE, "every node applied the same log", || async {
         let first = nodes[0].applied();
         first > 0 && nodes.iter().all(|n| n.applied() == first)
@@ -97,13 +117,22 @@ async fn converge(nodes: &[ClusterNode]) -> u64 {
 /// 7. shut down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitioned_leader_acknowledges_nothing_and_its_entries_vanish() {
+    partitioned_leader_scenario(&BackendKind::Memory).await;
+}
+
+/// The scenario of [`partitioned_leader_acknowledges_nothing_and_its_entries_vanish`]
+/// over `kind`.
+pub(crate) async fn partitioned_leader_scenario(kind: &BackendKind) {
     let root = cluster_root();
     let certs = ClusterCerts::make();
     let cuts = LinkCuts::default();
     let started = Instant::now();
 
-    tracing::info!("--- step 1: three nodes, init, unseal, k=v1");
-    let nodes = three_node_cluster(root.path(), &certs, &cuts, |_| {}, SETTLE).await;
+    tracing::info!(
+        backend = kind.name(),
+        "--- step 1: three nodes, init, unseal, k=v1"
+    );
+    let nodes = three_node_cluster_on(kind, root.path(), &certs, &cuts, |_| {}, SETTLE).await;
     let token = init_unseal_login(&nodes).await;
     let old = nodes[0].leader().expect("a leader");
     let oi = (old - 1) as usize;
@@ -224,13 +253,23 @@ const KEYS: usize = 100;
 /// 7. shut down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn follower_behind_the_last_snapshot_catches_up_by_install() {
+    snapshot_install_scenario(&BackendKind::Memory).await;
+}
+
+/// The scenario of [`follower_behind_the_last_snapshot_catches_up_by_install`]
+/// over `kind`.
+pub(crate) async fn snapshot_install_scenario(kind: &BackendKind) {
     let root = cluster_root();
     let certs = ClusterCerts::make();
     let cuts = LinkCuts::default();
     let started = Instant::now();
 
-    tracing::info!("--- step 1: three nodes, snapshot threshold 20, init, unseal");
-    let nodes = three_node_cluster(
+    tracing::info!(
+        backend = kind.name(),
+        "--- step 1: three nodes, snapshot threshold 20, init, unseal"
+    );
+    let nodes = three_node_cluster_on(
+        kind,
         root.path(),
         &certs,
         &cuts,
