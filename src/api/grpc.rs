@@ -102,6 +102,23 @@ fn ttl(field: &str, value: Option<String>) -> Result<Option<Ttl>, Status> {
         .transpose()
 }
 
+/// An optional idempotency key field (empty = none), checked.
+fn idempotency_key(field: &str) -> Result<Option<t::IdempotencyKey>, Status> {
+    if field.is_empty() {
+        return Ok(None);
+    }
+    t::IdempotencyKey::parse(field).map(Some).map_err(to_grpc)
+}
+
+/// The `consistency` enum of a read.
+fn consistency(value: i32) -> Result<t::Consistency, Status> {
+    match pb::Consistency::try_from(value) {
+        Ok(pb::Consistency::Linearizable) => Ok(t::Consistency::Linearizable),
+        Ok(pb::Consistency::Stale) => Ok(t::Consistency::Stale),
+        Err(_) => Err(bad(format!("unknown consistency {value}"))),
+    }
+}
+
 fn secrets(v: Vec<String>) -> Vec<SecretString> {
     v.into_iter().map(SecretString::new).collect()
 }
@@ -607,8 +624,9 @@ impl pb::policies_server::Policies for PoliciesService {
         let token = access_token(request.metadata());
         let r = request.into_inner();
         let p = policy(r.rules)?;
+        let key = idempotency_key(&r.idempotency_key)?;
         self.node
-            .put_policy(token.as_ref(), &r.namespace, &r.name, p)
+            .put_policy(token.as_ref(), &r.namespace, &r.name, p, key.as_ref())
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PutPolicyResponse {}))
@@ -655,8 +673,9 @@ impl pb::policies_server::Policies for PoliciesService {
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
         let token = access_token(request.metadata());
         let r = request.into_inner();
+        let key = idempotency_key(&r.idempotency_key)?;
         self.node
-            .delete_policy(token.as_ref(), &r.namespace, &r.name)
+            .delete_policy(token.as_ref(), &r.namespace, &r.name, key.as_ref())
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
@@ -724,9 +743,10 @@ impl pb::kv_server::Kv for KvService {
             value_base64,
             cas: r.cas,
         };
+        let key = idempotency_key(&r.idempotency_key)?;
         let out = self
             .node
-            .put_secret(token.as_ref(), &r.path, req)
+            .put_secret(token.as_ref(), &r.path, req, key.as_ref())
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PutSecretResponse {
@@ -743,7 +763,7 @@ impl pb::kv_server::Kv for KvService {
         let r = request.into_inner();
         let out = self
             .node
-            .get_secret(token.as_ref(), &r.path)
+            .get_secret(token.as_ref(), &r.path, consistency(r.consistency)?)
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::SecretResponse {
@@ -761,8 +781,9 @@ impl pb::kv_server::Kv for KvService {
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
         let token = access_token(request.metadata());
         let r = request.into_inner();
+        let key = idempotency_key(&r.idempotency_key)?;
         self.node
-            .delete_secret(token.as_ref(), &r.path)
+            .delete_secret(token.as_ref(), &r.path, key.as_ref())
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::DeleteSecretResponse {}))
@@ -777,7 +798,7 @@ impl pb::kv_server::Kv for KvService {
         let r = request.into_inner();
         let out = self
             .node
-            .list_secrets(token.as_ref(), &r.prefix)
+            .list_secrets(token.as_ref(), &r.prefix, consistency(r.consistency)?)
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::KeyList { keys: out.keys }))

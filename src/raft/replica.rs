@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use super::cluster::{
     ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, PeerStatus, ReadIndexReply,
 };
-use super::command::{Applied, Command, Request, Response};
+use super::command::{Applied, Command, Idempotency, Request, Response};
 use super::log_store::LogStore;
 use super::network::{Network, PeerClient, PeerError};
 use super::state::State;
@@ -516,6 +516,18 @@ impl Replica {
     /// to the leader, and the call returns once this node has applied it
     /// too (or `leader_wait` passed).
     pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        self.propose_with(command, None).await
+    }
+
+    /// [`Self::propose`] with the client's idempotency key. With a key, a
+    /// forward whose fate is unknown (the connection broke after sending)
+    /// is sent again until the deadline: apply answers a repeated key with
+    /// the first outcome, so the command is applied once.
+    pub async fn propose_with(
+        &self,
+        command: Command,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Applied, ProposeError> {
         let deadline = Instant::now() + self.leader_wait;
         let mut hint: Option<(typ::NodeId, NodeInfo)> = None;
         let mut redirects = 0u8;
@@ -523,16 +535,18 @@ impl Replica {
         loop {
             let target = hint.take().or_else(|| self.leader());
             match target {
-                Some((id, _)) if id == self.id => match self.write_local(command.clone()).await {
-                    LocalWrite::Done(_, response) => {
-                        return response.map_err(|r| ProposeError::Rejected(r.into()))
+                Some((id, _)) if id == self.id => {
+                    match self.write_local(command.clone(), idempotency.clone()).await {
+                        LocalWrite::Done(_, response) => {
+                            return response.map_err(|r| ProposeError::Rejected(r.into()))
+                        }
+                        LocalWrite::NotLeader(h) => {
+                            last = format!("node {} lost the leadership", self.id);
+                            hint = h.filter(|(l, _)| *l != self.id);
+                        }
+                        LocalWrite::Failed(e) => return Err(ProposeError::Unavailable(e)),
                     }
-                    LocalWrite::NotLeader(h) => {
-                        last = format!("node {} lost the leadership", self.id);
-                        hint = h.filter(|(l, _)| *l != self.id);
-                    }
-                    LocalWrite::Failed(e) => return Err(ProposeError::Unavailable(e)),
-                },
+                }
                 Some((id, node)) => {
                     let Some(net) = &self.peers else {
                         return Err(ProposeError::Unavailable(format!(
@@ -545,6 +559,7 @@ impl Replica {
                         request: Request {
                             time_ms: self.clock.now_ms(),
                             command: command.clone(),
+                            idempotency: idempotency.clone(),
                         },
                     };
                     match net.peer(id, &node).forward(&request).await {
@@ -567,6 +582,8 @@ impl Replica {
                                 ) => {}
                                 // Never delivered: safe to send again.
                                 None if matches!(e, PeerError::Unreachable { .. }) => {}
+                                // Fate unknown, but a repeat is answered, not applied.
+                                _ if idempotency.is_some() => {}
                                 _ => {
                                     return Err(ProposeError::Unavailable(format!(
                                         "{last}; the write may or may not have been applied"
@@ -592,10 +609,11 @@ impl Replica {
     }
 
     /// Propose on this node's openraft, stamping the time now.
-    async fn write_local(&self, command: Command) -> LocalWrite {
+    async fn write_local(&self, command: Command, idempotency: Option<Idempotency>) -> LocalWrite {
         let request = Request {
             time_ms: self.clock.now_ms(),
             command,
+            idempotency,
         };
         // Bounded: a leader cut off from its quorum would otherwise wait
         // until it loses leadership. The entry may still commit later.
@@ -717,7 +735,8 @@ impl Replica {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        match self.write_local(request.request.command).await {
+        let request = request.request;
+        match self.write_local(request.command, request.idempotency).await {
             LocalWrite::Done(log_id, response) => Ok(ForwardReply { log_id, response }),
             LocalWrite::NotLeader(hint) => Err(ClusterError::NotLeader {
                 leader_id: hint.as_ref().map(|(id, _)| *id),

@@ -29,13 +29,15 @@ impl Node {
         Ok(caller)
     }
 
-    /// Create or replace a policy.
+    /// Create or replace a policy (idempotency key as for
+    /// [`Node::put_secret`]).
     pub async fn put_policy(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
         name: &str,
         policy: Policy,
+        key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
         // Catch up first when the token was minted elsewhere.
         self.guard(token).await?;
@@ -48,13 +50,18 @@ impl Node {
         }
         policy.validate()?;
         let policy = policy.normalized();
+        let rules = serde_json::to_vec(&policy).map_err(|_| ServiceError::Internal)?;
+        let idempotency = caller.idempotency(key, "put-policy", &[name.as_bytes(), &rules]);
         self.raft
-            .propose(Command::PutPolicy {
-                token: caller.id,
-                namespace: namespace.into(),
-                name: name.into(),
-                policy,
-            })
+            .propose_with(
+                Command::PutPolicy {
+                    token: caller.id,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    policy,
+                },
+                idempotency,
+            )
             .await?;
         Ok(())
     }
@@ -102,12 +109,13 @@ impl Node {
         Ok(PolicyList { policies })
     }
 
-    /// Delete a policy.
+    /// Delete a policy (idempotency key as for [`Node::put_secret`]).
     pub async fn delete_policy(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
         name: &str,
+        key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
         // Catch up first when the token was minted elsewhere.
         self.guard(token).await?;
@@ -118,12 +126,16 @@ impl Node {
                 "policy {name} is built in and cannot be deleted"
             )));
         }
+        let idempotency = caller.idempotency(key, "delete-policy", &[name.as_bytes()]);
         self.raft
-            .propose(Command::DeletePolicy {
-                token: caller.id,
-                namespace: namespace.into(),
-                name: name.into(),
-            })
+            .propose_with(
+                Command::DeletePolicy {
+                    token: caller.id,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+                idempotency,
+            )
             .await
             .map_err(|e| match ServiceError::from(e) {
                 ServiceError::NotFound(_) => {
