@@ -594,7 +594,11 @@ impl pb::auth_server::Auth for AuthService {
         request: Request<pb::LookupSelfRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
         let token = access_token(request.metadata());
-        let out = self.node.lookup_token(token.as_ref()).map_err(to_grpc)?;
+        let out = self
+            .node
+            .lookup_token(token.as_ref())
+            .await
+            .map_err(to_grpc)?;
         Ok(Response::new(token_info_pb(out)))
     }
 }
@@ -642,6 +646,7 @@ impl pb::policies_server::Policies for PoliciesService {
         let out = self
             .node
             .get_policy(token.as_ref(), &r.namespace, &r.name)
+            .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PolicyResponse {
             name: out.name,
@@ -660,6 +665,7 @@ impl pb::policies_server::Policies for PoliciesService {
         let out = self
             .node
             .list_policies(token.as_ref(), &r.namespace)
+            .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PolicyList {
             policies: out.policies,

@@ -463,7 +463,7 @@ async fn revoke_token(
 /// What the caller's token is.
 #[utoipa::path(get, path = "/v1/auth/token/self", tag = "auth", responses((status = 200, body = TokenInfo)))]
 async fn lookup_self(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Json<TokenInfo>> {
-    Ok(Json(s.node.lookup_token(token(&headers).as_ref())?))
+    Ok(Json(s.node.lookup_token(token(&headers).as_ref()).await?))
 }
 
 /// A namespace's policies (admin only).
@@ -473,7 +473,9 @@ async fn list_policies(
     headers: HeaderMap,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<PolicyList>> {
-    Ok(Json(s.node.list_policies(token(&headers).as_ref(), &ns)?))
+    Ok(Json(
+        s.node.list_policies(token(&headers).as_ref(), &ns).await?,
+    ))
 }
 
 /// Read a policy (admin only).
@@ -483,11 +485,11 @@ async fn get_policy(
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<PolicyResponse>> {
-    Ok(Json(s.node.get_policy(
-        token(&headers).as_ref(),
-        &ns,
-        &name,
-    )?))
+    Ok(Json(
+        s.node
+            .get_policy(token(&headers).as_ref(), &ns, &name)
+            .await?,
+    ))
 }
 
 /// Create or replace a policy (admin only).

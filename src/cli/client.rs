@@ -1002,6 +1002,9 @@ mod tests {
         .unwrap();
         let e = c.status().await.unwrap_err();
         assert!(matches!(e, ClientError::Connect(_)), "{e}");
-        assert!(matches!(c.kv_get("a", false).await, Err(ClientError::NoToken)));
+        assert!(matches!(
+            c.kv_get("a", false).await,
+            Err(ClientError::NoToken)
+        ));
     }
 }

@@ -136,10 +136,9 @@ impl Node {
         raw_path: &str,
         consistency: Consistency,
     ) -> Result<SecretResponse, ServiceError> {
-        let caller = self.guard(token).await?;
         let path = path::canonical_path(raw_path)?;
+        let caller = self.reader(token, consistency).await?;
         Self::allow(&caller, &path, Capability::Read)?;
-        self.read_barrier(consistency).await?;
         let namespace = &caller.record.namespace;
         let record = self
             .sm()
@@ -214,10 +213,9 @@ impl Node {
         raw_prefix: &str,
         consistency: Consistency,
     ) -> Result<KeyList, ServiceError> {
-        let caller = self.guard(token).await?;
         let prefix = path::list_prefix(raw_prefix)?;
+        let caller = self.reader(token, consistency).await?;
         Self::allow(&caller, &prefix, Capability::List)?;
-        self.read_barrier(consistency).await?;
         let paths = self
             .sm()
             .secret_paths(&caller.record.namespace, &prefix, None)?;

@@ -31,6 +31,7 @@ use crate::keyspace::AccessTokenRecord;
 use crate::raft::command::Idempotency;
 use crate::raft::replica::Replica;
 use crate::raft::state::State;
+use crate::secret::SecretString;
 
 /// Most gatekeeper tokens one call may mint.
 pub const MAX_MINT: u32 = 16;
@@ -176,12 +177,22 @@ impl Node {
         self.raft.linearize().await.map_err(ServiceError::from)
     }
 
-    /// Before a read: [`Self::linearize`], unless the caller asked for a
-    /// stale read of this node's own state.
-    async fn read_barrier(&self, consistency: types::Consistency) -> Result<(), ServiceError> {
+    /// The caller of a read, as of a state that reflects every write
+    /// acknowledged before the call (so a token revoked or a policy changed
+    /// through another node counts here too); a stale read takes this
+    /// node's own state as it is.
+    async fn reader(
+        &self,
+        token: Option<&SecretString>,
+        consistency: types::Consistency,
+    ) -> Result<Caller, ServiceError> {
+        let caller = self.guard(token).await?;
         match consistency {
-            types::Consistency::Linearizable => self.linearize().await,
-            types::Consistency::Stale => Ok(()),
+            types::Consistency::Stale => Ok(caller),
+            types::Consistency::Linearizable => {
+                self.linearize().await?;
+                self.caller(token)
+            }
         }
     }
 }

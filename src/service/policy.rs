@@ -9,12 +9,8 @@ use crate::secret::SecretString;
 impl Node {
     // ----- policies ---------------------------------------------------------
 
-    pub(super) fn policy_admin(
-        &self,
-        token: Option<&SecretString>,
-        namespace: &str,
-    ) -> Result<Caller, ServiceError> {
-        let caller = self.caller(token)?;
+    /// Check that `caller` may manage `namespace`'s policies.
+    fn policy_admin(caller: Caller, namespace: &str) -> Result<Caller, ServiceError> {
         path::validate_namespace(namespace)?;
         if caller.record.namespace != namespace {
             return Err(ServiceError::Forbidden(format!(
@@ -39,9 +35,7 @@ impl Node {
         policy: Policy,
         key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
-        // Catch up first when the token was minted elsewhere.
-        self.guard(token).await?;
-        let caller = self.policy_admin(token, namespace)?;
+        let caller = Self::policy_admin(self.guard(token).await?, namespace)?;
         path::validate_policy_name(name)?;
         if acl::is_builtin(name) {
             return Err(ServiceError::bad(format!(
@@ -66,14 +60,18 @@ impl Node {
         Ok(())
     }
 
-    /// Read a policy.
-    pub fn get_policy(
+    /// Read a policy (linearizable).
+    pub async fn get_policy(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
         name: &str,
     ) -> Result<PolicyResponse, ServiceError> {
-        self.policy_admin(token, namespace)?;
+        path::validate_namespace(namespace)?;
+        Self::policy_admin(
+            self.reader(token, Consistency::Linearizable).await?,
+            namespace,
+        )?;
         path::validate_policy_name(name)?;
         if acl::is_builtin(name) {
             return Ok(PolicyResponse {
@@ -97,13 +95,17 @@ impl Node {
         })
     }
 
-    /// A namespace's policy names, `admin` included.
-    pub fn list_policies(
+    /// A namespace's policy names, `admin` included (linearizable).
+    pub async fn list_policies(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
     ) -> Result<PolicyList, ServiceError> {
-        self.policy_admin(token, namespace)?;
+        path::validate_namespace(namespace)?;
+        Self::policy_admin(
+            self.reader(token, Consistency::Linearizable).await?,
+            namespace,
+        )?;
         let mut policies = vec![acl::ADMIN_POLICY.to_string()];
         policies.extend(self.sm().policy_names(namespace)?);
         Ok(PolicyList { policies })
@@ -117,9 +119,7 @@ impl Node {
         name: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
-        // Catch up first when the token was minted elsewhere.
-        self.guard(token).await?;
-        let caller = self.policy_admin(token, namespace)?;
+        let caller = Self::policy_admin(self.guard(token).await?, namespace)?;
         path::validate_policy_name(name)?;
         if acl::is_builtin(name) {
             return Err(ServiceError::bad(format!(
