@@ -438,14 +438,26 @@ impl Replica {
 
     /// Whether this node currently leads.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        self.leader_in(&self.raft.metrics().borrow()) == Some(self.id)
+    }
+
+    /// The leader in `m`, except this node's own claim before a quorum has
+    /// acknowledged it. A node restarted after leading restores its old
+    /// leadership from its vote (openraft 0.9) and keeps it until a peer
+    /// answers with a newer term; meanwhile it can commit nothing and must
+    /// not be reported, or routed to, as the leader.
+    fn leader_in(&self, m: &typ::RaftMetrics) -> Option<typ::NodeId> {
+        match m.current_leader {
+            Some(id) if id == self.id && m.millis_since_quorum_ack.is_none() => None,
+            other => other,
+        }
     }
 
     /// The leader this node knows of, with its address if it is a member.
     pub fn leader(&self) -> Option<(typ::NodeId, NodeInfo)> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let id = m.current_leader?;
+        let id = self.leader_in(&m)?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
     }
@@ -496,7 +508,7 @@ impl Replica {
         let m = metrics.borrow();
         RaftStatus {
             term: m.current_term,
-            leader: m.current_leader,
+            leader: self.leader_in(&m),
             last_applied: m.last_applied,
         }
     }
@@ -673,11 +685,10 @@ impl Replica {
                             last = format!("node {} lost the leadership", self.id);
                             hint = hint_of(f).filter(|(l, _)| *l != self.id);
                         }
-                        Ok(Err(e)) => {
-                            return Err(ProposeError::Unavailable(format!(
-                                "cannot confirm a linearizable read: {e}"
-                            )))
-                        }
+                        // openraft gives the heartbeats behind the check one
+                        // heartbeat interval; one slow answer fails it. A read
+                        // changes nothing: try again until the deadline.
+                        Ok(Err(e)) => last = format!("cannot confirm a linearizable read: {e}"),
                         Err(_) => last = "the leadership was not confirmed in time".into(),
                     }
                 }
