@@ -37,12 +37,19 @@ pub const ACCESS_TOKEN_PREFIX: &str = "auth/tokens/";
 pub const POLICY_PREFIX: &str = "acl/";
 /// Secrets: `kv/<namespace>/<path>` → `KvRecord`.
 pub const KV_PREFIX: &str = "kv/";
+/// Kept outcomes of requests with an idempotency key, by hashed key.
+pub const IDEMPOTENCY_PREFIX: &str = "idempotency/";
 
 /// Raft: the id of the last applied log entry (`Option<LogId>`), written in
 /// the same batch as the entry's data.
 pub const RAFT_LAST_APPLIED: &[u8] = b"raft/last-applied";
 /// Raft: the last applied membership (`StoredMembership`), same batch.
 pub const RAFT_MEMBERSHIP: &[u8] = b"raft/membership";
+
+/// Key of the kept outcome of an idempotency key (by its hashed id).
+pub fn idempotency_key(id: &[u8; 32]) -> Vec<u8> {
+    format!("{IDEMPOTENCY_PREFIX}{}", hex::encode(id)).into_bytes()
+}
 
 /// Key of the usage counter of `term`.
 pub fn term_usage_key(term: u32) -> Vec<u8> {

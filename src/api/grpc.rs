@@ -102,6 +102,23 @@ fn ttl(field: &str, value: Option<String>) -> Result<Option<Ttl>, Status> {
         .transpose()
 }
 
+/// An optional idempotency key field (empty = none), checked.
+fn idempotency_key(field: &str) -> Result<Option<t::IdempotencyKey>, Status> {
+    if field.is_empty() {
+        return Ok(None);
+    }
+    t::IdempotencyKey::parse(field).map(Some).map_err(to_grpc)
+}
+
+/// The `consistency` enum of a read.
+fn consistency(value: i32) -> Result<t::Consistency, Status> {
+    match pb::Consistency::try_from(value) {
+        Ok(pb::Consistency::Linearizable) => Ok(t::Consistency::Linearizable),
+        Ok(pb::Consistency::Stale) => Ok(t::Consistency::Stale),
+        Err(_) => Err(bad(format!("unknown consistency {value}"))),
+    }
+}
+
 fn secrets(v: Vec<String>) -> Vec<SecretString> {
     v.into_iter().map(SecretString::new).collect()
 }
@@ -577,7 +594,11 @@ impl pb::auth_server::Auth for AuthService {
         request: Request<pb::LookupSelfRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
         let token = access_token(request.metadata());
-        let out = self.node.lookup_token(token.as_ref()).map_err(to_grpc)?;
+        let out = self
+            .node
+            .lookup_token(token.as_ref())
+            .await
+            .map_err(to_grpc)?;
         Ok(Response::new(token_info_pb(out)))
     }
 }
@@ -607,8 +628,9 @@ impl pb::policies_server::Policies for PoliciesService {
         let token = access_token(request.metadata());
         let r = request.into_inner();
         let p = policy(r.rules)?;
+        let key = idempotency_key(&r.idempotency_key)?;
         self.node
-            .put_policy(token.as_ref(), &r.namespace, &r.name, p)
+            .put_policy(token.as_ref(), &r.namespace, &r.name, p, key.as_ref())
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PutPolicyResponse {}))
@@ -624,6 +646,7 @@ impl pb::policies_server::Policies for PoliciesService {
         let out = self
             .node
             .get_policy(token.as_ref(), &r.namespace, &r.name)
+            .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PolicyResponse {
             name: out.name,
@@ -642,6 +665,7 @@ impl pb::policies_server::Policies for PoliciesService {
         let out = self
             .node
             .list_policies(token.as_ref(), &r.namespace)
+            .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PolicyList {
             policies: out.policies,
@@ -655,8 +679,9 @@ impl pb::policies_server::Policies for PoliciesService {
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
         let token = access_token(request.metadata());
         let r = request.into_inner();
+        let key = idempotency_key(&r.idempotency_key)?;
         self.node
-            .delete_policy(token.as_ref(), &r.namespace, &r.name)
+            .delete_policy(token.as_ref(), &r.namespace, &r.name, key.as_ref())
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
@@ -724,9 +749,10 @@ impl pb::kv_server::Kv for KvService {
             value_base64,
             cas: r.cas,
         };
+        let key = idempotency_key(&r.idempotency_key)?;
         let out = self
             .node
-            .put_secret(token.as_ref(), &r.path, req)
+            .put_secret(token.as_ref(), &r.path, req, key.as_ref())
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PutSecretResponse {
@@ -743,7 +769,7 @@ impl pb::kv_server::Kv for KvService {
         let r = request.into_inner();
         let out = self
             .node
-            .get_secret(token.as_ref(), &r.path)
+            .get_secret(token.as_ref(), &r.path, consistency(r.consistency)?)
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::SecretResponse {
@@ -761,8 +787,9 @@ impl pb::kv_server::Kv for KvService {
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
         let token = access_token(request.metadata());
         let r = request.into_inner();
+        let key = idempotency_key(&r.idempotency_key)?;
         self.node
-            .delete_secret(token.as_ref(), &r.path)
+            .delete_secret(token.as_ref(), &r.path, key.as_ref())
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::DeleteSecretResponse {}))
@@ -777,7 +804,7 @@ impl pb::kv_server::Kv for KvService {
         let r = request.into_inner();
         let out = self
             .node
-            .list_secrets(token.as_ref(), &r.prefix)
+            .list_secrets(token.as_ref(), &r.prefix, consistency(r.consistency)?)
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::KeyList { keys: out.keys }))

@@ -81,6 +81,50 @@ fn redact_quoted(msg: &str) -> String {
     out
 }
 
+/// The request header carrying a client's idempotency key.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The `Idempotency-Key` header, checked; one value at most.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ServiceError::bad("give at most one Idempotency-Key header").into());
+    }
+    let text = value.to_str().map_err(|_| {
+        ServiceError::bad("idempotency key may only hold A-Z, a-z, 0-9, '-', '_', '.' and ':'")
+    })?;
+    Ok(Some(IdempotencyKey::parse(text)?))
+}
+
+/// Whether a route honours `Idempotency-Key`: the writes of secrets and
+/// policies. Elsewhere the header is refused rather than ignored, so a
+/// client never believes a call is deduplicated when it is not.
+fn takes_idempotency_key(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    let kv = path.starts_with("/v1/kv/")
+        && matches!(*method, Method::PUT | Method::POST | Method::DELETE);
+    let policy = path.starts_with("/v1/namespaces/")
+        && path.matches('/').count() == 5
+        && path.split('/').nth(4) == Some("policies")
+        && matches!(*method, Method::PUT | Method::DELETE);
+    kv || policy
+}
+
+async fn refuse_misplaced_idempotency_key(req: Request, next: axum::middleware::Next) -> Response {
+    if req.headers().contains_key(IDEMPOTENCY_HEADER)
+        && !takes_idempotency_key(req.method(), req.uri().path())
+    {
+        return ApiError(ServiceError::bad(
+            "Idempotency-Key is only accepted on writes of secrets and policies",
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// The access token from `Authorization: Bearer …` or `X-KStash-Token`.
 fn token(headers: &HeaderMap) -> Option<SecretString> {
     if let Some(v) = headers.get("x-kstash-token").and_then(|v| v.to_str().ok()) {
@@ -161,6 +205,7 @@ pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(refuse_misplaced_idempotency_key))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -418,7 +463,7 @@ async fn revoke_token(
 /// What the caller's token is.
 #[utoipa::path(get, path = "/v1/auth/token/self", tag = "auth", responses((status = 200, body = TokenInfo)))]
 async fn lookup_self(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Json<TokenInfo>> {
-    Ok(Json(s.node.lookup_token(token(&headers).as_ref())?))
+    Ok(Json(s.node.lookup_token(token(&headers).as_ref()).await?))
 }
 
 /// A namespace's policies (admin only).
@@ -428,7 +473,9 @@ async fn list_policies(
     headers: HeaderMap,
     Path(ns): Path<String>,
 ) -> ApiResult<Json<PolicyList>> {
-    Ok(Json(s.node.list_policies(token(&headers).as_ref(), &ns)?))
+    Ok(Json(
+        s.node.list_policies(token(&headers).as_ref(), &ns).await?,
+    ))
 }
 
 /// Read a policy (admin only).
@@ -438,15 +485,16 @@ async fn get_policy(
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<PolicyResponse>> {
-    Ok(Json(s.node.get_policy(
-        token(&headers).as_ref(),
-        &ns,
-        &name,
-    )?))
+    Ok(Json(
+        s.node
+            .get_policy(token(&headers).as_ref(), &ns, &name)
+            .await?,
+    ))
 }
 
 /// Create or replace a policy (admin only).
 #[utoipa::path(put, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", request_body = Object,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn put_policy(
     State(s): State<AppState>,
@@ -454,21 +502,23 @@ async fn put_policy(
     Path((ns, name)): Path<(String, String)>,
     Body(policy): Body<Policy>,
 ) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
     s.node
-        .put_policy(token(&headers).as_ref(), &ns, &name, policy)
+        .put_policy(token(&headers).as_ref(), &ns, &name, policy, key.as_ref())
         .await?;
     Ok(no_content())
 }
 
 /// Delete a policy (admin only).
-#[utoipa::path(delete, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")), responses((status = 204)))]
 async fn delete_policy(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
     s.node
-        .delete_policy(token(&headers).as_ref(), &ns, &name)
+        .delete_policy(token(&headers).as_ref(), &ns, &name, key.as_ref())
         .await?;
     Ok(no_content())
 }
@@ -476,11 +526,13 @@ async fn delete_policy(
 #[derive(Deserialize)]
 struct ListQuery {
     list: Option<String>,
+    consistency: Option<String>,
 }
 
 /// Read a secret, or list one level under a prefix with `?list=true`.
 #[utoipa::path(get, path = "/v1/kv/{path}", tag = "kv",
-    params(("path" = String, Path, description = "secret path or list prefix"), ("list" = Option<bool>, Query, description = "list instead of read")),
+    params(("path" = String, Path, description = "secret path or list prefix"), ("list" = Option<bool>, Query, description = "list instead of read"),
+        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `stale`: this node's own state, without asking the leader")),
     responses((status = 200, body = SecretResponse), (status = 404, body = ErrorBody)))]
 async fn kv_get(
     State(s): State<AppState>,
@@ -490,19 +542,27 @@ async fn kv_get(
 ) -> ApiResult<Response> {
     let path = kv_path(&uri)?;
     let token = token(&headers);
+    let consistency = Consistency::parse(q.consistency.as_deref().unwrap_or(""))?;
     match q.list.as_deref() {
-        Some("true") | Some("1") | Some("") => {
-            Ok(Json(s.node.list_secrets(token.as_ref(), &path).await?).into_response())
-        }
-        None | Some("false") | Some("0") => {
-            Ok(Json(s.node.get_secret(token.as_ref(), &path).await?).into_response())
-        }
+        Some("true") | Some("1") | Some("") => Ok(Json(
+            s.node
+                .list_secrets(token.as_ref(), &path, consistency)
+                .await?,
+        )
+        .into_response()),
+        None | Some("false") | Some("0") => Ok(Json(
+            s.node
+                .get_secret(token.as_ref(), &path, consistency)
+                .await?,
+        )
+        .into_response()),
         Some(_) => Err(ServiceError::bad("list must be true or false").into()),
     }
 }
 
 /// Write a secret.
 #[utoipa::path(put, path = "/v1/kv/{path}", tag = "kv", request_body = PutSecretRequest,
+    params(("path" = String, Path, description = "secret path"), ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")),
     responses((status = 200, body = PutSecretResponse), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn kv_put(
     State(s): State<AppState>,
@@ -511,23 +571,27 @@ async fn kv_put(
     Body(req): Body<PutSecretRequest>,
 ) -> ApiResult<Json<PutSecretResponse>> {
     let path = kv_path(&uri)?;
+    let key = idempotency_key(&headers)?;
     Ok(Json(
         s.node
-            .put_secret(token(&headers).as_ref(), &path, req)
+            .put_secret(token(&headers).as_ref(), &path, req, key.as_ref())
             .await?,
     ))
 }
 
 /// Delete a secret.
-#[utoipa::path(delete, path = "/v1/kv/{path}", tag = "kv", responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/kv/{path}", tag = "kv",
+    params(("path" = String, Path, description = "secret path"), ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn kv_delete(
     State(s): State<AppState>,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
     let path = kv_path(&uri)?;
+    let key = idempotency_key(&headers)?;
     s.node
-        .delete_secret(token(&headers).as_ref(), &path)
+        .delete_secret(token(&headers).as_ref(), &path, key.as_ref())
         .await?;
     Ok(no_content())
 }

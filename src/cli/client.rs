@@ -2,9 +2,15 @@
 //! between server addresses, and the error body turned into [`ClientError`].
 //!
 //! Invariants:
-//! - Failover happens on a *connection* error only: once any server answered,
-//!   even with 5xx, that answer is the result (a sealed or failing node is not
-//!   silently skipped, and a request is never sent twice to a live node).
+//! - Failover: every address is tried in turn, up to three rounds with a
+//!   pause for an election between them. A request that surely did nothing
+//!   (no connection was made, or the node answered 503 `sealed` from the gate
+//!   that runs before anything else) goes on to the next address. A request
+//!   whose effect is unknown (a 503 `unavailable`, a timeout or a reset after
+//!   sending) is resent only when resending cannot apply it twice: reads, and
+//!   writes carrying an idempotency key. Writes of secrets and policies
+//!   always carry one (the caller's, or a fresh key per call); other writes
+//!   (login, sys calls) are never resent after an unknown outcome.
 //! - Redirects are not followed, so a token or secret body never travels to a
 //!   host the user did not name.
 //! - Path segments are percent-encoded here and nowhere else; a `.` or `..`
@@ -28,6 +34,13 @@ use crate::secret::SecretString;
 
 /// Default server address.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8200";
+
+/// How many times every address is tried before a call gives up.
+const FAILOVER_ROUNDS: usize = 3;
+/// Pause between rounds: long enough for a Raft election to end.
+const FAILOVER_PAUSE: Duration = Duration::from_millis(500);
+/// The header carrying a write's idempotency key.
+const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +115,8 @@ pub struct Client {
     token: Option<SecretString>,
     /// Whether `--ca-cert` was given (for a hint on TLS failures).
     has_ca: bool,
+    /// The whole-request timeout; failover stops after twice this.
+    timeout: Duration,
 }
 
 /// The error body of every non-2xx answer.
@@ -234,6 +249,7 @@ impl Client {
             current: AtomicUsize::new(0),
             token: opts.token.clone(),
             has_ca: opts.ca_cert.is_some(),
+            timeout: opts.timeout,
         })
     }
 
@@ -242,8 +258,8 @@ impl Client {
         self.token.is_some()
     }
 
-    /// Send one request, failing over between addresses on connection
-    /// errors. `path_and_query` starts with '/' and is already encoded.
+    /// Send one request, failing over between addresses (see the module
+    /// invariants). `path_and_query` starts with '/' and is already encoded.
     /// Returns the body of a 2xx answer, `None` when it is empty.
     async fn call(
         &self,
@@ -252,10 +268,12 @@ impl Client {
         body: Option<Zeroizing<Vec<u8>>>,
         auth: Auth,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
-        self.call_as(method, path_and_query, body, auth, None).await
+        self.call_as(method, path_and_query, body, auth, None, None)
+            .await
     }
 
-    /// [`Self::call`] with `bearer` instead of the configured token.
+    /// [`Self::call`] with `bearer` instead of the configured token, and
+    /// with an idempotency key for a write that may then be resent.
     async fn call_as(
         &self,
         method: Method,
@@ -263,20 +281,37 @@ impl Client {
         body: Option<Zeroizing<Vec<u8>>>,
         auth: Auth,
         bearer: Option<&SecretString>,
+        idempotency_key: Option<&str>,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
         let token = match auth {
             Auth::None => None,
             Auth::Token => Some(bearer.or(self.token.as_ref()).ok_or(ClientError::NoToken)?),
         };
+        // A read changes nothing, and a keyed write is answered with its
+        // first outcome when it arrives twice: both may be resent after a
+        // failure whose effect is unknown.
+        let replayable = method == Method::GET || idempotency_key.is_some();
         let n = self.bases.len();
         let start = self.current.load(Ordering::Relaxed) % n;
+        let deadline = std::time::Instant::now() + self.timeout.saturating_mul(2);
         let mut failures = Vec::new();
-        for i in 0..n {
-            let idx = (start + i) % n;
+        let mut last_answer: Option<ClientError> = None;
+        for attempt in 0..n * FAILOVER_ROUNDS {
+            if attempt > 0 && attempt % n == 0 {
+                // Every address failed once: give an election time to end.
+                if std::time::Instant::now() + FAILOVER_PAUSE >= deadline {
+                    break;
+                }
+                tokio::time::sleep(FAILOVER_PAUSE).await;
+            }
+            let idx = (start + attempt) % n;
             let url = format!("{}{}", self.bases[idx], path_and_query);
             let mut req = self.http.request(method.clone(), &url);
             if let Some(t) = token {
                 req = req.bearer_auth(t.expose());
+            }
+            if let Some(k) = idempotency_key {
+                req = req.header(IDEMPOTENCY_HEADER, k);
             }
             if let Some(b) = &body {
                 req = req
@@ -284,10 +319,23 @@ impl Client {
                     .body(b.to_vec());
             }
             match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    let answer = self.finish(resp, &url).await;
+                    let Err(e) = answer else { return answer };
+                    // `sealed` comes from a gate that runs before anything
+                    // else: nothing was done, any request may go elsewhere.
+                    let untouched = matches!(&e, ClientError::Api { code, .. } if code == "sealed");
+                    if !(untouched || replayable) {
+                        return Err(e);
+                    }
+                    failures.push(format!("{}: {e}", self.bases[idx]));
+                    last_answer = Some(e);
+                }
                 Ok(resp) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return self.finish(resp, &url).await;
                 }
+                // Never connected: nothing was sent.
                 Err(e) if e.is_connect() => {
                     let mut why = format!("{}: {}", self.bases[idx], chain(&e.without_url()));
                     if self.bases[idx].starts_with("https:")
@@ -301,14 +349,24 @@ impl Client {
                     failures.push(why);
                 }
                 Err(e) => {
-                    return Err(ClientError::Transport {
+                    let e = ClientError::Transport {
                         url,
                         reason: chain(&e.without_url()),
-                    })
+                    };
+                    if !replayable {
+                        return Err(e);
+                    }
+                    failures.push(format!("{}: {e}", self.bases[idx]));
+                    last_answer = Some(e);
                 }
             }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
         }
-        Err(ClientError::Connect(failures.join("; ")))
+        // The last answer (with its code, e.g. `sealed`) tells more than a
+        // list; without one, nothing could be reached.
+        Err(last_answer.unwrap_or_else(|| ClientError::Connect(failures.join("; "))))
     }
 
     async fn finish(
@@ -581,6 +639,7 @@ impl Client {
                     Some(json_body(&RevokeRequest::default())),
                     Auth::Token,
                     Some(t),
+                    None,
                 )
                 .await
                 .map(drop),
@@ -603,16 +662,27 @@ impl Client {
         Ok(url)
     }
 
-    /// `PUT /v1/namespaces/{ns}/policies/{name}`.
+    /// `PUT /v1/namespaces/{ns}/policies/{name}`, with an idempotency key
+    /// (`key`, or a fresh one) so a failover may resend it.
     pub async fn policy_put(
         &self,
         ns: &str,
         name: &str,
         policy: &crate::acl::Policy,
+        key: Option<&str>,
     ) -> Result<(), ClientError> {
         let url = Self::policy_url(ns, Some(name))?;
-        self.no_content(Method::PUT, &url, Some(json_body(policy)), Auth::Token)
-            .await
+        let key = idempotency_key(key);
+        self.call_as(
+            Method::PUT,
+            &url,
+            Some(json_body(policy)),
+            Auth::Token,
+            None,
+            Some(&key),
+        )
+        .await
+        .map(drop)
     }
 
     /// `GET /v1/namespaces/{ns}/policies/{name}`.
@@ -627,48 +697,87 @@ impl Client {
         self.json(Method::GET, &url, None, Auth::Token).await
     }
 
-    /// `DELETE /v1/namespaces/{ns}/policies/{name}`.
-    pub async fn policy_delete(&self, ns: &str, name: &str) -> Result<(), ClientError> {
+    /// `DELETE /v1/namespaces/{ns}/policies/{name}` (idempotency key as
+    /// for [`Self::policy_put`]).
+    pub async fn policy_delete(
+        &self,
+        ns: &str,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<(), ClientError> {
         let url = Self::policy_url(ns, Some(name))?;
-        self.no_content(Method::DELETE, &url, None, Auth::Token)
+        let key = idempotency_key(key);
+        self.call_as(Method::DELETE, &url, None, Auth::Token, None, Some(&key))
             .await
+            .map(drop)
     }
 
     // ---- kv -----------------------------------------------------------------
 
-    /// `PUT /v1/kv/{path}`.
+    /// `PUT /v1/kv/{path}`, with an idempotency key (`key`, or a fresh
+    /// one) so a failover may resend it and it still applies once.
     pub async fn kv_put(
         &self,
         path: &str,
         req: &PutSecretRequest,
+        key: Option<&str>,
     ) -> Result<PutSecretResponse, ClientError> {
         let url = format!("/v1/kv/{}", encode_path(path)?);
-        self.json(Method::PUT, &url, Some(json_body(req)), Auth::Token)
-            .await
+        let key = idempotency_key(key);
+        let bytes = self
+            .call_as(
+                Method::PUT,
+                &url,
+                Some(json_body(req)),
+                Auth::Token,
+                None,
+                Some(&key),
+            )
+            .await?;
+        decode(bytes, &url)
     }
 
-    /// `GET /v1/kv/{path}`.
-    pub async fn kv_get(&self, path: &str) -> Result<SecretResponse, ClientError> {
-        let url = format!("/v1/kv/{}", encode_path(path)?);
+    /// `GET /v1/kv/{path}`; `stale` reads the answering node's own state.
+    pub async fn kv_get(&self, path: &str, stale: bool) -> Result<SecretResponse, ClientError> {
+        let url = format!("/v1/kv/{}{}", encode_path(path)?, stale_query(stale, '?'));
         self.json(Method::GET, &url, None, Auth::Token).await
     }
 
-    /// `DELETE /v1/kv/{path}`.
-    pub async fn kv_delete(&self, path: &str) -> Result<(), ClientError> {
+    /// `DELETE /v1/kv/{path}` (idempotency key as for [`Self::kv_put`]).
+    pub async fn kv_delete(&self, path: &str, key: Option<&str>) -> Result<(), ClientError> {
         let url = format!("/v1/kv/{}", encode_path(path)?);
-        self.no_content(Method::DELETE, &url, None, Auth::Token)
+        let key = idempotency_key(key);
+        self.call_as(Method::DELETE, &url, None, Auth::Token, None, Some(&key))
             .await
+            .map(drop)
     }
 
     /// `GET /v1/kv/{prefix}?list=true`; the empty prefix lists the root.
-    pub async fn kv_list(&self, prefix: &str) -> Result<KeyList, ClientError> {
+    pub async fn kv_list(&self, prefix: &str, stale: bool) -> Result<KeyList, ClientError> {
         let prefix = if prefix.is_empty() {
             String::new()
         } else {
             encode_path(prefix)?
         };
-        let url = format!("/v1/kv/{prefix}?list=true");
+        let url = format!("/v1/kv/{prefix}?list=true{}", stale_query(stale, '&'));
         self.json(Method::GET, &url, None, Auth::Token).await
+    }
+}
+
+/// `key`, or a fresh random key for this one call.
+fn idempotency_key(key: Option<&str>) -> String {
+    match key {
+        Some(k) => k.to_string(),
+        None => format!("kst-{}", hex::encode(crate::secret::random_bytes::<16>())),
+    }
+}
+
+/// The query parameter of a stale read, after `sep`; empty otherwise.
+fn stale_query(stale: bool, sep: char) -> String {
+    if stale {
+        format!("{sep}consistency=stale")
+    } else {
+        String::new()
     }
 }
 
@@ -728,6 +837,101 @@ mod tests {
         assert!(err.contains("'..'") && err.contains("app/../x"), "{err}");
     }
 
+    /// A fake node on loopback: reads each request whole, counts it, then
+    /// answers 503 `unavailable` (`answer`) or drops the connection.
+    async fn fake_node(answer: bool) -> (String, std::sync::Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then the body its Content-Length announces.
+                loop {
+                    let n = conn.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                if answer {
+                    let body = r#"{"error":{"code":"unavailable","message":"no leader"}}"#;
+                    let reply = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                }
+                drop(conn);
+            }
+        });
+        (base, seen)
+    }
+
+    fn client_for(bases: &[String]) -> Client {
+        Client::new(&ClientOptions {
+            addresses: bases.to_vec(),
+            token: Some(SecretString::new("kst_fake".into())),
+            ca_cert: None,
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_of_unknown_fate_is_resent_only_with_a_key() {
+        for answer in [true, false] {
+            let (a, seen_a) = fake_node(answer).await;
+            let (b, seen_b) = fake_node(answer).await;
+            let c = client_for(&[a, b]);
+            let seen = || seen_a.load(Ordering::SeqCst) + seen_b.load(Ordering::SeqCst);
+
+            // Unkeyed (a token renewal): sent once, whatever happened.
+            let renew = c.token_renew(&RenewRequest { increment: None }).await;
+            assert!(renew.is_err());
+            assert_eq!(seen(), 1, "answer={answer}: an unkeyed write is sent once");
+
+            // Keyed (every secret write): resent to every address, rounds over.
+            let put = PutSecretRequest {
+                value: Some(SecretString::new("v".into())),
+                value_base64: None,
+                cas: None,
+            };
+            let err = c.kv_put("x", &put, None).await.unwrap_err();
+            let resent = seen() - 1;
+            assert_eq!(resent, 2 * FAILOVER_ROUNDS, "answer={answer}: {err}");
+            if answer {
+                assert!(
+                    matches!(&err, ClientError::Api { status: 503, code, .. } if code == "unavailable"),
+                    "{err:?}"
+                );
+            }
+
+            // A read is resent like a keyed write.
+            let before = seen();
+            assert!(c.kv_get("x", false).await.is_err());
+            assert_eq!(seen() - before, 2 * FAILOVER_ROUNDS, "answer={answer}");
+        }
+    }
+
     #[test]
     fn error_bodies() {
         let e = api_error(
@@ -755,7 +959,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn fails_over_on_connection_errors_only() {
+    async fn a_dead_then_a_sealed_address_gives_the_sealed_answer() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -788,11 +992,6 @@ mod tests {
         .unwrap();
         let e = c.status().await.unwrap_err();
         assert_eq!(e.to_string(), "sealed (sealed, HTTP 503)");
-        assert_eq!(
-            c.current.load(Ordering::Relaxed),
-            1,
-            "sticks to the live node"
-        );
 
         let c = Client::new(&ClientOptions {
             addresses: vec![format!("http://127.0.0.1:{dead}")],
@@ -803,6 +1002,9 @@ mod tests {
         .unwrap();
         let e = c.status().await.unwrap_err();
         assert!(matches!(e, ClientError::Connect(_)), "{e}");
-        assert!(matches!(c.kv_get("a").await, Err(ClientError::NoToken)));
+        assert!(matches!(
+            c.kv_get("a", false).await,
+            Err(ClientError::NoToken)
+        ));
     }
 }

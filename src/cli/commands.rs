@@ -571,6 +571,7 @@ async fn policy(client: &Client, fmt: Format, cmd: PolicyCommand) -> anyhow::Res
             namespace,
             name,
             file,
+            idempotency_key,
         } => {
             let text = read_input(&file)?;
             let policy: crate::acl::Policy = serde_json::from_slice(&text).with_context(|| {
@@ -579,7 +580,9 @@ async fn policy(client: &Client, fmt: Format, cmd: PolicyCommand) -> anyhow::Res
                     shown(&file)
                 )
             })?;
-            client.policy_put(&namespace, &name, &policy).await?;
+            client
+                .policy_put(&namespace, &name, &policy, idempotency_key.as_deref())
+                .await?;
             if fmt == Format::Table {
                 line(&format!("Wrote policy {name} in namespace {namespace}."))?;
             }
@@ -612,8 +615,14 @@ async fn policy(client: &Client, fmt: Format, cmd: PolicyCommand) -> anyhow::Res
                 Format::Table => print_lines(&l.policies)?,
             }
         }
-        PolicyCommand::Delete { namespace, name } => {
-            client.policy_delete(&namespace, &name).await?;
+        PolicyCommand::Delete {
+            namespace,
+            name,
+            idempotency_key,
+        } => {
+            client
+                .policy_delete(&namespace, &name, idempotency_key.as_deref())
+                .await?;
             if fmt == Format::Table {
                 line(&format!("Deleted policy {name} in namespace {namespace}."))?;
             }
@@ -626,7 +635,12 @@ async fn policy(client: &Client, fmt: Format, cmd: PolicyCommand) -> anyhow::Res
 
 async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> {
     match cmd {
-        KvCommand::Put { path, value, cas } => {
+        KvCommand::Put {
+            path,
+            value,
+            cas,
+            idempotency_key,
+        } => {
             let req = if value == "-" {
                 let bytes = read_stdin()?;
                 match std::str::from_utf8(&bytes) {
@@ -650,7 +664,9 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
                     cas,
                 }
             };
-            let resp = client.kv_put(&path, &req).await?;
+            let resp = client
+                .kv_put(&path, &req, idempotency_key.as_deref())
+                .await?;
             match fmt {
                 Format::Json => print_json(&resp)?,
                 Format::Table => {
@@ -660,8 +676,8 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
                 }
             }
         }
-        KvCommand::Get { path, field } => {
-            let s = client.kv_get(&path).await?;
+        KvCommand::Get { path, field, stale } => {
+            let s = client.kv_get(&path, stale).await?;
             match field {
                 Some(SecretField::Value) => print_raw(&secret_bytes(&s)?)?,
                 Some(SecretField::Version) => line(&s.version.to_string())?,
@@ -684,14 +700,19 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
                 },
             }
         }
-        KvCommand::Delete { path } => {
-            client.kv_delete(&path).await?;
+        KvCommand::Delete {
+            path,
+            idempotency_key,
+        } => {
+            client.kv_delete(&path, idempotency_key.as_deref()).await?;
             if fmt == Format::Table {
                 line(&format!("Deleted {path}."))?;
             }
         }
-        KvCommand::List { prefix } => {
-            let l = client.kv_list(prefix.as_deref().unwrap_or("")).await?;
+        KvCommand::List { prefix, stale } => {
+            let l = client
+                .kv_list(prefix.as_deref().unwrap_or(""), stale)
+                .await?;
             match fmt {
                 Format::Json => print_json(&l)?,
                 Format::Table => print_lines(&l.keys)?,

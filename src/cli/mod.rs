@@ -11,11 +11,11 @@
 //! - Results go to stdout; notes and warnings to stderr.
 
 mod certs;
-mod client;
+pub mod client;
 mod commands;
 mod output;
 mod prompt;
-mod wire;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -313,6 +313,11 @@ pub enum PolicyCommand {
         name: String,
         /// JSON file, or `-` for stdin.
         file: PathBuf,
+        /// Idempotency key: running the command again with the same key
+        /// within 10 minutes does not apply it twice (default: a fresh key,
+        /// which still makes the CLI's own failover retries safe).
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
     },
     /// Show a policy.
     Get {
@@ -332,6 +337,11 @@ pub enum PolicyCommand {
         namespace: String,
         /// Policy name.
         name: String,
+        /// Idempotency key: running the command again with the same key
+        /// within 10 minutes does not apply it twice (default: a fresh key,
+        /// which still makes the CLI's own failover retries safe).
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
     },
 }
 
@@ -361,6 +371,11 @@ pub enum KvCommand {
         /// Write only if the current version is N (0 = only if absent).
         #[arg(long, value_name = "N")]
         cas: Option<u64>,
+        /// Idempotency key: running the command again with the same key
+        /// within 10 minutes does not apply it twice (default: a fresh key,
+        /// which still makes the CLI's own failover retries safe).
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
     },
     /// Read a secret.
     Get {
@@ -369,17 +384,37 @@ pub enum KvCommand {
         /// Print only this field (`value` is printed raw).
         #[arg(long, value_enum)]
         field: Option<SecretField>,
+        /// Read this node's own state without asking the leader: faster and
+        /// works without a leader, but may miss the latest writes.
+        #[arg(long)]
+        stale: bool,
     },
     /// Delete a secret.
     Delete {
         /// Secret path.
         path: String,
+        /// Idempotency key: running the command again with the same key
+        /// within 10 minutes does not apply it twice (default: a fresh key,
+        /// which still makes the CLI's own failover retries safe).
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
     },
     /// List the names one level below PREFIX (folders end in '/').
     List {
         /// Prefix; the namespace root when omitted.
         prefix: Option<String>,
+        /// Read this node's own state without asking the leader: faster and
+        /// works without a leader, but may miss the latest writes.
+        #[arg(long)]
+        stale: bool,
     },
+}
+
+/// An idempotency key, checked with the server's rules.
+fn parse_idempotency_key(s: &str) -> Result<String, String> {
+    crate::service::types::IdempotencyKey::parse(s)
+        .map(|k| k.as_str().to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A lifetime: whole seconds, or a duration like `90s`, `15m`, `1h`.

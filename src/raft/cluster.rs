@@ -509,6 +509,7 @@ mod tests {
             hops: 3,
             request: Request {
                 time_ms: 7,
+                idempotency: None,
                 command: Command::Sweep,
             },
         };

@@ -17,6 +17,32 @@ pub struct Request {
     pub time_ms: u64,
     /// What to do.
     pub command: Command,
+    /// The client's idempotency key, if it gave one: a request carrying a
+    /// key seen within [`IDEMPOTENCY_WINDOW_MS`] is not applied again; it
+    /// gets the first outcome back.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// How long the outcome of a request with an idempotency key is kept (from
+/// its entry time): a retry within this window is answered, not applied.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// A client's idempotency key as the log carries it: hashes only, never the
+/// key's text or anything of the value.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// SHA-256 of (the caller's token id, the client's key): where the
+    /// outcome is kept, so one caller cannot see or block another's keys.
+    pub id: [u8; 32],
+    /// SHA-256 of what the request does (its kind and target, not the
+    /// value): the same key sent with another request is refused.
+    pub fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Idempotency({})", short(&self.id))
+    }
 }
 
 /// A gatekeeper token to store: its id (hash) and the gatekeeper key wrapped
@@ -218,6 +244,8 @@ pub enum Rejection {
     GatekeeperTokenInvalid,
     /// Too many gatekeeper tokens would exist.
     TooManyGatekeeperTokens,
+    /// The idempotency key was used within its window for another request.
+    IdempotencyKeyReused,
 }
 
 /// The outcome of applying one request, as returned through the log.

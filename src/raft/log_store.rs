@@ -666,6 +666,7 @@ mod tests {
             log_id: lid(term, index),
             payload: EntryPayload::Normal(Request {
                 time_ms: 1_700_000_000_000 + index,
+                idempotency: None,
                 command: Command::Sweep,
             }),
         }
@@ -694,6 +695,7 @@ mod tests {
             log_id: lid(term, index),
             payload: EntryPayload::Normal(Request {
                 time_ms: 1_700_000_000_000,
+                idempotency: None,
                 command: Command::PutSecret {
                     token: [7; 32],
                     namespace: "team".into(),

@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use super::cluster::{
     ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, PeerStatus, ReadIndexReply,
 };
-use super::command::{Applied, Command, Request, Response};
+use super::command::{Applied, Command, Idempotency, Request, Response};
 use super::log_store::LogStore;
 use super::network::{Network, PeerClient, PeerError};
 use super::state::State;
@@ -438,14 +438,26 @@ impl Replica {
 
     /// Whether this node currently leads.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        self.leader_in(&self.raft.metrics().borrow()) == Some(self.id)
+    }
+
+    /// The leader in `m`, except this node's own claim before a quorum has
+    /// acknowledged it. A node restarted after leading restores its old
+    /// leadership from its vote (openraft 0.9) and keeps it until a peer
+    /// answers with a newer term; meanwhile it can commit nothing and must
+    /// not be reported, or routed to, as the leader.
+    fn leader_in(&self, m: &typ::RaftMetrics) -> Option<typ::NodeId> {
+        match m.current_leader {
+            Some(id) if id == self.id && m.millis_since_quorum_ack.is_none() => None,
+            other => other,
+        }
     }
 
     /// The leader this node knows of, with its address if it is a member.
     pub fn leader(&self) -> Option<(typ::NodeId, NodeInfo)> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let id = m.current_leader?;
+        let id = self.leader_in(&m)?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
     }
@@ -496,7 +508,7 @@ impl Replica {
         let m = metrics.borrow();
         RaftStatus {
             term: m.current_term,
-            leader: m.current_leader,
+            leader: self.leader_in(&m),
             last_applied: m.last_applied,
         }
     }
@@ -516,6 +528,18 @@ impl Replica {
     /// to the leader, and the call returns once this node has applied it
     /// too (or `leader_wait` passed).
     pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        self.propose_with(command, None).await
+    }
+
+    /// [`Self::propose`] with the client's idempotency key. With a key, a
+    /// forward whose fate is unknown (the connection broke after sending)
+    /// is sent again until the deadline: apply answers a repeated key with
+    /// the first outcome, so the command is applied once.
+    pub async fn propose_with(
+        &self,
+        command: Command,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Applied, ProposeError> {
         let deadline = Instant::now() + self.leader_wait;
         let mut hint: Option<(typ::NodeId, NodeInfo)> = None;
         let mut redirects = 0u8;
@@ -523,16 +547,18 @@ impl Replica {
         loop {
             let target = hint.take().or_else(|| self.leader());
             match target {
-                Some((id, _)) if id == self.id => match self.write_local(command.clone()).await {
-                    LocalWrite::Done(_, response) => {
-                        return response.map_err(|r| ProposeError::Rejected(r.into()))
+                Some((id, _)) if id == self.id => {
+                    match self.write_local(command.clone(), idempotency.clone()).await {
+                        LocalWrite::Done(_, response) => {
+                            return response.map_err(|r| ProposeError::Rejected(r.into()))
+                        }
+                        LocalWrite::NotLeader(h) => {
+                            last = format!("node {} lost the leadership", self.id);
+                            hint = h.filter(|(l, _)| *l != self.id);
+                        }
+                        LocalWrite::Failed(e) => return Err(ProposeError::Unavailable(e)),
                     }
-                    LocalWrite::NotLeader(h) => {
-                        last = format!("node {} lost the leadership", self.id);
-                        hint = h.filter(|(l, _)| *l != self.id);
-                    }
-                    LocalWrite::Failed(e) => return Err(ProposeError::Unavailable(e)),
-                },
+                }
                 Some((id, node)) => {
                     let Some(net) = &self.peers else {
                         return Err(ProposeError::Unavailable(format!(
@@ -545,6 +571,7 @@ impl Replica {
                         request: Request {
                             time_ms: self.clock.now_ms(),
                             command: command.clone(),
+                            idempotency: idempotency.clone(),
                         },
                     };
                     match net.peer(id, &node).forward(&request).await {
@@ -567,6 +594,8 @@ impl Replica {
                                 ) => {}
                                 // Never delivered: safe to send again.
                                 None if matches!(e, PeerError::Unreachable { .. }) => {}
+                                // Fate unknown, but a repeat is answered, not applied.
+                                _ if idempotency.is_some() => {}
                                 _ => {
                                     return Err(ProposeError::Unavailable(format!(
                                         "{last}; the write may or may not have been applied"
@@ -592,10 +621,11 @@ impl Replica {
     }
 
     /// Propose on this node's openraft, stamping the time now.
-    async fn write_local(&self, command: Command) -> LocalWrite {
+    async fn write_local(&self, command: Command, idempotency: Option<Idempotency>) -> LocalWrite {
         let request = Request {
             time_ms: self.clock.now_ms(),
             command,
+            idempotency,
         };
         // Bounded: a leader cut off from its quorum would otherwise wait
         // until it loses leadership. The entry may still commit later.
@@ -655,11 +685,10 @@ impl Replica {
                             last = format!("node {} lost the leadership", self.id);
                             hint = hint_of(f).filter(|(l, _)| *l != self.id);
                         }
-                        Ok(Err(e)) => {
-                            return Err(ProposeError::Unavailable(format!(
-                                "cannot confirm a linearizable read: {e}"
-                            )))
-                        }
+                        // openraft gives the heartbeats behind the check one
+                        // heartbeat interval; one slow answer fails it. A read
+                        // changes nothing: try again until the deadline.
+                        Ok(Err(e)) => last = format!("cannot confirm a linearizable read: {e}"),
                         Err(_) => last = "the leadership was not confirmed in time".into(),
                     }
                 }
@@ -717,7 +746,8 @@ impl Replica {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        match self.write_local(request.request.command).await {
+        let request = request.request;
+        match self.write_local(request.command, request.idempotency).await {
             LocalWrite::Done(log_id, response) => Ok(ForwardReply { log_id, response }),
             LocalWrite::NotLeader(hint) => Err(ClusterError::NotLeader {
                 leader_id: hint.as_ref().map(|(id, _)| *id),

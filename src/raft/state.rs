@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::command::{Applied, Command, NewGatekeeperToken, Rejection, Request, Response};
+use super::command::{
+    Applied, Command, NewGatekeeperToken, Rejection, Request, Response, IDEMPOTENCY_WINDOW_MS,
+};
 use crate::acl::{self, Acl, Capability, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
@@ -54,6 +56,9 @@ pub enum ApplyError {
     /// Too many gatekeeper tokens would exist.
     #[error("at most {MAX_GATEKEEPER_TOKENS} gatekeeper tokens may exist at once")]
     TooManyGatekeeperTokens,
+    /// The idempotency key was used within its window for another request.
+    #[error("the idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
     /// The backend failed; not a deterministic rejection.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -74,6 +79,7 @@ impl Rejection {
             ApplyError::NotFound => Rejection::NotFound,
             ApplyError::GatekeeperTokenInvalid => Rejection::GatekeeperTokenInvalid,
             ApplyError::TooManyGatekeeperTokens => Rejection::TooManyGatekeeperTokens,
+            ApplyError::IdempotencyKeyReused => Rejection::IdempotencyKeyReused,
             ApplyError::Storage(e) => Rejection::Forbidden(format!("storage failure: {e}")),
         }
     }
@@ -92,8 +98,21 @@ impl From<Rejection> for ApplyError {
             Rejection::NotFound => ApplyError::NotFound,
             Rejection::GatekeeperTokenInvalid => ApplyError::GatekeeperTokenInvalid,
             Rejection::TooManyGatekeeperTokens => ApplyError::TooManyGatekeeperTokens,
+            Rejection::IdempotencyKeyReused => ApplyError::IdempotencyKeyReused,
         }
     }
+}
+
+/// The kept outcome of a request with an idempotency key (stored at
+/// [`idempotency_key`]; removed by `Sweep` once expired).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IdempotencyRecord {
+    /// What the request did (kind and target).
+    fingerprint: [u8; 32],
+    /// What apply answered.
+    response: Response,
+    /// End of the window (entry time + [`IDEMPOTENCY_WINDOW_MS`]).
+    expires_at_ms: u64,
 }
 
 /// The state machine over one backend.
@@ -272,38 +291,69 @@ impl State {
     }
 
     /// Apply one entry: validate it against the stored state, then write one
-    /// atomic batch. A rejection writes nothing.
+    /// atomic batch. A rejection writes nothing (but the outcome of a request
+    /// with an idempotency key, which is kept either way).
     pub fn apply(&self, entry: &Request) -> Result<Applied, ApplyError> {
-        let (batch, applied) = self.plan(entry)?;
-        if !batch.is_empty() {
-            self.backend.apply(batch)?;
-        }
-        Ok(applied)
+        Ok(self.apply_with_meta(entry, Vec::new())??)
     }
 
     /// Apply one entry together with `meta` (the Raft bookkeeping that must
     /// land atomically with the data). A rejected command still writes
     /// `meta`: the entry was applied, it just changed nothing else. Only a
     /// storage failure is an `Err`.
+    ///
+    /// A request with an idempotency key seen within its window is not
+    /// applied again: it gets the kept outcome (or `IdempotencyKeyReused`
+    /// when the key came with another request). Otherwise its outcome,
+    /// success or rejection, is kept in the same batch.
     pub fn apply_with_meta(
         &self,
         entry: &Request,
         meta: Vec<BatchOp>,
     ) -> Result<Response, StorageError> {
-        match self.plan(entry) {
-            Ok((mut batch, applied)) => {
-                batch.extend(meta);
-                self.backend.apply(batch)?;
-                Ok(Ok(applied))
+        if let Some(kept) = self.kept_outcome(entry)? {
+            if !meta.is_empty() {
+                self.backend.apply(meta)?;
             }
-            Err(ApplyError::Storage(e)) => Err(e),
-            Err(rejected) => {
-                if !meta.is_empty() {
-                    self.backend.apply(meta)?;
-                }
-                Ok(Err(Rejection::from_apply(rejected)))
-            }
+            return Ok(kept);
         }
+        let (mut batch, response) = match self.plan(entry) {
+            Ok((batch, applied)) => (batch, Ok(applied)),
+            Err(ApplyError::Storage(e)) => return Err(e),
+            Err(rejected) => (Vec::new(), Err(Rejection::from_apply(rejected))),
+        };
+        if let Some(idem) = &entry.idempotency {
+            let record = IdempotencyRecord {
+                fingerprint: idem.fingerprint,
+                response: response.clone(),
+                expires_at_ms: entry.time_ms.saturating_add(IDEMPOTENCY_WINDOW_MS),
+            };
+            batch.push(put(idempotency_key(&idem.id), &record));
+        }
+        batch.extend(meta);
+        if !batch.is_empty() {
+            self.backend.apply(batch)?;
+        }
+        Ok(response)
+    }
+
+    /// The outcome kept for `entry`'s idempotency key, if it is still in its
+    /// window at the entry's time.
+    fn kept_outcome(&self, entry: &Request) -> Result<Option<Response>, StorageError> {
+        let Some(idem) = &entry.idempotency else {
+            return Ok(None);
+        };
+        let Some(record) = self.get::<IdempotencyRecord>(&idempotency_key(&idem.id))? else {
+            return Ok(None);
+        };
+        if record.expires_at_ms <= entry.time_ms {
+            return Ok(None);
+        }
+        Ok(Some(if record.fingerprint == idem.fingerprint {
+            record.response
+        } else {
+            Err(Rejection::IdempotencyKeyReused)
+        }))
     }
 
     /// Validate `entry` against the stored state and compute its batch.
@@ -621,6 +671,19 @@ impl State {
                         batch.push(BatchOp::Delete { key });
                     }
                 }
+                for (key, value) in self
+                    .backend
+                    .scan_prefix(IDEMPOTENCY_PREFIX.as_bytes(), None)?
+                {
+                    let record: IdempotencyRecord = keyspace::decode(&value)?;
+                    if record.expires_at_ms <= now {
+                        if batch.len() == SWEEP_BATCH {
+                            more = true;
+                            break;
+                        }
+                        batch.push(BatchOp::Delete { key });
+                    }
+                }
                 Applied::Swept {
                     removed: batch.len(),
                     more,
@@ -638,7 +701,11 @@ mod tests {
     use crate::storage::memory::MemoryBackend;
 
     fn entry(time_ms: u64, command: Command) -> Request {
-        Request { time_ms, command }
+        Request {
+            time_ms,
+            command,
+            idempotency: None,
+        }
     }
 
     fn sm() -> (State, Arc<MemoryBackend>) {
@@ -823,6 +890,59 @@ mod tests {
             Applied::Deleted(true)
         );
         assert!(matches!(sm.apply(&entry(16, d)), Err(ApplyError::NotFound)));
+    }
+
+    fn keyed(time_ms: u64, command: Command, id: u8, fingerprint: u8) -> Request {
+        Request {
+            time_ms,
+            command,
+            idempotency: Some(crate::raft::command::Idempotency {
+                id: [id; 32],
+                fingerprint: [fingerprint; 32],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_repeated_idempotency_key_gets_the_first_outcome() {
+        use crate::raft::command::IDEMPOTENCY_WINDOW_MS as WINDOW;
+        let (sm, backend) = sm();
+        let t = token(&sm, 1, "ns", &["admin"], 10, 10 * WINDOW);
+        let first = sm.apply(&keyed(11, put_secret(t, "k", None), 1, 1));
+        assert_eq!(first.unwrap(), Applied::Version(1));
+        let dump = backend.dump();
+        // The retry may even carry a new ciphertext (a new nonce): it is
+        // answered, not applied.
+        let again = sm.apply(&keyed(12, put_secret(t, "k", None), 1, 1));
+        assert_eq!(again.unwrap(), Applied::Version(1));
+        assert_eq!(backend.dump(), dump, "a repeat writes nothing");
+        assert_eq!(sm.secret("ns", "k").unwrap().unwrap().version, 1);
+        // The same key with another request is refused, and changes nothing.
+        let reused = sm.apply(&keyed(13, put_secret(t, "other", None), 1, 2));
+        assert!(matches!(reused, Err(ApplyError::IdempotencyKeyReused)));
+        assert!(sm.secret("ns", "other").unwrap().is_none());
+        // A rejection is kept too: the retry of a failed CAS fails the same
+        // way even though the state would now let it through.
+        let cas = sm.apply(&keyed(14, put_secret(t, "k", Some(5)), 2, 2));
+        assert!(matches!(cas, Err(ApplyError::CasMismatch { .. })));
+        sm.apply(&entry(15, put_secret(t, "k", None))).unwrap();
+        sm.apply(&entry(16, put_secret(t, "k", None))).unwrap();
+        sm.apply(&entry(17, put_secret(t, "k", None))).unwrap();
+        let cas_again = sm.apply(&keyed(18, put_secret(t, "k", Some(5)), 2, 2));
+        assert!(matches!(cas_again, Err(ApplyError::CasMismatch { .. })));
+        // Another key is another request.
+        let other = sm.apply(&keyed(19, put_secret(t, "k", None), 3, 1));
+        assert_eq!(other.unwrap(), Applied::Version(5));
+        // Past the window the key is forgotten: swept, then new.
+        let later = 11 + WINDOW;
+        match sm.apply(&entry(later, Command::Sweep)).unwrap() {
+            Applied::Swept { removed, more } => assert_eq!((removed, more), (1, false)),
+            other => panic!("{other:?}"),
+        }
+        let key_one = keyspace::idempotency_key(&[1; 32]);
+        assert!(backend.get(&key_one).unwrap().is_none(), "key 1 swept");
+        let fresh = sm.apply(&keyed(later + 1, put_secret(t, "k", None), 1, 1));
+        assert_eq!(fresh.unwrap(), Applied::Version(6));
     }
 
     #[test]

@@ -517,6 +517,7 @@ mod tests {
     fn init_request() -> Request {
         Request {
             time_ms: 1,
+            idempotency: None,
             command: Command::Init {
                 shares: 1,
                 threshold: 1,

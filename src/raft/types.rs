@@ -50,6 +50,8 @@ pub mod typ {
     pub type NodeId = u64;
     /// The Raft handle.
     pub type Raft = openraft::Raft<TypeConfig>;
+    /// What openraft reports about one node.
+    pub type RaftMetrics = openraft::RaftMetrics<NodeId, super::NodeInfo>;
     /// A log entry.
     pub type LogEntry = openraft::Entry<TypeConfig>;
     /// A log id.

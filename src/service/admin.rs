@@ -95,6 +95,7 @@ impl Node {
         let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
         drop(gk);
         let metrics = self.raft.raft().metrics().borrow().clone();
+        let leader = self.raft.raft_status().leader;
         let matched: BTreeMap<u64, Option<u64>> = metrics
             .replication
             .as_ref()
@@ -109,7 +110,7 @@ impl Node {
                 api_addr: m.node.api_addr.clone(),
                 cluster_addr: m.node.cluster_addr.clone(),
                 role: if m.voter { "voter" } else { "learner" }.into(),
-                leader: metrics.current_leader == Some(m.id),
+                leader: leader == Some(m.id),
                 matched_index: matched.get(&m.id).copied().flatten(),
             })
             .collect();

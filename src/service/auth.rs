@@ -143,7 +143,8 @@ impl Node {
                 ttl_ms: ms(inc),
             })
             .await?;
-        self.lookup_token(token)
+        // This node applied the renewal before the proposal returned.
+        Ok(self.token_info(&self.caller(token)?))
     }
 
     /// Revoke the caller's token, or another one given in the request.
@@ -167,10 +168,17 @@ impl Node {
     }
 
     /// What the caller's token is.
-    pub fn lookup_token(&self, token: Option<&SecretString>) -> Result<TokenInfo, ServiceError> {
-        let caller = self.caller(token)?;
+    pub async fn lookup_token(
+        &self,
+        token: Option<&SecretString>,
+    ) -> Result<TokenInfo, ServiceError> {
+        let caller = self.reader(token, Consistency::Linearizable).await?;
+        Ok(self.token_info(&caller))
+    }
+
+    fn token_info(&self, caller: &Caller) -> TokenInfo {
         let r = &caller.record;
-        Ok(TokenInfo {
+        TokenInfo {
             accessor: hex::encode(&caller.id[..8]),
             namespace: r.namespace.clone(),
             policies: r.policies.clone(),
@@ -178,6 +186,6 @@ impl Node {
             expires_at: rfc3339(r.expires_at_ms),
             ttl: r.expires_at_ms.saturating_sub(self.now()) / 1000,
             max_expires_at: rfc3339(r.max_expires_at_ms),
-        })
+        }
     }
 }

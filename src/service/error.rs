@@ -134,6 +134,7 @@ impl From<ProposeError> for ServiceError {
                 ApplyError::NotFound => ServiceError::NotFound(a.to_string()),
                 ApplyError::GatekeeperTokenInvalid => ServiceError::Unauthorized(a.to_string()),
                 ApplyError::TooManyGatekeeperTokens => ServiceError::bad(a.to_string()),
+                ApplyError::IdempotencyKeyReused => ServiceError::Conflict(a.to_string()),
                 ApplyError::Storage(s) => s.into(),
             },
         }

@@ -26,12 +26,14 @@ impl Node {
         }
     }
 
-    /// Write a secret in the caller's namespace.
+    /// Write a secret in the caller's namespace. With an idempotency key, a
+    /// repeat of the same write within its window gets the first outcome.
     pub async fn put_secret(
         &self,
         token: Option<&SecretString>,
         raw_path: &str,
         req: PutSecretRequest,
+        key: Option<&IdempotencyKey>,
     ) -> Result<PutSecretResponse, ServiceError> {
         let caller = self.guard(token).await?;
         let path = path::canonical_path(raw_path)?;
@@ -60,17 +62,33 @@ impl Node {
             .sm()
             .secret(&namespace, &path)?
             .map_or(0, |r| r.version);
-        let exists = current > 0;
-        Self::allow(
-            &caller,
-            &path,
-            if exists {
-                Capability::Update
-            } else {
-                Capability::Create
-            },
-        )?;
-        if let Some(expected) = req.cas {
+        let cas = req.cas.map(|c| c.to_be_bytes());
+        let idempotency = caller.idempotency(
+            key,
+            "put-secret",
+            &[path.as_bytes(), cas.as_ref().map_or(&[][..], |c| &c[..])],
+        );
+        if idempotency.is_some()
+            && (caller.acl.allows(&path, Capability::Create)
+                || caller.acl.allows(&path, Capability::Update))
+        {
+            // A retry may find its own first attempt applied (the secret now
+            // exists, the version moved on): leave the exact capability and
+            // check-and-set checks to apply, which answers a retry with the
+            // first outcome.
+        } else {
+            let exists = current > 0;
+            Self::allow(
+                &caller,
+                &path,
+                if exists {
+                    Capability::Update
+                } else {
+                    Capability::Create
+                },
+            )?;
+        }
+        if let (Some(expected), None) = (req.cas, &idempotency) {
             // Checked here so a doomed write does not spend an encryption
             // (or force a rotation); apply checks again for races.
             if expected != current {
@@ -91,14 +109,17 @@ impl Node {
         };
         let applied = self
             .raft
-            .propose(Command::PutSecret {
-                token: caller.id,
-                namespace,
-                path,
-                cas: req.cas,
-                term,
-                ciphertext,
-            })
+            .propose_with(
+                Command::PutSecret {
+                    token: caller.id,
+                    namespace,
+                    path,
+                    cas: req.cas,
+                    term,
+                    ciphertext,
+                },
+                idempotency,
+            )
             .await?;
         match applied {
             Applied::Version(version) => Ok(PutSecretResponse { version }),
@@ -106,17 +127,18 @@ impl Node {
         }
     }
 
-    /// Read a secret from the caller's namespace, linearizably: the read
-    /// sees every write acknowledged before it started.
+    /// Read a secret from the caller's namespace; a linearizable read sees
+    /// every write acknowledged before it started, a stale one this node's
+    /// own state.
     pub async fn get_secret(
         &self,
         token: Option<&SecretString>,
         raw_path: &str,
+        consistency: Consistency,
     ) -> Result<SecretResponse, ServiceError> {
-        let caller = self.guard(token).await?;
         let path = path::canonical_path(raw_path)?;
+        let caller = self.reader(token, consistency).await?;
         Self::allow(&caller, &path, Capability::Read)?;
-        self.linearize().await?;
         let namespace = &caller.record.namespace;
         let record = self
             .sm()
@@ -154,21 +176,27 @@ impl Node {
         })
     }
 
-    /// Delete a secret from the caller's namespace.
+    /// Delete a secret from the caller's namespace (idempotency key as for
+    /// [`Node::put_secret`]).
     pub async fn delete_secret(
         &self,
         token: Option<&SecretString>,
         raw_path: &str,
+        key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
         let caller = self.guard(token).await?;
         let path = path::canonical_path(raw_path)?;
         Self::allow(&caller, &path, Capability::Delete)?;
+        let idempotency = caller.idempotency(key, "delete-secret", &[path.as_bytes()]);
         self.raft
-            .propose(Command::DeleteSecret {
-                token: caller.id,
-                namespace: caller.record.namespace.clone(),
-                path: path.clone(),
-            })
+            .propose_with(
+                Command::DeleteSecret {
+                    token: caller.id,
+                    namespace: caller.record.namespace.clone(),
+                    path: path.clone(),
+                },
+                idempotency,
+            )
             .await
             .map_err(|e| match ServiceError::from(e) {
                 ServiceError::NotFound(_) => ServiceError::NotFound(format!("no secret at {path}")),
@@ -178,16 +206,16 @@ impl Node {
     }
 
     /// Names one level below `prefix` in the caller's namespace
-    /// (linearizable, like a read).
+    /// (`consistency` as for a read).
     pub async fn list_secrets(
         &self,
         token: Option<&SecretString>,
         raw_prefix: &str,
+        consistency: Consistency,
     ) -> Result<KeyList, ServiceError> {
-        let caller = self.guard(token).await?;
         let prefix = path::list_prefix(raw_prefix)?;
+        let caller = self.reader(token, consistency).await?;
         Self::allow(&caller, &prefix, Capability::List)?;
-        self.linearize().await?;
         let paths = self
             .sm()
             .secret_paths(&caller.record.namespace, &prefix, None)?;

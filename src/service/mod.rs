@@ -19,6 +19,8 @@ pub mod types;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 pub use error::ServiceError;
 
 use crate::acl::Acl;
@@ -26,8 +28,10 @@ use crate::barrier::{self, Barrier};
 use crate::clock::Clock;
 use crate::gatekeeper::shamir;
 use crate::keyspace::AccessTokenRecord;
+use crate::raft::command::Idempotency;
 use crate::raft::replica::Replica;
 use crate::raft::state::State;
+use crate::secret::SecretString;
 
 /// Most gatekeeper tokens one call may mint.
 pub const MAX_MINT: u32 = 16;
@@ -86,6 +90,36 @@ struct Caller {
     acl: Acl,
 }
 
+impl Caller {
+    /// The log's form of the caller's idempotency key for a request of
+    /// `kind` on `target`: hashes scoped to this caller's token.
+    fn idempotency(
+        &self,
+        key: Option<&types::IdempotencyKey>,
+        kind: &str,
+        target: &[&[u8]],
+    ) -> Option<Idempotency> {
+        let key = key?;
+        let mut id = Sha256::new();
+        id.update(b"kstash idempotency id v1\0");
+        id.update(self.id);
+        id.update(key.as_str().as_bytes());
+        let mut fingerprint = Sha256::new();
+        fingerprint.update(b"kstash idempotency request v1\0");
+        for part in std::iter::once(kind.as_bytes())
+            .chain(std::iter::once(self.record.namespace.as_bytes()))
+            .chain(target.iter().copied())
+        {
+            fingerprint.update((part.len() as u64).to_be_bytes());
+            fingerprint.update(part);
+        }
+        Some(Idempotency {
+            id: id.finalize().into(),
+            fingerprint: fingerprint.finalize().into(),
+        })
+    }
+}
+
 /// One kstash node's services.
 pub struct Node {
     raft: Arc<Replica>,
@@ -141,5 +175,24 @@ impl Node {
     /// Wait until this node's state reflects every acknowledged write.
     async fn linearize(&self) -> Result<(), ServiceError> {
         self.raft.linearize().await.map_err(ServiceError::from)
+    }
+
+    /// The caller of a read, as of a state that reflects every write
+    /// acknowledged before the call (so a token revoked or a policy changed
+    /// through another node counts here too); a stale read takes this
+    /// node's own state as it is.
+    async fn reader(
+        &self,
+        token: Option<&SecretString>,
+        consistency: types::Consistency,
+    ) -> Result<Caller, ServiceError> {
+        let caller = self.guard(token).await?;
+        match consistency {
+            types::Consistency::Stale => Ok(caller),
+            types::Consistency::Linearizable => {
+                self.linearize().await?;
+                self.caller(token)
+            }
+        }
     }
 }

@@ -9,12 +9,8 @@ use crate::secret::SecretString;
 impl Node {
     // ----- policies ---------------------------------------------------------
 
-    pub(super) fn policy_admin(
-        &self,
-        token: Option<&SecretString>,
-        namespace: &str,
-    ) -> Result<Caller, ServiceError> {
-        let caller = self.caller(token)?;
+    /// Check that `caller` may manage `namespace`'s policies.
+    fn policy_admin(caller: Caller, namespace: &str) -> Result<Caller, ServiceError> {
         path::validate_namespace(namespace)?;
         if caller.record.namespace != namespace {
             return Err(ServiceError::Forbidden(format!(
@@ -29,17 +25,17 @@ impl Node {
         Ok(caller)
     }
 
-    /// Create or replace a policy.
+    /// Create or replace a policy (idempotency key as for
+    /// [`Node::put_secret`]).
     pub async fn put_policy(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
         name: &str,
         policy: Policy,
+        key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
-        // Catch up first when the token was minted elsewhere.
-        self.guard(token).await?;
-        let caller = self.policy_admin(token, namespace)?;
+        let caller = Self::policy_admin(self.guard(token).await?, namespace)?;
         path::validate_policy_name(name)?;
         if acl::is_builtin(name) {
             return Err(ServiceError::bad(format!(
@@ -48,25 +44,34 @@ impl Node {
         }
         policy.validate()?;
         let policy = policy.normalized();
+        let rules = serde_json::to_vec(&policy).map_err(|_| ServiceError::Internal)?;
+        let idempotency = caller.idempotency(key, "put-policy", &[name.as_bytes(), &rules]);
         self.raft
-            .propose(Command::PutPolicy {
-                token: caller.id,
-                namespace: namespace.into(),
-                name: name.into(),
-                policy,
-            })
+            .propose_with(
+                Command::PutPolicy {
+                    token: caller.id,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    policy,
+                },
+                idempotency,
+            )
             .await?;
         Ok(())
     }
 
-    /// Read a policy.
-    pub fn get_policy(
+    /// Read a policy (linearizable).
+    pub async fn get_policy(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
         name: &str,
     ) -> Result<PolicyResponse, ServiceError> {
-        self.policy_admin(token, namespace)?;
+        path::validate_namespace(namespace)?;
+        Self::policy_admin(
+            self.reader(token, Consistency::Linearizable).await?,
+            namespace,
+        )?;
         path::validate_policy_name(name)?;
         if acl::is_builtin(name) {
             return Ok(PolicyResponse {
@@ -90,40 +95,47 @@ impl Node {
         })
     }
 
-    /// A namespace's policy names, `admin` included.
-    pub fn list_policies(
+    /// A namespace's policy names, `admin` included (linearizable).
+    pub async fn list_policies(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
     ) -> Result<PolicyList, ServiceError> {
-        self.policy_admin(token, namespace)?;
+        path::validate_namespace(namespace)?;
+        Self::policy_admin(
+            self.reader(token, Consistency::Linearizable).await?,
+            namespace,
+        )?;
         let mut policies = vec![acl::ADMIN_POLICY.to_string()];
         policies.extend(self.sm().policy_names(namespace)?);
         Ok(PolicyList { policies })
     }
 
-    /// Delete a policy.
+    /// Delete a policy (idempotency key as for [`Node::put_secret`]).
     pub async fn delete_policy(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
         name: &str,
+        key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
-        // Catch up first when the token was minted elsewhere.
-        self.guard(token).await?;
-        let caller = self.policy_admin(token, namespace)?;
+        let caller = Self::policy_admin(self.guard(token).await?, namespace)?;
         path::validate_policy_name(name)?;
         if acl::is_builtin(name) {
             return Err(ServiceError::bad(format!(
                 "policy {name} is built in and cannot be deleted"
             )));
         }
+        let idempotency = caller.idempotency(key, "delete-policy", &[name.as_bytes()]);
         self.raft
-            .propose(Command::DeletePolicy {
-                token: caller.id,
-                namespace: namespace.into(),
-                name: name.into(),
-            })
+            .propose_with(
+                Command::DeletePolicy {
+                    token: caller.id,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+                idempotency,
+            )
             .await
             .map_err(|e| match ServiceError::from(e) {
                 ServiceError::NotFound(_) => {

@@ -4,7 +4,7 @@
 
 use super::types::*;
 use super::{ms, Node, Progress, ServiceError, MAX_MINT};
-use crate::barrier::{self, Keychain};
+use crate::barrier::{self, BarrierError, Keychain};
 use crate::clock::rfc3339;
 use crate::gatekeeper::{self, shamir, GatekeeperError};
 use crate::keyspace;
@@ -441,12 +441,28 @@ impl Node {
     }
 
     /// Reload the keychain after another node rotated it.
+    ///
+    /// A keychain this node's root key does not open was re-wrapped by a
+    /// rekey whose hand-off missed this node (it was unreachable): the node
+    /// seals itself rather than serve half-open, and one gatekeeper-token
+    /// unseal (through any node) opens it under the new root.
     pub(super) fn reload_keychain(&self) -> Result<(), ServiceError> {
         let chain = self.sm().keychain()?.ok_or(ServiceError::Internal)?;
         let sm = self.sm().clone();
-        self.barrier
-            .install(&chain, |t| sm.term_usage(t).unwrap_or(u64::MAX))?;
-        Ok(())
+        match self
+            .barrier
+            .install(&chain, |t| sm.term_usage(t).unwrap_or(u64::MAX))
+        {
+            Err(BarrierError::WrongKey) => {
+                tracing::warn!(
+                    "the keychain is wrapped under a root key this node does not hold \
+                     (it missed a rekey); sealing: unseal it again with a gatekeeper token"
+                );
+                self.barrier.seal();
+                Err(ServiceError::Sealed)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// New unseal keys from a threshold of current ones: new gatekeeper key,

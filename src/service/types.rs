@@ -398,3 +398,65 @@ pub struct KeyList {
     /// Names relative to the prefix.
     pub keys: Vec<String>,
 }
+
+/// A client's idempotency key (REST header `Idempotency-Key`, gRPC field
+/// `idempotency_key`): 1 to 128 characters from `A-Z a-z 0-9 - _ . :`.
+/// A write sent again with the same key within ten minutes is answered
+/// with the first outcome instead of being applied twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+impl IdempotencyKey {
+    /// Check a key; a clear error names what is wrong.
+    pub fn parse(key: &str) -> Result<Self, crate::service::ServiceError> {
+        let bad = |why: &str| crate::service::ServiceError::bad(format!("idempotency key {why}"));
+        if key.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(bad(&format!(
+                "is {} characters; at most {MAX_IDEMPOTENCY_KEY} are allowed",
+                key.len()
+            )));
+        }
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return Err(bad("may only hold A-Z, a-z, 0-9, '-', '_', '.' and ':'"));
+        }
+        Ok(IdempotencyKey(key.to_string()))
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How current a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Sees every write acknowledged before the read started (the default).
+    #[default]
+    Linearizable,
+    /// This node's own applied state, without asking the leader: faster,
+    /// and answers while no leader is known, but may miss recent writes.
+    Stale,
+}
+
+impl Consistency {
+    /// Parse `linearizable` or `stale` (an empty value is the default).
+    pub fn parse(s: &str) -> Result<Self, crate::service::ServiceError> {
+        match s {
+            "" | "linearizable" => Ok(Consistency::Linearizable),
+            "stale" => Ok(Consistency::Stale),
+            _ => Err(crate::service::ServiceError::bad(
+                "consistency must be linearizable or stale",
+            )),
+        }
+    }
+}

@@ -16,5 +16,6 @@ mod t72_unseal;
 mod t73_rekey;
 mod t74_admin;
 mod t76_faults;
+mod t77_retries;
 mod t78_backends;
 mod t80_processes;

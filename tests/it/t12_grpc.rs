@@ -61,7 +61,13 @@ impl Grpc {
     async fn get(&mut self, token: &str, path: &str) -> Result<pb::SecretResponse, Status> {
         let r = self
             .kv
-            .get(authed(pb::GetSecretRequest { path: path.into() }, token))
+            .get(authed(
+                pb::GetSecretRequest {
+                    path: path.into(),
+                    ..Default::default()
+                },
+                token,
+            ))
             .await?;
         Ok(r.into_inner())
     }
@@ -77,6 +83,7 @@ impl Grpc {
             path: path.into(),
             value: value.to_vec(),
             cas,
+            ..Default::default()
         };
         Ok(self.kv.put(authed(msg, token)).await?.into_inner().version)
     }
@@ -223,6 +230,7 @@ async fn grpc_walk_through() {
         namespace: "team-a".into(),
         name: "app-rw".into(),
         rules: vec![rule("app/*", &["read", "create", "update"])],
+        ..Default::default()
     };
     g.policies.put_policy(authed(put, &admin)).await.unwrap();
     let got = g
@@ -261,6 +269,7 @@ async fn grpc_walk_through() {
         namespace: "team-a".into(),
         name: "bad".into(),
         rules: vec![rule("app/*", &["sudo"])],
+        ..Default::default()
     };
     assert_code(
         g.policies.put_policy(authed(bad_cap, &admin)).await,
@@ -290,6 +299,7 @@ async fn grpc_walk_through() {
         namespace: "team-a".into(),
         name: "app-rw".into(),
         rules: vec![rule("*", &["read"])],
+        ..Default::default()
     };
     assert_code(
         g.policies.put_policy(authed(intrude, &team_b)).await,
@@ -302,6 +312,7 @@ async fn grpc_walk_through() {
         g.kv.delete(authed(
             pb::DeleteSecretRequest {
                 path: "app/db".into(),
+                ..Default::default()
             },
             &app,
         ))
@@ -311,6 +322,7 @@ async fn grpc_walk_through() {
         g.kv.list(authed(
             pb::ListSecretsRequest {
                 prefix: "app/".into(),
+                ..Default::default()
             },
             &app,
         ))
@@ -366,6 +378,7 @@ async fn grpc_walk_through() {
     let anon =
         g.kv.get(pb::GetSecretRequest {
             path: "app/db".into(),
+            ..Default::default()
         })
         .await;
     let e = assert_code(anon, Code::Unauthenticated);
@@ -417,6 +430,7 @@ async fn grpc_values_limits_and_seal() {
     tracing::info!("--- step: x-kstash-token metadata");
     let mut r = Request::new(pb::GetSecretRequest {
         path: "text/key".into(),
+        ..Default::default()
     });
     r.metadata_mut()
         .insert("x-kstash-token", admin.parse().unwrap());
@@ -460,6 +474,7 @@ async fn grpc_values_limits_and_seal() {
         g.kv.list(authed(
             pb::ListSecretsRequest {
                 prefix: String::new(),
+                ..Default::default()
             },
             &admin,
         ))
@@ -471,6 +486,7 @@ async fn grpc_values_limits_and_seal() {
     g.kv.delete(authed(
         pb::DeleteSecretRequest {
             path: "big/ok".into(),
+            ..Default::default()
         },
         &admin,
     ))
@@ -481,6 +497,7 @@ async fn grpc_values_limits_and_seal() {
         g.kv.delete(authed(
             pb::DeleteSecretRequest {
                 path: "big/ok".into(),
+                ..Default::default()
             },
             &admin,
         ))
@@ -607,6 +624,7 @@ async fn grpc_over_tls() {
     let get = KvClient::new(channel)
         .get(pb::GetSecretRequest {
             path: "app/db".into(),
+            ..Default::default()
         })
         .await;
     assert_code(get, Code::Unavailable);

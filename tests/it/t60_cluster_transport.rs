@@ -230,6 +230,7 @@ fn forward_request(hops: u8, time_ms: u64) -> ForwardRequest {
         request: Request {
             time_ms,
             command: Command::Sweep,
+            idempotency: None,
         },
     }
 }
@@ -562,6 +563,7 @@ async fn peers_talk_over_mutual_tls_and_strangers_get_nothing() {
                 term: 1,
                 ciphertext: vec![0; MAX_ENVELOPE_BYTES],
             },
+            idempotency: None,
         },
     };
     let e = to1.forward(&big).await.unwrap_err();
