@@ -142,6 +142,7 @@ fn status_pb(s: t::Status) -> pb::Status {
         version: s.version,
         node_id: s.node_id,
         leader: s.leader,
+        leader_id: s.leader_id,
         key_term: s.key_term,
         peers: s
             .peers

@@ -224,30 +224,78 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
-/// Health: 200 unsealed, 503 sealed, 501 not initialised; body = status.
+#[derive(Deserialize)]
+struct HealthQuery {
+    standbyok: Option<String>,
+}
+
+/// Health, for load balancers; the body is always the status. 200: the
+/// unsealed leader; 429: an unsealed follower that knows a leader (200
+/// with `?standbyok=true`: followers serve every request too); 503: sealed,
+/// or no leader known; 501: not initialised.
 #[utoipa::path(get, path = "/v1/sys/health", tag = "sys",
-    responses((status = 200, body = Status), (status = 501, body = Status), (status = 503, body = Status)))]
-async fn health(State(s): State<AppState>) -> ApiResult<Response> {
+    params(("standbyok" = Option<bool>, Query, description = "answer 200 instead of 429 on a follower")),
+    responses((status = 200, body = Status), (status = 429, body = Status), (status = 501, body = Status), (status = 503, body = Status)))]
+async fn health(State(s): State<AppState>, Query(q): Query<HealthQuery>) -> ApiResult<Response> {
+    let standby_ok = match q.standbyok.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(_) => return Err(ServiceError::bad("standbyok must be true or false").into()),
+    };
     let st = s.node.status()?;
-    let code = match (st.initialized, st.sealed) {
-        (false, _) => StatusCode::NOT_IMPLEMENTED,
-        (true, true) => StatusCode::SERVICE_UNAVAILABLE,
-        (true, false) => StatusCode::OK,
+    let code = match readiness(&st) {
+        Err(Unready::NotInitialized) => StatusCode::NOT_IMPLEMENTED,
+        Err(Unready::Sealed | Unready::NoLeader) => StatusCode::SERVICE_UNAVAILABLE,
+        Ok(()) if st.leader || standby_ok => StatusCode::OK,
+        Ok(()) => StatusCode::TOO_MANY_REQUESTS,
     };
     Ok((code, Json(st)).into_response())
 }
 
+/// Why a node cannot serve clients.
+enum Unready {
+    NotInitialized,
+    Sealed,
+    NoLeader,
+}
+
+/// Whether a node with status `st` serves clients: initialised, unsealed,
+/// and a leader known (itself or another node).
+fn readiness(st: &Status) -> Result<(), Unready> {
+    if !st.initialized {
+        Err(Unready::NotInitialized)
+    } else if st.sealed {
+        Err(Unready::Sealed)
+    } else if st.leader_id.is_none() {
+        Err(Unready::NoLeader)
+    } else {
+        Ok(())
+    }
+}
+
+/// Liveness: the process answers. Sealed and uninitialised nodes are alive
+/// (restarting them would not unseal them).
 async fn livez() -> &'static str {
     "ok\n"
 }
 
+/// Readiness: 200 when the node serves clients (initialised, unsealed, a
+/// leader known), else 503 with the reason.
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.node.status() {
-        Ok(st) if st.initialized && !st.sealed && st.leader => {
-            (StatusCode::OK, "ready\n").into_response()
-        }
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
-    }
+    let why = match s.node.status() {
+        Ok(st) => match readiness(&st) {
+            Ok(()) => return (StatusCode::OK, "ready\n").into_response(),
+            Err(Unready::NotInitialized) => "not initialized",
+            Err(Unready::Sealed) => "sealed",
+            Err(Unready::NoLeader) => "no leader known",
+        },
+        Err(_) => "status unavailable",
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {why}\n"),
+    )
+        .into_response()
 }
 
 /// Status: initialised, sealed, progress, peers. No authentication.

@@ -446,6 +446,9 @@ fn status_table(s: &Status) -> Table {
         .kv("Version", &s.version)
         .kv("Node id", s.node_id)
         .kv("Leader", s.leader);
+    if let Some(id) = s.leader_id {
+        t.kv("Leader id", id);
+    }
     if let Some(term) = s.key_term {
         t.kv("Key term", term);
     }

@@ -57,6 +57,9 @@ pub struct Status {
     pub node_id: u64,
     /// Whether the answering node leads.
     pub leader: bool,
+    /// The leader the answering node knows of.
+    #[serde(default)]
+    pub leader_id: Option<u64>,
     /// Active encryption key term (only while unsealed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_term: Option<u32>,
@@ -422,6 +425,7 @@ mod tests {
             version: "0.1.0".into(),
             node_id: 1,
             leader: true,
+            leader_id: Some(1),
             key_term: Some(2),
             peers: vec![server::PeerStatus {
                 id: 1,

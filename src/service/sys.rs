@@ -34,6 +34,7 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_id: self.settings.node_id,
             leader: self.raft.is_leader(),
+            leader_id: self.raft.raft_status().leader,
             key_term: self.barrier.active_term(),
             peers: self.members_status(sealed),
         })

@@ -59,6 +59,8 @@ pub struct Status {
     pub node_id: u64,
     /// Whether this node is the leader.
     pub leader: bool,
+    /// The leader this node knows of (itself included), if any.
+    pub leader_id: Option<u64>,
     /// Active encryption key term (only while unsealed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_term: Option<u32>,

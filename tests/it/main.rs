@@ -19,3 +19,4 @@ mod t76_faults;
 mod t77_retries;
 mod t78_backends;
 mod t80_processes;
+mod t82_health;
