@@ -155,6 +155,13 @@ pub struct Config {
     /// dir already holds Raft state. Give it to one node of a new cluster.
     #[serde(default)]
     pub bootstrap: bool,
+    /// For nodes started with identical settings (a StatefulSet): the node
+    /// whose `node_id` is this one bootstraps, unless its data dir already
+    /// holds Raft state or a `join` peer already answers as a cluster member
+    /// (then it joins: a node that lost its data dir never starts a second
+    /// cluster); every other node joins through `join`.
+    #[serde(default)]
+    pub bootstrap_node_id: Option<u64>,
     /// Cluster addresses (`host:port`) of peers to join through; a follower
     /// names the leader. Ignored once this node is a voter.
     #[serde(default)]
@@ -267,6 +274,9 @@ pub struct ServerArgs {
     /// Start a new cluster with this node as its only member.
     #[arg(long, env = "KSTASH_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
     pub bootstrap: Option<bool>,
+    /// The node id that bootstraps when every node gets the same settings.
+    #[arg(long, env = "KSTASH_BOOTSTRAP_NODE_ID")]
+    pub bootstrap_node_id: Option<u64>,
     /// Peers' cluster addresses to join through, comma-separated.
     #[arg(long, env = "KSTASH_JOIN", value_delimiter = ',')]
     pub join: Option<Vec<String>>,
@@ -359,7 +369,8 @@ impl ServerArgs {
             advertise_cluster_addr,
             cluster_ca,
             cluster_cert,
-            cluster_key
+            cluster_key,
+            bootstrap_node_id
         );
         if self.etcd_prefix.is_some() {
             c.etcd_prefix = self.etcd_prefix.clone();
@@ -469,6 +480,7 @@ impl Config {
         let Some(cluster_addr) = self.cluster_addr else {
             let stray = [
                 ("--bootstrap", self.bootstrap),
+                ("--bootstrap-node-id", self.bootstrap_node_id.is_some()),
                 ("--join", !self.join.is_empty()),
                 (
                     "--advertise-cluster-addr",
@@ -494,6 +506,17 @@ impl Config {
                         .into(),
                 )
             }
+        }
+        if self.bootstrap && self.bootstrap_node_id.is_some() {
+            return invalid(
+                "give --bootstrap (this node starts the cluster) or --bootstrap-node-id (the node with that id does), not both"
+                    .into(),
+            );
+        }
+        if self.bootstrap_node_id.is_some_and(|id| id != self.node_id) && self.join.is_empty() {
+            return invalid(
+                "with --bootstrap-node-id, a node with another id joins: give --join".into(),
+            );
         }
         if self.bootstrap && !self.join.is_empty() {
             return invalid(

@@ -370,10 +370,28 @@ async fn start_cluster(
     join_tx: watch::Sender<JoinState>,
 ) -> anyhow::Result<ClusterPort> {
     let initialized = replica.is_initialized().await?;
-    if config.bootstrap {
+    let mut starts_cluster = config.bootstrap;
+    if config.bootstrap_node_id == Some(config.node_id) && !initialized {
+        // Probed before this node's own cluster port opens.
+        match replica.find_cluster(&config.join).await {
+            Some(peer) => tracing::error!(
+                %peer,
+                node_id = config.node_id,
+                "a cluster already answers at {peer}, and this node's data dir holds no Raft \
+                 state: joining it instead of starting a second cluster (if this id was a \
+                 member, remove it first with `kstash operator raft remove {}`)",
+                config.node_id
+            ),
+            None => starts_cluster = true,
+        }
+    }
+    if starts_cluster {
         replica.bootstrap().await?;
     }
-    let joining = !config.join.is_empty();
+    // The bootstrapping node of a fleet joins only when it found a cluster
+    // instead of starting one, not when it restarts as a member.
+    let member_already = config.bootstrap_node_id == Some(config.node_id) && initialized;
+    let joining = !(config.join.is_empty() || starts_cluster || member_already);
     // A joiner without Raft state opens its port once a leader admitted it.
     let (open_tx, mut open_rx) = watch::channel(!joining || initialized);
     let (stop, mut stop_rx) = watch::channel(false);

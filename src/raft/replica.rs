@@ -1043,6 +1043,23 @@ impl Replica {
     /// node; a node that does not lead names the leader, and the request
     /// follows at most [`FORWARD_HOPS`] such hints. Ok once one accepted.
     pub async fn request_join(&self, addrs: &[String]) -> Result<(), JoinError> {
+        self.request_join_once(addrs).await
+    }
+
+    /// The first of `addrs` (not this node's own) whose cluster port answers
+    /// a status call: a node answers there only once it is a member of a
+    /// cluster (or bootstrapped one), so an answer means a cluster exists.
+    pub async fn find_cluster(&self, addrs: &[String]) -> Option<String> {
+        let net = self.peers.as_ref()?;
+        for addr in addrs.iter().filter(|a| **a != self.node.cluster_addr) {
+            if net.peer_at(addr).peer_status().await.is_ok() {
+                return Some(addr.clone());
+            }
+        }
+        None
+    }
+
+    async fn request_join_once(&self, addrs: &[String]) -> Result<(), JoinError> {
         let Some(net) = &self.peers else {
             return Err(JoinError::Refused(
                 "this node has no cluster network".into(),

@@ -360,3 +360,69 @@ async fn a_data_dir_keeps_its_node_id_and_a_wiped_node_cannot_rejoin() {
         n.stop().await;
     }
 }
+
+/// Nodes started with identical settings, as a StatefulSet starts them:
+/// `bootstrap_node_id = 1` and `join` = every node's address (their own
+/// included). Steps:
+/// 1. start all three at once: node 1 bootstraps, 2 and 3 join; every node
+///    sees voters 1, 2, 3;
+/// 2. stop node 1 and restart it with a wiped data dir and the same
+///    settings: a peer answers as a cluster member, so it does not start a
+///    second cluster; it asks to join and is refused (its id is a member
+///    with another incarnation), and it holds no Raft state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_settings_bootstrap_once_and_never_twice() {
+    let root = cluster_root();
+    let certs = ClusterCerts::make();
+    let specs: Vec<ClusterNodeSpec> = (1..=3)
+        .map(|id| ClusterNodeSpec::new(id, root.path(), "localhost"))
+        .collect();
+    let everyone: Vec<String> = specs.iter().map(|s| s.advertised()).collect();
+    let same = |c: &mut kstash::config::Config| {
+        c.bootstrap_node_id = Some(1);
+        c.join = everyone.clone();
+    };
+
+    tracing::info!("--- step 1: three nodes, identical settings, started together");
+    let mut nodes = Vec::new();
+    for spec in specs {
+        nodes.push(
+            ClusterNode::start_tweaked(spec, &certs, ServerOptions::default(), same)
+                .await
+                .unwrap(),
+        );
+    }
+    wait_until(SETTLE, "every node sees voters 1, 2, 3", || async {
+        nodes.iter().all(|n| n.voters() == [1, 2, 3])
+    })
+    .await;
+
+    tracing::info!("--- step 2: node 1 with a wiped data dir does not start a second cluster");
+    let mut spec1 = nodes.remove(0).stop().await;
+    spec1.data_dir = root.path().join("node-1-wiped");
+    let wiped = ClusterNode::start_tweaked(spec1, &certs, ServerOptions::default(), same)
+        .await
+        .unwrap();
+    match wiped.server.wait_joined(SETTLE).await {
+        JoinState::Failed(reason) => assert!(reason.contains("wiped"), "{reason}"),
+        other => panic!("the wiped node 1 must be refused, got {other:?}"),
+    }
+    assert!(
+        !wiped.server.replica().is_initialized().await.unwrap(),
+        "the wiped node 1 started a cluster of its own"
+    );
+    assert_eq!(wiped.leader(), None);
+    wait_until(
+        SETTLE,
+        "nodes 2 and 3 elect a leader between them",
+        || async { nodes.iter().all(|n| n.leader().is_some_and(|l| l != 1)) },
+    )
+    .await;
+    for n in &nodes {
+        assert_eq!(n.voters(), [1, 2, 3], "node {}", n.id());
+    }
+    wiped.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
