@@ -267,6 +267,33 @@ enum LocalWrite {
     Failed(String),
 }
 
+/// A try in flight, as [`Replica::at_leader`] runs it.
+type Attempt<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Try<T>> + Send + 'a>>;
+
+/// One try at an operation run where the leader is ([`Replica::at_leader`]).
+enum Try<T> {
+    /// Finished: the answer, or an error that trying again cannot fix.
+    Done(Result<T, ProposeError>),
+    /// Not done (`why`, for the error if time runs out); `to`: the leader
+    /// to try next, when known.
+    Again {
+        why: String,
+        to: Option<(typ::NodeId, NodeInfo)>,
+    },
+}
+
+/// The leader a peer's "not leader" answer names, when it is another node
+/// and the redirect budget allows following it.
+fn redirect(e: &PeerError, peer: &PeerClient, redirects: u8) -> Option<(typ::NodeId, NodeInfo)> {
+    match e.remote() {
+        Some(ClusterError::NotLeader {
+            leader_id: Some(l),
+            leader: Some(info),
+        }) if Some(*l) != peer.id() && redirects < FORWARD_HOPS => Some((*l, info.clone())),
+        _ => None,
+    }
+}
+
 fn hint_of(f: ForwardToLeader<typ::NodeId, NodeInfo>) -> Option<(typ::NodeId, NodeInfo)> {
     f.leader_id.zip(f.leader_node)
 }
@@ -540,25 +567,90 @@ impl Replica {
         command: Command,
         idempotency: Option<Idempotency>,
     ) -> Result<Applied, ProposeError> {
+        let (command, idempotency) = (&command, &idempotency);
+        let local = |_deadline: Instant| -> Attempt<'_, Applied> {
+            Box::pin(async move {
+                match self.write_local(command.clone(), idempotency.clone()).await {
+                    LocalWrite::Done(_, response) => {
+                        Try::Done(response.map_err(|r| ProposeError::Rejected(r.into())))
+                    }
+                    LocalWrite::NotLeader(hint) => Try::Again {
+                        why: format!("node {} lost the leadership", self.id),
+                        to: hint,
+                    },
+                    LocalWrite::Failed(e) => Try::Done(Err(ProposeError::Unavailable(e))),
+                }
+            })
+        };
+        let remote = |peer: PeerClient, redirects: u8, deadline: Instant| -> Attempt<'_, Applied> {
+            Box::pin(async move {
+                let request = ForwardRequest {
+                    hops: FORWARD_HOPS.saturating_sub(redirects).max(1),
+                    request: Request {
+                        time_ms: self.clock.now_ms(),
+                        command: command.clone(),
+                        idempotency: idempotency.clone(),
+                    },
+                };
+                match peer.forward(&request).await {
+                    Ok(reply) => {
+                        self.await_applied(reply.log_id.index, deadline).await;
+                        Try::Done(reply.response.map_err(|r| ProposeError::Rejected(r.into())))
+                    }
+                    Err(e) => {
+                        let why = format!("forwarding to {}: {e}", peer.addr());
+                        let retry = match e.remote() {
+                            Some(ClusterError::NotLeader { .. } | ClusterError::HopsExhausted) => {
+                                true
+                            }
+                            // Never delivered: safe to send again.
+                            None => {
+                                matches!(e, PeerError::Unreachable { .. }) || idempotency.is_some()
+                            }
+                            // Fate unknown, but a repeat is answered, not applied.
+                            Some(_) => idempotency.is_some(),
+                        };
+                        match redirect(&e, &peer, redirects) {
+                            Some(to) => Try::Again { why, to: Some(to) },
+                            None if retry => Try::Again { why, to: None },
+                            None => Try::Done(Err(ProposeError::Unavailable(format!(
+                                "{why}; the write may or may not have been applied"
+                            )))),
+                        }
+                    }
+                }
+            })
+        };
+        self.at_leader("no leader accepted the write", local, remote)
+            .await
+    }
+
+    /// Run an operation where the leader is: `local` when this node leads,
+    /// `remote` (given the leader's client, the redirects followed so far
+    /// and the deadline) otherwise. Follows leader hints (at most
+    /// [`FORWARD_HOPS`] redirects from peers) and tries again, pausing
+    /// while no leader is known, until the leader wait ends; `what` opens
+    /// the error then.
+    async fn at_leader<'a, T>(
+        &self,
+        what: &str,
+        mut local: impl FnMut(Instant) -> Attempt<'a, T>,
+        mut remote: impl FnMut(PeerClient, u8, Instant) -> Attempt<'a, T>,
+    ) -> Result<T, ProposeError> {
         let deadline = Instant::now() + self.leader_wait;
         let mut hint: Option<(typ::NodeId, NodeInfo)> = None;
         let mut redirects = 0u8;
         let mut last = String::from("no leader is known");
         loop {
-            let target = hint.take().or_else(|| self.leader());
-            match target {
-                Some((id, _)) if id == self.id => {
-                    match self.write_local(command.clone(), idempotency.clone()).await {
-                        LocalWrite::Done(_, response) => {
-                            return response.map_err(|r| ProposeError::Rejected(r.into()))
-                        }
-                        LocalWrite::NotLeader(h) => {
-                            last = format!("node {} lost the leadership", self.id);
-                            hint = h.filter(|(l, _)| *l != self.id);
-                        }
-                        LocalWrite::Failed(e) => return Err(ProposeError::Unavailable(e)),
-                    }
-                }
+            let attempt = match hint.take().or_else(|| self.leader()) {
+                Some((id, _)) if id == self.id => match local(deadline).await {
+                    // This node's own hint never names itself.
+                    Try::Again { why, to } => Try::Again {
+                        why,
+                        to: to.filter(|(l, _)| *l != self.id),
+                    },
+                    done => done,
+                },
                 Some((id, node)) => {
                     let Some(net) = &self.peers else {
                         return Err(ProposeError::Unavailable(format!(
@@ -566,51 +658,28 @@ impl Replica {
                             self.id
                         )));
                     };
-                    let request = ForwardRequest {
-                        hops: FORWARD_HOPS.saturating_sub(redirects).max(1),
-                        request: Request {
-                            time_ms: self.clock.now_ms(),
-                            command: command.clone(),
-                            idempotency: idempotency.clone(),
-                        },
-                    };
-                    match net.peer(id, &node).forward(&request).await {
-                        Ok(reply) => {
-                            self.await_applied(reply.log_id.index, deadline).await;
-                            return reply.response.map_err(|r| ProposeError::Rejected(r.into()));
-                        }
-                        Err(e) => {
-                            last = format!("forwarding to node {id}: {e}");
-                            match e.remote() {
-                                Some(ClusterError::NotLeader {
-                                    leader_id: Some(l),
-                                    leader: Some(info),
-                                }) if *l != id && redirects < FORWARD_HOPS => {
-                                    redirects += 1;
-                                    hint = Some((*l, info.clone()));
-                                }
-                                Some(
-                                    ClusterError::NotLeader { .. } | ClusterError::HopsExhausted,
-                                ) => {}
-                                // Never delivered: safe to send again.
-                                None if matches!(e, PeerError::Unreachable { .. }) => {}
-                                // Fate unknown, but a repeat is answered, not applied.
-                                _ if idempotency.is_some() => {}
-                                _ => {
-                                    return Err(ProposeError::Unavailable(format!(
-                                        "{last}; the write may or may not have been applied"
-                                    )))
-                                }
-                            }
-                        }
+                    let attempt = remote(net.peer(id, &node), redirects, deadline).await;
+                    if matches!(attempt, Try::Again { to: Some(_), .. }) {
+                        redirects += 1;
                     }
+                    attempt
                 }
-                None => {}
+                None => Try::Again {
+                    why: last.clone(),
+                    to: None,
+                },
+            };
+            match attempt {
+                Try::Done(result) => return result,
+                Try::Again { why, to } => {
+                    last = why;
+                    hint = to;
+                }
             }
             let now = Instant::now();
             if now >= deadline {
                 return Err(ProposeError::Unavailable(format!(
-                    "no leader accepted the write within {:?} ({last}); retry",
+                    "{what} within {:?} ({last}); retry",
                     self.leader_wait
                 )));
             }
@@ -670,71 +739,51 @@ impl Replica {
     /// before the call: ReadIndex through openraft on the leader; on a
     /// follower, the leader's read index, then this node's apply.
     pub async fn linearize(&self) -> Result<(), ProposeError> {
-        let deadline = Instant::now() + self.leader_wait;
-        let mut hint: Option<(typ::NodeId, NodeInfo)> = None;
-        let mut redirects = 0u8;
-        let mut last = String::from("no leader is known");
-        loop {
-            let target = hint.take().or_else(|| self.leader());
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match target {
-                Some((id, _)) if id == self.id => {
-                    match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
-                        Ok(Ok(_)) => return Ok(()),
-                        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                            last = format!("node {} lost the leadership", self.id);
-                            hint = hint_of(f).filter(|(l, _)| *l != self.id);
+        let local = |deadline: Instant| -> Attempt<'_, ()> {
+            Box::pin(async move {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
+                    Ok(Ok(_)) => Try::Done(Ok(())),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                        Try::Again {
+                            why: format!("node {} lost the leadership", self.id),
+                            to: hint_of(f),
                         }
-                        // openraft gives the heartbeats behind the check one
-                        // heartbeat interval; one slow answer fails it. A read
-                        // changes nothing: try again until the deadline.
-                        Ok(Err(e)) => last = format!("cannot confirm a linearizable read: {e}"),
-                        Err(_) => last = "the leadership was not confirmed in time".into(),
                     }
+                    // openraft gives the heartbeats behind the check one
+                    // heartbeat interval; one slow answer fails it. A read
+                    // changes nothing: try again until the deadline.
+                    Ok(Err(e)) => Try::Again {
+                        why: format!("cannot confirm a linearizable read: {e}"),
+                        to: None,
+                    },
+                    Err(_) => Try::Again {
+                        why: "the leadership was not confirmed in time".into(),
+                        to: None,
+                    },
                 }
-                Some((id, node)) => {
-                    let Some(net) = &self.peers else {
-                        return Err(ProposeError::Unavailable(format!(
-                            "node {} is not the leader (node {id} is) and has no cluster network",
-                            self.id
-                        )));
-                    };
-                    match net.peer(id, &node).read_index().await {
-                        Ok(reply) => return self.wait_applied(reply.index(), deadline).await,
-                        Err(e) => {
-                            last = format!("read index from node {id}: {e}");
-                            match e.remote() {
-                                Some(ClusterError::NotLeader {
-                                    leader_id: Some(l),
-                                    leader: Some(info),
-                                }) if *l != id && redirects < FORWARD_HOPS => {
-                                    redirects += 1;
-                                    hint = Some((*l, info.clone()));
-                                }
-                                // A read changes nothing: any retryable failure may be retried.
-                                _ if e.is_retryable() => {}
-                                _ => {
-                                    return Err(ProposeError::Unavailable(format!(
-                                        "cannot confirm a linearizable read: {last}"
-                                    )))
-                                }
-                            }
+            })
+        };
+        let remote = |peer: PeerClient, redirects: u8, deadline: Instant| -> Attempt<'_, ()> {
+            Box::pin(async move {
+                match peer.read_index().await {
+                    Ok(reply) => Try::Done(self.wait_applied(reply.index(), deadline).await),
+                    Err(e) => {
+                        let why = format!("read index from {}: {e}", peer.addr());
+                        match redirect(&e, &peer, redirects) {
+                            Some(to) => Try::Again { why, to: Some(to) },
+                            // A read changes nothing: any retryable failure may be retried.
+                            None if e.is_retryable() => Try::Again { why, to: None },
+                            None => Try::Done(Err(ProposeError::Unavailable(format!(
+                                "cannot confirm a linearizable read: {why}"
+                            )))),
                         }
                     }
                 }
-                None => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(ProposeError::Unavailable(format!(
-                    "cannot confirm a linearizable read within {:?} ({last}); retry",
-                    self.leader_wait
-                )));
-            }
-            if hint.is_none() {
-                tokio::time::sleep(RETRY_PAUSE.min(deadline - now)).await;
-            }
-        }
+            })
+        };
+        self.at_leader("cannot confirm a linearizable read", local, remote)
+            .await
     }
 
     // ----- the leader's side of kstash's cluster RPCs ---------------------------
