@@ -2,8 +2,8 @@
 //! environment variable (flag > env > file > default).
 //!
 //! Invariant: unknown fields are refused; TLS is required unless disabled
-//! explicitly on a loopback address; a private key file readable by group or
-//! others is refused; a cluster node (`cluster_addr`) has its cluster TLS
+//! explicitly on a loopback address; a private key file readable by others
+//! or writable by group is refused; a cluster node (`cluster_addr`) has its cluster TLS
 //! files, and the combinations that cannot work (`bootstrap` with `join`,
 //! cluster settings without `cluster_addr`, …) are refused at start.
 
@@ -603,10 +603,13 @@ pub fn check_private_file(path: &Path) -> Result<(), ConfigError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
+        // Group-read is allowed: a Kubernetes Secret volume with an
+        // `fsGroup` gives the pod's user its key as 0440 (root-owned, group
+        // fsGroup), never as a 0600 file of its own.
         let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
+        if mode & 0o027 != 0 {
             return Err(ConfigError::Invalid(format!(
-                "{} is readable by group or others (mode {:o}); chmod 600 it",
+                "{} is readable by others or writable by group (mode {:o}); chmod 600 it",
                 path.display(),
                 mode & 0o777
             )));
@@ -694,6 +697,28 @@ mod tests {
             cluster_cert: file("node.pem"),
             cluster_key: file("node-key.pem"),
             ..Default::default()
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_may_be_group_readable_but_nothing_more() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "x").unwrap();
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o440, true), // a Kubernetes Secret volume with fsGroup
+            (0o640, true),
+            (0o660, false),
+            (0o604, false),
+            (0o644, false),
+            (0o606, false),
+        ] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(check_private_file(&key).is_ok(), ok, "mode {mode:o}");
         }
     }
 

@@ -273,7 +273,7 @@ pub struct LoginArgs {
     /// Token lifetime (e.g. `1h`, `90s`, or seconds); the server's default when omitted.
     #[arg(long, value_parser = parse_ttl)]
     pub ttl: Option<u64>,
-    /// File holding the access key (must not be readable by group or others).
+    /// File holding the access key (must not be readable by others or writable by group).
     /// Default: KSTASH_ACCESS_KEY, else a prompt.
     #[arg(long, value_name = "FILE")]
     pub access_key_file: Option<PathBuf>,

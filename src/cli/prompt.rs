@@ -51,7 +51,7 @@ pub fn prompt_keys(n: u32) -> anyhow::Result<Vec<SecretString>> {
 }
 
 /// A secret kept in a file (surrounding whitespace dropped). The file must
-/// not be readable by group or others.
+/// not be readable by others or writable by group.
 pub fn secret_file(path: &Path) -> anyhow::Result<SecretString> {
     crate::config::check_private_file(path)?;
     let text = Zeroizing::new(

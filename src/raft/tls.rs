@@ -6,7 +6,7 @@
 //!   mode), and the client checks the server's certificate against the same
 //!   CA and the host part of the address it dialled. Only the cluster CA is
 //!   trusted; never the system roots.
-//! - A private key file readable by group or others is refused
+//! - A private key file readable by others or writable by group is refused
 //!   ([`check_private_file`]), and key bytes held here are `Zeroizing`.
 //! - [`make_cluster_certs`] never overwrites a file, and writes private keys
 //!   with mode 0600.
@@ -60,7 +60,7 @@ pub enum TlsError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// A private key file is readable by group or others.
+    /// A private key file is readable by others or writable by group.
     #[error("{0}")]
     LooseKey(String),
     /// A certificate or key is malformed, or they do not fit together.
@@ -107,7 +107,7 @@ impl std::fmt::Debug for ClusterTls {
 impl ClusterTls {
     /// Read the cluster CA (`--cluster-ca`), this node's certificate
     /// (`--cluster-cert`) and key (`--cluster-key`). The key file must not be
-    /// readable by group or others.
+    /// readable by others or writable by group.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
         check_private_file(key).map_err(|e| TlsError::LooseKey(e.to_string()))?;
         let read = |path: &Path| {
@@ -466,8 +466,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = make_cluster_certs(dir.path(), &["n1".into()]).unwrap();
         let key = &f.nodes[0].2;
-        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let r = ClusterTls::load(&f.ca_cert, &f.nodes[0].1, key);
         assert!(matches!(r, Err(TlsError::LooseKey(_))), "{r:?}");
+        // Group-read only, as a Kubernetes Secret volume with fsGroup gives.
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o440)).unwrap();
+        ClusterTls::load(&f.ca_cert, &f.nodes[0].1, key).unwrap();
     }
 }
