@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::output::{line, note, print_json, Format, Table};
-use crate::raft::tls::{make_cluster_certs, CA_VALIDITY_DAYS, NODE_VALIDITY_DAYS};
+use crate::raft::tls::{make_cluster_certs_with, CA_VALIDITY_DAYS, NODE_VALIDITY_DAYS};
 
 /// `kstash operator cluster-certs --out DIR NAME...`.
 #[derive(Debug, Clone, Args)]
@@ -23,6 +23,10 @@ pub struct ClusterCertsArgs {
     /// peers dial; each becomes the certificate's subject alternative name.
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
+    /// A name every node certificate also carries (repeatable), e.g. the
+    /// client Service in front of all nodes (`kstash.kstash.svc`).
+    #[arg(long = "san", value_name = "NAME")]
+    pub extra_names: Vec<String>,
 }
 
 /// What `--format json` prints.
@@ -42,7 +46,7 @@ struct WrittenNode {
 
 /// Make the certificates and list the files written.
 pub fn run(args: &ClusterCertsArgs, fmt: Format) -> anyhow::Result<()> {
-    let files = make_cluster_certs(&args.out, &args.names)
+    let files = make_cluster_certs_with(&args.out, &args.names, &args.extra_names)
         .with_context(|| format!("cannot make cluster certificates in {}", args.out.display()))?;
     match fmt {
         Format::Json => print_json(&Written {

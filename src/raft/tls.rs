@@ -228,6 +228,17 @@ pub struct CertFiles {
 /// with mode 0600. Refuses to overwrite any file: nothing is written when
 /// one of the files exists.
 pub fn make_cluster_certs(out: &Path, names: &[String]) -> Result<CertFiles, TlsError> {
+    make_cluster_certs_with(out, names, &[])
+}
+
+/// [`make_cluster_certs`], with `extra_names` (e.g. the name of a service in
+/// front of every node) added to every node certificate's subject
+/// alternative names.
+pub fn make_cluster_certs_with(
+    out: &Path,
+    names: &[String],
+    extra_names: &[String],
+) -> Result<CertFiles, TlsError> {
     if names.is_empty() {
         return Err(TlsError::BadName {
             name: String::new(),
@@ -247,6 +258,14 @@ pub fn make_cluster_certs(out: &Path, names: &[String]) -> Result<CertFiles, Tls
             if !files.insert(file.clone()) {
                 return Err(bad(&format!("its file {file} clashes with another file")));
             }
+        }
+    }
+    for name in extra_names {
+        if ServerName::try_from(name.as_str()).is_err() {
+            return Err(TlsError::BadName {
+                name: name.clone(),
+                reason: "not a DNS name or an IP address".into(),
+            });
         }
     }
     for file in &files {
@@ -302,7 +321,9 @@ pub fn make_cluster_certs(out: &Path, names: &[String]) -> Result<CertFiles, Tls
     )?;
     for (name, cert_path, key_path) in &result.nodes {
         let key = rcgen::KeyPair::generate().map_err(generate)?;
-        let mut params = rcgen::CertificateParams::new(vec![name.clone()]).map_err(generate)?;
+        let mut sans = vec![name.clone()];
+        sans.extend(extra_names.iter().filter(|n| *n != name).cloned());
+        let mut params = rcgen::CertificateParams::new(sans).map_err(generate)?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
@@ -400,6 +421,30 @@ mod tests {
         assert_eq!(host_of("kstash-1"), None);
         assert_eq!(host_of(":7400"), None);
         assert_eq!(host_of("a:notaport"), None);
+    }
+
+    #[test]
+    fn extra_names_go_on_every_node_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["kstash-0".to_string(), "kstash-1".to_string()];
+        let extra = ["kstash.kstash.svc".to_string()];
+        let files = make_cluster_certs_with(dir.path(), &names, &extra).unwrap();
+        for (name, cert, _) in &files.nodes {
+            let pem = std::fs::read(cert).unwrap();
+            let der = rustls_pemfile::certs(&mut pem.as_slice())
+                .next()
+                .unwrap()
+                .unwrap();
+            // A dNSName is its ASCII bytes inside the DER.
+            for san in [name.as_str(), "kstash.kstash.svc"] {
+                assert!(
+                    der.windows(san.len()).any(|w| w == san.as_bytes()),
+                    "{name}'s certificate names {san}"
+                );
+            }
+        }
+        let bad = make_cluster_certs_with(&dir.path().join("b"), &names, &["no spaces".into()]);
+        assert!(matches!(bad, Err(TlsError::BadName { .. })), "{bad:?}");
     }
 
     #[test]
