@@ -468,14 +468,22 @@ impl Replica {
         self.leader_in(&self.raft.metrics().borrow()) == Some(self.id)
     }
 
-    /// The leader in `m`, except this node's own claim before a quorum has
-    /// acknowledged it. A node restarted after leading restores its old
-    /// leadership from its vote (openraft 0.9) and keeps it until a peer
-    /// answers with a newer term; meanwhile it can commit nothing and must
-    /// not be reported, or routed to, as the leader.
+    /// The leader in `m`, except this node's own claim when no quorum has
+    /// acknowledged it lately (within two maximum election timeouts, after
+    /// which followers have elected another). A node restarted after
+    /// leading restores its old leadership from its vote (openraft 0.9) and
+    /// keeps it until a peer answers with a newer term; a leader cut off
+    /// from its peers keeps it until it hears of a newer term. Meanwhile it
+    /// can commit nothing and must not be reported, or routed to, as the
+    /// leader.
     fn leader_in(&self, m: &typ::RaftMetrics) -> Option<typ::NodeId> {
+        let lease_ms = self.election_timeout_max_ms.saturating_mul(2);
         match m.current_leader {
-            Some(id) if id == self.id && m.millis_since_quorum_ack.is_none() => None,
+            Some(id)
+                if id == self.id && m.millis_since_quorum_ack.is_none_or(|ms| ms > lease_ms) =>
+            {
+                None
+            }
             other => other,
         }
     }
@@ -592,7 +600,23 @@ impl Replica {
                         idempotency: idempotency.clone(),
                     },
                 };
-                match peer.forward(&request).await {
+                // Stop waiting when the leader wait ends or another node
+                // becomes leader (the one asked may be cut off and never
+                // answer): the request's fate is then unknown.
+                let forwarded = tokio::select! {
+                    r = peer.forward(&request) => r,
+                    why = self.leader_moved_from(peer.id(), deadline) => {
+                        let why = format!("forwarding to {}: {why}", peer.addr());
+                        return if idempotency.is_some() {
+                            Try::Again { why, to: None }
+                        } else {
+                            Try::Done(Err(ProposeError::Unavailable(format!(
+                                "{why}; the write may or may not have been applied"
+                            ))))
+                        };
+                    }
+                };
+                match forwarded {
                     Ok(reply) => {
                         self.await_applied(reply.log_id.index, deadline).await;
                         Try::Done(reply.response.map_err(|r| ProposeError::Rejected(r.into())))
@@ -623,6 +647,33 @@ impl Replica {
         };
         self.at_leader("no leader accepted the write", local, remote)
             .await
+    }
+
+    /// Resolves (with why) once this node learns of a new leader other than
+    /// `asked` (one it did not know of when called), or at `deadline`;
+    /// pending otherwise.
+    async fn leader_moved_from(&self, asked: Option<typ::NodeId>, deadline: Instant) -> String {
+        let known = self.raft.metrics().borrow().current_leader;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let moved = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| {
+                    m.current_leader.is_some()
+                        && m.current_leader != asked
+                        && m.current_leader != known
+                },
+                "another node leads",
+            )
+            .await;
+        match moved {
+            Ok(m) => format!(
+                "node {} leads now; no answer came",
+                m.current_leader.unwrap_or_default()
+            ),
+            Err(_) => format!("no answer within {:?}", self.leader_wait),
+        }
     }
 
     /// Run an operation where the leader is: `local` when this node leads,
