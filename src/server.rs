@@ -398,9 +398,18 @@ async fn start_cluster(
     let handler: Arc<dyn ClusterHandler> = node.clone();
     let service = ClusterService::new(replica.raft().clone(), handler);
     let serving = tokio::spawn(async move {
-        tokio::select! {
-            opened = open_rx.wait_for(|open| *open) => if opened.is_err() { return Ok(()) },
-            _ = stop_rx.wait_for(|stop| *stop) => return Ok(()),
+        // Until the port opens, close every connection at once: a peer
+        // probing this node (`Replica::find_cluster`) learns at once that
+        // it is no member, instead of waiting out a TLS handshake.
+        loop {
+            tokio::select! {
+                opened = open_rx.wait_for(|open| *open) => {
+                    if opened.is_err() { return Ok(()) }
+                    break;
+                }
+                _ = stop_rx.wait_for(|stop| *stop) => return Ok(()),
+                accepted = listener.accept() => drop(accepted),
+            }
         }
         tracing::info!(%addr, "cluster port open");
         serve_on(listener, &tls, service, async move {

@@ -465,25 +465,23 @@ impl Replica {
 
     /// Whether this node currently leads.
     pub fn is_leader(&self) -> bool {
-        self.leader_in(&self.raft.metrics().borrow()) == Some(self.id)
+        self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
-    /// The leader in `m`, except this node's own claim when no quorum has
-    /// acknowledged it lately (within two maximum election timeouts, after
-    /// which followers have elected another). A node restarted after
-    /// leading restores its old leadership from its vote (openraft 0.9) and
-    /// keeps it until a peer answers with a newer term; a leader cut off
-    /// from its peers keeps it until it hears of a newer term. Meanwhile it
-    /// can commit nothing and must not be reported, or routed to, as the
-    /// leader.
+    /// The leader in `m` as status reports it: without this node's own claim
+    /// before a quorum has acknowledged it. A node restarted after leading
+    /// restores its old leadership from its vote (openraft 0.9) and keeps it
+    /// until a peer answers with a newer term; meanwhile it can commit
+    /// nothing and must not be reported as the leader. Routing uses the raw
+    /// claim (a write there fails over on `ForwardToLeader`): the metric is
+    /// not a live age, and filtering on it made a real leader refuse joins
+    /// until its next metrics report. (A leader cut off later
+    /// keeps its claim until it hears of a newer term: openraft's
+    /// `millis_since_quorum_ack` is a value from its last metrics report, not
+    /// a live age, so it cannot tell a stale lease from a quiet one.)
     fn leader_in(&self, m: &typ::RaftMetrics) -> Option<typ::NodeId> {
-        let lease_ms = self.election_timeout_max_ms.saturating_mul(2);
         match m.current_leader {
-            Some(id)
-                if id == self.id && m.millis_since_quorum_ack.is_none_or(|ms| ms > lease_ms) =>
-            {
-                None
-            }
+            Some(id) if id == self.id && m.millis_since_quorum_ack.is_none() => None,
             other => other,
         }
     }
@@ -492,7 +490,7 @@ impl Replica {
     pub fn leader(&self) -> Option<(typ::NodeId, NodeInfo)> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let id = self.leader_in(&m)?;
+        let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
     }

@@ -33,7 +33,7 @@ impl Node {
             storage: self.sm().backend().name().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_id: self.settings.node_id,
-            leader: self.raft.is_leader(),
+            leader: self.raft.raft_status().leader == Some(self.settings.node_id),
             leader_id: self.raft.raft_status().leader,
             key_term: self.barrier.active_term(),
             peers: self.members_status(sealed),
