@@ -9,10 +9,17 @@ PROJECT=kstash
 NETWORK=kstash-net
 CERTS_VOLUME=kstash-certs
 NODES=(kstash-0 kstash-1 kstash-2)
+# The StatefulSet's peer DNS domain (headless Service kstash-peers, namespace
+# kstash): node kstash-N is kstash-N.$PEER_DOMAIN, a network alias here, and
+# its certificate is /certs/kstash-N.$PEER_DOMAIN.pem.
+PEER_DOMAIN=kstash-peers.kstash.svc
+# The StatefulSet's config file, mounted read-only into every node.
+CONFIG_FILE="$REPO_DIR/deploy/statefulset/config/kstash.toml"
 API_PORT_BASE=18200
 CLUSTER_PORT=8201
-# The name in the certificate the nodes serve their client API with.
-API_CERT_NAME=127.0.0.1
+# The host reaches the published client ports by this address; every node
+# certificate carries it as an extra SAN (cluster-certs --san).
+API_HOST=127.0.0.1
 export IMAGE
 
 die() {
@@ -48,13 +55,18 @@ nodes() {
 api_url() {
     local n
     n=$(node "$1")
-    echo "https://$API_CERT_NAME:$((API_PORT_BASE + ${n#kstash-}))"
+    echo "https://$API_HOST:$((API_PORT_BASE + ${n#kstash-}))"
 }
 
 all_urls() {
     local out="" n
     for n in "${NODES[@]}"; do out+="${out:+,}$(api_url "$n")"; done
     echo "$out"
+}
+
+# peer_name NODE -> kstash-N.kstash-peers.kstash.svc
+peer_name() {
+    echo "$(node "$1").$PEER_DOMAIN"
 }
 
 ca_file() {

@@ -86,24 +86,7 @@ async fn leader_followers_and_a_sealed_restart() {
     let certs = ClusterCerts::make();
     let cuts = LinkCuts::default();
     let mut nodes = three_node_cluster(root.path(), &certs, &cuts, |_| {}, SETTLE).await;
-    let (code, init) = nodes[0]
-        .http
-        .post(
-            "/v1/sys/init",
-            None,
-            json!({"shares": 1, "threshold": 1, "gatekeeper_tokens": 1}),
-        )
-        .await;
-    assert_eq!(code, 200, "{init}");
-    let (code, body) = nodes[1]
-        .http
-        .post(
-            "/v1/sys/unseal",
-            None,
-            json!({"key": init["unseal_keys"][0]}),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
+    let init = crate::t76_faults::init_and_unseal(&nodes).await;
 
     let leader = nodes[0].leader().expect("a leader");
     wait_until(SETTLE, "every node ready", || async {
