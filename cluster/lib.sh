@@ -21,6 +21,16 @@ CLUSTER_PORT=8201
 # certificate carries it as an extra SAN (cluster-certs --san).
 API_HOST=127.0.0.1
 export IMAGE
+# Node ids given by cluster/replace (a node re-added under a new id with an
+# empty volume): KSTASH_NODE_ID_N=ID lines, read by docker-compose.yml, so
+# that every later compose call starts kstash-N with its current id.
+NODE_IDS_FILE="$STATE_DIR/node-ids"
+if [ -f "$NODE_IDS_FILE" ]; then
+    set -a
+    # shellcheck source=/dev/null
+    . "$NODE_IDS_FILE"
+    set +a
+fi
 
 die() {
     echo "${0##*/}: $*" >&2
@@ -62,6 +72,11 @@ all_urls() {
     local out="" n
     for n in "${NODES[@]}"; do out+="${out:+,}$(api_url "$n")"; done
     echo "$out"
+}
+
+# container_ip NODE -> the node's address on kstash-net (changes on restart).
+container_ip() {
+    docker inspect -f "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "$1" 2>/dev/null
 }
 
 # peer_name NODE -> kstash-N.kstash-peers.kstash.svc

@@ -613,6 +613,12 @@ pub async fn dev_bootstrap(node: &Node) -> anyhow::Result<DevSecrets> {
 /// `kstash server`: run a node until stopped.
 pub async fn run(config: Config, dev: bool) -> anyhow::Result<()> {
     init_logging(&config.log);
+    if cfg!(feature = "test-stale-reads") {
+        tracing::error!(
+            "built with the test-stale-reads feature: reads may be stale; a test build for \
+             jepsen/, never for production"
+        );
+    }
     let backend = open_backend(&config)?;
     let server = Server::start(&config, backend, Arc::new(SystemClock)).await?;
     let scheme = if config.tls_cert.is_some() {
