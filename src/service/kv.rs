@@ -26,6 +26,28 @@ impl Node {
         }
     }
 
+    /// The capability (create or update) and check-and-set checks of a
+    /// write, against the secret's version `current` (0 = absent).
+    fn put_precheck(
+        caller: &Caller,
+        path: &str,
+        cas: Option<u64>,
+        current: u64,
+    ) -> Result<(), ServiceError> {
+        let cap = if current > 0 {
+            Capability::Update
+        } else {
+            Capability::Create
+        };
+        Self::allow(caller, path, cap)?;
+        match cas {
+            Some(expected) if expected != current => Err(ServiceError::Conflict(format!(
+                "check-and-set failed: expected version {expected}, found {current}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Write a secret in the caller's namespace. With an idempotency key, a
     /// repeat of the same write within its window gets the first outcome.
     pub async fn put_secret(
@@ -58,10 +80,6 @@ impl Node {
             )));
         }
         let namespace = caller.record.namespace.clone();
-        let current = self
-            .sm()
-            .secret(&namespace, &path)?
-            .map_or(0, |r| r.version);
         let cas = req.cas.map(|c| c.to_be_bytes());
         let idempotency = caller.idempotency(
             key,
@@ -77,24 +95,23 @@ impl Node {
             // check-and-set checks to apply, which answers a retry with the
             // first outcome.
         } else {
-            let exists = current > 0;
-            Self::allow(
-                &caller,
-                &path,
-                if exists {
-                    Capability::Update
-                } else {
-                    Capability::Create
-                },
-            )?;
-        }
-        if let (Some(expected), None) = (req.cas, &idempotency) {
             // Checked here so a doomed write does not spend an encryption
-            // (or force a rotation); apply checks again for races.
-            if expected != current {
-                return Err(ServiceError::Conflict(format!(
-                    "check-and-set failed: expected version {expected}, found {current}"
-                )));
+            // (or force a rotation); apply checks again for races. This
+            // node's state may lag the leader's, so a rejection is only
+            // given after catching up: otherwise a lagging follower would
+            // answer with a version that was already replaced (found by
+            // jepsen/, see its README).
+            let version = self
+                .sm()
+                .secret(&namespace, &path)?
+                .map_or(0, |r| r.version);
+            if Self::put_precheck(&caller, &path, req.cas, version).is_err() {
+                self.linearize().await?;
+                let version = self
+                    .sm()
+                    .secret(&namespace, &path)?
+                    .map_or(0, |r| r.version);
+                Self::put_precheck(&caller, &path, req.cas, version)?;
             }
         }
         let storage_key = keyspace::kv_key(&namespace, &path);

@@ -375,3 +375,71 @@ pub(crate) async fn snapshot_install_scenario(kind: &BackendKind) {
         n.stop().await;
     }
 }
+
+/// Found by jepsen/ (`register` under `partition`): a follower that lags the
+/// leader must not refuse a check-and-set with a version that was already
+/// replaced. Steps:
+/// 1. three nodes; init, unseal, log in; k = v1 through the leader;
+/// 2. cut a follower off; k = v2 through the leader (acknowledged);
+/// 3. through the cut-off follower, `cas: 2` (right, as of the last
+///    acknowledged write) and `cas: 1` (wrong) are never answered with a
+///    conflict naming version 1: the follower cannot confirm what is
+///    current, so it answers 503;
+/// 4. heal; through the same follower `cas: 1` is refused naming version 2,
+///    and `cas: 2` succeeds with version 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_follower_never_answers_a_cas_with_a_replaced_version() {
+    let root = cluster_root();
+    let certs = ClusterCerts::make();
+    let cuts = LinkCuts::default();
+    let nodes = three_node_cluster_on(
+        &BackendKind::Memory,
+        root.path(),
+        &certs,
+        &cuts,
+        |_| {},
+        SETTLE,
+    )
+    .await;
+    let token = init_unseal_login(&nodes).await;
+    let li = (nodes[0].leader().expect("a leader") - 1) as usize;
+    let (code, body) = put(&nodes[li], &token, "k", "v1").await;
+    assert_eq!((code, body["version"].as_u64()), (200, Some(1)), "{body}");
+    converge(&nodes).await;
+
+    let fi = (0..3).find(|&i| i != li).unwrap();
+    let follower = &nodes[fi];
+    cuts.isolate(follower.id(), &ALL);
+    let (code, body) = put(&nodes[li], &token, "k", "v2").await;
+    assert_eq!((code, body["version"].as_u64()), (200, Some(2)), "{body}");
+
+    for expected in [2, 1] {
+        let (code, body) = cas(follower, &token, expected).await;
+        assert_eq!(
+            code, 503,
+            "cas {expected} through the cut-off follower: {body}"
+        );
+    }
+
+    cuts.heal();
+    converge(&nodes).await;
+    let (code, body) = cas(follower, &token, 1).await;
+    assert_eq!(code, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.ends_with("found 2"), "{message}");
+    let (code, body) = cas(follower, &token, 2).await;
+    assert_eq!((code, body["version"].as_u64()), (200, Some(3)), "{body}");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+async fn cas(n: &ClusterNode, token: &str, expected: u64) -> (u16, Value) {
+    n.http
+        .put(
+            "/v1/kv/app/k",
+            Some(token),
+            json!({ "value": format!("after-{expected}"), "cas": expected }),
+        )
+        .await
+}
