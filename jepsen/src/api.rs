@@ -204,7 +204,7 @@ impl Api {
             "POST",
             "/v1/sys/raft/remove",
             None,
-            Some(json!({ "id": id, "keys": keys })),
+            Some(json!({ "node_id": id, "keys": keys })),
         )
     }
 

@@ -45,6 +45,7 @@ pub struct Cluster {
     apis: Vec<Api>,
     operator: Mutex<Operator>,
     next_node_id: Mutex<u64>,
+    unseals: Mutex<Vec<Instant>>,
 }
 
 /// The operator's secrets, as `init` gave them.
@@ -84,6 +85,7 @@ impl Cluster {
             apis,
             operator: Mutex::new(Operator::default()),
             next_node_id: Mutex::new(10),
+            unseals: Mutex::new(Vec::new()),
         };
         cluster.initialise()?;
         Ok(cluster)
@@ -245,6 +247,7 @@ impl Cluster {
         let Some(token) = self.take_gatekeeper_token(via) else {
             return;
         };
+        self.unseals.lock().unwrap().push(Instant::now());
         match self.apis[via].unseal_token(&token) {
             Reply::Ok(v) => {
                 if let Some(next) = str_field(&v, "gatekeeper_token") {
@@ -263,9 +266,16 @@ impl Cluster {
             let op = self.operator.lock().unwrap();
             op.unseal_keys[..op.threshold].to_vec()
         };
+        self.unseals.lock().unwrap().push(Instant::now());
         for key in keys {
             let _ = self.apis[via].unseal_key(&key);
         }
+    }
+
+    /// When the harness itself sent unseals (to bring nodes back after
+    /// faults): each one may open a node a client had sealed.
+    pub fn harness_unseals(&self) -> Vec<Instant> {
+        self.unseals.lock().unwrap().clone()
     }
 
     /// A gatekeeper token, minted through node `via` if none is left.

@@ -67,6 +67,9 @@ enum Command {
         /// Seconds the linearizability checker may take.
         #[arg(long, default_value_t = 300)]
         check_time: u64,
+        /// Leave the cluster running afterwards (default: cluster/down -v).
+        #[arg(long)]
+        keep_cluster: bool,
     },
     /// Check a stored run's history again.
     Check {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
             store,
             repo,
             check_time,
+            keep_cluster,
         } => {
             let faults = match Fault::parse_list(&nemesis) {
                 Ok(f) => f,
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
                 op_timeout: Duration::from_secs(op_timeout),
                 seed,
                 check_time: Duration::from_secs(check_time),
+                keep_cluster,
             })
         }
         Command::Check { dir, check_time } => {

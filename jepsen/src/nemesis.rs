@@ -20,8 +20,7 @@ use crate::cluster::{Cluster, HarnessResult, NODES};
 use crate::workload::Shared;
 
 /// One kind of fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// The leader cut off from both peers.
     PartitionLeader,
@@ -109,6 +108,12 @@ impl Fault {
             }
         }
         Ok(out)
+    }
+}
+
+impl Serialize for Fault {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 

@@ -56,6 +56,9 @@ pub struct RunOptions {
     pub seed: u64,
     /// The checker's time limit.
     pub check_time: Duration,
+    /// Leave the cluster running after the run (for a look at it);
+    /// otherwise `cluster/down -v` removes it.
+    pub keep_cluster: bool,
 }
 
 const RECOVER_LIMIT: Duration = Duration::from_secs(60);
@@ -72,7 +75,16 @@ pub fn run(opts: &RunOptions) -> i32 {
     #[cfg(unix)]
     let _ = std::os::unix::fs::symlink(dir.file_name().unwrap_or_default(), &latest);
     eprintln!("[run] {} → {}", run_name(opts), dir.display());
-    match run_in(opts, &dir) {
+    let result = run_in(opts, &dir);
+    if !opts.keep_cluster {
+        let down = std::process::Command::new(opts.repo.join("cluster/down"))
+            .arg("-v")
+            .output();
+        if !matches!(&down, Ok(o) if o.status.success()) {
+            eprintln!("[run] cluster/down -v failed: remove the containers by hand");
+        }
+    }
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("[run] not a test: {e}");
@@ -163,12 +175,16 @@ fn run_in(opts: &RunOptions, dir: &Path) -> Result<i32, String> {
     let report = check(&recorded.history, &budget).map_err(|e| format!("history: {e}"))?;
     let check_s = started.elapsed().as_secs_f64();
     let token_violations = check_tokens(&recorded.events);
-    let reopen: Vec<u64> = nemesis
+    // Seals end at heals and at the harness's own unseals, as well as at
+    // the clients' recorded unseals.
+    let mut reopen: Vec<u64> = nemesis
         .records
         .iter()
         .filter_map(|r| r.heal_ns)
         .chain([final_heal_ns])
+        .chain(cluster.harness_unseals().into_iter().map(|t| rec.ns_at(t)))
         .collect();
+    reopen.sort_unstable();
     let seal_violations = check_seals(&recorded.events, &reopen);
     let sets = set_summaries(&recorded.history);
     let lost: usize = sets.iter().map(|s| s.lost.len()).sum();
@@ -255,6 +271,7 @@ fn run_in(opts: &RunOptions, dir: &Path) -> Result<i32, String> {
             "final": final_recovered.map(|r| (r.saturating_sub(final_heal_ns)) as f64 / 1e9),
         },
         "converged": converged.0,
+        "reopen_ns": reopen,
         "linearizability": report,
         "linearizability_check_s": check_s,
         "sets": sets,
@@ -330,14 +347,17 @@ fn final_reads(workload: Workload, shared: &Shared, c: &mut Client) -> (bool, St
             }
         }
         Workload::Set => {
-            let mut seen: Vec<Option<usize>> = Vec::new();
-            for node in 0..NODES.len() {
-                let r = c.read_set(shared, node);
-                seen.push(match r {
-                    Reply::Ok(v) => v.get("keys").and_then(Value::as_array).map(Vec::len),
-                    r if r.is_status(404) => Some(0),
-                    _ => None,
-                });
+            let mut seen: Vec<Option<usize>> = vec![Some(0); NODES.len()];
+            for k in 0..shared.sets() {
+                for (node, total) in seen.iter_mut().enumerate() {
+                    let r = c.read_set(shared, node, k);
+                    let n = match r {
+                        Reply::Ok(v) => v.get("keys").and_then(Value::as_array).map(Vec::len),
+                        r if r.is_status(404) => Some(0),
+                        _ => None,
+                    };
+                    *total = total.zip(n).map(|(a, b)| a + b);
+                }
             }
             let same = seen.iter().all(Option::is_some) && seen.windows(2).all(|w| w[0] == w[1]);
             (same, format!("elements per node: {seen:?}"))
@@ -507,17 +527,16 @@ pub fn recheck(dir: &Path, check_time: Duration) -> Result<i32, String> {
         ..Budget::default()
     };
     let report = check(&recorded.history, &budget).map_err(|e| e.to_string())?;
-    // The nemesis's heals also end sealed intervals (it unseals after them).
-    let heals: Vec<u64> = std::fs::read_to_string(dir.join("faults.json"))
+    // Heals and the harness's own unseals also end sealed intervals.
+    let reopen: Vec<u64> = std::fs::read_to_string(dir.join("verdict.json"))
         .ok()
-        .and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| f.get("heal_ns").and_then(Value::as_u64))
-        .collect();
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("reopen_ns").cloned())
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default();
     let violations: BTreeMap<&str, usize> = check_tokens(&recorded.events)
         .iter()
-        .chain(&check_seals(&recorded.events, &heals))
+        .chain(&check_seals(&recorded.events, &reopen))
         .fold(BTreeMap::new(), |mut m, v| {
             *m.entry(v.rule).or_insert(0) += 1;
             m

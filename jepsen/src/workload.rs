@@ -39,9 +39,14 @@ pub enum Workload {
 /// A register key gets at most this many ops; then a fresh key replaces it.
 pub const MAX_OPS_PER_KEY: u32 = 200;
 const ACTIVE_KEYS: usize = 8;
-/// The set workload's one set (its elements are keys under `set/`).
-pub const SET_KEY: &str = "set";
-const SET_PREFIX: &str = "set/";
+/// Elements per set: the set workload fills set 0, then set 1, … so that
+/// one list stays far below kstash's list limit (10,000 names).
+pub const SET_SIZE: u64 = 1000;
+
+/// The history key of set `k`; its elements are the keys under `set/k/`.
+fn set_key(k: u64) -> String {
+    format!("set-{k}")
+}
 
 /// Everything clients record, on one monotonic clock.
 pub struct Recorder {
@@ -82,6 +87,11 @@ impl Recorder {
     /// Nanoseconds since the run started.
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
+    }
+
+    /// The run's clock at instant `t` (0 before the run began).
+    pub fn ns_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.start).as_nanos() as u64
     }
 
     /// The run's clock at wall-clock time `unix_ms` (saturating at 0).
@@ -217,6 +227,11 @@ impl Shared {
         let mut c = self.counter.lock().unwrap();
         *c += 1;
         *c
+    }
+
+    /// How many sets the set workload has started.
+    pub fn sets(&self) -> u64 {
+        *self.counter.lock().unwrap() / SET_SIZE + 1
     }
 
     /// Every register key used so far.
@@ -395,32 +410,31 @@ impl Client {
 
     fn set_op(&mut self, shared: &Shared) {
         if self.rng.gen_range(0..20) == 0 {
-            self.read_set(shared, self.node);
+            let current = shared.sets() - 1;
+            self.read_set(shared, self.node, current);
             return;
         }
-        let element = format!("e{}", shared.next_number());
+        let n = shared.next_number();
+        let k = n / SET_SIZE;
+        let element = format!("e{n}");
         let id = shared.rec.invoke(
             self.process,
-            SET_KEY,
+            &set_key(k),
             Input::Add {
                 element: element.clone(),
             },
         );
-        let reply = self.apis[self.node].put(
-            &shared.token,
-            &format!("{SET_PREFIX}{element}"),
-            "1",
-            Some(0),
-        );
+        let reply =
+            self.apis[self.node].put(&shared.token, &format!("set/{k}/{element}"), "1", Some(0));
         let outcome = write_outcome(&reply);
         shared.rec.complete(id, outcome, None);
         self.after(&reply);
     }
 
-    /// Read the whole set through `node` and record it.
-    pub fn read_set(&mut self, shared: &Shared, node: usize) -> Reply {
-        let id = shared.rec.invoke(self.process, SET_KEY, Input::ReadSet);
-        let reply = self.apis[node].list(&shared.token, SET_PREFIX);
+    /// Read set `k` whole through `node` and record it.
+    pub fn read_set(&mut self, shared: &Shared, node: usize, k: u64) -> Reply {
+        let id = shared.rec.invoke(self.process, &set_key(k), Input::ReadSet);
+        let reply = self.apis[node].list(&shared.token, &format!("set/{k}/"));
         let (outcome, output) = match &reply {
             Reply::Ok(v) => {
                 let elements: BTreeSet<String> = v
@@ -532,12 +546,7 @@ impl Client {
         reply: &Reply,
         expires_ns: Option<u64>,
     ) {
-        let outcome = match reply {
-            Reply::Ok(_) => Outcome::Ok,
-            Reply::Lost(_) => Outcome::Info,
-            Reply::Refused { status, .. } if *status >= 500 => Outcome::Info,
-            _ => Outcome::Fail,
-        };
+        let outcome = write_outcome(reply);
         self.record_event(shared, kind, token, started, outcome, reply, expires_ns);
     }
 
