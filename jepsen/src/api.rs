@@ -259,3 +259,35 @@ impl Api {
 pub fn str_field(v: &Value, field: &str) -> Option<String> {
     v.get(field).and_then(Value::as_str).map(str::to_string)
 }
+
+/// The strings of an array field of a JSON answer (empty if absent).
+pub fn str_list<C: FromIterator<String>>(v: &Value, field: &str) -> C {
+    v.get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
+    use super::{str_field, str_list};
+
+    #[test]
+    fn fields_of_answers() {
+        let v = json!({"token": "t", "keys": ["b", "a", 3, "a"], "n": 1});
+        assert_eq!(str_field(&v, "token").as_deref(), Some("t"));
+        assert_eq!(str_field(&v, "n"), None);
+        let keys: Vec<String> = str_list(&v, "keys");
+        assert_eq!(keys, ["b", "a", "a"]);
+        let set: BTreeSet<String> = str_list(&v, "keys");
+        assert_eq!(set.len(), 2);
+        let none: Vec<String> = str_list(&v, "missing");
+        assert!(none.is_empty());
+    }
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::api::{str_field, tls_config, Api, Reply};
+use crate::api::{str_field, str_list, tls_config, Api, Reply};
 
 /// Container names, in node-index order; kstash-N publishes its API on
 /// 127.0.0.1:1820N.
@@ -96,21 +96,11 @@ impl Cluster {
             Reply::Ok(v) => v,
             other => return Err(format!("init: {}", other.describe())),
         };
-        let strings = |field: &str| -> Vec<String> {
-            init.get(field)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         {
             let mut op = self.operator.lock().unwrap();
-            op.unseal_keys = strings("unseal_keys");
+            op.unseal_keys = str_list(&init, "unseal_keys");
             op.threshold = 2;
-            op.gatekeeper_tokens = strings("gatekeeper_tokens");
+            op.gatekeeper_tokens = str_list(&init, "gatekeeper_tokens");
             op.access_key = str_field(&init, "access_key").ok_or("init gave no access key")?;
             if op.unseal_keys.len() < 2 || op.gatekeeper_tokens.is_empty() {
                 return Err("init gave too few unseal keys or gatekeeper tokens".into());
@@ -285,15 +275,7 @@ impl Cluster {
         }
         let keys = self.unseal_keys();
         if let Reply::Ok(v) = self.apis[via].mint_gatekeeper_tokens(&keys, 4) {
-            let minted: Vec<String> = v
-                .get("gatekeeper_tokens")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let minted: Vec<String> = str_list(&v, "gatekeeper_tokens");
             let mut op = self.operator.lock().unwrap();
             op.gatekeeper_tokens.extend(minted);
             return op.gatekeeper_tokens.pop();

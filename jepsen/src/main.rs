@@ -40,6 +40,9 @@ enum Command {
         /// Operations per second over all clients.
         #[arg(long, default_value_t = 50.0)]
         rate: f64,
+        /// Most operations the clients may start (the run also ends at --time).
+        #[arg(long, default_value_t = 200_000)]
+        max_ops: u64,
         /// Clients per node.
         #[arg(long, default_value_t = 2)]
         clients_per_node: usize,
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
             nemesis,
             time,
             rate,
+            max_ops,
             clients_per_node,
             quiet,
             hold,
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
                 faults,
                 time: Duration::from_secs(time),
                 rate,
+                max_ops,
                 clients_per_node,
                 quiet: Duration::from_secs(quiet),
                 hold: Duration::from_secs(hold),

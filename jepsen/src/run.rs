@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// The checker's time limit.
     pub check_time: Duration,
+    /// Most ops the clients may start (the run also ends at `time`).
+    pub max_ops: u64,
     /// Leave the cluster running after the run (for a look at it);
     /// otherwise `cluster/down -v` removes it.
     pub keep_cluster: bool,
@@ -112,6 +114,7 @@ fn run_in(opts: &RunOptions, dir: &Path) -> Result<i32, String> {
         rec.clone(),
         token,
         opts.op_timeout,
+        opts.max_ops,
     ));
     let clients = opts.clients_per_node * NODES.len();
     let interval = Duration::from_secs_f64(clients as f64 / opts.rate.max(0.1));

@@ -8,7 +8,7 @@
 //! found) is `Ok`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,7 +17,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::api::{str_field, Api, Reply};
+use crate::api::{str_field, str_list, Api, Reply};
 use crate::cluster::{Cluster, NODES};
 use crate::events::{Event, EventKind};
 use crate::history::{History, Input, OpId, Outcome, Output, Versioned};
@@ -177,6 +177,8 @@ pub struct Shared {
     counter: Mutex<u64>,
     /// Op timeout.
     pub op_timeout: Duration,
+    /// Ops the clients may still start (`--max-ops`).
+    ops_left: AtomicU64,
 }
 
 #[derive(Default)]
@@ -211,6 +213,7 @@ impl Shared {
         rec: Arc<Recorder>,
         token: String,
         op_timeout: Duration,
+        max_ops: u64,
     ) -> Self {
         Self {
             cluster,
@@ -220,7 +223,15 @@ impl Shared {
             keys: Mutex::new(KeyPool::default()),
             counter: Mutex::new(0),
             op_timeout,
+            ops_left: AtomicU64::new(max_ops),
         }
+    }
+
+    /// Take one op from the budget; false once it is spent.
+    fn take_op(&self) -> bool {
+        self.ops_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     fn next_number(&self) -> u64 {
@@ -313,6 +324,9 @@ impl Client {
             next += interval.mul_f64(self.rng.gen_range(0.5..1.5));
             if next < Instant::now() {
                 next = Instant::now();
+            }
+            if !shared.take_op() {
+                break;
             }
             match workload {
                 Workload::Register => self.register_op(shared),
@@ -437,15 +451,7 @@ impl Client {
         let reply = self.apis[node].list(&shared.token, &format!("set/{k}/"));
         let (outcome, output) = match &reply {
             Reply::Ok(v) => {
-                let elements: BTreeSet<String> = v
-                    .get("keys")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|s| s.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let elements: BTreeSet<String> = str_list(v, "keys");
                 (Outcome::Ok, Some(Output::Elements { elements }))
             }
             // An empty set is a namespace path with no keys.
