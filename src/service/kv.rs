@@ -105,7 +105,13 @@ impl Node {
                 .sm()
                 .secret(&namespace, &path)?
                 .map_or(0, |r| r.version);
-            if Self::put_precheck(&caller, &path, req.cas, version).is_err() {
+            if let Err(e) = Self::put_precheck(&caller, &path, req.cas, version) {
+                let may_write = caller.acl.allows(&path, Capability::Create)
+                    || caller.acl.allows(&path, Capability::Update);
+                if !may_write {
+                    // No state of the secret lets this caller write here.
+                    return Err(e);
+                }
                 self.linearize().await?;
                 let version = self
                     .sm()

@@ -384,7 +384,8 @@ pub(crate) async fn snapshot_install_scenario(kind: &BackendKind) {
 /// 3. through the cut-off follower, `cas: 2` (right, as of the last
 ///    acknowledged write) and `cas: 1` (wrong) are never answered with a
 ///    conflict naming version 1: the follower cannot confirm what is
-///    current, so it answers 503;
+///    current, so it answers 503; a read-only token's write is refused
+///    with 403 at once;
 /// 4. heal; through the same follower `cas: 1` is refused naming version 2,
 ///    and `cas: 2` succeeds with version 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -401,10 +402,24 @@ async fn a_lagging_follower_never_answers_a_cas_with_a_replaced_version() {
         SETTLE,
     )
     .await;
-    let token = init_unseal_login(&nodes).await;
+    let init = init_and_unseal(&nodes).await;
+    let token = login(&nodes[0], &init).await;
     let li = (nodes[0].leader().expect("a leader") - 1) as usize;
     let (code, body) = put(&nodes[li], &token, "k", "v1").await;
     assert_eq!((code, body["version"].as_u64()), (200, Some(1)), "{body}");
+    let (code, body) = nodes[li]
+        .http
+        .put(
+            "/v1/namespaces/app/policies/reader",
+            Some(&token),
+            json!({"rules": [{"path": "app/*", "capabilities": ["read"]}]}),
+        )
+        .await;
+    assert_eq!(code, 204, "{body}");
+    let reader = nodes[li]
+        .http
+        .login(&init["access_key"], "app", &["reader"], None)
+        .await;
     converge(&nodes).await;
 
     let fi = (0..3).find(|&i| i != li).unwrap();
@@ -420,6 +435,11 @@ async fn a_lagging_follower_never_answers_a_cas_with_a_replaced_version() {
             "cas {expected} through the cut-off follower: {body}"
         );
     }
+
+    // A caller that may neither create nor update is refused at once: no
+    // state of the secret could allow it.
+    let (code, body) = put(follower, &reader, "k", "v3").await;
+    assert_eq!(code, 403, "{body}");
 
     cuts.heal();
     converge(&nodes).await;
