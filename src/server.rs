@@ -244,16 +244,23 @@ impl Server {
         let app = crate::api::router(node.clone()).into_make_service();
         let handle = axum_server::Handle::new();
         let serve = match tls_config(config)? {
+            // TCP_NODELAY on every client connection, as on the cluster
+            // port: a response written in two parts must not wait for the
+            // client's delayed ACK (40 ms on Linux) of the first.
             Some(tls) => {
-                let server = axum_server::from_tcp_rustls(
-                    listener,
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
                     axum_server::tls_rustls::RustlsConfig::from_config(tls),
-                )?
-                .handle(handle.clone());
+                )
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                let server = axum_server::from_tcp(listener)?
+                    .acceptor(acceptor)
+                    .handle(handle.clone());
                 tokio::spawn(server.serve(app))
             }
             None => {
-                let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+                let server = axum_server::from_tcp(listener)?
+                    .acceptor(axum_server::accept::NoDelayAcceptor::new())
+                    .handle(handle.clone());
                 tokio::spawn(server.serve(app))
             }
         };
