@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod api;
 pub mod barrier;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

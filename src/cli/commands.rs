@@ -12,9 +12,9 @@ use super::output::{line, note, print_json, print_raw, Format, Table};
 use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file};
 use super::wire::*;
 use super::{
-    AccessKeyCommand, Cli, Command, GatekeeperAuthArgs, GatekeeperTokenCommand, KvCommand,
-    LoginArgs, OperatorCommand, PolicyCommand, RaftCommand, SecretField, SnapshotCommand,
-    TokenCommand,
+    AccessKeyCommand, BenchArgs, Cli, Command, GatekeeperAuthArgs, GatekeeperTokenCommand,
+    GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand, RaftCommand, SecretField,
+    SnapshotCommand, TokenCommand,
 };
 use crate::secret::SecretString;
 
@@ -57,6 +57,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     {
         return restore_offline(file, data_dir, *node_id, api_addr, cluster_addr);
     }
+    if let Command::Bench(args) = &cli.command {
+        return bench(&cli.global, args);
+    }
     let g = &cli.global;
     let client = Client::new(&ClientOptions {
         addresses: g.address.clone(),
@@ -71,7 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let fmt = g.format;
     rt.block_on(async {
         match cli.command {
-            Command::Server(_) => unreachable!("handled above"),
+            Command::Server(_) | Command::Bench(_) => unreachable!("handled above"),
             Command::Operator(c) => operator(&client, fmt, c).await,
             Command::Login(args) => login(&client, fmt, args).await,
             Command::Token(c) => token(&client, fmt, c).await,
@@ -830,5 +833,88 @@ fn restore_offline(
         data_dir.display()
     ))?;
     line("Start the node with --bootstrap and unseal it with the original unseal keys.")?;
+    Ok(())
+}
+
+/// `kstash bench`: a multi-threaded runtime, gRPC connections to the
+/// addresses, then the report as a table or JSON.
+fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
+    let token = g
+        .token
+        .as_deref()
+        .context("the bench needs an access token (--token or KSTASH_TOKEN)")?;
+    let ca = match &g.ca_cert {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        None => None,
+    };
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(async {
+        let target =
+            crate::bench::KstashTarget::connect(&g.address, args.connections, token, ca.as_deref())
+                .await?;
+        crate::bench::run(
+            target,
+            &crate::bench::BenchOptions {
+                workload: args.workload,
+                clients: args.clients,
+                connections: args.connections,
+                duration: args.duration,
+                warmup: args.warmup,
+                keys: args.keys,
+                value_size: args.value_size,
+                progress: true,
+            },
+        )
+        .await
+    })?;
+    if report.ops == 0 {
+        bail!(
+            "no operation succeeded in {:.1} s: {}",
+            report.duration_s,
+            report.first_error.as_deref().unwrap_or("none finished")
+        );
+    }
+    match g.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => {
+            println!(
+                "{:<10} {:>7} {:>5} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7}",
+                "workload",
+                "clients",
+                "conns",
+                "ops",
+                "ops/s",
+                "p50 ms",
+                "p99 ms",
+                "p99.9",
+                "errors"
+            );
+            println!(
+                "{:<10} {:>7} {:>5} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+                serde_json::to_value(report.workload)?
+                    .as_str()
+                    .unwrap_or_default(),
+                report.clients,
+                report.connections,
+                report.ops,
+                report.ops_per_s,
+                report.p50_ms,
+                report.p99_ms,
+                report.p999_ms,
+                report.errors
+            );
+            if let Some(e) = &report.first_error {
+                note(&format!("first error: {e}"));
+            }
+        }
+    }
     Ok(())
 }

@@ -94,6 +94,35 @@ pub enum Command {
     /// Read and write secrets in the token's namespace.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Load a cluster (over gRPC, with the token) and report ops/s and
+    /// latency percentiles.
+    Bench(BenchArgs),
+}
+
+/// `kstash bench`: closed-loop clients for a fixed time after a warm-up.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// put (256-byte values by default), get (linearizable) or stale-get.
+    #[arg(long, value_enum, default_value_t = crate::bench::Workload::Put)]
+    pub workload: crate::bench::Workload,
+    /// Concurrent clients (requests in flight).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Connections shared by the clients, round robin over --address.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Measured time (e.g. `10s`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Unmeasured warm-up before it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub warmup: Duration,
+    /// Distinct keys, chosen uniformly.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
 }
 
 /// `kstash operator …`.

@@ -366,3 +366,70 @@ fn cli_walk_through() {
         "secret in the server log:\n{log}"
     );
 }
+
+/// `kstash bench` against one node: puts, linearizable and stale gets each
+/// complete operations without errors and report sane percentiles, as a
+/// table and as JSON; a bad token makes it fail with the server's reason.
+#[test]
+fn bench_loads_a_node_and_reports() {
+    let server = ServerProcess::start();
+    let cli = Cli {
+        address: server.url(),
+        seen: Default::default(),
+    };
+    let out = cli.run(
+        &[
+            "operator",
+            "init",
+            "--shares",
+            "1",
+            "--threshold",
+            "1",
+            "--format",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let init: Value = serde_json::from_str(out.ok()).unwrap();
+    let key = init["unseal_keys"][0].as_str().unwrap();
+    cli.run(&["operator", "unseal", key], &[], None).ok();
+    let token = cli.login(init["access_key"].as_str().unwrap(), "bench", "admin", &[]);
+
+    let short = [
+        "--duration",
+        "1s",
+        "--warmup",
+        "100ms",
+        "--clients",
+        "4",
+        "--connections",
+        "2",
+        "--keys",
+        "20",
+    ];
+    for workload in ["put", "get", "stale-get"] {
+        let mut args = vec!["bench", "--workload", workload, "--format", "json"];
+        args.extend_from_slice(&short);
+        let out = cli.with_token(&token, &args);
+        let report: Value =
+            serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        assert_eq!(report["workload"], workload, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+        assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+        let (p50, p99, p999) = (
+            report["p50_ms"].as_f64().unwrap(),
+            report["p99_ms"].as_f64().unwrap(),
+            report["p999_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{report}");
+    }
+    let mut args = vec!["bench"];
+    args.extend_from_slice(&short);
+    let table = cli.with_token(&token, &args);
+    assert!(table.ok().starts_with("workload"), "{table:?}");
+    assert!(table.stdout.contains("put"), "{table:?}");
+
+    let bad = cli.with_token("kst_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &args);
+    bad.fails(1, "no operation succeeded");
+}
