@@ -208,6 +208,65 @@ impl Target for KstashTarget {
     }
 }
 
+/// An etcd cluster through etcd-client, driven by the same clients, keys
+/// and values as [`KstashTarget`], so that the two compare honestly.
+#[cfg(feature = "etcd")]
+#[derive(Clone)]
+pub struct EtcdTarget {
+    clients: Vec<etcd_client::KvClient>,
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdTarget {
+    /// Open `connections` clients, each to one endpoint (round robin over
+    /// `endpoints`, `http://host:port`).
+    pub async fn connect(endpoints: &[String], connections: usize) -> anyhow::Result<Self> {
+        if endpoints.is_empty() {
+            bail!("no etcd endpoint to bench");
+        }
+        let mut clients = Vec::with_capacity(connections);
+        for i in 0..connections.max(1) {
+            let endpoint = &endpoints[i % endpoints.len()];
+            let client = etcd_client::Client::connect(
+                [endpoint.as_str()],
+                Some(
+                    etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(5)),
+                ),
+            )
+            .await
+            .with_context(|| format!("cannot connect to etcd at {endpoint}"))?;
+            clients.push(client.kv_client());
+        }
+        Ok(Self { clients })
+    }
+
+    fn client(&self, conn: usize) -> etcd_client::KvClient {
+        self.clients[conn % self.clients.len()].clone()
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Target for EtcdTarget {
+    async fn put(&self, conn: usize, key: &str, value: &[u8]) -> Result<(), String> {
+        self.client(conn)
+            .put(key, value.to_vec(), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, conn: usize, key: &str, stale: bool) -> Result<(), String> {
+        // etcd's default range read is linearizable; serializable is its
+        // stale read (the answering member's own state).
+        let options = stale.then(|| etcd_client::GetOptions::new().with_serializable());
+        self.client(conn)
+            .get(key, options)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The bench's key names: `bench/k00000` …
 pub fn key_names(keys: usize) -> Vec<String> {
     (0..keys).map(|i| format!("bench/k{i:05}")).collect()
@@ -450,6 +509,29 @@ mod tests {
         assert_eq!(written.len(), 50, "every key written once before reads");
         assert_eq!(report.errors, 0);
         assert!(report.ops > 0);
+    }
+
+    /// The etcd target against a real etcd (skipped, with a notice, where
+    /// none is installed; with CI=true a missing etcd fails).
+    #[cfg(feature = "etcd")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_etcd_target_puts_and_reads_a_real_etcd() {
+        let Some(etcd) =
+            tokio::task::spawn_blocking(crate::storage::etcd::testing::EtcdServer::start)
+                .await
+                .unwrap()
+        else {
+            return;
+        };
+        let target = EtcdTarget::connect(&etcd.endpoints(), 2).await.unwrap();
+        for workload in [Workload::Put, Workload::Get, Workload::StaleGet] {
+            let report = run(target.clone(), &opts(workload)).await.unwrap();
+            assert_eq!(report.errors, 0, "{report:?}");
+            assert!(report.ops > 0, "{report:?}");
+        }
+        let mut kv = target.client(0);
+        let got = kv.get("bench/k00000", None).await.unwrap();
+        assert_eq!(got.kvs()[0].value().len(), 256);
     }
 
     #[tokio::test]

@@ -12,9 +12,9 @@ use super::output::{line, note, print_json, print_raw, Format, Table};
 use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file};
 use super::wire::*;
 use super::{
-    AccessKeyCommand, BenchArgs, Cli, Command, GatekeeperAuthArgs, GatekeeperTokenCommand,
-    GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand, RaftCommand, SecretField,
-    SnapshotCommand, TokenCommand,
+    AccessKeyCommand, BenchArgs, BenchTarget, Cli, Command, GatekeeperAuthArgs,
+    GatekeeperTokenCommand, GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand,
+    RaftCommand, SecretField, SnapshotCommand, TokenCommand,
 };
 use crate::secret::SecretString;
 
@@ -839,42 +839,56 @@ fn restore_offline(
 /// `kstash bench`: a multi-threaded runtime, gRPC connections to the
 /// addresses, then the report as a table or JSON.
 fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
-    let token = g
-        .token
-        .as_deref()
-        .context("the bench needs an access token (--token or KSTASH_TOKEN)")?;
-    let ca = match &g.ca_cert {
-        Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
-        }
-        None => None,
-    };
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
+    let options = crate::bench::BenchOptions {
+        workload: args.workload,
+        clients: args.clients,
+        connections: args.connections,
+        duration: args.duration,
+        warmup: args.warmup,
+        keys: args.keys,
+        value_size: args.value_size,
+        progress: true,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = rt.block_on(async {
-        let target =
-            crate::bench::KstashTarget::connect(&g.address, args.connections, token, ca.as_deref())
+    let report = match args.target {
+        BenchTarget::Kstash => {
+            let token = g
+                .token
+                .as_deref()
+                .context("the bench needs an access token (--token or KSTASH_TOKEN)")?;
+            let ca = match &g.ca_cert {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            rt.block_on(async {
+                let target = crate::bench::KstashTarget::connect(
+                    &g.address,
+                    args.connections,
+                    token,
+                    ca.as_deref(),
+                )
                 .await?;
-        crate::bench::run(
-            target,
-            &crate::bench::BenchOptions {
-                workload: args.workload,
-                clients: args.clients,
-                connections: args.connections,
-                duration: args.duration,
-                warmup: args.warmup,
-                keys: args.keys,
-                value_size: args.value_size,
-                progress: true,
-            },
-        )
-        .await
-    })?;
+                crate::bench::run(target, &options).await
+            })?
+        }
+        #[cfg(feature = "etcd")]
+        BenchTarget::Etcd => rt.block_on(async {
+            let target =
+                crate::bench::EtcdTarget::connect(&args.etcd_endpoints, args.connections).await?;
+            crate::bench::run(target, &options).await
+        })?,
+        #[cfg(not(feature = "etcd"))]
+        BenchTarget::Etcd => bail!("this kstash was built without the `etcd` feature"),
+    };
     if report.ops == 0 {
         bail!(
             "no operation succeeded in {:.1} s: {}",

@@ -123,6 +123,22 @@ pub struct BenchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
+    /// What to load: kstash (--address, --token) or, built with the `etcd`
+    /// feature, etcd (--etcd-endpoints) through the same clients.
+    #[arg(long, value_enum, default_value_t = BenchTarget::Kstash)]
+    pub target: BenchTarget,
+    /// etcd client URLs, comma-separated (with --target etcd).
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    pub etcd_endpoints: Vec<String>,
+}
+
+/// The store `kstash bench` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTarget {
+    /// A kstash node or cluster over gRPC.
+    Kstash,
+    /// An etcd cluster (needs the `etcd` cargo feature).
+    Etcd,
 }
 
 /// `kstash operator …`.
