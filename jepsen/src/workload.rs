@@ -477,13 +477,9 @@ impl Client {
             let (n, token) = self.tokens[self.rng.gen_range(0..self.tokens.len())].clone();
             let started = shared.rec.now_ns();
             let reply = self.apis[self.node].revoke_self(&token);
+            // A revoked token stays in the pool: every later use must be
+            // refused. Uses drop it once refused (below).
             self.token_event(shared, EventKind::Revoke, Some(n), started, &reply, None);
-            if matches!(reply, Reply::Ok(_)) || reply.is_status(401) {
-                // Keep using it now and then: every use must be refused.
-                if self.tokens.len() > 8 {
-                    self.tokens.retain(|(m, _)| *m != n);
-                }
-            }
             self.after(&reply);
         } else {
             let (n, token) = self.tokens[self.rng.gen_range(0..self.tokens.len())].clone();
