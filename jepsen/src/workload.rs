@@ -599,22 +599,36 @@ impl Client {
         );
     }
 
+    /// A seal or unseal through `node` with one gatekeeper token (minted if
+    /// none is left), keeping the replacement it returns, recorded as `kind`.
+    fn gatekeeper_op(
+        &mut self,
+        shared: &Shared,
+        node: usize,
+        kind: EventKind,
+        call: fn(&Api, &str) -> Reply,
+    ) {
+        self.node = node;
+        let Some(token) = shared.cluster.take_gatekeeper_token(node) else {
+            return;
+        };
+        let started = shared.rec.now_ns();
+        let reply = call(&self.apis[node], &token);
+        if let Some(next) = match &reply {
+            Reply::Ok(v) => str_field(v, "gatekeeper_token"),
+            _ => None,
+        } {
+            shared.cluster.give_gatekeeper_token(next);
+        }
+        self.token_event(shared, kind, None, started, &reply, None);
+    }
+
     /// Seal workload, sealer side: seal a random node with a gatekeeper
     /// token, leave it sealed a while, unseal through another node.
     pub fn run_sealer(&mut self, shared: &Shared, deadline: Instant) {
         while !shared.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             let target = self.rng.gen_range(0..NODES.len());
-            self.node = target;
-            if let Some(token) = shared.cluster.take_gatekeeper_token(target) {
-                let started = shared.rec.now_ns();
-                let reply = self.apis[target].seal(&token);
-                if let Reply::Ok(v) = &reply {
-                    if let Some(next) = str_field(v, "gatekeeper_token") {
-                        shared.cluster.give_gatekeeper_token(next);
-                    }
-                }
-                self.token_event(shared, EventKind::Seal, None, started, &reply, None);
-            }
+            self.gatekeeper_op(shared, target, EventKind::Seal, Api::seal);
             pause_until(
                 shared,
                 Instant::now() + Duration::from_millis(self.rng.gen_range(1000..3000)),
@@ -626,17 +640,7 @@ impl Client {
                 .map(|d| (target + d) % NODES.len())
                 .find(|&i| matches!(shared.cluster.status(i), Some(s) if !s.sealed))
                 .unwrap_or(target);
-            self.node = via;
-            if let Some(token) = shared.cluster.take_gatekeeper_token(via) {
-                let started = shared.rec.now_ns();
-                let reply = self.apis[via].unseal_token(&token);
-                if let Reply::Ok(v) = &reply {
-                    if let Some(next) = str_field(v, "gatekeeper_token") {
-                        shared.cluster.give_gatekeeper_token(next);
-                    }
-                }
-                self.token_event(shared, EventKind::Unseal, None, started, &reply, None);
-            }
+            self.gatekeeper_op(shared, via, EventKind::Unseal, Api::unseal_token);
             pause_until(
                 shared,
                 Instant::now() + Duration::from_millis(self.rng.gen_range(1000..3000)),
