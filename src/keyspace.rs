@@ -45,6 +45,11 @@ pub const IDEMPOTENCY_PREFIX: &str = "idempotency/";
 pub const RAFT_LAST_APPLIED: &[u8] = b"raft/last-applied";
 /// Raft: the last applied membership (`StoredMembership`), same batch.
 pub const RAFT_MEMBERSHIP: &[u8] = b"raft/membership";
+/// Raft: while a log entry with several requests is being applied, its log
+/// id and how many of its requests are applied (`(LogId, u32)`), written
+/// with each request's data; removed with the last one. A restart that
+/// finds it (a persistent backend) skips what was applied.
+pub const RAFT_APPLIED_PART: &[u8] = b"raft/applied-part";
 
 /// Key of the kept outcome of an idempotency key (by its hashed id).
 pub fn idempotency_key(id: &[u8; 32]) -> Vec<u8> {

@@ -9,7 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::Policy;
 
-/// A log entry: the leader's clock reading and one command.
+/// A log entry's payload: one or more requests the leader gathered while
+/// earlier entries were in flight. Apply runs them in order, each as its
+/// own atomic change, and answers each one.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Batch {
+    /// The requests, in the order they are applied.
+    pub requests: Vec<Request>,
+}
+
+/// One client request: the leader's clock reading and one command.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Request {
     /// Milliseconds since the Unix epoch, stamped by the leader; apply uses
@@ -250,3 +259,7 @@ pub enum Rejection {
 
 /// The outcome of applying one request, as returned through the log.
 pub type Response = Result<Applied, Rejection>;
+
+/// The outcomes of one log entry: one per request of its [`Batch`], in
+/// order (none for a blank or membership entry).
+pub type Responses = Vec<Response>;

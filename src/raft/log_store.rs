@@ -29,7 +29,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bincode::Options;
 use openraft::storage::{LogState, RaftLogStorage};
@@ -66,6 +66,20 @@ const SLED_DATA_FILE: &str = "db";
 /// [`RaftLogStorage::get_log_reader`] and share the same database.
 pub struct LogStore {
     inner: Arc<Shared>,
+    /// The thread that runs the barrier for appends ([`run_flusher`]).
+    flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogStore {
+    /// Stop the flusher once it has completed every queued append, so the
+    /// directory is free to open again when this returns.
+    fn drop(&mut self) {
+        self.inner.lock_flushes().closed = true;
+        self.inner.flush_wanted.notify_one();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
 }
 
 /// A read-only handle on a [`LogStore`], handed to openraft's replication
@@ -99,6 +113,47 @@ struct Shared {
     durability_lost: AtomicBool,
     /// Serialises durability barriers and remembers what they have synced.
     synced: Mutex<Synced>,
+    /// Appends written to sled and waiting for a barrier.
+    flushes: Mutex<Flushes>,
+    /// Signalled when an append is queued or the store closes.
+    flush_wanted: Condvar,
+}
+
+/// Appends waiting for the durability barrier, oldest first.
+#[derive(Default)]
+struct Flushes {
+    waiting: Vec<typ::LogFlushed>,
+    /// The store is dropped: finish what is queued, then stop.
+    closed: bool,
+}
+
+/// The flusher thread: waits for queued appends, runs one barrier for all
+/// of them, and completes their callbacks in the order they were queued.
+/// Appends that arrive during a barrier share the next one (group commit).
+fn run_flusher(shared: Arc<Shared>) {
+    loop {
+        let waiting = {
+            let mut flushes = shared.lock_flushes();
+            while flushes.waiting.is_empty() && !flushes.closed {
+                flushes = shared
+                    .flush_wanted
+                    .wait(flushes)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if flushes.waiting.is_empty() {
+                return;
+            }
+            std::mem::take(&mut flushes.waiting)
+        };
+        let durable = shared.make_durable();
+        for callback in waiting {
+            let result = match &durable {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            };
+            callback.log_io_completed(result);
+        }
+    }
 }
 
 /// Files a durability barrier has already made durable.
@@ -128,8 +183,17 @@ impl LogStore {
         })?;
         shared.finish_purge()?;
         tracing::debug!(path = %dir.display(), "opened the Raft log");
+        let inner = Arc::new(shared);
+        let flusher = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name("raft-log-flush".into())
+                .spawn(move || run_flusher(inner))
+                .map_err(|e| StorageIOError::write(AnyError::new(&e)))?
+        };
         Ok(LogStore {
-            inner: Arc::new(shared),
+            inner,
+            flusher: Some(flusher),
         })
     }
 
@@ -277,6 +341,8 @@ impl Shared {
                 dir_names: BTreeSet::new(),
                 blob_names: BTreeSet::new(),
             }),
+            flushes: Mutex::new(Flushes::default()),
+            flush_wanted: Condvar::new(),
         };
         // Nothing is known to be synced yet: this barrier syncs every file
         // (`conf` is written without any sync by sled) and both directories.
@@ -305,17 +371,27 @@ impl Shared {
     ///    its list of names changed, so created, renamed and deleted files
     ///    are durable too.
     fn make_durable(&self) -> io::Result<()> {
-        if self.durability_lost.load(Ordering::Acquire) {
-            return Err(io::Error::other(
-                "an earlier flush of the Raft log failed; its durability is unknown",
-            ));
-        }
+        self.refuse_if_poisoned()?;
         let result = self.flush_and_sync();
         if let Err(e) = &result {
             tracing::error!(path = %self.path.display(), error = %e, "flushing the Raft log failed");
             self.durability_lost.store(true, Ordering::Release);
         }
         result
+    }
+
+    fn lock_flushes(&self) -> std::sync::MutexGuard<'_, Flushes> {
+        self.flushes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fails once a barrier has failed: the store's durability is unknown.
+    fn refuse_if_poisoned(&self) -> io::Result<()> {
+        if self.durability_lost.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "an earlier flush of the Raft log failed; its durability is unknown",
+            ));
+        }
+        Ok(())
     }
 
     fn flush_and_sync(&self) -> io::Result<()> {
@@ -540,20 +616,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Save the committed log id (`None` removes it).
     ///
-    /// Durability: returns `Ok` only after it, and every write before it,
-    /// passed the durability barrier, so a restart re-applies everything up
-    /// to it.
+    /// Durability: written, not flushed; the next barrier (the next append
+    /// or vote) makes it durable. It is a hint: at restart openraft applies
+    /// the log up to it, then learns the rest from the leader, and every
+    /// committed entry is in the (durable) log of a quorum. Losing the
+    /// latest value in a crash only means applying less before that, while
+    /// a barrier per commit would cost every write one more `fdatasync` on
+    /// openraft's core loop. A store whose barrier failed refuses it.
     async fn save_committed(
         &mut self,
         committed: Option<typ::LogId>,
     ) -> Result<(), typ::StorageError> {
         blocking(&self.inner, write_store_error, move |s| {
+            s.refuse_if_poisoned()
+                .map_err(|e| write_store_error(AnyError::new(&e)))?;
             let written = match committed {
                 Some(log_id) => s.meta.insert(COMMITTED_KEY, keyspace::encode(&log_id)),
                 None => s.meta.remove(COMMITTED_KEY),
             };
-            written.map_err(|e| write_store_error(AnyError::new(&e)))?;
-            s.make_durable()
+            written
+                .map(|_| ())
                 .map_err(|e| write_store_error(AnyError::new(&e)))
         })
         .await
@@ -572,11 +654,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Append entries (consecutive, continuing the log) in one atomic batch.
     ///
-    /// Durability: when this returns `Ok` the entries are readable; the
-    /// `callback` is told `Ok` only after they, and every write before them,
-    /// passed the durability barrier (sled flush, then `fdatasync` of sled's
-    /// data and blob files). Both happen before this returns. If the barrier
-    /// fails the `callback` gets the error, and every later barrier fails.
+    /// Durability: when this returns `Ok` the entries are readable (so
+    /// openraft can send them to the followers while they are being made
+    /// durable here); the `callback` is told `Ok` only after they, and
+    /// every write before them, passed the durability barrier (sled flush,
+    /// then `fdatasync` of sled's data and blob files), run by the flusher
+    /// thread for every append queued at that moment. Callbacks complete in
+    /// append order. If the barrier fails the `callback` gets the error,
+    /// and every later barrier fails.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -587,18 +672,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<typ::LogEntry> = entries.into_iter().collect();
-        let durable = blocking(&self.inner, write_logs_error, move |s| {
+        blocking(&self.inner, write_logs_error, move |s| {
             let mut batch = sled::Batch::default();
             for entry in &entries {
                 batch.insert(&log_key(entry.log_id.index)[..], encode_entry(entry)?);
             }
             s.logs
                 .apply_batch(batch)
-                .map_err(|e| write_logs_error(AnyError::new(&e)))?;
-            Ok(s.make_durable())
+                .map_err(|e| write_logs_error(AnyError::new(&e)))
         })
         .await?;
-        callback.log_io_completed(durable);
+        self.inner.lock_flushes().waiting.push(callback);
+        self.inner.flush_wanted.notify_one();
         Ok(())
     }
 
@@ -653,7 +738,7 @@ mod tests {
     use openraft::{Entry, EntryPayload, Membership, Vote};
 
     use super::*;
-    use crate::raft::command::{Command, Request};
+    use crate::raft::command::{Batch, Command, Request};
 
     const NODE: u64 = 1;
 
@@ -664,10 +749,12 @@ mod tests {
     fn normal(term: u64, index: u64) -> typ::LogEntry {
         Entry {
             log_id: lid(term, index),
-            payload: EntryPayload::Normal(Request {
-                time_ms: 1_700_000_000_000 + index,
-                idempotency: None,
-                command: Command::Sweep,
+            payload: EntryPayload::Normal(Batch {
+                requests: vec![Request {
+                    time_ms: 1_700_000_000_000 + index,
+                    idempotency: None,
+                    command: Command::Sweep,
+                }],
             }),
         }
     }
@@ -693,22 +780,24 @@ mod tests {
     fn big(term: u64, index: u64) -> typ::LogEntry {
         Entry {
             log_id: lid(term, index),
-            payload: EntryPayload::Normal(Request {
-                time_ms: 1_700_000_000_000,
-                idempotency: None,
-                command: Command::PutSecret {
-                    token: [7; 32],
-                    namespace: "team".into(),
-                    path: format!("blob/{index}"),
-                    cas: None,
-                    term: 1,
-                    ciphertext: (0..1 << 20).map(|i| (i * 31 + index) as u8).collect(),
-                },
+            payload: EntryPayload::Normal(Batch {
+                requests: vec![Request {
+                    time_ms: 1_700_000_000_000,
+                    idempotency: None,
+                    command: Command::PutSecret {
+                        token: [7; 32],
+                        namespace: "team".into(),
+                        path: format!("blob/{index}"),
+                        cas: None,
+                        term: 1,
+                        ciphertext: (0..1 << 20).map(|i| (i * 31 + index) as u8).collect(),
+                    },
+                }],
             }),
         }
     }
 
-    /// Entries compared by their encoding (`Request` has no `PartialEq`).
+    /// Entries compared by their encoding (`Batch` has no `PartialEq`).
     fn encoded(entries: &[typ::LogEntry]) -> Vec<Vec<u8>> {
         entries.iter().map(keyspace::encode).collect()
     }

@@ -8,6 +8,8 @@ pub mod command;
 mod conformance;
 pub mod log_store;
 pub mod network;
+pub mod proposer;
+mod read_rounds;
 pub mod replica;
 pub mod state;
 pub mod state_machine;

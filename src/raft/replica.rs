@@ -51,9 +51,11 @@ use tokio::time::Instant;
 use super::cluster::{
     ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, PeerStatus, ReadIndexReply,
 };
-use super::command::{Applied, Command, Idempotency, Request, Response};
+use super::command::{Applied, Command, Idempotency, Request};
 use super::log_store::LogStore;
 use super::network::{Network, PeerClient, PeerError};
+use super::proposer::{LocalWrite, Proposer};
+use super::read_rounds::Rounds;
 use super::state::State;
 use super::state_machine::{ApplyHook, StateMachineStore};
 use super::types::{typ, NodeInfo, TypeConfig};
@@ -256,17 +258,6 @@ pub struct RaftStatus {
     pub last_applied: Option<typ::LogId>,
 }
 
-/// Outcome of writing on this node's openraft.
-enum LocalWrite {
-    /// Committed and applied.
-    Done(typ::LogId, Response),
-    /// Not the leader (or no longer, and the entry was not appended or was
-    /// truncated): nothing was applied.
-    NotLeader(Option<(typ::NodeId, NodeInfo)>),
-    /// Anything else; the outcome may be unknown.
-    Failed(String),
-}
-
 /// A try in flight, as [`Replica::at_leader`] runs it.
 type Attempt<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Try<T>> + Send + 'a>>;
 
@@ -282,6 +273,17 @@ enum Try<T> {
     },
 }
 
+/// One leadership confirmation on this node ([`Replica::read_round`]).
+#[derive(Clone, Debug)]
+enum ReadRound {
+    /// Confirmed by a quorum: a read must see this log id applied.
+    Confirmed(Option<typ::LogId>),
+    /// Not the leader; the leader it knows of.
+    NotLeader(Option<(typ::NodeId, NodeInfo)>),
+    /// Not confirmed (no quorum answered in time, or openraft failed).
+    Failed(String),
+}
+
 /// The leader a peer's "not leader" answer names, when it is another node
 /// and the redirect budget allows following it.
 fn redirect(e: &PeerError, peer: &PeerClient, redirects: u8) -> Option<(typ::NodeId, NodeInfo)> {
@@ -294,7 +296,9 @@ fn redirect(e: &PeerError, peer: &PeerClient, redirects: u8) -> Option<(typ::Nod
     }
 }
 
-fn hint_of(f: ForwardToLeader<typ::NodeId, NodeInfo>) -> Option<(typ::NodeId, NodeInfo)> {
+pub(super) fn hint_of(
+    f: ForwardToLeader<typ::NodeId, NodeInfo>,
+) -> Option<(typ::NodeId, NodeInfo)> {
     f.leader_id.zip(f.leader_node)
 }
 
@@ -311,6 +315,11 @@ pub struct Replica {
     /// never has peers.
     peers: Option<Network>,
     leader_wait: Duration,
+    /// The batching queue in front of `client_write`.
+    proposer: Proposer,
+    /// Leadership confirmations for linearizable reads, shared by the
+    /// reads (local or a follower's `ReadIndex`) that wait at once.
+    read_rounds: Rounds<ReadRound>,
     /// Serialises membership changes made by this node (joins, promotions).
     membership_lock: tokio::sync::Mutex<()>,
     /// The longest election timeout, in milliseconds (the election guard's
@@ -386,12 +395,15 @@ impl Replica {
         let raft = typ::Raft::new(config.node_id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        let proposer = Proposer::start(raft.clone(), clock.clone(), config.leader_wait);
         Ok(Arc::new(Replica {
             id: config.node_id,
             node: config.node,
             raft,
             state,
             clock,
+            proposer,
+            read_rounds: Rounds::default(),
             peers,
             leader_wait: config.leader_wait,
             membership_lock: tokio::sync::Mutex::new(()),
@@ -738,26 +750,10 @@ impl Replica {
         }
     }
 
-    /// Propose on this node's openraft, stamping the time now.
+    /// Propose on this node's openraft, through the batching queue (which
+    /// stamps the time).
     async fn write_local(&self, command: Command, idempotency: Option<Idempotency>) -> LocalWrite {
-        let request = Request {
-            time_ms: self.clock.now_ms(),
-            command,
-            idempotency,
-        };
-        // Bounded: a leader cut off from its quorum would otherwise wait
-        // until it loses leadership. The entry may still commit later.
-        match tokio::time::timeout(self.leader_wait, self.raft.client_write(request)).await {
-            Ok(Ok(written)) => LocalWrite::Done(written.log_id, written.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                LocalWrite::NotLeader(hint_of(f))
-            }
-            Ok(Err(e)) => LocalWrite::Failed(e.to_string()),
-            Err(_) => LocalWrite::Failed(format!(
-                "the write was not committed within {:?}; it may or may not be applied",
-                self.leader_wait
-            )),
-        }
+        self.proposer.write(command, idempotency).await
     }
 
     /// Wait until this node has applied `index`, at most until `deadline`.
@@ -794,26 +790,19 @@ impl Replica {
         }
         let local = |deadline: Instant| -> Attempt<'_, ()> {
             Box::pin(async move {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
-                    Ok(Ok(_)) => Try::Done(Ok(())),
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                        Try::Again {
-                            why: format!("node {} lost the leadership", self.id),
-                            to: hint_of(f),
-                        }
+                match self.read_round().await {
+                    ReadRound::Confirmed(read_log_id) => {
+                        let index = read_log_id.map_or(0, |l| l.index);
+                        Try::Done(self.wait_applied(index, deadline).await)
                     }
+                    ReadRound::NotLeader(to) => Try::Again {
+                        why: format!("node {} lost the leadership", self.id),
+                        to,
+                    },
                     // openraft gives the heartbeats behind the check one
                     // heartbeat interval; one slow answer fails it. A read
                     // changes nothing: try again until the deadline.
-                    Ok(Err(e)) => Try::Again {
-                        why: format!("cannot confirm a linearizable read: {e}"),
-                        to: None,
-                    },
-                    Err(_) => Try::Again {
-                        why: "the leadership was not confirmed in time".into(),
-                        to: None,
-                    },
+                    ReadRound::Failed(why) => Try::Again { why, to: None },
                 }
             })
         };
@@ -867,20 +856,34 @@ impl Replica {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        match tokio::time::timeout(self.leader_wait, self.raft.get_read_log_id()).await {
-            Ok(Ok((read_log_id, _))) => Ok(ReadIndexReply { read_log_id }),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                let hint = hint_of(f);
-                Err(ClusterError::NotLeader {
-                    leader_id: hint.as_ref().map(|(id, _)| *id),
-                    leader: hint.map(|(_, node)| node),
-                })
-            }
-            Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
-            Err(_) => Err(ClusterError::Unavailable(
-                "the leadership was not confirmed in time".into(),
-            )),
+        match self.read_round().await {
+            ReadRound::Confirmed(read_log_id) => Ok(ReadIndexReply { read_log_id }),
+            ReadRound::NotLeader(hint) => Err(ClusterError::NotLeader {
+                leader_id: hint.as_ref().map(|(id, _)| *id),
+                leader: hint.map(|(_, node)| node),
+            }),
+            ReadRound::Failed(why) => Err(ClusterError::Unavailable(why)),
         }
+    }
+
+    /// Confirm this node's leadership with a quorum and get the read log id,
+    /// in a round shared with every read that waits at the same time
+    /// (bounded by the leader wait).
+    async fn read_round(&self) -> ReadRound {
+        self.read_rounds
+            .join(|| async {
+                match tokio::time::timeout(self.leader_wait, self.raft.get_read_log_id()).await {
+                    Ok(Ok((read_log_id, _))) => ReadRound::Confirmed(read_log_id),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                        ReadRound::NotLeader(hint_of(f))
+                    }
+                    Ok(Err(e)) => {
+                        ReadRound::Failed(format!("cannot confirm a linearizable read: {e}"))
+                    }
+                    Err(_) => ReadRound::Failed("the leadership was not confirmed in time".into()),
+                }
+            })
+            .await
     }
 
     /// `Join`: add a node as a learner (it is promoted to voter by

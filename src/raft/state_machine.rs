@@ -25,10 +25,10 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use super::command::{Applied, Request, Response};
+use super::command::{Applied, Batch, Request, Response, Responses};
 use super::state::State;
 use super::types::{typ, TypeConfig};
-use crate::keyspace::{self, RAFT_LAST_APPLIED, RAFT_MEMBERSHIP};
+use crate::keyspace::{self, RAFT_APPLIED_PART, RAFT_LAST_APPLIED, RAFT_MEMBERSHIP};
 use crate::storage::{BatchOp, KvPairs};
 
 /// Format byte of snapshot files.
@@ -310,47 +310,102 @@ impl StateMachineStore {
     fn apply_blocking(
         &self,
         entries: Vec<typ::LogEntry>,
-    ) -> Result<Vec<Response>, typ::StorageError> {
+    ) -> Result<Vec<Responses>, typ::StorageError> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id;
-            let mut meta = vec![BatchOp::Put {
+            let last_applied = BatchOp::Put {
                 key: RAFT_LAST_APPLIED.to_vec(),
                 value: keyspace::encode(&Some(log_id)),
-            }];
-            let response = match entry.payload {
+            };
+            let responses = match entry.payload {
                 EntryPayload::Blank => {
                     self.state
                         .backend()
-                        .apply(meta)
+                        .apply(vec![last_applied])
                         .map_err(|e| StorageIOError::apply(log_id, &e))?;
-                    Ok(Applied::Done)
+                    Vec::new()
                 }
-                EntryPayload::Normal(request) => {
-                    let response = self
-                        .state
-                        .apply_with_meta(&request, meta)
-                        .map_err(|e| StorageIOError::apply(log_id, &e))?;
-                    if let Some(hook) = &self.hook {
-                        hook(&request, &response);
-                    }
-                    response
-                }
+                EntryPayload::Normal(batch) => self.apply_batch(log_id, batch, last_applied)?,
                 EntryPayload::Membership(m) => {
-                    meta.push(BatchOp::Put {
+                    let membership = BatchOp::Put {
                         key: RAFT_MEMBERSHIP.to_vec(),
                         value: keyspace::encode(&typ::StoredMembership::new(Some(log_id), m)),
-                    });
+                    };
                     self.state
                         .backend()
-                        .apply(meta)
+                        .apply(vec![last_applied, membership])
                         .map_err(|e| StorageIOError::apply(log_id, &e))?;
-                    Ok(Applied::Done)
+                    Vec::new()
                 }
             };
-            out.push(response);
+            out.push(responses);
         }
         Ok(out)
+    }
+
+    /// Apply the requests of one entry in order, each in its own backend
+    /// batch. The last one also records `last_applied`; each earlier one
+    /// records how many are done (`RAFT_APPLIED_PART`), so a persistent
+    /// backend that crashed mid-entry resumes after them instead of
+    /// applying them twice. The skipped ones answer `Done`: nobody waits
+    /// for them after a restart.
+    fn apply_batch(
+        &self,
+        log_id: typ::LogId,
+        batch: Batch,
+        last_applied: BatchOp,
+    ) -> Result<Responses, typ::StorageError> {
+        let io = |e: crate::storage::StorageError| StorageIOError::apply(log_id, &e);
+        let count = batch.requests.len();
+        if count == 0 {
+            self.state.backend().apply(vec![last_applied]).map_err(io)?;
+            return Ok(Vec::new());
+        }
+        // The last request removes the marker in its own batch, so at most
+        // `count - 1` can be recorded as done.
+        let done = if count > 1 {
+            self.parts_done(log_id)?.min(count - 1)
+        } else {
+            0
+        };
+        let mut responses = vec![Ok(Applied::Done); done];
+        for (i, request) in batch.requests.iter().enumerate().skip(done) {
+            let meta = if i + 1 == count {
+                let mut meta = vec![last_applied.clone()];
+                if count > 1 {
+                    meta.push(BatchOp::Delete {
+                        key: RAFT_APPLIED_PART.to_vec(),
+                    });
+                }
+                meta
+            } else {
+                vec![BatchOp::Put {
+                    key: RAFT_APPLIED_PART.to_vec(),
+                    value: keyspace::encode(&(log_id, (i + 1) as u32)),
+                }]
+            };
+            let response = self.state.apply_with_meta(request, meta).map_err(io)?;
+            if let Some(hook) = &self.hook {
+                hook(request, &response);
+            }
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    /// How many requests of entry `log_id` a crash interrupted after.
+    fn parts_done(&self, log_id: typ::LogId) -> Result<usize, typ::StorageError> {
+        let Some(bytes) = self
+            .state
+            .backend()
+            .get(RAFT_APPLIED_PART)
+            .map_err(read_err)?
+        else {
+            return Ok(0);
+        };
+        let (id, done): (typ::LogId, u32) = keyspace::decode(&bytes).map_err(read_err)?;
+        Ok(if id == log_id { done as usize } else { 0 })
     }
 
     fn build_blocking(&self) -> Result<typ::Snapshot, typ::StorageError> {
@@ -443,7 +498,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         blocking(move || Ok((this.last_applied()?, this.membership()?))).await
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, typ::StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Responses>, typ::StorageError>
     where
         I: IntoIterator<Item = typ::LogEntry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
@@ -502,6 +557,7 @@ mod tests {
     use crate::storage::Backend;
     use openraft::{CommittedLeaderId, LogId, Membership};
     use std::collections::BTreeSet;
+    use std::sync::atomic::Ordering;
 
     fn log_id(index: u64) -> typ::LogId {
         LogId::new(CommittedLeaderId::new(1, 1), index)
@@ -529,6 +585,12 @@ mod tests {
         }
     }
 
+    fn one(request: Request) -> Batch {
+        Batch {
+            requests: vec![request],
+        }
+    }
+
     fn store(dir: &Path) -> (StateMachineStore, Arc<MemoryBackend>) {
         let backend = Arc::new(MemoryBackend::new());
         let sm = StateMachineStore::open(State::new(backend.clone()), dir).unwrap();
@@ -548,15 +610,16 @@ mod tests {
             .apply(vec![
                 entry(1, EntryPayload::Blank),
                 entry(2, EntryPayload::Membership(membership())),
-                entry(3, EntryPayload::Normal(init_request())),
-                entry(4, EntryPayload::Normal(init_request())),
+                entry(3, EntryPayload::Normal(one(init_request()))),
+                entry(4, EntryPayload::Normal(one(init_request()))),
             ])
             .await
             .unwrap();
-        assert_eq!(responses[2], Ok(Applied::Done));
+        assert_eq!(responses[0], vec![], "a blank entry answers nothing");
+        assert_eq!(responses[2], vec![Ok(Applied::Done)]);
         assert_eq!(
             responses[3],
-            Err(crate::raft::command::Rejection::AlreadyInitialized)
+            vec![Err(crate::raft::command::Rejection::AlreadyInitialized)]
         );
         let (applied, m) = sm.applied_state().await.unwrap();
         assert_eq!(
@@ -573,7 +636,7 @@ mod tests {
         let (mut sm, backend) = store(dir.path());
         sm.apply(vec![
             entry(1, EntryPayload::Membership(membership())),
-            entry(2, EntryPayload::Normal(init_request())),
+            entry(2, EntryPayload::Normal(one(init_request()))),
         ])
         .await
         .unwrap();
@@ -599,7 +662,7 @@ mod tests {
         leader
             .apply(vec![
                 entry(1, EntryPayload::Membership(membership())),
-                entry(2, EntryPayload::Normal(init_request())),
+                entry(2, EntryPayload::Normal(one(init_request()))),
             ])
             .await
             .unwrap();
@@ -637,7 +700,7 @@ mod tests {
     async fn a_snapshot_that_does_not_match_its_metadata_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut sm, backend) = store(dir.path());
-        sm.apply(vec![entry(1, EntryPayload::Normal(init_request()))])
+        sm.apply(vec![entry(1, EntryPayload::Normal(one(init_request())))])
             .await
             .unwrap();
         let snap = sm
@@ -656,5 +719,158 @@ mod tests {
             .is_err());
         assert_eq!(backend.dump(), before);
         let _ = backend.name();
+    }
+
+    /// A memory backend whose `apply` fails from its `fail_from`-th call on
+    /// (counting from 1), as a crash in the middle of an entry would.
+    struct Crashing {
+        inner: Arc<MemoryBackend>,
+        calls: AtomicU64,
+        fail_from: u64,
+    }
+
+    impl Backend for Crashing {
+        fn name(&self) -> &'static str {
+            "crashing"
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, crate::storage::StorageError> {
+            self.inner.get(key)
+        }
+        fn scan_prefix(
+            &self,
+            prefix: &[u8],
+            limit: Option<usize>,
+        ) -> Result<KvPairs, crate::storage::StorageError> {
+            self.inner.scan_prefix(prefix, limit)
+        }
+        fn apply(&self, batch: Vec<BatchOp>) -> Result<(), crate::storage::StorageError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_from {
+                return Err(crate::storage::StorageError::Unavailable("crashed".into()));
+            }
+            self.inner.apply(batch)
+        }
+        fn replace_all(&self, pairs: KvPairs) -> Result<(), crate::storage::StorageError> {
+            self.inner.replace_all(pairs)
+        }
+    }
+
+    fn request(time_ms: u64, command: Command) -> Request {
+        Request {
+            time_ms,
+            idempotency: None,
+            command,
+        }
+    }
+
+    /// Entry 1: init, and an admin token of namespace `ns` with id [5; 32].
+    fn initialised() -> Vec<typ::LogEntry> {
+        let token = Command::CreateAccessToken {
+            id: [5; 32],
+            namespace: "ns".into(),
+            policies: vec!["admin".into()],
+            ttl_ms: 3_600_000,
+            max_ttl_ms: 3_600_000,
+        };
+        vec![entry(
+            1,
+            EntryPayload::Normal(Batch {
+                requests: vec![init_request(), request(1, token)],
+            }),
+        )]
+    }
+
+    fn put(path: &str, cas: Option<u64>) -> Request {
+        request(
+            2,
+            Command::PutSecret {
+                token: [5; 32],
+                namespace: "ns".into(),
+                path: path.into(),
+                cas,
+                term: 1,
+                ciphertext: vec![9; 40],
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn an_entry_answers_each_of_its_requests_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, backend) = store(dir.path());
+        sm.apply(initialised()).await.unwrap();
+        let batch = Batch {
+            requests: vec![
+                put("a", Some(0)),
+                put("a", Some(0)),
+                put("a", Some(1)),
+                put("b", None),
+            ],
+        };
+        let responses = sm
+            .apply(vec![entry(2, EntryPayload::Normal(batch))])
+            .await
+            .unwrap();
+        assert_eq!(
+            responses,
+            vec![vec![
+                Ok(Applied::Version(1)),
+                Err(crate::raft::command::Rejection::CasMismatch {
+                    expected: 0,
+                    actual: 1
+                }),
+                Ok(Applied::Version(2)),
+                Ok(Applied::Version(1)),
+            ]],
+            "each request sees the ones before it"
+        );
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2)));
+        assert_eq!(
+            backend.get(RAFT_APPLIED_PART).unwrap(),
+            None,
+            "marker removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_entry_interrupted_half_way_resumes_after_what_was_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(MemoryBackend::new());
+        let mut sm = StateMachineStore::open(State::new(backend.clone()), dir.path()).unwrap();
+        sm.apply(initialised()).await.unwrap();
+        let batch = || Batch {
+            requests: vec![put("a", None), put("a", None), put("b", None)],
+        };
+        // The backend dies after the first two requests of entry 2 landed.
+        let crashing = Arc::new(Crashing {
+            inner: backend.clone(),
+            calls: AtomicU64::new(0),
+            fail_from: 3,
+        });
+        let mut dying = StateMachineStore::open(State::new(crashing), dir.path()).unwrap();
+        assert!(dying
+            .apply(vec![entry(2, EntryPayload::Normal(batch()))])
+            .await
+            .is_err());
+        assert_eq!(
+            dying.applied_state().await.unwrap().0,
+            Some(log_id(1)),
+            "the entry is not applied yet"
+        );
+        // After the restart openraft applies entry 2 again.
+        let mut again = StateMachineStore::open(State::new(backend.clone()), dir.path()).unwrap();
+        let responses = again
+            .apply(vec![entry(2, EntryPayload::Normal(batch()))])
+            .await
+            .unwrap();
+        assert_eq!(responses[0][2], Ok(Applied::Version(1)));
+        let state = State::new(backend.clone());
+        assert_eq!(
+            state.secret("ns", "a").unwrap().unwrap().version,
+            2,
+            "the two puts of `a` applied once each"
+        );
+        assert_eq!(state.secret("ns", "b").unwrap().unwrap().version, 1);
+        assert_eq!(again.applied_state().await.unwrap().0, Some(log_id(2)));
+        assert_eq!(backend.get(RAFT_APPLIED_PART).unwrap(), None);
     }
 }

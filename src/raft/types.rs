@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Request, Response};
+use super::command::{Batch, Responses};
 
 /// How a peer is reached (its client API address and its cluster address),
 /// and which data dir it runs on.
@@ -33,8 +33,8 @@ impl std::fmt::Display for NodeInfo {
 openraft::declare_raft_types!(
     /// kstash's Raft type configuration.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Batch,
+        R = Responses,
         NodeId = u64,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

@@ -1,0 +1,198 @@
+//! Proposals on this node's openraft, batched: requests that arrive while
+//! earlier log entries are being written wait, and go together into the
+//! next entry ([`Batch`]). Every per-entry cost (the log append and its
+//! fsync, replication, the commit round, the apply hand-off) is then paid
+//! once per batch instead of once per request.
+//!
+//! Invariants:
+//! - Each caller gets exactly its own request's outcome. Inside an entry,
+//!   requests are applied in the order they reached the queue; entries in
+//!   flight at the same time may commit in either order (their requests
+//!   were concurrent: none was acknowledged before another was sent).
+//! - At most [`MAX_IN_FLIGHT`] entries are being written at once. With
+//!   fewer requests in flight nothing waits, so a lone request costs what
+//!   it did unbatched.
+//! - An entry holds at most [`MAX_BATCH_REQUESTS`] requests, and stops
+//!   taking more once it holds [`MAX_BATCH_BYTES`] of payload (one request
+//!   larger than that still travels alone).
+//! - The leader stamps its clock into every request of an entry just before
+//!   `client_write`, so apply never reads a clock.
+//! - A request whose caller stopped waiting before it was taken from the
+//!   queue is dropped, not proposed: its caller was told the outcome is
+//!   unknown, and nothing was written.
+//! - Every wait is bounded by the leader wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::command::{Batch, Command, Idempotency, Request, Response};
+use super::replica::hint_of;
+use super::types::{typ, NodeInfo};
+use crate::clock::Clock;
+
+/// Log entries being written at once by one node.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// Requests in one log entry at most.
+pub const MAX_BATCH_REQUESTS: usize = 256;
+
+/// Payload bytes after which an entry takes no more requests.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Outcome of a write on this node's openraft.
+#[derive(Clone, Debug)]
+pub enum LocalWrite {
+    /// Committed and applied.
+    Done(typ::LogId, Response),
+    /// Not the leader (or no longer, and the entry was not appended or was
+    /// truncated): nothing was applied.
+    NotLeader(Option<(typ::NodeId, NodeInfo)>),
+    /// Anything else; the outcome may be unknown.
+    Failed(String),
+}
+
+/// A request waiting for an entry.
+struct Pending {
+    command: Command,
+    idempotency: Option<Idempotency>,
+    reply: oneshot::Sender<LocalWrite>,
+}
+
+/// The queue in front of this node's `client_write`; see the module docs.
+#[derive(Debug)]
+pub struct Proposer {
+    queue: mpsc::UnboundedSender<Pending>,
+    leader_wait: Duration,
+}
+
+impl Proposer {
+    /// Start the task that drains the queue into `raft`. It ends when the
+    /// proposer is dropped.
+    pub fn start(raft: typ::Raft, clock: Arc<dyn Clock>, leader_wait: Duration) -> Self {
+        let (queue, requests) = mpsc::unbounded_channel();
+        tokio::spawn(drain(raft, clock, leader_wait, requests));
+        Proposer { queue, leader_wait }
+    }
+
+    /// Propose one command and wait (at most the leader wait) until it is
+    /// committed and applied on this node.
+    pub async fn write(&self, command: Command, idempotency: Option<Idempotency>) -> LocalWrite {
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            command,
+            idempotency,
+            reply,
+        };
+        if self.queue.send(pending).is_err() {
+            return LocalWrite::Failed("the node is shutting down".into());
+        }
+        match tokio::time::timeout(self.leader_wait, outcome).await {
+            Ok(Ok(written)) => written,
+            Ok(Err(_)) => {
+                LocalWrite::Failed("the proposal was dropped; it may or may not be applied".into())
+            }
+            Err(_) => LocalWrite::Failed(format!(
+                "the write was not committed within {:?}; it may or may not be applied",
+                self.leader_wait
+            )),
+        }
+    }
+}
+
+/// Bytes a command adds to an entry, roughly: its ciphertext or key
+/// material, or a small constant.
+fn weight(command: &Command) -> usize {
+    match command {
+        Command::PutSecret {
+            ciphertext, path, ..
+        } => ciphertext.len() + path.len(),
+        Command::Init { keychain, .. }
+        | Command::RotateKeychain { keychain, .. }
+        | Command::Rekey { keychain, .. } => keychain.len(),
+        _ => 256,
+    }
+}
+
+/// Take requests off the queue in entries of as many as are waiting, with
+/// at most [`MAX_IN_FLIGHT`] entries being written at once.
+async fn drain(
+    raft: typ::Raft,
+    clock: Arc<dyn Clock>,
+    leader_wait: Duration,
+    mut requests: mpsc::UnboundedReceiver<Pending>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = requests.recv().await else {
+            return;
+        };
+        let mut bytes = weight(&first.command);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+            let Ok(next) = requests.try_recv() else {
+                break;
+            };
+            bytes += weight(&next.command);
+            batch.push(next);
+        }
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let raft = raft.clone();
+        let time_ms = clock.now_ms();
+        tokio::spawn(async move {
+            write_entry(&raft, time_ms, batch, leader_wait).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Write one entry holding `batch` and answer every request in it.
+async fn write_entry(raft: &typ::Raft, time_ms: u64, batch: Vec<Pending>, leader_wait: Duration) {
+    let mut replies = Vec::with_capacity(batch.len());
+    let requests = batch
+        .into_iter()
+        .map(|p| {
+            replies.push(p.reply);
+            Request {
+                time_ms,
+                command: p.command,
+                idempotency: p.idempotency,
+            }
+        })
+        .collect();
+    // Bounded: a leader cut off from its quorum would otherwise wait until
+    // it loses the leadership. The entry may still commit later.
+    let written = tokio::time::timeout(leader_wait, raft.client_write(Batch { requests })).await;
+    let failed = match written {
+        Ok(Ok(written)) if written.data.len() == replies.len() => {
+            for (reply, response) in replies.into_iter().zip(written.data) {
+                let _ = reply.send(LocalWrite::Done(written.log_id, response));
+            }
+            return;
+        }
+        Ok(Ok(written)) => LocalWrite::Failed(format!(
+            "log entry {} answered {} of {} requests; their outcome is unknown",
+            written.log_id,
+            written.data.len(),
+            replies.len()
+        )),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            LocalWrite::NotLeader(hint_of(f))
+        }
+        Ok(Err(e)) => LocalWrite::Failed(e.to_string()),
+        Err(_) => LocalWrite::Failed(format!(
+            "the write was not committed within {leader_wait:?}; it may or may not be applied"
+        )),
+    };
+    for reply in replies {
+        let _ = reply.send(failed.clone());
+    }
+}
