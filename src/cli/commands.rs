@@ -12,10 +12,11 @@ use super::output::{line, note, print_json, print_raw, Format, Table};
 use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file};
 use super::wire::*;
 use super::{
-    AccessKeyCommand, BenchArgs, BenchTarget, Cli, Command, GatekeeperAuthArgs,
-    GatekeeperTokenCommand, GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand,
-    RaftCommand, SecretField, SnapshotCommand, TokenCommand,
+    AccessKeyCommand, BenchArgs, Cli, Command, GatekeeperAuthArgs, GatekeeperTokenCommand,
+    GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand, RaftCommand, SecretField,
+    SnapshotCommand, TokenCommand,
 };
+use crate::bench::Store;
 use crate::secret::SecretString;
 
 /// Environment variable holding a gatekeeper token.
@@ -846,10 +847,11 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         workload: args.workload,
         clients: args.clients,
         connections: args.connections,
-        duration: args.duration,
-        warmup: args.warmup,
-        keys: args.keys,
-        value_size: args.value_size,
+        duration: args.load.duration,
+        warmup: args.load.warmup,
+        keys: args.load.keys,
+        value_size: args.load.value_size,
+        prefill: true,
         progress: true,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -857,7 +859,7 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let report = match args.target {
-        BenchTarget::Kstash => {
+        Store::Kstash => {
             let token = g
                 .token
                 .as_deref()
@@ -881,13 +883,13 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
             })?
         }
         #[cfg(feature = "etcd")]
-        BenchTarget::Etcd => rt.block_on(async {
+        Store::Etcd => rt.block_on(async {
             let target =
                 crate::bench::EtcdTarget::connect(&args.etcd_endpoints, args.connections).await?;
             crate::bench::run(target, &options).await
         })?,
         #[cfg(not(feature = "etcd"))]
-        BenchTarget::Etcd => bail!("this kstash was built without the `etcd` feature"),
+        Store::Etcd => bail!("this kstash was built without the `etcd` feature"),
     };
     if report.ops == 0 {
         bail!(
@@ -913,9 +915,7 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
             );
             println!(
                 "{:<10} {:>7} {:>5} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7}",
-                serde_json::to_value(report.workload)?
-                    .as_str()
-                    .unwrap_or_default(),
+                report.workload.name(),
                 report.clients,
                 report.connections,
                 report.ops,

@@ -27,6 +27,7 @@ pub use certs::ClusterCertsArgs;
 pub use client::{Client, ClientError, ClientOptions};
 pub use output::Format;
 
+use crate::bench::{Store, Workload};
 use crate::config::ServerArgs;
 
 /// kstash: a Raft-replicated secrets store for Kubernetes.
@@ -103,14 +104,28 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// put (256-byte values by default), get (linearizable) or stale-get.
-    #[arg(long, value_enum, default_value_t = crate::bench::Workload::Put)]
-    pub workload: crate::bench::Workload,
+    #[arg(long, value_enum, default_value_t = Workload::Put)]
+    pub workload: Workload,
     /// Concurrent clients (requests in flight).
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// Connections shared by the clients, round robin over --address.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// What to load: kstash (--address, --token) or, built with the `etcd`
+    /// feature, etcd (--etcd-endpoints) through the same clients.
+    #[arg(long, value_enum, default_value_t = Store::Kstash)]
+    pub target: Store,
+    /// etcd client URLs, comma-separated (with --target etcd).
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    pub etcd_endpoints: Vec<String>,
+}
+
+/// How long each run loads, and with what data.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
     /// Measured time (e.g. `10s`).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub duration: Duration,
@@ -123,22 +138,6 @@ pub struct BenchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
-    /// What to load: kstash (--address, --token) or, built with the `etcd`
-    /// feature, etcd (--etcd-endpoints) through the same clients.
-    #[arg(long, value_enum, default_value_t = BenchTarget::Kstash)]
-    pub target: BenchTarget,
-    /// etcd client URLs, comma-separated (with --target etcd).
-    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
-    pub etcd_endpoints: Vec<String>,
-}
-
-/// The store `kstash bench` loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchTarget {
-    /// A kstash node or cluster over gRPC.
-    Kstash,
-    /// An etcd cluster (needs the `etcd` cargo feature).
-    Etcd,
 }
 
 /// `kstash operator …`.
@@ -511,6 +510,17 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_flags() {
+        let cli = Cli::try_parse_from(["kstash", "bench", "--workload", "get", "--clients", "4"])
+            .unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!((args.workload, args.clients), (Workload::Get, 4));
+        assert_eq!(args.load.duration, Duration::from_secs(10));
     }
 
     #[test]
