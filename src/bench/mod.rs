@@ -14,6 +14,10 @@
 //! - Throughput counts only operations that started and finished inside the
 //!   measured window. A failed operation is counted as an error, never as
 //!   throughput.
+//!
+//! `compare` (`kstash bench compare`) runs this load against a three-node
+//! kstash and a three-node etcd that `cluster` starts on loopback, and
+//! `plot` draws the result.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +34,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::api::grpc::pb;
 use crate::api::grpc::pb::kv_client::KvClient;
+
+mod cluster;
+pub mod compare;
+mod plot;
 
 /// What each client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]

@@ -12,10 +12,11 @@ use super::output::{line, note, print_json, print_raw, Format, Table};
 use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file};
 use super::wire::*;
 use super::{
-    AccessKeyCommand, BenchArgs, Cli, Command, GatekeeperAuthArgs, GatekeeperTokenCommand,
-    GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand, RaftCommand, SecretField,
-    SnapshotCommand, TokenCommand,
+    AccessKeyCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs, GatekeeperAuthArgs,
+    GatekeeperTokenCommand, GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand,
+    RaftCommand, SecretField, SnapshotCommand, TokenCommand,
 };
+use crate::bench::compare::{CompareOptions, Plan};
 use crate::bench::Store;
 use crate::secret::SecretString;
 
@@ -840,6 +841,9 @@ fn restore_offline(
 /// `kstash bench`: a multi-threaded runtime, gRPC connections to the
 /// addresses, then the report as a table or JSON.
 fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchCommand::Compare(compare)) = &args.command {
+        return bench_compare(g.format, compare);
+    }
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
@@ -889,7 +893,7 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
             crate::bench::run(target, &options).await
         })?,
         #[cfg(not(feature = "etcd"))]
-        Store::Etcd => bail!("this kstash was built without the `etcd` feature"),
+        Store::Etcd => bail!("{}", crate::bench::compare::ETCD_FEATURE_MISSING),
     };
     if report.ops == 0 {
         bail!(
@@ -930,5 +934,60 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `kstash bench compare`: find the binaries, run every store in turn on a
+/// multi-threaded runtime, write the files, print the table (or JSON).
+fn bench_compare(fmt: Format, args: &CompareArgs) -> anyhow::Result<()> {
+    let mut stores = Vec::new();
+    for store in &args.targets {
+        if stores.iter().any(|(s, _)| s == store) {
+            continue;
+        }
+        let bin = match store {
+            Store::Kstash => match &args.kstash_bin {
+                Some(bin) if !bin.is_file() => {
+                    bail!("--kstash-bin {}: no such file", bin.display())
+                }
+                Some(bin) => bin.clone(),
+                None => std::env::current_exe().context("cannot find this executable")?,
+            },
+            Store::Etcd => crate::bench::compare::etcd_binary(args.etcd_bin.as_deref())?,
+        };
+        stores.push((*store, bin));
+    }
+    let options = CompareOptions {
+        plan: Plan {
+            concurrency: args.concurrency.clone(),
+            workloads: args.workloads.clone(),
+            runs: args.runs,
+            duration: args.load.duration,
+            warmup: args.load.warmup,
+            connections: args.connections,
+            keys: args.load.keys,
+            value_size: args.load.value_size,
+        },
+        stores,
+        out: args
+            .out
+            .clone()
+            .unwrap_or_else(crate::bench::compare::default_out_dir),
+        scratch: args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
+    };
+    options.plan.check()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = rt.block_on(crate::bench::compare::run(&options))?;
+    match fmt {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        Format::Table => print!("{}", crate::bench::compare::markdown(&results)),
+    }
+    note(&format!(
+        "results.json, table.md, plot.svg and logs/ are in {}",
+        options.out.display()
+    ));
     Ok(())
 }
