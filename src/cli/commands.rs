@@ -12,10 +12,12 @@ use super::output::{line, note, print_json, print_raw, Format, Table};
 use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file};
 use super::wire::*;
 use super::{
-    AccessKeyCommand, BenchArgs, BenchTarget, Cli, Command, GatekeeperAuthArgs,
+    AccessKeyCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs, GatekeeperAuthArgs,
     GatekeeperTokenCommand, GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand,
     RaftCommand, SecretField, SnapshotCommand, TokenCommand,
 };
+use crate::bench::compare::{CompareOptions, Plan};
+use crate::bench::Store;
 use crate::secret::SecretString;
 
 /// Environment variable holding a gatekeeper token.
@@ -839,6 +841,9 @@ fn restore_offline(
 /// `kstash bench`: a multi-threaded runtime, gRPC connections to the
 /// addresses, then the report as a table or JSON.
 fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchCommand::Compare(compare)) = &args.command {
+        return bench_compare(g.format, compare);
+    }
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
@@ -846,10 +851,11 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         workload: args.workload,
         clients: args.clients,
         connections: args.connections,
-        duration: args.duration,
-        warmup: args.warmup,
-        keys: args.keys,
-        value_size: args.value_size,
+        duration: args.load.duration,
+        warmup: args.load.warmup,
+        keys: args.load.keys,
+        value_size: args.load.value_size,
+        prefill: true,
         progress: true,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -857,7 +863,7 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let report = match args.target {
-        BenchTarget::Kstash => {
+        Store::Kstash => {
             let token = g
                 .token
                 .as_deref()
@@ -881,13 +887,13 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
             })?
         }
         #[cfg(feature = "etcd")]
-        BenchTarget::Etcd => rt.block_on(async {
+        Store::Etcd => rt.block_on(async {
             let target =
                 crate::bench::EtcdTarget::connect(&args.etcd_endpoints, args.connections).await?;
             crate::bench::run(target, &options).await
         })?,
         #[cfg(not(feature = "etcd"))]
-        BenchTarget::Etcd => bail!("this kstash was built without the `etcd` feature"),
+        Store::Etcd => bail!("{}", crate::bench::compare::ETCD_FEATURE_MISSING),
     };
     if report.ops == 0 {
         bail!(
@@ -913,9 +919,7 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
             );
             println!(
                 "{:<10} {:>7} {:>5} {:>9} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7}",
-                serde_json::to_value(report.workload)?
-                    .as_str()
-                    .unwrap_or_default(),
+                report.workload.name(),
                 report.clients,
                 report.connections,
                 report.ops,
@@ -930,5 +934,60 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `kstash bench compare`: find the binaries, run every store in turn on a
+/// multi-threaded runtime, write the files, print the table (or JSON).
+fn bench_compare(fmt: Format, args: &CompareArgs) -> anyhow::Result<()> {
+    let mut stores = Vec::new();
+    for store in &args.targets {
+        if stores.iter().any(|(s, _)| s == store) {
+            continue;
+        }
+        let bin = match store {
+            Store::Kstash => match &args.kstash_bin {
+                Some(bin) if !bin.is_file() => {
+                    bail!("--kstash-bin {}: no such file", bin.display())
+                }
+                Some(bin) => bin.clone(),
+                None => std::env::current_exe().context("cannot find this executable")?,
+            },
+            Store::Etcd => crate::bench::compare::etcd_binary(args.etcd_bin.as_deref())?,
+        };
+        stores.push((*store, bin));
+    }
+    let options = CompareOptions {
+        plan: Plan {
+            concurrency: args.concurrency.clone(),
+            workloads: args.workloads.clone(),
+            runs: args.runs,
+            duration: args.load.duration,
+            warmup: args.load.warmup,
+            connections: args.connections,
+            keys: args.load.keys,
+            value_size: args.load.value_size,
+        },
+        stores,
+        out: args
+            .out
+            .clone()
+            .unwrap_or_else(crate::bench::compare::default_out_dir),
+        scratch: args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
+    };
+    options.plan.check()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = rt.block_on(crate::bench::compare::run(&options))?;
+    match fmt {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        Format::Table => print!("{}", crate::bench::compare::markdown(&results)),
+    }
+    note(&format!(
+        "results.json, table.md, plot.svg and logs/ are in {}",
+        options.out.display()
+    ));
     Ok(())
 }

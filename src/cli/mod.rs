@@ -27,6 +27,7 @@ pub use certs::ClusterCertsArgs;
 pub use client::{Client, ClientError, ClientOptions};
 pub use output::Format;
 
+use crate::bench::{Store, Workload};
 use crate::config::ServerArgs;
 
 /// kstash: a Raft-replicated secrets store for Kubernetes.
@@ -101,16 +102,35 @@ pub enum Command {
 
 /// `kstash bench`: closed-loop clients for a fixed time after a warm-up.
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Instead of loading a running cluster: start local clusters and compare.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
     /// put (256-byte values by default), get (linearizable) or stale-get.
-    #[arg(long, value_enum, default_value_t = crate::bench::Workload::Put)]
-    pub workload: crate::bench::Workload,
+    #[arg(long, value_enum, default_value_t = Workload::Put)]
+    pub workload: Workload,
     /// Concurrent clients (requests in flight).
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// Connections shared by the clients, round robin over --address.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// What to load: kstash (--address, --token) or, built with the `etcd`
+    /// feature, etcd (--etcd-endpoints) through the same clients.
+    #[arg(long, value_enum, default_value_t = Store::Kstash)]
+    pub target: Store,
+    /// etcd client URLs, comma-separated (with --target etcd).
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    pub etcd_endpoints: Vec<String>,
+}
+
+/// How long each run loads, and with what data (`kstash bench` and
+/// `kstash bench compare`).
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
     /// Measured time (e.g. `10s`).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub duration: Duration,
@@ -123,22 +143,70 @@ pub struct BenchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
-    /// What to load: kstash (--address, --token) or, built with the `etcd`
-    /// feature, etcd (--etcd-endpoints) through the same clients.
-    #[arg(long, value_enum, default_value_t = BenchTarget::Kstash)]
-    pub target: BenchTarget,
-    /// etcd client URLs, comma-separated (with --target etcd).
-    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
-    pub etcd_endpoints: Vec<String>,
 }
 
-/// The store `kstash bench` loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchTarget {
-    /// A kstash node or cluster over gRPC.
-    Kstash,
-    /// An etcd cluster (needs the `etcd` cargo feature).
-    Etcd,
+/// `kstash bench …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// Start a three-node kstash and a three-node etcd on loopback, one
+    /// after the other; load each at every concurrency, every run repeated;
+    /// print the medians side by side with the kstash/etcd ratio, and write
+    /// results.json, table.md, plot.svg and the members' logs into --out.
+    Compare(Box<CompareArgs>),
+}
+
+/// `kstash bench compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Concurrent clients of each point, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,16,64,256",
+        value_name = "N,..."
+    )]
+    pub concurrency: Vec<usize>,
+    /// Workloads, comma-separated: put, get (linearizable), stale-get.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "put,get",
+        value_name = "W,..."
+    )]
+    pub workloads: Vec<Workload>,
+    /// Runs of each point; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Connections shared by the clients, round robin over the three members.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Stores to start and load, in this order, comma-separated (etcd
+    /// needs a kstash built with `--features etcd`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kstash,etcd",
+        value_name = "STORE,..."
+    )]
+    pub targets: Vec<Store>,
+    /// The kstash binary the servers run (default: this executable).
+    #[arg(long, value_name = "FILE")]
+    pub kstash_bin: Option<PathBuf>,
+    /// The etcd binary (default: $ETCD_BIN, else `etcd` on PATH).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_bin: Option<PathBuf>,
+    /// Where results.json, table.md, plot.svg and logs/ go (default:
+    /// `bench-results/compare-<UTC time>`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Where the members' data dirs go, in a subdirectory removed at the
+    /// end (default: the system temp dir). Fsync costs depend on this disk.
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// `kstash operator …`.
@@ -511,6 +579,48 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_loads_a_cluster_or_compares_with_a_subcommand() {
+        let cli = Cli::try_parse_from(["kstash", "bench", "--workload", "get", "--clients", "4"])
+            .unwrap();
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench")
+        };
+        assert!(args.command.is_none());
+        assert_eq!((args.workload, args.clients), (Workload::Get, 4));
+
+        let cli = Cli::try_parse_from([
+            "kstash",
+            "bench",
+            "compare",
+            "--concurrency",
+            "1,64",
+            "--targets",
+            "kstash",
+            "--duration",
+            "1s",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.format, Format::Json);
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench")
+        };
+        let Some(BenchCommand::Compare(c)) = args.command else {
+            panic!("not compare")
+        };
+        assert_eq!(c.concurrency, [1, 64]);
+        assert_eq!(c.workloads, [Workload::Put, Workload::Get]);
+        assert_eq!(c.targets, [Store::Kstash]);
+        assert_eq!((c.runs, c.connections), (3, 8));
+        assert_eq!(c.load.duration, Duration::from_secs(1));
+
+        // The load flags of `bench` belong to `bench`, not to `compare`.
+        let e = Cli::try_parse_from(["kstash", "bench", "--clients", "4", "compare"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -531,7 +531,8 @@ pub mod testing {
     }
 
     /// `$ETCD_BIN` if set, else the first `etcd` file on `PATH`; or why not.
-    fn find_binary() -> Result<PathBuf, String> {
+    /// (`kstash bench compare` finds its etcd the same way.)
+    pub fn find_binary() -> Result<PathBuf, String> {
         if let Some(bin) = std::env::var_os(BIN_ENV) {
             let bin = PathBuf::from(bin);
             return if bin.is_file() {
@@ -566,6 +567,23 @@ pub mod testing {
         }
     }
 
+    /// A command that runs the etcd at `bin` with only the flags it is given:
+    /// etcd reads every `ETCD_*` variable as a flag, so none of ours is
+    /// passed on (except `ETCD_UNSUPPORTED_ARCH` where this architecture
+    /// needs it).
+    pub fn command(bin: &Path) -> Command {
+        let mut cmd = Command::new(bin);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(name);
+            }
+        }
+        if let Some(arch) = unsupported_arch() {
+            cmd.env("ETCD_UNSUPPORTED_ARCH", arch);
+        }
+        cmd
+    }
+
     /// Start one etcd and wait until it is healthy; on failure, say why.
     fn spawn(bin: &Path) -> Result<EtcdServer, String> {
         let client = free_port()?;
@@ -583,16 +601,7 @@ pub mod testing {
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
 
-        let mut cmd = Command::new(bin);
-        // etcd reads every ETCD_* variable as a flag; pass none of ours.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(name);
-            }
-        }
-        if let Some(arch) = unsupported_arch() {
-            cmd.env("ETCD_UNSUPPORTED_ARCH", arch);
-        }
+        let mut cmd = command(bin);
         cmd.arg("--name")
             .arg("kstash-test")
             .arg("--data-dir")
@@ -655,8 +664,9 @@ pub mod testing {
         ))
     }
 
-    /// Whether etcd at `addr` answers `GET /health` with `"health":"true"`.
-    fn healthy(addr: SocketAddr) -> bool {
+    /// Whether etcd at `addr` answers `GET /health` with `"health":"true"`
+    /// (within about 2.5 s).
+    pub fn healthy(addr: SocketAddr) -> bool {
         let probe = || -> std::io::Result<bool> {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
             s.set_read_timeout(Some(Duration::from_secs(1)))?;

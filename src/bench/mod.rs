@@ -14,6 +14,10 @@
 //! - Throughput counts only operations that started and finished inside the
 //!   measured window. A failed operation is counted as an error, never as
 //!   throughput.
+//!
+//! `compare` (`kstash bench compare`) runs this load against a three-node
+//! kstash and a three-node etcd that `cluster` starts on loopback, and
+//! `plot` draws the result.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +35,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use crate::api::grpc::pb;
 use crate::api::grpc::pb::kv_client::KvClient;
 
+mod cluster;
+pub mod compare;
+mod plot;
+
 /// What each client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -41,6 +49,37 @@ pub enum Workload {
     Get,
     /// Stale reads: the answering node's own applied state.
     StaleGet,
+}
+
+/// A store the bench can load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Store {
+    /// kstash, over gRPC with an access token.
+    Kstash,
+    /// etcd, through etcd-client (needs the `etcd` cargo feature).
+    Etcd,
+}
+
+impl Store {
+    /// The name used in flags, tables and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Kstash => "kstash",
+            Store::Etcd => "etcd",
+        }
+    }
+}
+
+impl Workload {
+    /// The name used in flags, tables and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::StaleGet => "stale-get",
+        }
+    }
 }
 
 /// How to load.
@@ -60,6 +99,9 @@ pub struct BenchOptions {
     pub keys: usize,
     /// Bytes per value.
     pub value_size: usize,
+    /// Write every key before a read workload (off when the caller already
+    /// did).
+    pub prefill: bool,
     /// Print a live progress line on stderr.
     pub progress: bool,
 }
@@ -272,6 +314,14 @@ pub fn key_names(keys: usize) -> Vec<String> {
     (0..keys).map(|i| format!("bench/k{i:05}")).collect()
 }
 
+/// The bench's value: `size` fixed pseudo-random bytes, the same in every
+/// run and for every target.
+pub fn value_bytes(size: usize) -> Vec<u8> {
+    let mut value = vec![0u8; size];
+    StdRng::seed_from_u64(0x6b73_7461_7368).fill(&mut value[..]);
+    value
+}
+
 /// Write every key once (so reads find values), `parallel` at a time.
 pub async fn prefill<T: Target>(
     target: &T,
@@ -311,10 +361,8 @@ pub async fn run<T: Target>(target: T, opts: &BenchOptions) -> anyhow::Result<Be
         bail!("--clients and --keys must be at least 1");
     }
     let keys = Arc::new(key_names(opts.keys));
-    let mut value = vec![0u8; opts.value_size];
-    StdRng::seed_from_u64(0x6b73_7461_7368).fill(&mut value[..]);
-    let value = Arc::new(value);
-    if opts.workload != Workload::Put {
+    let value = Arc::new(value_bytes(opts.value_size));
+    if opts.prefill && opts.workload != Workload::Put {
         prefill(&target, &keys, &value, opts.clients.min(64)).await?;
     }
 
@@ -471,6 +519,7 @@ mod tests {
             warmup: Duration::from_millis(100),
             keys: 50,
             value_size: 256,
+            prefill: true,
             progress: false,
         }
     }
@@ -532,6 +581,16 @@ mod tests {
         let mut kv = target.client(0);
         let got = kv.get("bench/k00000", None).await.unwrap();
         assert_eq!(got.kvs()[0].value().len(), 256);
+    }
+
+    #[tokio::test]
+    async fn reads_without_prefill_write_nothing() {
+        let fake = Fake::default();
+        let mut o = opts(Workload::StaleGet);
+        o.prefill = false;
+        run(fake.clone(), &o).await.unwrap();
+        let seen = fake.seen.lock().unwrap();
+        assert!(!seen.is_empty() && seen.iter().all(|(_, len)| *len == 0));
     }
 
     #[tokio::test]
