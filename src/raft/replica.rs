@@ -17,7 +17,9 @@
 //!   with an unknown outcome, never retried.
 //! - A linearizable read on a follower gets a read index from the leader
 //!   (which confirms its leadership with a quorum) and waits until this
-//!   node has applied up to it.
+//!   node has applied up to it. Reads waiting at the same time share one
+//!   confirmation (on the leader) and one `ReadIndex` call (on a follower),
+//!   but only one that started after they came ([`super::read_rounds`]).
 //! - Every wait is bounded (`ReplicaConfig::leader_wait`); running out is
 //!   [`ProposeError::Unavailable`] (HTTP 503).
 //! - Invariant 6 ([`Replica::run_election_guard`]): an initialised but
@@ -320,6 +322,8 @@ pub struct Replica {
     /// Leadership confirmations for linearizable reads, shared by the
     /// reads (local or a follower's `ReadIndex`) that wait at once.
     read_rounds: Rounds<ReadRound>,
+    /// A follower's `ReadIndex` calls to the leader, shared the same way.
+    remote_read_rounds: Rounds<Result<ReadIndexReply, Arc<PeerError>>>,
     /// Serialises membership changes made by this node (joins, promotions).
     membership_lock: tokio::sync::Mutex<()>,
     /// The longest election timeout, in milliseconds (the election guard's
@@ -404,6 +408,7 @@ impl Replica {
             clock,
             proposer,
             read_rounds: Rounds::default(),
+            remote_read_rounds: Rounds::default(),
             peers,
             leader_wait: config.leader_wait,
             membership_lock: tokio::sync::Mutex::new(()),
@@ -808,11 +813,19 @@ impl Replica {
         };
         let remote = |peer: PeerClient, redirects: u8, deadline: Instant| -> Attempt<'_, ()> {
             Box::pin(async move {
-                match peer.read_index().await {
+                // One `ReadIndex` call answers every read on this node that
+                // joined before it was sent.
+                let asked = peer.clone();
+                let answer = self
+                    .remote_read_rounds
+                    .join(|| async move { asked.read_index().await.map_err(Arc::new) })
+                    .await;
+                match answer {
                     Ok(reply) => Try::Done(self.wait_applied(reply.index(), deadline).await),
                     Err(e) => {
+                        let e = &*e;
                         let why = format!("read index from {}: {e}", peer.addr());
-                        match redirect(&e, &peer, redirects) {
+                        match redirect(e, &peer, redirects) {
                             Some(to) => Try::Again { why, to: Some(to) },
                             // A read changes nothing: any retryable failure may be retried.
                             None if e.is_retryable() => Try::Again { why, to: None },
