@@ -795,7 +795,15 @@ impl Replica {
         }
         let local = |deadline: Instant| -> Attempt<'_, ()> {
             Box::pin(async move {
-                match self.read_round().await {
+                // The round is shared; this read still ends at its own
+                // deadline (leaving the round to the others).
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let round = tokio::time::timeout(remaining, self.read_round())
+                    .await
+                    .unwrap_or_else(|_| {
+                        ReadRound::Failed("the leadership was not confirmed in time".into())
+                    });
+                match round {
                     ReadRound::Confirmed(read_log_id) => {
                         let index = read_log_id.map_or(0, |l| l.index);
                         Try::Done(self.wait_applied(index, deadline).await)
