@@ -19,7 +19,7 @@
 //!   (which confirms its leadership with a quorum) and waits until this
 //!   node has applied up to it. Reads waiting at the same time share one
 //!   confirmation (on the leader) and one `ReadIndex` call (on a follower),
-//!   but only one that started after they came ([`super::read_rounds`]).
+//!   but only one that started after they came (`read_rounds.rs`).
 //! - Every wait is bounded (`ReplicaConfig::leader_wait`); running out is
 //!   [`ProposeError::Unavailable`] (HTTP 503).
 //! - Invariant 6 ([`Replica::run_election_guard`]): an initialised but
