@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bincode::Options;
+use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -349,6 +350,19 @@ impl ClusterService {
     }
 }
 
+impl ClusterService {
+    /// One forwarded request: spend a hop, then hand it to the handler.
+    async fn forward_one(&self, mut forward: ForwardRequest) -> Result<ForwardReply, ClusterError> {
+        match forward.hops.checked_sub(1) {
+            None => Err(ClusterError::HopsExhausted),
+            Some(left) => {
+                forward.hops = left;
+                self.handler.forward(forward).await
+            }
+        }
+    }
+}
+
 /// Encode an outcome as the reply envelope.
 fn reply<T: Serialize>(outcome: &T) -> Result<GrpcResponse<pb::Envelope>, Status> {
     match encode(outcome) {
@@ -394,15 +408,20 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: GrpcRequest<pb::Envelope>,
     ) -> Result<GrpcResponse<pb::Envelope>, Status> {
-        let mut forward: ForwardRequest = decode(request.get_ref())?;
-        let outcome = match forward.hops.checked_sub(1) {
-            None => Err(ClusterError::HopsExhausted),
-            Some(left) => {
-                forward.hops = left;
-                self.handler.forward(forward).await
-            }
-        };
-        reply(&outcome)
+        let forward: ForwardRequest = decode(request.get_ref())?;
+        reply(&self.forward_one(forward).await)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn forward_batch(
+        &self,
+        request: GrpcRequest<pb::Envelope>,
+    ) -> Result<GrpcResponse<pb::Envelope>, Status> {
+        let batch: Vec<ForwardRequest> = decode(request.get_ref())?;
+        // All at once: the leader's proposer puts the requests that wait
+        // together into one log entry.
+        let outcomes = join_all(batch.into_iter().map(|f| self.forward_one(f))).await;
+        reply(&Ok::<_, ClusterError>(outcomes))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod command;
 #[cfg(test)]
 mod conformance;
+pub mod forwarder;
 pub mod log_store;
 pub mod network;
 pub mod proposer;

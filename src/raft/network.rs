@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
     Unreachable,
@@ -171,6 +172,7 @@ enum Method {
     Vote,
     InstallSnapshot,
     Forward,
+    ForwardBatch,
     ReadIndex,
     Join,
     Unseal,
@@ -187,6 +189,8 @@ enum Failure {
     Timeout(Duration),
     /// The connection broke during the call.
     Network(String),
+    /// The peer does not serve this RPC (an older release).
+    NotServed(String),
 }
 
 /// One direction of one link: this node to `to` at `addr`.
@@ -224,6 +228,7 @@ impl Link {
                 Method::Vote => client.vote(request).await,
                 Method::InstallSnapshot => client.install_snapshot(request).await,
                 Method::Forward => client.forward(request).await,
+                Method::ForwardBatch => client.forward_batch(request).await,
                 Method::ReadIndex => client.read_index(request).await,
                 Method::Join => client.join(request).await,
                 Method::Unseal => client.unseal(request).await,
@@ -263,6 +268,8 @@ fn classify(status: &tonic::Status, timeout: Duration) -> Failure {
         _ if local && tls_refused => Failure::Unreachable(text),
         // The connection closed or broke during the call.
         _ if local => Failure::Network(text),
+        // A peer of an older release, without this RPC.
+        Code::Unimplemented => Failure::NotServed(format!("peer refused the call: {text}")),
         // The peer answered, but not with a reply: it refused the envelope
         // (size, format) or cannot serve the RPC. Back off.
         _ => Failure::Unreachable(format!("peer refused the call: {text}")),
@@ -335,7 +342,9 @@ impl NetworkConnection {
         failure: Failure,
     ) -> RPCError<typ::NodeId, NodeInfo, E> {
         match failure {
-            Failure::Unreachable(msg) => Unreachable::from(AnyError::error(msg)).into(),
+            Failure::Unreachable(msg) | Failure::NotServed(msg) => {
+                Unreachable::from(AnyError::error(msg)).into()
+            }
             Failure::Network(msg) => NetworkError::from(AnyError::error(msg)).into(),
             Failure::Timeout(timeout) => Timeout {
                 action,
@@ -416,7 +425,7 @@ impl RaftNetwork<TypeConfig> for NetworkConnection {
 // ----- kstash's side ----------------------------------------------------------
 
 /// Why a [`PeerClient`] call failed.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum PeerError {
     /// The peer could not be reached (no connection, TLS refused, link
     /// filtered) or refused the call outright.
@@ -510,6 +519,42 @@ impl PeerClient {
         self.call(Method::Forward, request).await
     }
 
+    /// Propose several requests on the leader through this peer, in one
+    /// call; one outcome per request, in order. A peer of an older release
+    /// without `ForwardBatch` gets one `Forward` call per request.
+    pub async fn forward_batch(
+        &self,
+        requests: &[ForwardRequest],
+    ) -> Result<Vec<Result<ForwardReply, PeerError>>, PeerError> {
+        let outcomes: Vec<Result<ForwardReply, ClusterError>> =
+            match self.try_call(Method::ForwardBatch, &requests).await {
+                Err(Failure::NotServed(_)) => {
+                    return Ok(join_all(requests.iter().map(|r| self.forward(r))).await)
+                }
+                Err(failure) => return Err(self.failed(failure)),
+                Ok(outcome) => outcome?,
+            };
+        if outcomes.len() != requests.len() {
+            return Err(PeerError::Wire {
+                peer: self.link.addr.clone(),
+                source: WireError::Malformed(format!(
+                    "{} outcomes for {} forwarded requests",
+                    outcomes.len(),
+                    requests.len()
+                )),
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.map_err(|source| PeerError::Remote {
+                    peer: self.link.addr.clone(),
+                    source,
+                })
+            })
+            .collect())
+    }
+
     /// Ask this peer (the leader) for a read index.
     pub async fn read_index(&self) -> Result<ReadIndexReply, PeerError> {
         self.call(Method::ReadIndex, &()).await
@@ -535,39 +580,59 @@ impl PeerClient {
         Q: Serialize,
         R: DeserializeOwned,
     {
-        let peer = || self.link.addr.clone();
-        let envelope = encode(request).map_err(|source| PeerError::Wire {
-            peer: peer(),
-            source,
-        })?;
-        let timeout = self.link.net.rpc_timeout;
-        let reply = self
-            .link
-            .send(method, envelope, timeout)
+        self.try_call(method, request)
             .await
-            .map_err(|f| match f {
-                Failure::Unreachable(reason) => PeerError::Unreachable {
+            .map_err(|f| self.failed(f))?
+    }
+
+    /// Send `request` and decode the peer's outcome; a failure to get one
+    /// is returned as is, so the caller can tell `NotServed` apart.
+    async fn try_call<Q, R>(
+        &self,
+        method: Method,
+        request: &Q,
+    ) -> Result<Result<R, PeerError>, Failure>
+    where
+        Q: Serialize,
+        R: DeserializeOwned,
+    {
+        let peer = || self.link.addr.clone();
+        let envelope = match encode(request) {
+            Ok(envelope) => envelope,
+            Err(source) => {
+                return Ok(Err(PeerError::Wire {
                     peer: peer(),
-                    reason,
-                },
-                Failure::Network(reason) => PeerError::Network {
+                    source,
+                }))
+            }
+        };
+        let timeout = self.link.net.rpc_timeout;
+        let reply = self.link.send(method, envelope, timeout).await?;
+        let outcome: Result<R, ClusterError> = match decode(&reply) {
+            Ok(outcome) => outcome,
+            Err(source) => {
+                return Ok(Err(PeerError::Wire {
                     peer: peer(),
-                    reason,
-                },
-                Failure::Timeout(timeout) => PeerError::Timeout {
-                    peer: peer(),
-                    timeout,
-                },
-            })?;
-        let outcome: Result<R, ClusterError> =
-            decode(&reply).map_err(|source| PeerError::Wire {
-                peer: peer(),
-                source,
-            })?;
-        outcome.map_err(|source| PeerError::Remote {
+                    source,
+                }))
+            }
+        };
+        Ok(outcome.map_err(|source| PeerError::Remote {
             peer: peer(),
             source,
-        })
+        }))
+    }
+
+    /// The error for a call that got no answer.
+    fn failed(&self, failure: Failure) -> PeerError {
+        let peer = self.link.addr.clone();
+        match failure {
+            Failure::Unreachable(reason) | Failure::NotServed(reason) => {
+                PeerError::Unreachable { peer, reason }
+            }
+            Failure::Network(reason) => PeerError::Network { peer, reason },
+            Failure::Timeout(timeout) => PeerError::Timeout { peer, timeout },
+        }
     }
 }
 
@@ -584,6 +649,8 @@ mod tests {
         let t = Duration::from_secs(1);
         let answered = tonic::Status::resource_exhausted("envelope too large");
         assert!(matches!(classify(&answered, t), Failure::Unreachable(_)));
+        let older = tonic::Status::unimplemented("no such method");
+        assert!(matches!(classify(&older, t), Failure::NotServed(_)));
         let deadline = tonic::Status::deadline_exceeded("late");
         assert!(matches!(classify(&deadline, t), Failure::Timeout(_)));
         let unavailable = tonic::Status::unavailable("connection refused");

@@ -104,7 +104,7 @@ impl Proposer {
 
 /// Bytes a command adds to an entry, roughly: its ciphertext or key
 /// material, or a small constant.
-fn weight(command: &Command) -> usize {
+pub(super) fn weight(command: &Command) -> usize {
     match command {
         Command::PutSecret {
             ciphertext, path, ..

@@ -5,8 +5,9 @@
 //! Invariants:
 //! - The leader stamps the time into each request just before
 //!   `client_write`, so apply never reads a clock. A follower forwards the
-//!   command to the leader over the cluster port; the leader stamps it with
-//!   its own clock.
+//!   command to the leader over the cluster port (forwards waiting at once
+//!   share one `ForwardBatch` call, `forwarder.rs`); the leader stamps it
+//!   with its own clock.
 //! - A proposal is acknowledged only after openraft reports it committed and
 //!   applied on the leader; a forwarded one also waits (bounded) until this
 //!   node has applied it (read-your-writes on the node the client talks to).
@@ -54,6 +55,7 @@ use super::cluster::{
     ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, PeerStatus, ReadIndexReply,
 };
 use super::command::{Applied, Command, Idempotency, Request};
+use super::forwarder::Forwarder;
 use super::log_store::LogStore;
 use super::network::{Network, PeerClient, PeerError};
 use super::proposer::{LocalWrite, Proposer};
@@ -319,6 +321,8 @@ pub struct Replica {
     leader_wait: Duration,
     /// The batching queue in front of `client_write`.
     proposer: Proposer,
+    /// The batching queue in front of `Forward` calls to the leader.
+    forwarder: Forwarder,
     /// Leadership confirmations for linearizable reads, shared by the
     /// reads (local or a follower's `ReadIndex`) that wait at once.
     read_rounds: Rounds<ReadRound>,
@@ -407,6 +411,7 @@ impl Replica {
             state,
             clock,
             proposer,
+            forwarder: Forwarder::start(),
             read_rounds: Rounds::default(),
             remote_read_rounds: Rounds::default(),
             peers,
@@ -619,7 +624,7 @@ impl Replica {
                 // becomes leader (the one asked may be cut off and never
                 // answer): the request's fate is then unknown.
                 let forwarded = tokio::select! {
-                    r = peer.forward(&request) => r,
+                    r = self.forwarder.forward(peer.clone(), request) => r,
                     why = self.leader_moved_from(peer.id(), deadline) => {
                         let why = format!("forwarding to {}: {why}", peer.addr());
                         return if idempotency.is_some() {
@@ -668,25 +673,24 @@ impl Replica {
     /// `asked` (one it did not know of when called), or at `deadline`;
     /// pending otherwise.
     async fn leader_moved_from(&self, asked: Option<typ::NodeId>, deadline: Instant) -> String {
-        let known = self.raft.metrics().borrow().current_leader;
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let moved = self
-            .raft
-            .wait(Some(timeout))
-            .metrics(
-                |m| {
-                    m.current_leader.is_some()
-                        && m.current_leader != asked
-                        && m.current_leader != known
-                },
-                "another node leads",
-            )
-            .await;
+        // The server metrics change only with the vote, role, leader or
+        // membership, so the many requests waiting here are not woken by
+        // every append and apply.
+        let mut server = self.raft.server_metrics();
+        let known = server.borrow_and_update().current_leader;
+        let moved = tokio::time::timeout_at(
+            deadline,
+            server.wait_for(|m| {
+                m.current_leader.is_some() && m.current_leader != asked && m.current_leader != known
+            }),
+        )
+        .await;
         match moved {
-            Ok(m) => format!(
+            Ok(Ok(m)) => format!(
                 "node {} leads now; no answer came",
                 m.current_leader.unwrap_or_default()
             ),
+            Ok(Err(_)) => "the node is shutting down".to_string(),
             Err(_) => format!("no answer within {:?}", self.leader_wait),
         }
     }
@@ -763,18 +767,26 @@ impl Replica {
 
     /// Wait until this node has applied `index`, at most until `deadline`.
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ProposeError> {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(index), "applied locally")
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                ProposeError::Unavailable(format!(
-                    "node {} has not applied log index {index} in time: {e}",
-                    self.id
-                ))
-            })
+        // The data metrics, not `Raft::wait`: that clones the whole metrics
+        // and sets a new timer on every change, for every waiting request.
+        let mut data = self.raft.data_metrics();
+        let applied = |m: &openraft::metrics::RaftDataMetrics<typ::NodeId>| {
+            m.last_applied.map_or(0, |l| l.index) >= index
+        };
+        let outcome = match tokio::time::timeout_at(deadline, data.wait_for(applied)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(_)) => "the node is shutting down".to_string(),
+            Err(_) => format!(
+                "timeout after {:?}",
+                self.leader_wait
+                    .min(deadline.saturating_duration_since(Instant::now()))
+            ),
+        };
+        let last = data.borrow().last_applied.map_or(0, |l| l.index);
+        Err(ProposeError::Unavailable(format!(
+            "node {} has not applied log index {index} in time ({outcome}; applied {last})",
+            self.id
+        )))
     }
 
     /// After a forwarded write: the write is committed whatever happens

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use kstash::raft::cluster::{
     UnsealRequest, WireError, MAX_ENVELOPE_BYTES,
 };
 use kstash::raft::command::{Applied, Command, Request};
+use kstash::raft::forwarder::{Forwarder, MAX_IN_FLIGHT as FORWARDS_IN_FLIGHT};
 use kstash::raft::log_store::LogStore;
 use kstash::raft::network::{Network, PeerError};
 use kstash::raft::state::State;
@@ -36,6 +37,9 @@ struct Stub {
     not_leader: AtomicBool,
     /// The last unseal secret received, to check it arrived intact.
     unsealed_with: Mutex<Option<UnsealRequest>>,
+    /// `forward` calls under way now, and the most ever at once.
+    forwarding: AtomicUsize,
+    most_forwarding: AtomicUsize,
 }
 
 impl Stub {
@@ -59,6 +63,10 @@ impl ClusterHandler for Stub {
     fn forward(&self, request: ForwardRequest) -> HandlerFuture<'_, ForwardReply> {
         Box::pin(async move {
             self.record(format!("forward hops={}", request.hops));
+            let now = self.forwarding.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_forwarding.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.forwarding.fetch_sub(1, Ordering::SeqCst);
             if self.not_leader.load(Ordering::SeqCst) {
                 return Err(ClusterError::NotLeader {
                     leader_id: Some(9),
@@ -261,6 +269,12 @@ async fn call_every_rpc(
                 .forward(encode(&forward_request(2, 1)).unwrap())
                 .await),
         ),
+        (
+            "ForwardBatch",
+            ok(client
+                .forward_batch(encode(&vec![forward_request(2, 1)]).unwrap())
+                .await),
+        ),
         ("ReadIndex", ok(client.read_index(unit()).await)),
         ("Join", ok(client.join(encode(&join).unwrap()).await)),
         ("Unseal", ok(client.unseal(encode(&unseal).unwrap()).await)),
@@ -382,7 +396,44 @@ async fn peers_talk_over_mutual_tls_and_strangers_get_nothing() {
     assert!(e.is_retryable());
     n1.stub.not_leader.store(false, Ordering::SeqCst);
 
+    // A batch: one outcome per request, in order; each spends its own hop.
+    let batch = [
+        forward_request(3, 11),
+        forward_request(0, 12),
+        forward_request(2, 13),
+    ];
+    let outcomes = to1.forward_batch(&batch).await.unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(
+        outcomes[0].as_ref().unwrap().response,
+        Ok(Applied::Version(11))
+    );
+    let spent = outcomes[1].as_ref().unwrap_err();
+    assert_eq!(
+        spent.remote(),
+        Some(&ClusterError::HopsExhausted),
+        "{spent}"
+    );
+    assert_eq!(
+        outcomes[2].as_ref().unwrap().response,
+        Ok(Applied::Version(13))
+    );
+
     assert_eq!(to1.read_index().await.unwrap().index(), 41);
+    let before_burst = n1.stub.calls();
+
+    // A burst through the forwarder: every caller gets its own outcome, and
+    // the leader sees more forwards at once than calls can be under way
+    // (so they came in batches).
+    let forwarder = Forwarder::start();
+    let burst = (100..150).map(|i| forwarder.forward(to1.clone(), forward_request(3, i)));
+    let outcomes = futures_util::future::join_all(burst).await;
+    for (i, outcome) in (100..150).zip(outcomes) {
+        assert_eq!(outcome.unwrap().response, Ok(Applied::Version(i)));
+    }
+    let most = n1.stub.most_forwarding.load(Ordering::SeqCst);
+    assert!(most > FORWARDS_IN_FLIGHT, "{most} forwards at once");
+    n1.stub.calls.lock().unwrap().truncate(before_burst.len());
     let join = JoinRequest {
         node_id: 2,
         node: n2.info.clone(),
@@ -407,6 +458,8 @@ async fn peers_talk_over_mutual_tls_and_strangers_get_nothing() {
             "peer_status",
             "forward hops=2",
             "forward hops=0",
+            "forward hops=2",
+            "forward hops=1",
             "read_index",
             "join 2",
             "unseal"
