@@ -23,7 +23,7 @@
 // boxing it in the helpers would only be unboxed again at the trait boundary.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt::Debug;
 use std::fs::File;
@@ -33,7 +33,7 @@ use std::ops::{Bound, RangeBounds};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use bincode::Options;
 use openraft::storage::{LogState, RaftLogStorage};
@@ -71,20 +71,6 @@ const SLED_DATA_FILE: &str = "db";
 /// [`RaftLogStorage::get_log_reader`] and share the same database.
 pub struct LogStore {
     inner: Arc<Shared>,
-    /// The thread that runs the barrier for appends ([`run_flusher`]).
-    flusher: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for LogStore {
-    /// Stop the flusher once it has completed every queued append, so the
-    /// directory is free to open again when this returns.
-    fn drop(&mut self) {
-        self.inner.lock_flushes().closed = true;
-        self.inner.flush_wanted.notify_one();
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
-        }
-    }
 }
 
 /// A read-only handle on a [`LogStore`], handed to openraft's replication
@@ -118,46 +104,97 @@ struct Shared {
     durability_lost: AtomicBool,
     /// Serialises durability barriers and remembers what they have synced.
     synced: Mutex<Synced>,
-    /// Appends written to sled and waiting for a barrier.
-    flushes: Mutex<Flushes>,
-    /// Signalled when an append is queued or the store closes.
-    flush_wanted: Condvar,
+    /// The last appended entries, for replication reads.
+    recent: Mutex<Recent>,
 }
 
-/// Appends waiting for the durability barrier, oldest first.
+/// Entries kept in memory after an append, at most.
+const RECENT_MAX_ENTRIES: usize = 1024;
+/// Encoded bytes of the entries kept in memory, at most (one entry larger
+/// than this is not kept).
+const RECENT_MAX_BYTES: usize = 32 << 20;
+
+/// The last appended entries, in memory, so that openraft's replication
+/// reads them without a blocking-pool hand-off, a sled range scan and a
+/// decode for every follower. Invariant: a contiguous run of indexes
+/// ending at the last entry of the log, each entry equal to what sled holds
+/// under its index; a read it cannot answer whole goes to sled.
 #[derive(Default)]
-struct Flushes {
-    waiting: Vec<typ::LogFlushed>,
-    /// The store is dropped: finish what is queued, then stop.
-    closed: bool,
+struct Recent {
+    entries: VecDeque<(typ::LogEntry, usize)>,
+    bytes: usize,
 }
 
-/// The flusher thread: waits for queued appends, runs one barrier for all
-/// of them, and completes their callbacks in the order they were queued.
-/// Appends that arrive during a barrier share the next one (group commit).
-fn run_flusher(shared: Arc<Shared>) {
-    loop {
-        let waiting = {
-            let mut flushes = shared.lock_flushes();
-            while flushes.waiting.is_empty() && !flushes.closed {
-                flushes = shared
-                    .flush_wanted
-                    .wait(flushes)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            if flushes.waiting.is_empty() {
-                return;
-            }
-            std::mem::take(&mut flushes.waiting)
+impl Recent {
+    /// `appended` (with their encoded sizes) now end the log.
+    fn appended(&mut self, appended: Vec<(typ::LogEntry, usize)>) {
+        let continues = match (self.entries.back(), appended.first()) {
+            (Some((last, _)), Some((first, _))) => first.log_id.index == last.log_id.index + 1,
+            _ => true,
         };
-        let durable = shared.make_durable();
-        for callback in waiting {
-            let result = match &durable {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            };
-            callback.log_io_completed(result);
+        if !continues {
+            self.clear();
         }
+        for (entry, size) in appended {
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.entries.len() > RECENT_MAX_ENTRIES || self.bytes > RECENT_MAX_BYTES {
+            let Some((_, size)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+        }
+    }
+
+    /// Entries from `index` on are gone.
+    fn truncated(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index >= index)
+        {
+            let (_, size) = self.entries.pop_back().expect("checked");
+            self.bytes -= size;
+        }
+    }
+
+    /// Entries up to `index` are gone.
+    fn purged(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(e, _)| e.log_id.index <= index)
+        {
+            let (_, size) = self.entries.pop_front().expect("checked");
+            self.bytes -= size;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries of `[start, end)` (`end` `None`: to the end of the log),
+    /// if every one of them is here.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<typ::LogEntry>> {
+        let first = self.entries.front()?.0.log_id.index;
+        let next = self.entries.back()?.0.log_id.index + 1;
+        let end = end.unwrap_or(next);
+        if start < first || end > next {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        let take = usize::try_from(end.saturating_sub(start)).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take(take)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
     }
 }
 
@@ -248,17 +285,8 @@ impl LogStore {
         })?;
         shared.finish_purge()?;
         tracing::debug!(path = %dir.display(), "opened the Raft log");
-        let inner = Arc::new(shared);
-        let flusher = {
-            let inner = Arc::clone(&inner);
-            std::thread::Builder::new()
-                .name("raft-log-flush".into())
-                .spawn(move || run_flusher(inner))
-                .map_err(|e| StorageIOError::write(AnyError::new(&e)))?
-        };
         Ok(LogStore {
-            inner,
-            flusher: Some(flusher),
+            inner: Arc::new(shared),
         })
     }
 
@@ -411,8 +439,7 @@ impl Shared {
                 dir_watch,
                 blob_watch,
             }),
-            flushes: Mutex::new(Flushes::default()),
-            flush_wanted: Condvar::new(),
+            recent: Mutex::new(Recent::default()),
         };
         // Nothing is known to be synced yet: this barrier syncs every file
         // (`conf` is written without any sync by sled) and both directories.
@@ -451,10 +478,6 @@ impl Shared {
             self.durability_lost.store(true, Ordering::Release);
         }
         result
-    }
-
-    fn lock_flushes(&self) -> std::sync::MutexGuard<'_, Flushes> {
-        self.flushes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Fails once a barrier has failed: the store's durability is unknown.
@@ -520,6 +543,10 @@ impl Shared {
             last_purged_log_id: last_purged,
             last_log_id: last_entry.max(last_purged),
         })
+    }
+
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn entries(
@@ -630,6 +657,9 @@ impl RaftLogReader<TypeConfig> for LogReader {
         let Some((start, end)) = half_open(&range) else {
             return Ok(Vec::new());
         };
+        if let Some(entries) = self.inner.lock_recent().get(start, end) {
+            return Ok(entries);
+        }
         blocking(&self.inner, read_logs_error, move |s| s.entries(start, end)).await
     }
 }
@@ -642,6 +672,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let Some((start, end)) = half_open(&range) else {
             return Ok(Vec::new());
         };
+        if let Some(entries) = self.inner.lock_recent().get(start, end) {
+            return Ok(entries);
+        }
         blocking(&self.inner, read_logs_error, move |s| s.entries(start, end)).await
     }
 }
@@ -739,14 +772,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// the barrier leaves a prefix of these entries: a shorter log, never a
     /// hole (and openraft was not told they were durable).
     ///
-    /// Durability: when this returns `Ok` the entries are readable (so
-    /// openraft can send them to the followers while they are being made
-    /// durable here); the `callback` is told `Ok` only after they, and
+    /// Durability: the `callback` is told `Ok` only after the entries, and
     /// every write before them, passed the durability barrier (sled flush,
-    /// then `fdatasync` of sled's data and blob files), run by the flusher
-    /// thread for every append queued at that moment. Callbacks complete in
-    /// append order. If the barrier fails the `callback` gets the error,
-    /// and every later barrier fails.
+    /// then `fdatasync` of sled's data and blob files), run on the same
+    /// blocking thread right after the inserts. If the barrier fails the
+    /// `callback` gets the error, and every later barrier fails.
+    ///
+    /// Why not return first and flush on another thread: openraft 0.9's
+    /// core awaits the callback of each append before it does anything else
+    /// (`RaftCore::append_to_log`), replication of these entries included,
+    /// so there is never a second append to share a barrier with, and a
+    /// hand-off to a flusher thread only adds a wake-up to every write.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -757,22 +793,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<typ::LogEntry> = entries.into_iter().collect();
-        blocking(&self.inner, write_logs_error, move |s| {
+        let durable = blocking(&self.inner, write_logs_error, move |s| {
             // Encode all first: a refused entry writes nothing.
             let records = entries
                 .iter()
                 .map(|entry| Ok((log_key(entry.log_id.index), encode_entry(entry)?)))
                 .collect::<Result<Vec<_>, typ::StorageError>>()?;
+            let sizes: Vec<usize> = records.iter().map(|(_, r)| r.len()).collect();
             for (key, record) in records {
-                s.logs
-                    .insert(key, record)
-                    .map_err(|e| write_logs_error(AnyError::new(&e)))?;
+                if let Err(e) = s.logs.insert(key, record) {
+                    // sled may hold part of this append: forget what is kept.
+                    s.lock_recent().clear();
+                    return Err(write_logs_error(AnyError::new(&e)));
+                }
             }
-            Ok(())
+            s.lock_recent()
+                .appended(entries.into_iter().zip(sizes).collect());
+            Ok(s.make_durable())
         })
         .await?;
-        self.inner.lock_flushes().waiting.push(callback);
-        self.inner.flush_wanted.notify_one();
+        callback.log_io_completed(durable);
         Ok(())
     }
 
@@ -786,6 +826,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Delete, e).into()
         };
         blocking(&self.inner, on_error, move |s| {
+            s.lock_recent().truncated(log_id.index);
             s.delete_entries(log_key(log_id.index).., log_id)?;
             s.make_durable().map_err(|e| on_error(AnyError::new(&e)))
         })
@@ -812,6 +853,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .insert(LAST_PURGED_KEY, keyspace::encode(&log_id))
                 .map_err(|e| on_error(AnyError::new(&e)))?;
             s.make_durable().map_err(|e| on_error(AnyError::new(&e)))?;
+            s.lock_recent().purged(log_id.index);
             s.delete_entries(..=log_key(log_id.index), log_id)
         })
         .await
@@ -1018,6 +1060,75 @@ mod tests {
         copy_dir(&path, &copy);
         let mut copied = LogStore::open(&copy).unwrap();
         assert_eq!(copied.read_vote().await.unwrap(), Some(Vote::new(3, NODE)));
+    }
+
+    #[tokio::test]
+    async fn reads_from_memory_match_sled_after_appends_truncations_and_purges() {
+        // Steps: append 1..=5, then 6..=8; truncate at 7; append 7..=9 of a
+        // new term; purge to 3. After each, every range read through the
+        // store equals the same range read from sled, and recent ranges are
+        // answered from memory.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let check = |store: &LogStore, first: u64, last: u64| {
+            let memory = store.inner.lock_recent().get(first, None);
+            let sled = store.inner.entries(first, None).unwrap();
+            assert_same(memory.as_deref().expect("kept in memory"), &sled);
+            assert_eq!(indexes(&sled), (first..=last).collect::<Vec<_>>());
+        };
+        store
+            .blocking_append((1..=5).map(|i| normal(1, i)))
+            .await
+            .unwrap();
+        store
+            .blocking_append((6..=8).map(|i| normal(1, i)))
+            .await
+            .unwrap();
+        check(&store, 1, 8);
+        store.truncate(lid(1, 7)).await.unwrap();
+        check(&store, 1, 6);
+        store
+            .blocking_append((7..=9).map(|i| normal(2, i)))
+            .await
+            .unwrap();
+        check(&store, 1, 9);
+        assert_eq!(
+            all(&mut store).await[6].log_id,
+            lid(2, 7),
+            "the new term's entry"
+        );
+        store.purge(lid(1, 3)).await.unwrap();
+        check(&store, 4, 9);
+        assert!(store.inner.lock_recent().get(3, None).is_none(), "purged");
+        let middle = store.try_get_log_entries(5..7).await.unwrap();
+        assert_same(&middle, &store.inner.entries(5, Some(7)).unwrap());
+    }
+
+    #[test]
+    fn memory_keeps_a_bounded_contiguous_run() {
+        let mut recent = Recent::default();
+        recent.appended((1..=3).map(|i| (normal(1, i), 10)).collect());
+        recent.appended(vec![(normal(1, 5), 10)]);
+        assert_eq!(recent.get(5, None).map(|e| indexes(&e)), Some(vec![5]));
+        assert!(
+            recent.get(3, None).is_none(),
+            "a gap forgets what came before"
+        );
+        let many = RECENT_MAX_ENTRIES as u64 + 10;
+        recent.appended((6..6 + many).map(|i| (normal(1, i), 1)).collect());
+        assert_eq!(recent.entries.len(), RECENT_MAX_ENTRIES);
+        assert!(recent.get(6, None).is_none(), "the oldest were dropped");
+        let last = 5 + many;
+        assert_eq!(
+            recent.get(last, None).map(|e| indexes(&e)),
+            Some(vec![last])
+        );
+        assert!(recent.get(last, Some(last + 2)).is_none(), "beyond the log");
+        recent.appended(vec![(normal(1, last + 1), RECENT_MAX_BYTES + 1)]);
+        assert!(
+            recent.entries.is_empty() && recent.bytes == 0,
+            "too large to keep"
+        );
     }
 
     #[test]
