@@ -5,7 +5,9 @@
 //! the error with [`to_grpc`] (the one shared mapping). Access tokens come
 //! only from request metadata and are wrapped in [`SecretString`] at once;
 //! messages that carry secrets print `<redacted>` in `Debug`; spans record
-//! the RPC name and nothing from the request.
+//! the RPC name and nothing from the request. The spans are at debug level:
+//! at info an info span is made, its fields formatted and entered on every
+//! poll for each request, a few percent of a node's CPU under load.
 
 use std::fmt;
 use std::sync::Arc;
@@ -271,13 +273,13 @@ impl SysService {
 
 #[tonic::async_trait]
 impl pb::sys_server::Sys for SysService {
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Status"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Status"))]
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::Status>, Status> {
         let s = self.node.cluster_status().await.map_err(to_grpc)?;
         Ok(Response::new(status_pb(s)))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Init"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Init"))]
     async fn init(
         &self,
         request: Request<pb::InitRequest>,
@@ -296,7 +298,7 @@ impl pb::sys_server::Sys for SysService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Unseal"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Unseal"))]
     async fn unseal(
         &self,
         request: Request<pb::UnsealRequest>,
@@ -314,7 +316,7 @@ impl pb::sys_server::Sys for SysService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Seal"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Seal"))]
     async fn seal(
         &self,
         request: Request<pb::GatekeeperAuth>,
@@ -327,7 +329,7 @@ impl pb::sys_server::Sys for SysService {
         Ok(Response::new(sys_pb(out)))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Rotate"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Rotate"))]
     async fn rotate(
         &self,
         request: Request<pb::GatekeeperAuth>,
@@ -340,7 +342,12 @@ impl pb::sys_server::Sys for SysService {
         Ok(Response::new(sys_pb(out)))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RaftPeers"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/RaftPeers")
+    )]
     async fn raft_peers(
         &self,
         request: Request<pb::GatekeeperAuth>,
@@ -368,7 +375,12 @@ impl pb::sys_server::Sys for SysService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RaftRemove"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/RaftRemove")
+    )]
     async fn raft_remove(
         &self,
         request: Request<pb::RaftRemoveRequest>,
@@ -382,7 +394,12 @@ impl pb::sys_server::Sys for SysService {
         Ok(Response::new(sys_pb(out)))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/SaveSnapshot"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/SaveSnapshot")
+    )]
     async fn save_snapshot(
         &self,
         request: Request<pb::GatekeeperAuth>,
@@ -398,7 +415,7 @@ impl pb::sys_server::Sys for SysService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Rekey"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Rekey"))]
     async fn rekey(
         &self,
         request: Request<pb::RekeyRequest>,
@@ -417,7 +434,12 @@ impl pb::sys_server::Sys for SysService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RotateAccessKey"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/RotateAccessKey")
+    )]
     async fn rotate_access_key(
         &self,
         request: Request<pb::GatekeeperAuth>,
@@ -430,7 +452,12 @@ impl pb::sys_server::Sys for SysService {
         Ok(Response::new(sys_pb(out)))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/MintGatekeeperTokens"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/MintGatekeeperTokens")
+    )]
     async fn mint_gatekeeper_tokens(
         &self,
         request: Request<pb::MintGatekeeperTokensRequest>,
@@ -451,7 +478,12 @@ impl pb::sys_server::Sys for SysService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/ListGatekeeperTokens"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/ListGatekeeperTokens")
+    )]
     async fn list_gatekeeper_tokens(
         &self,
         request: Request<pb::KeysRequest>,
@@ -477,7 +509,12 @@ impl pb::sys_server::Sys for SysService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RenewGatekeeperToken"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/RenewGatekeeperToken")
+    )]
     async fn renew_gatekeeper_token(
         &self,
         request: Request<pb::RenewGatekeeperTokenRequest>,
@@ -491,7 +528,12 @@ impl pb::sys_server::Sys for SysService {
         Ok(Response::new(sys_pb(out)))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/RevokeGatekeeperToken"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/RevokeGatekeeperToken")
+    )]
     async fn revoke_gatekeeper_token(
         &self,
         request: Request<pb::RevokeGatekeeperTokenRequest>,
@@ -509,7 +551,7 @@ impl pb::sys_server::Sys for SysService {
         Ok(Response::new(pb::RevokeGatekeeperTokenResponse {}))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Sys/Health"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Health"))]
     async fn health(&self, _: Request<pb::HealthRequest>) -> Result<Response<pb::Status>, Status> {
         let s = self.node.status().map_err(to_grpc)?;
         Ok(Response::new(status_pb(s)))
@@ -533,7 +575,7 @@ impl AuthService {
 
 #[tonic::async_trait]
 impl pb::auth_server::Auth for AuthService {
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Auth/Login"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Auth/Login"))]
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
@@ -556,7 +598,12 @@ impl pb::auth_server::Auth for AuthService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Auth/RenewToken"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Auth/RenewToken")
+    )]
     async fn renew_token(
         &self,
         request: Request<pb::RenewTokenRequest>,
@@ -573,7 +620,12 @@ impl pb::auth_server::Auth for AuthService {
         Ok(Response::new(token_info_pb(out)))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Auth/RevokeToken"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Auth/RevokeToken")
+    )]
     async fn revoke_token(
         &self,
         request: Request<pb::RevokeTokenRequest>,
@@ -589,7 +641,12 @@ impl pb::auth_server::Auth for AuthService {
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Auth/LookupSelf"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Auth/LookupSelf")
+    )]
     async fn lookup_self(
         &self,
         request: Request<pb::LookupSelfRequest>,
@@ -621,7 +678,12 @@ impl PoliciesService {
 
 #[tonic::async_trait]
 impl pb::policies_server::Policies for PoliciesService {
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Policies/PutPolicy"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Policies/PutPolicy")
+    )]
     async fn put_policy(
         &self,
         request: Request<pb::PutPolicyRequest>,
@@ -637,7 +699,12 @@ impl pb::policies_server::Policies for PoliciesService {
         Ok(Response::new(pb::PutPolicyResponse {}))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Policies/GetPolicy"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Policies/GetPolicy")
+    )]
     async fn get_policy(
         &self,
         request: Request<pb::GetPolicyRequest>,
@@ -656,7 +723,12 @@ impl pb::policies_server::Policies for PoliciesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Policies/ListPolicies"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Policies/ListPolicies")
+    )]
     async fn list_policies(
         &self,
         request: Request<pb::ListPoliciesRequest>,
@@ -673,7 +745,12 @@ impl pb::policies_server::Policies for PoliciesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Policies/DeletePolicy"))]
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Policies/DeletePolicy")
+    )]
     async fn delete_policy(
         &self,
         request: Request<pb::DeletePolicyRequest>,
@@ -737,7 +814,7 @@ fn get_value(r: &t::SecretResponse) -> Result<Vec<u8>, Status> {
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Kv/Put"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Kv/Put"))]
     async fn put(
         &self,
         request: Request<pb::PutSecretRequest>,
@@ -761,7 +838,7 @@ impl pb::kv_server::Kv for KvService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Kv/Get"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Kv/Get"))]
     async fn get(
         &self,
         request: Request<pb::GetSecretRequest>,
@@ -781,7 +858,7 @@ impl pb::kv_server::Kv for KvService {
         }))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Kv/Delete"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Kv/Delete"))]
     async fn delete(
         &self,
         request: Request<pb::DeleteSecretRequest>,
@@ -796,7 +873,7 @@ impl pb::kv_server::Kv for KvService {
         Ok(Response::new(pb::DeleteSecretResponse {}))
     }
 
-    #[tracing::instrument(skip_all, name = "grpc", fields(rpc = "Kv/List"))]
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Kv/List"))]
     async fn list(
         &self,
         request: Request<pb::ListSecretsRequest>,

@@ -504,6 +504,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: openraft::OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
+        if !self.state.backend().may_block() {
+            return self.apply_blocking(entries);
+        }
         let this = self.clone();
         blocking(move || this.apply_blocking(entries)).await
     }

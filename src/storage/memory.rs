@@ -37,6 +37,11 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
+    /// Never: every call is a short critical section on a map in memory.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         Ok(map.get(key).cloned())

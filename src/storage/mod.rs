@@ -88,4 +88,12 @@ pub trait Backend: Send + Sync + 'static {
     /// transactions, so callers that need crash safety mark the install
     /// (the Raft state machine does) and redo it after a crash.
     fn replace_all(&self, pairs: KvPairs) -> Result<(), StorageError>;
+
+    /// Whether a call may wait on I/O (a network round trip, a disk). The
+    /// Raft state machine applies through such a backend on the blocking
+    /// pool, and through one that never waits on the async thread itself,
+    /// which saves a thread hand-off on every applied entry.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
