@@ -11,13 +11,15 @@
 //!   never delivered fails every request with the same "unreachable" error.
 //! - At most [`MAX_IN_FLIGHT`] calls are under way at once; with fewer
 //!   requests waiting nothing is held back, so a lone request is sent at
-//!   once, alone, as a plain `Forward`.
+//!   once, alone, as a plain `Forward` (from the caller's own task when
+//!   nothing is queued and a call may start).
 //! - A batch goes to one peer and holds at most [`MAX_BATCH_REQUESTS`]
 //!   requests, taking no more once it holds [`MAX_BATCH_BYTES`] of payload.
 //! - A request whose caller stopped waiting before its batch was made is
 //!   not sent: its caller was told the outcome is unknown, and nothing was
 //!   proposed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -40,6 +42,10 @@ struct Job {
 #[derive(Debug)]
 pub struct Forwarder {
     queue: mpsc::UnboundedSender<Job>,
+    /// Jobs sent to the queue and not yet taken from it.
+    queued: Arc<AtomicUsize>,
+    /// One permit per call that may be under way.
+    slots: Arc<Semaphore>,
 }
 
 impl Forwarder {
@@ -47,8 +53,14 @@ impl Forwarder {
     /// dropped.
     pub fn start() -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(drain(jobs));
-        Forwarder { queue }
+        let queued = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(drain(jobs, queued.clone(), slots.clone()));
+        Forwarder {
+            queue,
+            queued,
+            slots,
+        }
     }
 
     /// Forward `request` to the leader through `peer` (with others waiting
@@ -59,6 +71,11 @@ impl Forwarder {
         peer: PeerClient,
         request: ForwardRequest,
     ) -> Result<ForwardReply, PeerError> {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
+                return peer.forward(&request).await;
+            }
+        }
         let addr = peer.addr().to_string();
         let (reply, outcome) = oneshot::channel();
         let job = Job {
@@ -66,6 +83,7 @@ impl Forwarder {
             request,
             reply,
         };
+        self.queued.fetch_add(1, Ordering::AcqRel);
         if self.queue.send(job).is_err() {
             return Err(PeerError::Unreachable {
                 peer: addr,
@@ -88,8 +106,11 @@ fn same_peer(a: &PeerClient, b: &PeerClient) -> bool {
 
 /// Take jobs off the queue in batches of as many as wait for the same peer,
 /// with at most [`MAX_IN_FLIGHT`] calls under way.
-async fn drain(mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+async fn drain(
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    queued: Arc<AtomicUsize>,
+    slots: Arc<Semaphore>,
+) {
     // A job for another peer that ended the last batch.
     let mut held: Option<Job> = None;
     loop {
@@ -99,7 +120,10 @@ async fn drain(mut jobs: mpsc::UnboundedReceiver<Job>) {
         let first = match held.take() {
             Some(job) => job,
             None => match jobs.recv().await {
-                Some(job) => job,
+                Some(job) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    job
+                }
                 None => return,
             },
         };
@@ -109,6 +133,7 @@ async fn drain(mut jobs: mpsc::UnboundedReceiver<Job>) {
             let Ok(next) = jobs.try_recv() else {
                 break;
             };
+            queued.fetch_sub(1, Ordering::AcqRel);
             if !same_peer(&next.peer, &batch[0].peer) {
                 held = Some(next);
                 break;

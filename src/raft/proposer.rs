@@ -11,7 +11,8 @@
 //!   were concurrent: none was acknowledged before another was sent).
 //! - At most [`MAX_IN_FLIGHT`] entries are being written at once. With
 //!   fewer requests in flight nothing waits, so a lone request costs what
-//!   it did unbatched.
+//!   it did unbatched; when nothing is queued and an entry may start, the
+//!   caller's own task writes it (no hand-off to the queue's task).
 //! - An entry holds at most [`MAX_BATCH_REQUESTS`] requests, and stops
 //!   taking more once it holds [`MAX_BATCH_BYTES`] of payload (one request
 //!   larger than that still travels alone).
@@ -22,6 +23,7 @@
 //!   unknown, and nothing was written.
 //! - Every wait is bounded by the leader wait.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,10 +64,24 @@ struct Pending {
 }
 
 /// The queue in front of this node's `client_write`; see the module docs.
-#[derive(Debug)]
 pub struct Proposer {
     queue: mpsc::UnboundedSender<Pending>,
+    /// Requests sent to the queue and not yet taken from it.
+    queued: Arc<AtomicUsize>,
+    /// One permit per entry that may be written at once.
+    slots: Arc<Semaphore>,
+    raft: typ::Raft,
+    clock: Arc<dyn Clock>,
     leader_wait: Duration,
+}
+
+impl std::fmt::Debug for Proposer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proposer")
+            .field("queued", &self.queued)
+            .field("free_slots", &self.slots.available_permits())
+            .finish()
+    }
 }
 
 impl Proposer {
@@ -73,8 +89,24 @@ impl Proposer {
     /// proposer is dropped.
     pub fn start(raft: typ::Raft, clock: Arc<dyn Clock>, leader_wait: Duration) -> Self {
         let (queue, requests) = mpsc::unbounded_channel();
-        tokio::spawn(drain(raft, clock, leader_wait, requests));
-        Proposer { queue, leader_wait }
+        let queued = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(drain(
+            raft.clone(),
+            clock.clone(),
+            leader_wait,
+            requests,
+            queued.clone(),
+            slots.clone(),
+        ));
+        Proposer {
+            queue,
+            queued,
+            slots,
+            raft,
+            clock,
+            leader_wait,
+        }
     }
 
     /// Propose one command and wait (at most the leader wait) until it is
@@ -86,6 +118,21 @@ impl Proposer {
             idempotency,
             reply,
         };
+        // Nothing waits and an entry may start: write it from this task.
+        // (Requests queued meanwhile are concurrent with this one.)
+        if self.queued.load(Ordering::Acquire) == 0 {
+            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                let time_ms = self.clock.now_ms();
+                write_entry(&self.raft, time_ms, vec![pending], self.leader_wait).await;
+                drop(slot);
+                return outcome.await.unwrap_or_else(|_| {
+                    LocalWrite::Failed(
+                        "the proposal was dropped; it may or may not be applied".into(),
+                    )
+                });
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
         if self.queue.send(pending).is_err() {
             return LocalWrite::Failed("the node is shutting down".into());
         }
@@ -123,8 +170,9 @@ async fn drain(
     clock: Arc<dyn Clock>,
     leader_wait: Duration,
     mut requests: mpsc::UnboundedReceiver<Pending>,
+    queued: Arc<AtomicUsize>,
+    slots: Arc<Semaphore>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -141,6 +189,7 @@ async fn drain(
             bytes += weight(&next.command);
             batch.push(next);
         }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         batch.retain(|p| !p.reply.is_closed());
         if batch.is_empty() {
             continue;
