@@ -154,8 +154,9 @@ impl Recent {
             .back()
             .is_some_and(|(e, _)| e.log_id.index >= index)
         {
-            let (_, size) = self.entries.pop_back().expect("checked");
-            self.bytes -= size;
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
         }
     }
 
@@ -166,8 +167,9 @@ impl Recent {
             .front()
             .is_some_and(|(e, _)| e.log_id.index <= index)
         {
-            let (_, size) = self.entries.pop_front().expect("checked");
-            self.bytes -= size;
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
         }
     }
 
