@@ -54,14 +54,20 @@ pub mod pb {
 pub const FORMAT_V1: u8 = 1;
 
 /// Largest envelope payload, format byte included, either side accepts or
-/// sends. Log entries carry at most one KV record (bounded by the value
-/// limit) and snapshots travel in chunks, so this only refuses garbage.
+/// sends. A log entry carries at most 4 MiB of requests (or one larger
+/// request, bounded by the value limit) and snapshots travel in chunks, so
+/// this only refuses garbage.
 pub const MAX_ENVELOPE_BYTES: usize = 64 << 20;
 
 /// gRPC message limit (decoding and encoding) of the cluster port: an
 /// envelope plus protobuf framing. A payload between the two limits is
 /// refused by [`decode`] with a clear message; a bigger one by tonic.
 pub const MAX_MESSAGE_BYTES: usize = MAX_ENVELOPE_BYTES + 64 * 1024;
+
+/// Requests in one `ForwardBatch` call at most (a follower's forwarder
+/// sends at most one log entry's worth); more is refused with
+/// RESOURCE_EXHAUSTED before any is proposed.
+pub const MAX_FORWARD_BATCH: usize = super::proposer::MAX_BATCH_REQUESTS;
 
 /// The longest a request may run on the server, whatever the client asked.
 pub const SERVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -418,6 +424,12 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: GrpcRequest<pb::Envelope>,
     ) -> Result<GrpcResponse<pb::Envelope>, Status> {
         let batch: Vec<ForwardRequest> = decode(request.get_ref())?;
+        if batch.len() > MAX_FORWARD_BATCH {
+            return Err(Status::resource_exhausted(format!(
+                "{} forwarded requests in one call; at most {MAX_FORWARD_BATCH}",
+                batch.len()
+            )));
+        }
         // All at once: the leader's proposer puts the requests that wait
         // together into one log entry.
         let outcomes = join_all(batch.into_iter().map(|f| self.forward_one(f))).await;

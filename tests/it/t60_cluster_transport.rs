@@ -418,6 +418,14 @@ async fn peers_talk_over_mutual_tls_and_strangers_get_nothing() {
         outcomes[2].as_ref().unwrap().response,
         Ok(Applied::Version(13))
     );
+    let too_many: Vec<_> = (0..=cluster::MAX_FORWARD_BATCH as u64)
+        .map(|i| forward_request(3, i))
+        .collect();
+    let refused = to1.forward_batch(&too_many).await.unwrap_err();
+    assert!(
+        matches!(refused, PeerError::Unreachable { .. }) && refused.remote().is_none(),
+        "refused before any is proposed: {refused}"
+    );
 
     assert_eq!(to1.read_index().await.unwrap().index(), 41);
     let before_burst = n1.stub.calls();
