@@ -773,14 +773,11 @@ impl Replica {
         let applied = |m: &openraft::metrics::RaftDataMetrics<typ::NodeId>| {
             m.last_applied.map_or(0, |l| l.index) >= index
         };
+        let started = Instant::now();
         let outcome = match tokio::time::timeout_at(deadline, data.wait_for(applied)).await {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(_)) => "the node is shutting down".to_string(),
-            Err(_) => format!(
-                "timeout after {:?}",
-                self.leader_wait
-                    .min(deadline.saturating_duration_since(Instant::now()))
-            ),
+            Err(_) => format!("waited {:?}", started.elapsed()),
         };
         let last = data.borrow().last_applied.map_or(0, |l| l.index);
         Err(ProposeError::Unavailable(format!(
