@@ -5,6 +5,8 @@
 //! format byte, so a node can read what an older node wrote. Secret values are
 //! stored only as barrier ciphertext (`KvRecord::ciphertext`), tokens and the
 //! access key only as SHA-256 hashes, and key material only wrapped.
+//! Byte fields are `serde_bytes`: the same bytes as a plain `Vec<u8>` (the
+//! length, then the bytes), copied in one go rather than one call per byte.
 
 use bincode::Options;
 use serde::de::DeserializeOwned;
@@ -146,6 +148,7 @@ pub struct GatekeeperTokenRecord {
     /// SHA-256 of the token.
     pub id: [u8; 32],
     /// The gatekeeper key sealed under HKDF(token).
+    #[serde(with = "serde_bytes")]
     pub wrapped_key: Vec<u8>,
     /// When it was minted.
     pub created_at_ms: u64,
@@ -172,6 +175,7 @@ pub struct GatekeeperTokenUse {
     pub grace_until_ms: u64,
     /// The replacement token sealed under HKDF(this token), so a repeated use
     /// inside the grace window hands out the same replacement.
+    #[serde(with = "serde_bytes")]
     pub replacement_wrapped: Vec<u8>,
 }
 
@@ -198,6 +202,7 @@ pub struct KvRecord {
     /// 1 for a new key, +1 on every write.
     pub version: u64,
     /// `version | term | nonce | ciphertext+tag`, AAD = the storage key.
+    #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
     /// When version 1 was written.
     pub created_at_ms: u64,
@@ -208,6 +213,37 @@ pub struct KvRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `KvRecord` as releases before `serde_bytes` encoded it.
+    #[derive(Serialize)]
+    struct PlainKvRecord {
+        version: u64,
+        ciphertext: Vec<u8>,
+        created_at_ms: u64,
+        updated_at_ms: u64,
+    }
+
+    #[test]
+    fn byte_fields_encode_byte_for_byte_as_before_serde_bytes() {
+        // Lengths either side of bincode's one-byte varint limit (250).
+        for len in [0, 1, 250, 251, 300, 65_536] {
+            let ciphertext: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let old = encode(&PlainKvRecord {
+                version: 9,
+                ciphertext: ciphertext.clone(),
+                created_at_ms: 1,
+                updated_at_ms: 2,
+            });
+            let new = KvRecord {
+                version: 9,
+                ciphertext,
+                created_at_ms: 1,
+                updated_at_ms: 2,
+            };
+            assert_eq!(encode(&new), old, "length {len}");
+            assert_eq!(decode::<KvRecord>(&old).unwrap(), new);
+        }
+    }
 
     #[test]
     fn records_round_trip_with_their_format_byte() {

@@ -4,6 +4,11 @@
 //! Invariant: a command carries everything apply needs that is random or
 //! secret-derived (ids, nonces, ciphertext, wrapped keys), so apply is a
 //! deterministic function of the log. `Display` never prints secret bytes.
+//!
+//! Byte fields are `serde_bytes`: bincode writes them exactly as a plain
+//! `Vec<u8>` (the length, then the bytes), so logs and peers of earlier
+//! releases read them unchanged, but copies them in one go instead of one
+//! call per byte.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +66,7 @@ pub struct NewGatekeeperToken {
     /// SHA-256 of the token.
     pub id: [u8; 32],
     /// The gatekeeper key sealed under HKDF(token).
+    #[serde(with = "serde_bytes")]
     pub wrapped_key: Vec<u8>,
 }
 
@@ -83,20 +89,28 @@ pub enum Command {
     Init {
         shares: u8,
         threshold: u8,
+        #[serde(with = "serde_bytes")]
         wrapped_root: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         keychain: Vec<u8>,
         access_key_hash: [u8; 32],
         gatekeeper_tokens: Vec<NewGatekeeperToken>,
     },
     /// A new keychain (one more term) wrapped under the same root key.
-    RotateKeychain { term: u32, keychain: Vec<u8> },
+    RotateKeychain {
+        term: u32,
+        #[serde(with = "serde_bytes")]
+        keychain: Vec<u8>,
+    },
     /// New unseal keys: a new gatekeeper key wraps a new root key, which
     /// re-wraps the keychain; every gatekeeper token is revoked and replaced
     /// by `gatekeeper_tokens`.
     Rekey {
         shares: u8,
         threshold: u8,
+        #[serde(with = "serde_bytes")]
         wrapped_root: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         keychain: Vec<u8>,
         gatekeeper_tokens: Vec<NewGatekeeperToken>,
     },
@@ -106,6 +120,7 @@ pub enum Command {
     UseGatekeeperToken {
         id: [u8; 32],
         grace_ms: u64,
+        #[serde(with = "serde_bytes")]
         replacement_wrapped: Vec<u8>,
         replacement: NewGatekeeperToken,
     },
@@ -147,6 +162,7 @@ pub enum Command {
         path: String,
         cas: Option<u64>,
         term: u32,
+        #[serde(with = "serde_bytes")]
         ciphertext: Vec<u8>,
     },
     /// Delete a secret, on behalf of `token`.
@@ -263,3 +279,69 @@ pub type Response = Result<Applied, Rejection>;
 /// The outcomes of one log entry: one per request of its [`Batch`], in
 /// order (none for a blank or membership entry).
 pub type Responses = Vec<Response>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bincode::Options;
+
+    /// `Command` as releases before `serde_bytes` encoded it: the same
+    /// variant index for `PutSecret`, its ciphertext a plain `Vec<u8>`.
+    #[derive(Serialize)]
+    #[allow(dead_code)]
+    enum PlainCommand {
+        V0,
+        V1,
+        V2,
+        V3,
+        V4,
+        V5,
+        V6,
+        V7,
+        V8,
+        V9,
+        V10,
+        V11,
+        PutSecret {
+            token: [u8; 32],
+            namespace: String,
+            path: String,
+            cas: Option<u64>,
+            term: u32,
+            ciphertext: Vec<u8>,
+        },
+    }
+
+    #[test]
+    fn a_put_encodes_byte_for_byte_as_before_serde_bytes() {
+        let opts = bincode::DefaultOptions::new();
+        // Lengths either side of bincode's one-byte varint limit (250).
+        for len in [0, 1, 250, 251, 300, 65_536] {
+            let ciphertext: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let new = Command::PutSecret {
+                token: [7; 32],
+                namespace: "team-a".into(),
+                path: "db/password".into(),
+                cas: Some(4),
+                term: 2,
+                ciphertext: ciphertext.clone(),
+            };
+            let old = PlainCommand::PutSecret {
+                token: [7; 32],
+                namespace: "team-a".into(),
+                path: "db/password".into(),
+                cas: Some(4),
+                term: 2,
+                ciphertext: ciphertext.clone(),
+            };
+            let bytes = opts.serialize(&old).unwrap();
+            assert_eq!(opts.serialize(&new).unwrap(), bytes, "length {len}");
+            match opts.deserialize::<Command>(&bytes).unwrap() {
+                Command::PutSecret {
+                    ciphertext: read, ..
+                } => assert_eq!(read, ciphertext),
+                other => panic!("decoded {other}"),
+            }
+        }
+    }
+}
