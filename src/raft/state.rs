@@ -19,8 +19,32 @@ use crate::acl::{self, Acl, Capability, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
 
-/// Most gatekeeper tokens that may exist at once (keeps a rekey's batch small).
+/// Most gatekeeper-token records that may exist at once, unused or used and
+/// inside their grace window (a used token still unseals during its window,
+/// so it counts). Keeps a rekey's batch small. Minting counts unused tokens
+/// only: used ones give way, oldest first.
 pub const MAX_GATEKEEPER_TOKENS: usize = 64;
+/// Deletes for up to `count` used gatekeeper tokens, oldest use first (ties
+/// by id, so every replica picks the same), never the token `keep`.
+fn evict_used(
+    records: &[GatekeeperTokenRecord],
+    count: usize,
+    keep: Option<&[u8; 32]>,
+) -> Vec<BatchOp> {
+    let mut used: Vec<(u64, &[u8; 32])> = records
+        .iter()
+        .filter(|r| Some(&r.id) != keep)
+        .filter_map(|r| r.used.as_ref().map(|u| (u.at_ms, &r.id)))
+        .collect();
+    used.sort();
+    used.into_iter()
+        .take(count)
+        .map(|(_, id)| BatchOp::Delete {
+            key: gatekeeper_token_key(id),
+        })
+        .collect()
+}
+
 /// Most records one sweep removes (keeps every batch under etcd's txn limit).
 pub const SWEEP_BATCH: usize = 100;
 
@@ -204,6 +228,37 @@ impl State {
             .iter()
             .map(|(_, v)| keyspace::decode(v))
             .collect()
+    }
+
+    /// Whether a `Sweep` at `now` would remove anything: an expired access
+    /// token, a used gatekeeper token past its grace window, or an expired
+    /// idempotency record. The sweeper asks first, so an idle cluster writes
+    /// no log entries.
+    pub fn sweep_due(&self, now: u64) -> Result<bool, StorageError> {
+        for (_, value) in self
+            .backend
+            .scan_prefix(ACCESS_TOKEN_PREFIX.as_bytes(), None)?
+        {
+            let record: AccessTokenRecord = keyspace::decode(&value)?;
+            if record.expires_at_ms <= now {
+                return Ok(true);
+            }
+        }
+        for record in self.gatekeeper_tokens()? {
+            if record.used.is_some_and(|u| u.grace_until_ms <= now) {
+                return Ok(true);
+            }
+        }
+        for (_, value) in self
+            .backend
+            .scan_prefix(IDEMPOTENCY_PREFIX.as_bytes(), None)?
+        {
+            let record: IdempotencyRecord = keyspace::decode(&value)?;
+            if record.expires_at_ms <= now {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// An access token by id.
@@ -459,13 +514,15 @@ impl State {
                 Applied::Done
             }
             Command::MintGatekeeperTokens { tokens } => {
-                let existing = self
-                    .backend
-                    .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
-                    .len();
-                if existing + tokens.len() > MAX_GATEKEEPER_TOKENS {
+                let existing = self.gatekeeper_tokens()?;
+                let unused = existing.iter().filter(|r| r.used.is_none()).count();
+                if unused + tokens.len() > MAX_GATEKEEPER_TOKENS {
                     return Err(ApplyError::TooManyGatekeeperTokens);
                 }
+                // Used tokens waiting out their grace window make room: a
+                // renew loop never blocks minting.
+                let over = (existing.len() + tokens.len()).saturating_sub(MAX_GATEKEEPER_TOKENS);
+                batch.extend(evict_used(&existing, over, None));
                 batch.extend(tokens.iter().map(|t| put_gatekeeper_token(t, now)));
                 Applied::Done
             }
@@ -481,12 +538,25 @@ impl State {
                 if record.used.is_some() {
                     return Err(ApplyError::GatekeeperTokenInvalid);
                 }
-                record.used = Some(GatekeeperTokenUse {
-                    at_ms: now,
-                    grace_until_ms: now.saturating_add(*grace_ms),
-                    replacement_wrapped: replacement_wrapped.clone(),
-                });
-                batch.push(put(gatekeeper_token_key(id), &record));
+                // The replacement is one record more: at the cap, the oldest
+                // used tokens lose the rest of their grace window, and with
+                // none to give way this use keeps no grace window itself.
+                let existing = self.gatekeeper_tokens()?;
+                let over = (existing.len() + 1).saturating_sub(MAX_GATEKEEPER_TOKENS);
+                let evicted = evict_used(&existing, over, Some(id));
+                if evicted.len() < over {
+                    batch.push(BatchOp::Delete {
+                        key: gatekeeper_token_key(id),
+                    });
+                } else {
+                    record.used = Some(GatekeeperTokenUse {
+                        at_ms: now,
+                        grace_until_ms: now.saturating_add(*grace_ms),
+                        replacement_wrapped: replacement_wrapped.clone(),
+                    });
+                    batch.push(put(gatekeeper_token_key(id), &record));
+                }
+                batch.extend(evicted);
                 batch.push(put_gatekeeper_token(replacement, now));
                 Applied::Done
             }
@@ -990,6 +1060,109 @@ mod tests {
             "swept after its grace window"
         );
         assert!(sm.gatekeeper_token(&[8; 32]).unwrap().is_some());
+    }
+
+    /// A gatekeeper token with id `[a, b, 0, …]`.
+    fn gk_id(a: u8, b: u8) -> [u8; 32] {
+        let mut id = [0; 32];
+        id[0] = a;
+        id[1] = b;
+        id
+    }
+
+    fn use_token(id: [u8; 32], replacement: [u8; 32]) -> Command {
+        Command::UseGatekeeperToken {
+            id,
+            grace_ms: 60_000,
+            replacement_wrapped: vec![1],
+            replacement: NewGatekeeperToken {
+                id: replacement,
+                wrapped_key: vec![2],
+            },
+        }
+    }
+
+    fn mint(ids: impl IntoIterator<Item = [u8; 32]>) -> Command {
+        Command::MintGatekeeperTokens {
+            tokens: ids
+                .into_iter()
+                .map(|id| NewGatekeeperToken {
+                    id,
+                    wrapped_key: vec![1],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn using_tokens_inside_the_grace_window_never_passes_the_cap() {
+        // Steps: mint the cap; use every token inside the grace window; the
+        // records stay at the cap, every replacement exists, and the oldest
+        // uses gave way.
+        let (sm, _) = sm();
+        let cap = MAX_GATEKEEPER_TOKENS;
+        sm.apply(&entry(5, mint((0..cap as u8).map(|i| gk_id(1, i)))))
+            .unwrap();
+        for i in 0..cap as u8 {
+            sm.apply(&entry(
+                10 + u64::from(i),
+                use_token(gk_id(1, i), gk_id(2, i)),
+            ))
+            .unwrap();
+            assert!(sm.gatekeeper_tokens().unwrap().len() <= cap, "use {i}");
+        }
+        let records = sm.gatekeeper_tokens().unwrap();
+        assert_eq!(records.len(), cap);
+        assert!(
+            records.iter().all(|r| r.used.is_none()),
+            "only replacements"
+        );
+        assert!(
+            sm.gatekeeper_token(&gk_id(1, 0)).unwrap().is_none(),
+            "at the cap a use keeps no grace window"
+        );
+        assert!(matches!(
+            sm.apply(&entry(100, mint([gk_id(3, 0)]))),
+            Err(ApplyError::TooManyGatekeeperTokens)
+        ));
+    }
+
+    #[test]
+    fn a_renew_loop_never_blocks_minting() {
+        // Steps: one token renewed 200 times inside one grace window; the
+        // records stay bounded; then service owners mint up to the cap of
+        // unused tokens, and used tokens give way, oldest first.
+        let (sm, _) = sm();
+        let cap = MAX_GATEKEEPER_TOKENS;
+        sm.apply(&entry(5, mint([gk_id(1, 0)]))).unwrap();
+        let mut current = gk_id(1, 0);
+        for i in 0..200u16 {
+            let next = gk_id(20 + (i >> 8) as u8, i as u8);
+            sm.apply(&entry(10 + u64::from(i), use_token(current, next)))
+                .unwrap();
+            current = next;
+            assert!(sm.gatekeeper_tokens().unwrap().len() <= cap, "renew {i}");
+        }
+        let records = sm.gatekeeper_tokens().unwrap();
+        assert_eq!(records.iter().filter(|r| r.used.is_none()).count(), 1);
+        for (batch, n) in [16u8, 16, 16, 15].into_iter().enumerate() {
+            sm.apply(&entry(300, mint((0..n).map(|i| gk_id(5 + batch as u8, i)))))
+                .unwrap();
+        }
+        let records = sm.gatekeeper_tokens().unwrap();
+        assert_eq!(records.len(), cap);
+        assert!(
+            records.iter().all(|r| r.used.is_none()),
+            "used ones gave way"
+        );
+        assert!(matches!(
+            sm.apply(&entry(300, mint([gk_id(9, 0)]))),
+            Err(ApplyError::TooManyGatekeeperTokens)
+        ));
+        assert!(
+            sm.gatekeeper_token(&current).unwrap().is_some(),
+            "the live replacement is never evicted"
+        );
     }
 
     #[test]

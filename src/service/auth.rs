@@ -148,6 +148,10 @@ impl Node {
     }
 
     /// Revoke the caller's token, or another one given in the request.
+    ///
+    /// A token given in the body proves nothing about its caller, so it is
+    /// looked up first: only a token that exists is revoked through the log,
+    /// and the answer is the same whether it existed or not.
     pub async fn revoke_token(
         &self,
         token: Option<&SecretString>,
@@ -159,12 +163,34 @@ impl Node {
                 if !secret::looks_like(SecretKind::AccessToken, other.expose()) {
                     return Err(ServiceError::bad("token is not an access token"));
                 }
-                secret::hash_secret(&other)
+                let id = secret::hash_secret(&other);
+                let exists = self
+                    .exists_caught_up(|| Ok(self.sm().access_token(&id)?.is_some()))
+                    .await?;
+                if !exists {
+                    return Ok(());
+                }
+                id
             }
             None => self.guard(token).await?.id,
         };
         self.raft.propose(Command::RevokeAccessToken { id }).await?;
         Ok(())
+    }
+
+    /// Whether a record exists: looked up here and, when it is absent here,
+    /// once more after this node caught up with the leader (so a record made
+    /// through another node a moment ago is found). A call that presents
+    /// something unknown thus ends here, before anything is proposed.
+    pub(super) async fn exists_caught_up(
+        &self,
+        look: impl Fn() -> Result<bool, ServiceError>,
+    ) -> Result<bool, ServiceError> {
+        if look()? {
+            return Ok(true);
+        }
+        self.linearize().await?;
+        look()
     }
 
     /// What the caller's token is.

@@ -6,9 +6,10 @@ use crate::raft::command::{Applied, Command};
 impl Node {
     // ----- housekeeping -------------------------------------------------------
 
-    /// Remove expired access tokens and spent gatekeeper tokens through the log.
+    /// Remove expired access tokens and spent gatekeeper tokens through the
+    /// log. Proposes nothing when nothing has expired.
     pub async fn sweep(&self) -> Result<usize, ServiceError> {
-        if self.sm().init_record()?.is_none() {
+        if self.sm().init_record()?.is_none() || !self.sm().sweep_due(self.now())? {
             return Ok(0);
         }
         let mut total = 0;

@@ -61,7 +61,12 @@ impl Node {
                 "at most {MAX_MINT} gatekeeper tokens at init"
             )));
         }
-        if self.sm().init_record()?.is_some() {
+        // Init is anonymous: an initialized cluster is told so without a
+        // proposal, also through a node that has not caught up yet.
+        if self
+            .exists_caught_up(|| Ok(self.sm().init_record()?.is_some()))
+            .await?
+        {
             return Err(ServiceError::Conflict(
                 "kstash is already initialized".into(),
             ));
@@ -571,9 +576,16 @@ impl Node {
             .map(|_| gatekeeper::mint_token(&gk))
             .collect();
         drop(gk);
-        if self.sm().gatekeeper_tokens()?.len() + minted.len() > MAX_GATEKEEPER_TOKENS {
+        let unused = self
+            .sm()
+            .gatekeeper_tokens()?
+            .iter()
+            .filter(|r| r.used.is_none())
+            .count();
+        if unused + minted.len() > MAX_GATEKEEPER_TOKENS {
             return Err(ServiceError::bad(format!(
-                "at most {MAX_GATEKEEPER_TOKENS} gatekeeper tokens may exist; revoke some first"
+                "at most {MAX_GATEKEEPER_TOKENS} unused gatekeeper tokens may exist \
+                 ({unused} now); revoke some first"
             )));
         }
         self.raft
@@ -634,14 +646,31 @@ impl Node {
                         "gatekeeper token is invalid".into(),
                     ));
                 }
-                secret::hash_secret(token)
+                // Presenting a token proves nothing until it is found: an
+                // unknown one is answered like a revoked one, and nothing
+                // is proposed.
+                let id = secret::hash_secret(token);
+                let exists = self
+                    .exists_caught_up(|| Ok(self.sm().gatekeeper_token(&id)?.is_some()))
+                    .await?;
+                if !exists {
+                    return Ok(());
+                }
+                id
             }
             (None, Some(id)) => {
                 drop(self.gatekeeper_key_from_keys(&req.keys)?);
                 let bytes = hex::decode(id)
                     .ok()
                     .and_then(|b| <[u8; 32]>::try_from(b).ok());
-                bytes.ok_or_else(|| ServiceError::bad("id must be 64 hex digits"))?
+                let id = bytes.ok_or_else(|| ServiceError::bad("id must be 64 hex digits"))?;
+                let exists = self
+                    .exists_caught_up(|| Ok(self.sm().gatekeeper_token(&id)?.is_some()))
+                    .await?;
+                if !exists {
+                    return Err(ServiceError::NotFound("no such gatekeeper token".into()));
+                }
+                id
             }
             _ => {
                 return Err(ServiceError::bad(

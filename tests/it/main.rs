@@ -10,6 +10,7 @@ mod t20_lifecycle;
 mod t30_cli;
 mod t32_bench_compare;
 mod t40_leaks;
+mod t44_no_credential;
 mod t50_bad_input;
 mod t60_cluster_transport;
 mod t70_cluster;

@@ -800,6 +800,8 @@ async fn gatekeeper_tokens_mint_list_revoke_renew() {
         )
         .await;
     assert_eq!(code, 204, "{body}");
+    // A presented token proves nothing once it is gone: revoking it again
+    // answers as the first time (and proposes nothing; see t44).
     let (code, body) = h
         .post(
             "/v1/sys/gatekeeper-tokens/revoke",
@@ -807,7 +809,18 @@ async fn gatekeeper_tokens_mint_list_revoke_renew() {
             json!({"gatekeeper_token": m1}),
         )
         .await;
-    assert_eq!(code, 404, "{body}");
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = h
+        .post(
+            "/v1/sys/gatekeeper-tokens/revoke",
+            None,
+            json!({"id": ids[0], "keys": keys}),
+        )
+        .await;
+    assert_eq!(
+        code, 404,
+        "by id with keys, an absent token is named: {body}"
+    );
     assert_error(&body, "not_found");
 
     tracing::info!("--- step: M1 no longer unseals; T0 does");
