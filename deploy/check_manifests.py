@@ -494,7 +494,7 @@ class Checker:
         if unknown:
             self.err(cm, f"{key}: unknown config fields {unknown} (not in struct Config, src/config.rs)")
         for field, want in (("api_addr", f"0.0.0.0:{API_PORT}"), ("cluster_addr", f"0.0.0.0:{CLUSTER_PORT}"),
-                            ("data_dir", DATA_DIR)):
+                            ("data_dir", DATA_DIR + "/kstash")):
             if conf.get(field) != want:
                 self.err(cm, f"{key}: {field} is {conf.get(field)!r}, want {want!r}")
         if not str(conf.get("cluster_ca", "")).startswith(CERTS_DIR + "/"):

@@ -112,6 +112,10 @@ pub struct Config {
     /// Serve plaintext HTTP (only allowed on a loopback address).
     #[serde(default)]
     pub tls_disable: bool,
+    /// Start even when group or others can reach the data dir or a file in
+    /// it, with a warning instead of a refusal. Default `false`.
+    #[serde(default)]
+    pub allow_insecure_data_dir: bool,
     /// Largest secret value in bytes. Default 1 MiB.
     #[serde(default = "default_max_value_bytes")]
     pub max_value_bytes: usize,
@@ -238,6 +242,10 @@ pub struct ServerArgs {
     /// Serve plaintext (loopback only).
     #[arg(long, env = "KSTASH_TLS_DISABLE", num_args = 0..=1, default_missing_value = "true")]
     pub tls_disable: Option<bool>,
+    /// Only warn (instead of refusing to start) when group or others can
+    /// reach the data dir.
+    #[arg(long, env = "KSTASH_ALLOW_INSECURE_DATA_DIR", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_insecure_data_dir: Option<bool>,
     /// Largest secret value in bytes.
     #[arg(long, env = "KSTASH_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
@@ -353,6 +361,7 @@ impl ServerArgs {
             encryption_limit,
             log,
             tls_disable,
+            allow_insecure_data_dir,
             bootstrap,
             join,
             election_timeout_min_ms,
@@ -879,5 +888,40 @@ mod tests {
         assert!(check_private_file(&key).is_err());
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(check_private_file(&key).is_ok());
+    }
+
+    /// The names of the fields of `pub struct <name>` in this file.
+    fn struct_fields(name: &str) -> Vec<String> {
+        let src = include_str!("config.rs");
+        let start = src
+            .find(&format!("pub struct {name} {{"))
+            .expect("the struct is in this file");
+        let body = &src[start..];
+        let body = &body[..body.find("\n}").unwrap()];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix("pub "))
+            .filter_map(|l| l.split_once(':').map(|(f, _)| f.to_string()))
+            .filter(|f| !f.contains(' '))
+            .collect()
+    }
+
+    #[test]
+    fn every_config_field_has_a_flag_an_env_var_and_a_readme_row() {
+        let readme = include_str!("../README.md");
+        let flags = struct_fields("ServerArgs");
+        let fields = struct_fields("Config");
+        assert!(fields.len() > 20, "{fields:?}");
+        for field in &fields {
+            assert!(flags.contains(field), "no flag for config field {field}");
+            let row = format!(
+                "| `{field}` | `--{}` | `KSTASH_{}` |",
+                field.replace('_', "-"),
+                field.to_uppercase()
+            );
+            assert!(
+                readme.contains(&row),
+                "README's configuration table lacks {row}"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 pub mod gatekeeper;
 pub mod keyspace;
 pub mod raft;

@@ -172,8 +172,7 @@ impl Server {
             .clone()
             .unwrap_or_else(|| addr.to_string());
         settings.api_address = api_address.clone();
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+        crate::data_dir::prepare(&config.data_dir, config.allow_insecure_data_dir)?;
         let (identity, _) = NodeIdentity::open(&config.data_dir, config.node_id)?;
         let mut replica_config = ReplicaConfig {
             node_id: config.node_id,

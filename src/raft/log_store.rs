@@ -417,7 +417,7 @@ fn half_open(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
 
 impl Shared {
     fn open(dir: &Path) -> io::Result<Shared> {
-        std::fs::create_dir_all(dir)?;
+        crate::data_dir::create_private_dir(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .open()

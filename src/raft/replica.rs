@@ -36,7 +36,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,7 +150,7 @@ impl NodeIdentity {
                     })
                     .map_err(|e| bad(e.to_string()))?
                 );
-                write_durably(data_dir, NODE_ID_FILE, text.as_bytes())
+                crate::data_dir::write_durably(data_dir, NODE_ID_FILE, text.as_bytes())
                     .map_err(|e| bad(format!("cannot write: {e}")))?;
                 tracing::info!(node_id, "new data dir: node identity written");
                 Ok((identity, true))
@@ -159,17 +158,6 @@ impl NodeIdentity {
             Err(e) => Err(bad(e.to_string())),
         }
     }
-}
-
-/// Write `bytes` to `dir/name` durably: temp file, fsync, rename, fsync dir.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 // ----- configuration ------------------------------------------------------------

@@ -15,7 +15,7 @@
 // by design and boxing it here would only add conversions.
 #![allow(clippy::result_large_err)]
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,17 +83,6 @@ fn snapshot_err(meta: Option<&typ::SnapshotMeta>, e: impl std::fmt::Display) -> 
         &std::io::Error::other(e.to_string()),
     )
     .into()
-}
-
-/// Write `bytes` to `dir/name` durably: temp file, fsync, rename, fsync dir.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 fn remove_durably(dir: &Path, name: &str) -> std::io::Result<()> {
@@ -190,8 +179,9 @@ pub async fn restore_snapshot_offline(
     file.meta.snapshot_id = format!("{}-restored", file.meta.snapshot_id);
     check_snapshot(&file)?;
     let snap_dir = data_dir.join("snapshots");
-    std::fs::create_dir_all(&snap_dir).map_err(|e| e.to_string())?;
-    write_durably(&snap_dir, CURRENT, &encode_snapshot(&file)).map_err(|e| e.to_string())?;
+    crate::data_dir::create_private_dir(&snap_dir).map_err(|e| e.to_string())?;
+    crate::data_dir::write_durably(&snap_dir, CURRENT, &encode_snapshot(&file))
+        .map_err(|e| e.to_string())?;
     let mut log =
         super::log_store::LogStore::open(&data_dir.join("raft-log")).map_err(|e| e.to_string())?;
     log.save_vote(&typ::Vote::new(last.leader_id.term, node_id))
@@ -234,7 +224,7 @@ impl StateMachineStore {
     /// Finishes an interrupted snapshot install, and refills a backend that
     /// is behind the snapshot file (a `memory` backend after a restart).
     pub fn open(state: State, dir: &Path) -> Result<Self, typ::StorageError> {
-        std::fs::create_dir_all(dir).map_err(write_err)?;
+        crate::data_dir::create_private_dir(dir).map_err(write_err)?;
         let store = StateMachineStore {
             state,
             dir: dir.to_path_buf(),
@@ -302,7 +292,7 @@ impl StateMachineStore {
 
     /// Replace the backend's contents, marked so a crash redoes it.
     fn replace_state(&self, pairs: KvPairs) -> Result<(), typ::StorageError> {
-        write_durably(&self.dir, INSTALLING, b"").map_err(write_err)?;
+        crate::data_dir::write_durably(&self.dir, INSTALLING, b"").map_err(write_err)?;
         self.state.backend().replace_all(pairs).map_err(write_err)?;
         remove_durably(&self.dir, INSTALLING).map_err(write_err)
     }
@@ -444,7 +434,8 @@ impl StateMachineStore {
         });
         {
             let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            write_durably(&self.dir, CURRENT, &bytes).map_err(|e| snapshot_err(Some(&meta), e))?;
+            crate::data_dir::write_durably(&self.dir, CURRENT, &bytes)
+                .map_err(|e| snapshot_err(Some(&meta), e))?;
         }
         tracing::debug!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
         Ok(typ::Snapshot {
@@ -468,7 +459,8 @@ impl StateMachineStore {
             ));
         }
         let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        write_durably(&self.dir, CURRENT, &bytes).map_err(|e| snapshot_err(Some(&meta), e))?;
+        crate::data_dir::write_durably(&self.dir, CURRENT, &bytes)
+            .map_err(|e| snapshot_err(Some(&meta), e))?;
         self.replace_state(file.pairs)?;
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
         Ok(())
@@ -692,7 +684,7 @@ mod tests {
 
         // An install that crashed half-way is redone at the next open.
         follower_backend.put_raw(b"half", b"way");
-        write_durably(other.path(), INSTALLING, b"").unwrap();
+        crate::data_dir::write_durably(other.path(), INSTALLING, b"").unwrap();
         let _reopened =
             StateMachineStore::open(State::new(follower_backend.clone()), other.path()).unwrap();
         assert_eq!(follower_backend.dump(), leader_backend.dump());
