@@ -7,7 +7,7 @@
 //! with `sync_file_range` on Linux and never syncs blob files or directory
 //! entries, which is not durable; the store's durability barrier
 //! (`Shared::make_durable`) closes that gap. Every flush and sync it makes
-//! goes through one [`Syncer`], so that tests can watch the order of syncs
+//! goes through one `Syncer`, so that tests can watch the order of syncs
 //! and acknowledgements and hold a sync while they look.
 //! The log never has a hole: an append inserts its entries one by one in
 //! index order, and sled recovers a prefix of its log (it stops at the first
