@@ -6,7 +6,9 @@
 //! `fdatasync`ed sled's files ourselves. sled 0.34's `flush` writes its log
 //! with `sync_file_range` on Linux and never syncs blob files or directory
 //! entries, which is not durable; the store's durability barrier
-//! (`Shared::make_durable`) closes that gap.
+//! (`Shared::make_durable`) closes that gap. Every flush and sync it makes
+//! goes through one `Syncer`, so that tests can watch the order of syncs
+//! and acknowledgements and hold a sync while they look.
 //! The log never has a hole: an append inserts its entries one by one in
 //! index order, and sled recovers a prefix of its log (it stops at the first
 //! torn write), so a crash can only cut the end off an append; truncations
@@ -98,6 +100,8 @@ struct Shared {
     db: sled::Db,
     logs: sled::Tree,
     meta: sled::Tree,
+    /// Makes the durability barrier's flush and sync calls.
+    syncer: Box<dyn Syncer>,
     /// Set once a flush or fsync failed. After a failed `fsync` the kernel may
     /// have dropped the dirty pages and a retry can report success for data
     /// that never reached the disk, so every later durability barrier fails.
@@ -200,10 +204,44 @@ impl Recent {
     }
 }
 
+/// The calls that make what sled wrote durable. The durability barrier makes
+/// every flush and sync through the store's `Syncer`: [`FsSyncer`] makes the
+/// real calls, and tests wrap it to record the order of syncs and
+/// acknowledgements and to hold a sync. The cost in production is one
+/// indirect call per system call.
+trait Syncer: Send + Sync {
+    /// sled's `Db::flush`: write its dirty I/O buffers to the `db` file.
+    fn flush(&self, db: &sled::Db) -> io::Result<()>;
+    /// `fdatasync` the regular file `file`, opened from `path`.
+    fn sync_file(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// `fsync` the directory `dir`, making the creation, renaming and
+    /// removal of its entries durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The [`Syncer`] of every store outside tests: the system calls themselves.
+struct FsSyncer;
+
+impl Syncer for FsSyncer {
+    fn flush(&self, db: &sled::Db) -> io::Result<()> {
+        db.flush().map(drop).map_err(io::Error::other)
+    }
+
+    fn sync_file(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_data()
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
 /// Files a durability barrier has already made durable.
 struct Synced {
     /// sled's data file, open for `fdatasync`.
     data_file: File,
+    /// Its path.
+    data_path: PathBuf,
     /// Names in the db directory (`db`, `conf`, `snap.*`, `blobs`).
     dir_names: BTreeSet<OsString>,
     /// Names in `blobs/`; blob files are written once and never modified.
@@ -279,7 +317,12 @@ impl LogStore {
     /// interrupted is finished (entries up to the recorded purge point are
     /// deleted).
     pub fn open(dir: &Path) -> Result<LogStore, typ::StorageError> {
-        let shared = Shared::open(dir).map_err(|e| {
+        LogStore::open_with(dir, Box::new(FsSyncer))
+    }
+
+    /// [`LogStore::open`] with the barrier's calls made by `syncer`.
+    fn open_with(dir: &Path, syncer: Box<dyn Syncer>) -> Result<LogStore, typ::StorageError> {
+        let shared = Shared::open(dir, syncer).map_err(|e| {
             StorageIOError::read(AnyError::error(format!(
                 "cannot open the Raft log at {}: {e}",
                 dir.display()
@@ -295,6 +338,40 @@ impl LogStore {
     /// The directory this store lives in.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// [`RaftLogStorage::append`], with its acknowledgement as a closure:
+    /// `acknowledge` is called once, with the durability barrier's result,
+    /// after the barrier returned (the trait's `append` passes the
+    /// `LogFlushed` callback; tests pass a recorder). On an error returned
+    /// here instead, the entries were refused or only partly inserted, and
+    /// `acknowledge` is not called.
+    async fn append_then(
+        &mut self,
+        entries: Vec<typ::LogEntry>,
+        acknowledge: impl FnOnce(io::Result<()>),
+    ) -> Result<(), typ::StorageError> {
+        let durable = blocking(&self.inner, write_logs_error, move |s| {
+            // Encode all first: a refused entry writes nothing.
+            let records = entries
+                .iter()
+                .map(|entry| Ok((log_key(entry.log_id.index), encode_entry(entry)?)))
+                .collect::<Result<Vec<_>, typ::StorageError>>()?;
+            let sizes: Vec<usize> = records.iter().map(|(_, r)| r.len()).collect();
+            for (key, record) in records {
+                if let Err(e) = s.logs.insert(key, record) {
+                    // sled may hold part of this append: forget what is kept.
+                    s.lock_recent().clear();
+                    return Err(write_logs_error(AnyError::new(&e)));
+                }
+            }
+            s.lock_recent()
+                .appended(entries.into_iter().zip(sizes).collect());
+            Ok(s.make_durable())
+        })
+        .await?;
+        acknowledge(durable);
+        Ok(())
     }
 }
 
@@ -416,7 +493,7 @@ fn half_open(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
 }
 
 impl Shared {
-    fn open(dir: &Path) -> io::Result<Shared> {
+    fn open(dir: &Path, syncer: Box<dyn Syncer>) -> io::Result<Shared> {
         crate::data_dir::create_private_dir(dir)?;
         let db = sled::Config::new()
             .path(dir)
@@ -424,7 +501,8 @@ impl Shared {
             .map_err(io::Error::other)?;
         let logs = db.open_tree(LOGS_TREE).map_err(io::Error::other)?;
         let meta = db.open_tree(META_TREE).map_err(io::Error::other)?;
-        let data_file = File::open(dir.join(SLED_DATA_FILE))?;
+        let data_path = dir.join(SLED_DATA_FILE);
+        let data_file = File::open(&data_path)?;
         // sled made `blobs/` when it opened.
         let dir_watch = DirWatch::new(dir);
         let blob_watch = DirWatch::new(&dir.join(SLED_BLOBS_DIR));
@@ -433,9 +511,11 @@ impl Shared {
             db,
             logs,
             meta,
+            syncer,
             durability_lost: AtomicBool::new(false),
             synced: Mutex::new(Synced {
                 data_file,
+                data_path,
                 dir_names: BTreeSet::new(),
                 blob_names: BTreeSet::new(),
                 dir_watch,
@@ -448,7 +528,7 @@ impl Shared {
         shared.make_durable()?;
         // `dir` itself may just have been created.
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            shared.syncer.sync_dir(parent)?;
         }
         Ok(shared)
     }
@@ -494,15 +574,17 @@ impl Shared {
 
     fn flush_and_sync(&self) -> io::Result<()> {
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        self.db.flush().map_err(io::Error::other)?;
-        synced.data_file.sync_data()?;
+        let syncer = &*self.syncer;
+        syncer.flush(&self.db)?;
+        syncer.sync_file(&synced.data_file, &synced.data_path)?;
         // The first barrier (at open) lists both: nothing is known yet.
         let first = synced.dir_names.is_empty();
         if synced.blob_watch.changed() || first {
-            sync_new_files(&self.path.join(SLED_BLOBS_DIR), &mut synced.blob_names)?;
+            let blobs = self.path.join(SLED_BLOBS_DIR);
+            sync_new_files(syncer, &blobs, &mut synced.blob_names)?;
         }
         if synced.dir_watch.changed() || first {
-            sync_new_files(&self.path, &mut synced.dir_names)?;
+            sync_new_files(syncer, &self.path, &mut synced.dir_names)?;
         }
         Ok(())
     }
@@ -619,7 +701,11 @@ impl Shared {
 /// `fdatasync` every regular file in `dir` that is not in `known`, and
 /// `fsync` `dir` if its names differ from `known`; then remember them.
 /// A missing `dir` counts as empty; a file deleted while we look is skipped.
-fn sync_new_files(dir: &Path, known: &mut BTreeSet<OsString>) -> io::Result<()> {
+fn sync_new_files(
+    syncer: &dyn Syncer,
+    dir: &Path,
+    known: &mut BTreeSet<OsString>,
+) -> io::Result<()> {
     let listing = match std::fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -630,8 +716,9 @@ fn sync_new_files(dir: &Path, known: &mut BTreeSet<OsString>) -> io::Result<()> 
         let dir_entry = dir_entry?;
         let name = dir_entry.file_name();
         if !known.contains(&name) && dir_entry.file_type()?.is_file() {
-            match File::open(dir_entry.path()) {
-                Ok(file) => file.sync_data()?,
+            let path = dir_entry.path();
+            match File::open(&path) {
+                Ok(file) => syncer.sync_file(&file, &path)?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
@@ -639,16 +726,10 @@ fn sync_new_files(dir: &Path, known: &mut BTreeSet<OsString>) -> io::Result<()> 
         names.insert(name);
     }
     if names != *known {
-        sync_dir(dir)?;
+        syncer.sync_dir(dir)?;
         *known = names;
     }
     Ok(())
-}
-
-/// `fsync` a directory, making the creation, renaming and removal of its
-/// entries durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -795,27 +876,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<typ::LogEntry> = entries.into_iter().collect();
-        let durable = blocking(&self.inner, write_logs_error, move |s| {
-            // Encode all first: a refused entry writes nothing.
-            let records = entries
-                .iter()
-                .map(|entry| Ok((log_key(entry.log_id.index), encode_entry(entry)?)))
-                .collect::<Result<Vec<_>, typ::StorageError>>()?;
-            let sizes: Vec<usize> = records.iter().map(|(_, r)| r.len()).collect();
-            for (key, record) in records {
-                if let Err(e) = s.logs.insert(key, record) {
-                    // sled may hold part of this append: forget what is kept.
-                    s.lock_recent().clear();
-                    return Err(write_logs_error(AnyError::new(&e)));
-                }
-            }
-            s.lock_recent()
-                .appended(entries.into_iter().zip(sizes).collect());
-            Ok(s.make_durable())
-        })
-        .await?;
-        callback.log_io_completed(durable);
-        Ok(())
+        self.append_then(entries, |durable| callback.log_io_completed(durable))
+            .await
     }
 
     /// Delete the entries from `log_id.index` on, inclusive, in one atomic
@@ -1386,5 +1448,418 @@ mod tests {
             format!("{reader:?}"),
             format!("LogReader({})", dir.path().display())
         );
+    }
+
+    /// The durability barrier watched through its [`Syncer`]: the order of
+    /// flushes, syncs and acknowledgements, and acknowledgements while a
+    /// sync is held.
+    mod sync_order {
+        use std::sync::atomic::AtomicUsize;
+        use std::thread::ThreadId;
+        use std::time::{Duration, Instant};
+
+        use super::*;
+
+        /// How long a held sync may wait, and a test may wait for one.
+        const PATIENCE: Duration = Duration::from_secs(10);
+        /// How long a test gives a wrong acknowledgement to show up.
+        const GRACE: Duration = Duration::from_millis(200);
+
+        /// What the watching [`Syncer`] and the test saw, in order.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        enum Event {
+            /// The test handed the store an append of indexes `first..=last`.
+            Submitted { first: u64, last: u64 },
+            /// sled's flush was called.
+            Flushing { thread: ThreadId },
+            /// sled's flush returned.
+            Flushed { thread: ThreadId },
+            /// `fdatasync` of `path` returned.
+            Synced { path: PathBuf, thread: ThreadId },
+            /// `fsync` of the directory `path` returned.
+            DirSynced { path: PathBuf },
+            /// The append of `first..=last` was acknowledged; `blobs` are
+            /// the blob files that existed then.
+            Acked {
+                first: u64,
+                last: u64,
+                ok: bool,
+                blobs: BTreeSet<PathBuf>,
+            },
+            /// The test wrote `key` (directly into sled, or a vote's term).
+            Written { key: u64 },
+            /// The write of `key` was reported durable (a barrier or
+            /// `save_vote` returned `Ok`).
+            Durable { key: u64 },
+        }
+
+        /// Shared by a test and its [`Watching`] syncer.
+        #[derive(Default)]
+        struct Probe {
+            events: Mutex<Vec<Event>>,
+            /// While set, an `fdatasync` of the `db` file waits before it
+            /// starts.
+            hold: AtomicBool,
+            /// `fdatasync`s of the `db` file waiting at the hold now.
+            held: AtomicUsize,
+            /// The next `fdatasync` of the `db` file fails with `EIO`.
+            fail_next: AtomicBool,
+        }
+
+        impl Probe {
+            fn record(&self, event: Event) {
+                self.events.lock().unwrap().push(event);
+            }
+
+            fn events(&self) -> Vec<Event> {
+                self.events.lock().unwrap().clone()
+            }
+
+            fn acked(&self) -> Vec<Event> {
+                let events = self.events();
+                events
+                    .into_iter()
+                    .filter(|e| matches!(e, Event::Acked { .. }))
+                    .collect()
+            }
+
+            /// Wait until an `fdatasync` of the `db` file waits at the hold.
+            async fn a_sync_is_held(&self) -> bool {
+                let start = Instant::now();
+                while self.held.load(Ordering::Acquire) == 0 {
+                    if start.elapsed() > PATIENCE {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                true
+            }
+        }
+
+        /// Makes the real calls through [`FsSyncer`], records each in the
+        /// probe, and holds or fails the `db` file's `fdatasync` on demand.
+        struct Watching {
+            probe: Arc<Probe>,
+            data_path: PathBuf,
+        }
+
+        impl Syncer for Watching {
+            fn flush(&self, db: &sled::Db) -> io::Result<()> {
+                let thread = std::thread::current().id();
+                self.probe.record(Event::Flushing { thread });
+                FsSyncer.flush(db)?;
+                self.probe.record(Event::Flushed { thread });
+                Ok(())
+            }
+
+            fn sync_file(&self, file: &File, path: &Path) -> io::Result<()> {
+                if path == self.data_path {
+                    let probe = &self.probe;
+                    probe.held.fetch_add(1, Ordering::AcqRel);
+                    let start = Instant::now();
+                    while probe.hold.load(Ordering::Acquire) {
+                        assert!(start.elapsed() < PATIENCE, "a sync was held too long");
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    probe.held.fetch_sub(1, Ordering::AcqRel);
+                    if probe.fail_next.swap(false, Ordering::AcqRel) {
+                        return Err(io::Error::from_raw_os_error(
+                            rustix::io::Errno::IO.raw_os_error(),
+                        ));
+                    }
+                }
+                FsSyncer.sync_file(file, path)?;
+                self.probe.record(Event::Synced {
+                    path: path.to_path_buf(),
+                    thread: std::thread::current().id(),
+                });
+                Ok(())
+            }
+
+            fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+                FsSyncer.sync_dir(dir)?;
+                self.probe.record(Event::DirSynced {
+                    path: dir.to_path_buf(),
+                });
+                Ok(())
+            }
+        }
+
+        /// A store in `dir` whose barrier is watched by the returned probe.
+        fn watched(dir: &Path) -> (LogStore, Arc<Probe>) {
+            let probe = Arc::new(Probe::default());
+            let syncer = Watching {
+                probe: Arc::clone(&probe),
+                data_path: dir.join(SLED_DATA_FILE),
+            };
+            let store = LogStore::open_with(dir, Box::new(syncer)).unwrap();
+            (store, probe)
+        }
+
+        fn blob_files(dir: &Path) -> BTreeSet<PathBuf> {
+            std::fs::read_dir(dir.join(SLED_BLOBS_DIR))
+                .map(|list| list.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default()
+        }
+
+        /// Append `entries` as the store's `append` does, recording the
+        /// submission and, from inside the acknowledgement, the ack.
+        async fn append(store: &mut LogStore, probe: &Arc<Probe>, entries: Vec<typ::LogEntry>) {
+            let first = entries.first().unwrap().log_id.index;
+            let last = entries.last().unwrap().log_id.index;
+            probe.record(Event::Submitted { first, last });
+            let (ack_probe, dir) = (Arc::clone(probe), store.path().to_path_buf());
+            store
+                .append_then(entries, move |durable| {
+                    ack_probe.record(Event::Acked {
+                        first,
+                        last,
+                        ok: durable.is_ok(),
+                        blobs: blob_files(&dir),
+                    })
+                })
+                .await
+                .unwrap();
+        }
+
+        /// Where `wanted` first occurs in `events[from..]`.
+        fn find(events: &[Event], from: usize, wanted: impl Fn(&Event) -> bool) -> Option<usize> {
+            events[from..].iter().position(wanted).map(|p| p + from)
+        }
+
+        /// Between `start` (a write) and `end` (its acknowledgement): sled's
+        /// flush called, then returned, then an `fdatasync` of the `db` file
+        /// returned, all on one thread.
+        fn synced_between(events: &[Event], start: usize, end: usize, data_path: &Path) -> bool {
+            let mut from = start;
+            while let Some(p) = find(events, from, |e| matches!(e, Event::Flushing { .. })) {
+                if p > end {
+                    return false;
+                }
+                let Event::Flushing { thread } = events[p] else {
+                    unreachable!()
+                };
+                let synced = find(events, p, |e| *e == Event::Flushed { thread })
+                    .and_then(|q| {
+                        find(events, q, |e| {
+                            matches!(e, Event::Synced { path, thread: t } if path == data_path && *t == thread)
+                        })
+                    })
+                    .is_some_and(|r| r < end);
+                if synced {
+                    return true;
+                }
+                from = p + 1;
+            }
+            false
+        }
+
+        /// Every acknowledgement follows its submission, then a sled flush,
+        /// then an `fdatasync` of the `db` file, and every blob file that
+        /// existed when it ran was synced before it. Returns how many
+        /// appends were acknowledged.
+        fn assert_acks_follow_their_syncs(events: &[Event], data_path: &Path) -> usize {
+            let mut acks = 0;
+            for (a, event) in events.iter().enumerate() {
+                let Event::Acked {
+                    first,
+                    last,
+                    ok,
+                    blobs,
+                } = event
+                else {
+                    continue;
+                };
+                let (first, last) = (*first, *last);
+                assert!(ok, "the append of {first}..={last} failed");
+                let s = find(events, 0, |e| *e == Event::Submitted { first, last })
+                    .filter(|&s| s < a)
+                    .unwrap_or_else(|| {
+                        panic!("{first}..={last} acknowledged before it was submitted")
+                    });
+                assert!(
+                    synced_between(events, s, a, data_path),
+                    "{first}..={last} acknowledged before a flush and an fdatasync of the db file returned: {events:#?}"
+                );
+                for blob in blobs {
+                    let synced = events[..a]
+                        .iter()
+                        .any(|e| matches!(e, Event::Synced { path, .. } if path == blob));
+                    assert!(
+                        synced,
+                        "{first}..={last} acknowledged before blob {} was synced",
+                        blob.display()
+                    );
+                }
+                acks += 1;
+            }
+            acks
+        }
+
+        #[tokio::test]
+        async fn no_append_is_acknowledged_before_the_fdatasync_covering_it() {
+            // Steps: open a store whose syncs are recorded; append six
+            // batches (one entry, several, 1 MiB entries, a mix), each
+            // acknowledged through a recorder; for every batch, in order:
+            // submitted, sled flush called and returned, fdatasync of `db`
+            // returned, every blob file synced, then acknowledged.
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, probe) = watched(dir.path());
+            let batches: Vec<Vec<typ::LogEntry>> = vec![
+                vec![normal(1, 1)],
+                (2..=6).map(|i| normal(1, i)).collect(),
+                vec![big(1, 7)],
+                vec![normal(1, 8), big(1, 9), normal(1, 10)],
+                vec![blank(2, 11), membership(2, 12)],
+                vec![big(2, 13), big(2, 14)],
+            ];
+            for batch in batches {
+                append(&mut store, &probe, batch).await;
+            }
+            let events = probe.events();
+            let acks = assert_acks_follow_their_syncs(&events, &dir.path().join(SLED_DATA_FILE));
+            assert_eq!(acks, 6, "every batch acknowledged once");
+            let blobs = probe.acked().into_iter().map(|e| match e {
+                Event::Acked { blobs, .. } => blobs.len(),
+                _ => 0,
+            });
+            assert!(blobs.max() > Some(0), "1 MiB entries are blob files");
+        }
+
+        #[tokio::test]
+        async fn a_held_fdatasync_holds_the_acknowledgement() {
+            // Steps: append 1..=2 normally; hold the next fdatasync of `db`;
+            // start the append of 3..=5 (one 1 MiB) on a task; once the sync
+            // is held, wait: no acknowledgement, the task has not finished;
+            // release the sync: the task ends and the acknowledgement follows
+            // the sync. Then the same for a vote.
+            let dir = tempfile::tempdir().unwrap();
+            let data_path = dir.path().join(SLED_DATA_FILE);
+            let (mut store, probe) = watched(dir.path());
+            append(&mut store, &probe, vec![normal(1, 1), normal(1, 2)]).await;
+
+            tracing::info!("--- hold the sync of an append");
+            probe.hold.store(true, Ordering::Release);
+            let task_probe = Arc::clone(&probe);
+            let task = tokio::spawn(async move {
+                append(
+                    &mut store,
+                    &task_probe,
+                    vec![normal(1, 3), big(1, 4), normal(1, 5)],
+                )
+                .await;
+                store
+            });
+            assert!(
+                probe.a_sync_is_held().await,
+                "the append never reached an fdatasync of the db file"
+            );
+            tokio::time::sleep(GRACE).await;
+            assert_eq!(
+                probe.acked().len(),
+                1,
+                "acknowledged while its fdatasync is held: {:#?}",
+                probe.events()
+            );
+            assert!(!task.is_finished());
+
+            tracing::info!("--- release it");
+            probe.hold.store(false, Ordering::Release);
+            let mut store = tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap();
+            assert_eq!(
+                assert_acks_follow_their_syncs(&probe.events(), &data_path),
+                2
+            );
+
+            tracing::info!("--- hold the sync of a vote");
+            probe.hold.store(true, Ordering::Release);
+            probe.record(Event::Written { key: 7 });
+            let task = tokio::spawn(async move {
+                let saved = store.save_vote(&Vote::new(7, NODE)).await;
+                (store, saved)
+            });
+            assert!(
+                probe.a_sync_is_held().await,
+                "the vote never reached an fdatasync of the db file"
+            );
+            tokio::time::sleep(GRACE).await;
+            assert!(
+                !task.is_finished(),
+                "the vote was acknowledged while its fdatasync is held"
+            );
+            probe.hold.store(false, Ordering::Release);
+            let (mut store, saved) = tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap();
+            saved.unwrap();
+            probe.record(Event::Durable { key: 7 });
+            assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(7, NODE)));
+            let events = probe.events();
+            let written = find(&events, 0, |e| *e == Event::Written { key: 7 }).unwrap();
+            let durable = find(&events, 0, |e| *e == Event::Durable { key: 7 }).unwrap();
+            assert!(
+                synced_between(&events, written, durable, &data_path),
+                "{events:#?}"
+            );
+        }
+
+        #[test]
+        fn a_barrier_syncs_after_its_own_write_when_another_is_in_flight() {
+            // Steps: thread A writes key 1 and runs a barrier whose fdatasync
+            // is held; thread B writes key 2 and runs a barrier; release. Each
+            // barrier returns only after a flush that began after its own
+            // write and an fdatasync after that flush, so B cannot ride on
+            // A's sync (which began before B's write).
+            let dir = tempfile::tempdir().unwrap();
+            let data_path = dir.path().join(SLED_DATA_FILE);
+            let (store, probe) = watched(dir.path());
+            let write_and_sync = |key: u64| {
+                let (shared, probe) = (Arc::clone(&store.inner), Arc::clone(&probe));
+                std::thread::spawn(move || {
+                    shared.meta.insert(key.to_be_bytes(), &b"x"[..]).unwrap();
+                    probe.record(Event::Written { key });
+                    shared.make_durable().unwrap();
+                    probe.record(Event::Durable { key });
+                })
+            };
+            probe.hold.store(true, Ordering::Release);
+            let a = write_and_sync(1);
+            let start = Instant::now();
+            while probe.held.load(Ordering::Acquire) == 0 {
+                assert!(start.elapsed() < PATIENCE, "A never reached an fdatasync");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let b = write_and_sync(2);
+            std::thread::sleep(GRACE);
+            probe.hold.store(false, Ordering::Release);
+            a.join().unwrap();
+            b.join().unwrap();
+            let events = probe.events();
+            for key in [1, 2] {
+                let written = find(&events, 0, |e| *e == Event::Written { key }).unwrap();
+                let durable = find(&events, 0, |e| *e == Event::Durable { key }).unwrap();
+                assert!(
+                    synced_between(&events, written, durable, &data_path),
+                    "key {key} reported durable without a flush and fdatasync after its write: {events:#?}"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn a_failed_fdatasync_fails_the_acknowledgement_and_every_later_one() {
+            // Steps: make the next fdatasync of `db` fail; append: the
+            // acknowledgement carries the error; append again (the syncs
+            // work again): refused, the store's durability is unknown.
+            let dir = tempfile::tempdir().unwrap();
+            let (mut store, probe) = watched(dir.path());
+            probe.fail_next.store(true, Ordering::Release);
+            append(&mut store, &probe, vec![normal(1, 1)]).await;
+            append(&mut store, &probe, vec![normal(1, 2)]).await;
+            let oks: Vec<bool> = probe
+                .acked()
+                .into_iter()
+                .map(|e| matches!(e, Event::Acked { ok: true, .. }))
+                .collect();
+            assert_eq!(oks, vec![false, false]);
+            assert!(store.save_vote(&Vote::new(1, NODE)).await.is_err());
+        }
     }
 }
