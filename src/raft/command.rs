@@ -176,6 +176,48 @@ pub enum Command {
     Sweep,
 }
 
+impl Command {
+    /// The access token a command acts for, and the namespace it acts in.
+    /// Apply checks, at the entry's time and before anything else, that such
+    /// a token is live and locked to that namespace, and hands its ACL to
+    /// the command (invariant 5: authorization is decided twice).
+    ///
+    /// `None` for commands whose proof never enters the log (the gatekeeper
+    /// key: `RotateKeychain`, `Rekey`, `MintGatekeeperTokens`,
+    /// `RevokeGatekeeperToken`, `RotateAccessKey`; the access key:
+    /// `CreateAccessToken`), for `Init` and the leader's `Sweep`, and for
+    /// commands about a token's own record, which check it themselves
+    /// (`UseGatekeeperToken`, `RenewAccessToken`, `RevokeAccessToken`).
+    /// The match names every variant: a new command must choose.
+    pub fn acting_for(&self) -> Option<(&[u8; 32], &str)> {
+        match self {
+            Command::PutPolicy {
+                token, namespace, ..
+            }
+            | Command::DeletePolicy {
+                token, namespace, ..
+            }
+            | Command::PutSecret {
+                token, namespace, ..
+            }
+            | Command::DeleteSecret {
+                token, namespace, ..
+            } => Some((token, namespace)),
+            Command::Init { .. }
+            | Command::RotateKeychain { .. }
+            | Command::Rekey { .. }
+            | Command::MintGatekeeperTokens { .. }
+            | Command::UseGatekeeperToken { .. }
+            | Command::RevokeGatekeeperToken { .. }
+            | Command::RotateAccessKey { .. }
+            | Command::CreateAccessToken { .. }
+            | Command::RenewAccessToken { .. }
+            | Command::RevokeAccessToken { .. }
+            | Command::Sweep => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

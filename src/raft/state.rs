@@ -24,6 +24,19 @@ use crate::storage::{Backend, BatchOp, StorageError};
 /// so it counts). Keeps a rekey's batch small. Minting counts unused tokens
 /// only: used ones give way, oldest first.
 pub const MAX_GATEKEEPER_TOKENS: usize = 64;
+/// Allow a command if the ACL of the token it acts for passes `check`. No
+/// ACL (a command that acts for no token) is refused: fail closed.
+fn permit(
+    acl: &Option<Acl>,
+    what: &str,
+    check: impl FnOnce(&Acl) -> bool,
+) -> Result<(), ApplyError> {
+    match acl {
+        Some(acl) if check(acl) => Ok(()),
+        _ => Err(ApplyError::Forbidden(what.to_string())),
+    }
+}
+
 /// Deletes for up to `count` used gatekeeper tokens, oldest use first (ties
 /// by id, so every replica picks the same), never the token `keep`.
 fn evict_used(
@@ -318,16 +331,9 @@ impl State {
             .collect())
     }
 
-    /// Check, as of `now`, that `token` is live, locked to `namespace`, and
-    /// that its ACL passes `check`.
-    fn authorize(
-        &self,
-        token: &[u8; 32],
-        namespace: &str,
-        now: u64,
-        what: &str,
-        check: impl FnOnce(&Acl) -> bool,
-    ) -> Result<(), ApplyError> {
+    /// The ACL of `token` as of `now`, if the token is live and locked to
+    /// `namespace`.
+    fn acl_at(&self, token: &[u8; 32], namespace: &str, now: u64) -> Result<Acl, ApplyError> {
         let record = self.access_token(token)?.ok_or(ApplyError::TokenInvalid)?;
         if record.expires_at_ms <= now {
             return Err(ApplyError::TokenInvalid);
@@ -337,12 +343,7 @@ impl State {
                 "token is not valid for namespace {namespace}"
             )));
         }
-        let acl = self.acl_for(&record)?;
-        if check(&acl) {
-            Ok(())
-        } else {
-            Err(ApplyError::Forbidden(what.to_string()))
-        }
+        Ok(self.acl_for(&record)?)
     }
 
     /// Apply one entry: validate it against the stored state, then write one
@@ -421,6 +422,13 @@ impl State {
             (_, false) => return Err(ApplyError::NotInitialized),
             _ => {}
         }
+        // Invariant 5: a command that acts for an access token applies only
+        // while that token is live and in its namespace; each command then
+        // checks its own capability against `acl` (`permit`).
+        let acl = match entry.command.acting_for() {
+            Some((token, namespace)) => Some(self.acl_at(token, namespace, now)?),
+            None => None,
+        };
         let mut batch = Vec::new();
         let applied = match &entry.command {
             Command::Init {
@@ -616,33 +624,25 @@ impl State {
                 Applied::Deleted(found)
             }
             Command::PutPolicy {
-                token,
+                token: _,
                 namespace,
                 name,
                 policy,
             } => {
-                self.authorize(
-                    token,
-                    namespace,
-                    now,
-                    "managing policies needs the admin policy",
-                    |acl| acl.is_admin(),
-                )?;
+                permit(&acl, "managing policies needs the admin policy", |acl| {
+                    acl.is_admin()
+                })?;
                 batch.push(put(policy_key(namespace, name), policy));
                 Applied::Done
             }
             Command::DeletePolicy {
-                token,
+                token: _,
                 namespace,
                 name,
             } => {
-                self.authorize(
-                    token,
-                    namespace,
-                    now,
-                    "managing policies needs the admin policy",
-                    |acl| acl.is_admin(),
-                )?;
+                permit(&acl, "managing policies needs the admin policy", |acl| {
+                    acl.is_admin()
+                })?;
                 let key = policy_key(namespace, name);
                 if self.backend.get(&key)?.is_none() {
                     return Err(ApplyError::NotFound);
@@ -651,7 +651,7 @@ impl State {
                 Applied::Deleted(true)
             }
             Command::PutSecret {
-                token,
+                token: _,
                 namespace,
                 path,
                 cas,
@@ -669,7 +669,7 @@ impl State {
                         format!("create of {path} is not allowed"),
                     ),
                 };
-                self.authorize(token, namespace, now, &what, |acl| acl.allows(path, cap))?;
+                permit(&acl, &what, |acl| acl.allows(path, cap))?;
                 let actual = current.as_ref().map_or(0, |r| r.version);
                 if let Some(expected) = cas {
                     if *expected != actual {
@@ -691,17 +691,13 @@ impl State {
                 Applied::Version(record.version)
             }
             Command::DeleteSecret {
-                token,
+                token: _,
                 namespace,
                 path,
             } => {
-                self.authorize(
-                    token,
-                    namespace,
-                    now,
-                    &format!("delete of {path} is not allowed"),
-                    |acl| acl.allows(path, Capability::Delete),
-                )?;
+                permit(&acl, &format!("delete of {path} is not allowed"), |acl| {
+                    acl.allows(path, Capability::Delete)
+                })?;
                 let key = kv_key(namespace, path);
                 if self.backend.get(&key)?.is_none() {
                     return Err(ApplyError::NotFound);
@@ -876,6 +872,167 @@ mod tests {
             sm.apply(&entry(21, put_secret(t2, "x", None))),
             Err(ApplyError::TokenInvalid)
         ));
+    }
+
+    /// How many `Command` variants there are; [`variant_index`] names each.
+    const VARIANTS: usize = 15;
+
+    /// A number per variant. The match names every variant, so a new
+    /// command does not compile here until it gets a number, and then
+    /// `every_command` must carry a sample of it.
+    fn variant_index(c: &Command) -> usize {
+        match c {
+            Command::Init { .. } => 0,
+            Command::RotateKeychain { .. } => 1,
+            Command::Rekey { .. } => 2,
+            Command::MintGatekeeperTokens { .. } => 3,
+            Command::UseGatekeeperToken { .. } => 4,
+            Command::RevokeGatekeeperToken { .. } => 5,
+            Command::RotateAccessKey { .. } => 6,
+            Command::CreateAccessToken { .. } => 7,
+            Command::RenewAccessToken { .. } => 8,
+            Command::RevokeAccessToken { .. } => 9,
+            Command::PutPolicy { .. } => 10,
+            Command::DeletePolicy { .. } => 11,
+            Command::PutSecret { .. } => 12,
+            Command::DeleteSecret { .. } => 13,
+            Command::Sweep => 14,
+        }
+    }
+
+    /// One sample of every command; those that act for an access token act
+    /// for `token` in `ns`, on the secret `app/x` and the policy `p`.
+    fn every_command(token: [u8; 32], ns: &str) -> Vec<Command> {
+        let gk = |b: u8| NewGatekeeperToken {
+            id: [b; 32],
+            wrapped_key: vec![b],
+        };
+        vec![
+            Command::Init {
+                shares: 1,
+                threshold: 1,
+                wrapped_root: vec![1],
+                keychain: vec![2],
+                access_key_hash: [3; 32],
+                gatekeeper_tokens: vec![],
+            },
+            Command::RotateKeychain {
+                term: 2,
+                keychain: vec![2],
+            },
+            Command::Rekey {
+                shares: 1,
+                threshold: 1,
+                wrapped_root: vec![1],
+                keychain: vec![2],
+                gatekeeper_tokens: vec![gk(40)],
+            },
+            Command::MintGatekeeperTokens {
+                tokens: vec![gk(41)],
+            },
+            Command::UseGatekeeperToken {
+                id: [41; 32],
+                grace_ms: 10,
+                replacement_wrapped: vec![1],
+                replacement: gk(42),
+            },
+            Command::RevokeGatekeeperToken { id: [42; 32] },
+            Command::RotateAccessKey { hash: [4; 32] },
+            Command::CreateAccessToken {
+                id: [43; 32],
+                namespace: ns.into(),
+                policies: vec![],
+                ttl_ms: 10,
+                max_ttl_ms: 10,
+            },
+            Command::RenewAccessToken {
+                id: [43; 32],
+                ttl_ms: 10,
+            },
+            Command::RevokeAccessToken { id: [43; 32] },
+            Command::PutPolicy {
+                token,
+                namespace: ns.into(),
+                name: "p".into(),
+                policy: Policy { rules: vec![] },
+            },
+            Command::DeletePolicy {
+                token,
+                namespace: ns.into(),
+                name: "p".into(),
+            },
+            Command::PutSecret {
+                token,
+                namespace: ns.into(),
+                path: "app/x".into(),
+                cas: None,
+                term: 1,
+                ciphertext: vec![9; 40],
+            },
+            Command::DeleteSecret {
+                token,
+                namespace: ns.into(),
+                path: "app/x".into(),
+            },
+            Command::Sweep,
+        ]
+    }
+
+    #[test]
+    fn every_command_acting_for_a_token_is_authorized_again_at_apply() {
+        // Steps: samples of every command (checked to cover every variant);
+        // a secret and a policy exist; every command that acts for a token
+        // is refused, writing nothing, under an expired token, a revoked
+        // one, one of another namespace and one without a capability; each
+        // applies under a live admin token (so the refusals were about the
+        // token, not the sample).
+        let samples = every_command([0; 32], "ns");
+        let mut covered: Vec<usize> = samples.iter().map(variant_index).collect();
+        covered.sort();
+        covered.dedup();
+        assert_eq!(covered, (0..VARIANTS).collect::<Vec<_>>());
+
+        let (sm, backend) = sm();
+        let admin = token(&sm, 1, "ns", &["admin"], 10, 1_000_000);
+        let expired = token(&sm, 2, "ns", &["admin"], 10, 50);
+        let revoked = token(&sm, 3, "ns", &["admin"], 10, 1_000_000);
+        sm.apply(&entry(20, Command::RevokeAccessToken { id: revoked }))
+            .unwrap();
+        let elsewhere = token(&sm, 4, "other", &["admin"], 10, 1_000_000);
+        let powerless = token(&sm, 5, "ns", &[], 10, 1_000_000);
+        for c in every_command(admin, "ns") {
+            if matches!(c, Command::PutPolicy { .. } | Command::PutSecret { .. }) {
+                sm.apply(&entry(30, c)).unwrap();
+            }
+        }
+        let mut acting = 0;
+        for bad in [expired, revoked, elsewhere, powerless] {
+            for c in every_command(bad, "ns") {
+                if c.acting_for().is_none() {
+                    continue;
+                }
+                acting += 1;
+                let before = backend.dump();
+                let what = c.to_string();
+                let refused = sm.apply(&entry(100, c));
+                assert!(
+                    matches!(
+                        refused,
+                        Err(ApplyError::TokenInvalid | ApplyError::Forbidden(_))
+                    ),
+                    "{what} applied under a bad token: {refused:?}"
+                );
+                assert_eq!(backend.dump(), before, "{what} wrote under a bad token");
+            }
+        }
+        assert!(acting >= 16, "four commands act for a token today");
+        for c in every_command(admin, "ns") {
+            if c.acting_for().is_some() {
+                let what = c.to_string();
+                sm.apply(&entry(100, c))
+                    .unwrap_or_else(|e| panic!("{what} under admin: {e:?}"));
+            }
+        }
     }
 
     #[test]
