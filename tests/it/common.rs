@@ -98,8 +98,11 @@ impl TestNode {
         clock: Arc<dyn Clock>,
     ) -> TestNode {
         capture_logs();
+        // kstash refuses a data dir others can reach: make it 0700, as
+        // `mktemp -d` would.
         let data_dir = tempfile::Builder::new()
             .prefix("node-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
         let config = test_config(|a| {

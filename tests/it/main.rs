@@ -12,6 +12,7 @@ mod t32_bench_compare;
 mod t40_leaks;
 mod t44_no_credential;
 mod t46_data_dir;
+mod t48_sealed_service;
 mod t50_bad_input;
 mod t60_cluster_transport;
 mod t70_cluster;
