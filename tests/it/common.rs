@@ -534,7 +534,7 @@ impl ClusterNode {
         tweak: impl FnOnce(&mut Config),
     ) -> anyhow::Result<ClusterNode> {
         capture_logs();
-        std::fs::create_dir_all(&spec.data_dir)?;
+        kstash::data_dir::create_private_dir(&spec.data_dir)?;
         let mut config = spec.config(certs);
         tweak(&mut config);
         let backend = spec.backend.open();

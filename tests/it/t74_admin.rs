@@ -348,7 +348,7 @@ async fn snapshot_saved_through_a_follower_restores_offline() {
         .local_addr()
         .unwrap();
     spec.bootstrap = true;
-    std::fs::create_dir_all(&spec.data_dir).unwrap();
+    kstash::data_dir::create_private_dir(&spec.data_dir).unwrap();
     let (identity, made) = NodeIdentity::open(&spec.data_dir, 4).unwrap();
     assert!(made);
     let node = NodeInfo {

@@ -384,8 +384,9 @@ pub(crate) async fn snapshot_install_scenario(kind: &BackendKind) {
 /// 3. through the cut-off follower, `cas: 2` (right, as of the last
 ///    acknowledged write) and `cas: 1` (wrong) are never answered with a
 ///    conflict naming version 1: the follower cannot confirm what is
-///    current, so it answers 503; a read-only token's write is refused
-///    with 403 at once;
+///    current, so it answers 503; linearizable reads (get, list, token
+///    self) answer 503 too, never v1, which only a stale read shows; a
+///    read-only token's write is refused with 403 at once;
 /// 4. heal; through the same follower `cas: 1` is refused naming version 2,
 ///    and `cas: 2` succeeds with version 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -435,6 +436,25 @@ async fn a_lagging_follower_never_answers_a_cas_with_a_replaced_version() {
             "cas {expected} through the cut-off follower: {body}"
         );
     }
+
+    // Linearizable reads through the cut-off follower (the default, and
+    // asked for by name; a get, a list, the token's own record) answer an
+    // error, never the replaced value; only a stale read may show it.
+    for path in [
+        "/v1/kv/app/k",
+        "/v1/kv/app/k?consistency=linearizable",
+        "/v1/kv/app/?list=true",
+        "/v1/auth/token/self",
+    ] {
+        let (code, body) = follower.http.get(path, Some(&token)).await;
+        assert_eq!(code, 503, "linearizable {path} through the cut-off follower: {body}");
+        assert!(!body.to_string().contains("\"v1\""), "{path}: {body}");
+    }
+    let (code, body) = follower
+        .http
+        .get("/v1/kv/app/k?consistency=stale", Some(&token))
+        .await;
+    assert_eq!((code, body["value"].as_str()), (200, Some("v1")), "{body}");
 
     // A caller that may neither create nor update is refused at once: no
     // state of the secret could allow it.
