@@ -808,12 +808,12 @@ fn restore_offline(
                 );
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("cannot create {}", data_dir.display()))?;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", data_dir.display())),
     }
+    // The same private data dir the server insists on: made 0700, files
+    // 0600, a directory others can reach refused before anything is written.
+    crate::data_dir::prepare(data_dir, false)?;
     let (identity, _) = NodeIdentity::open(data_dir, node_id)?;
     let node = crate::raft::types::NodeInfo {
         api_addr: api_addr.to_string(),

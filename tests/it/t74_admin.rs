@@ -413,7 +413,8 @@ fn cli(address: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Stri
 ///    line on stderr, FILE mode 0600, validates, no plaintext; saving over
 ///    an existing FILE is refused;
 /// 4. `operator snapshot restore` refuses a non-empty data dir and a
-///    corrupt file; restores into an empty one and prints a progress line;
+///    corrupt file; restores into an empty one (made private: 0700, files
+///    0600) and prints a progress line;
 /// 5. stop the cluster, start node 4 from the restored dir, unseal with the
 ///    original keys and read the value back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -534,6 +535,8 @@ async fn cli_lists_peers_saves_and_restores_a_snapshot() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Restored snapshot"), "{out}");
     assert!(err.contains("read") && err.contains("bytes"), "{err}");
+    let loose = kstash::data_dir::not_private(&spec.data_dir).unwrap();
+    assert!(loose.is_empty(), "the restored data dir is private: {loose:?}");
 
     tracing::info!("--- step 5: start node 4 from the restored dir");
     for n in nodes {
