@@ -124,7 +124,7 @@ pub fn validate_snapshot(bytes: &[u8]) -> Result<RestoredSnapshot, String> {
 
 /// Every backend pair a snapshot file holds (ciphertext and metadata),
 /// for offline inspection.
-pub fn snapshot_pairs(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn snapshot_pairs(bytes: &[u8]) -> Result<KvPairs, String> {
     Ok(decode_snapshot(bytes)?.pairs)
 }
 
