@@ -134,7 +134,9 @@ pub struct Config {
     /// How often expired tokens are swept. Default `30s`.
     #[serde(default = "default_sweep_interval", deserialize_with = "de_duration")]
     pub sweep_interval: Duration,
-    /// Encryptions under one key term before a forced rotation. Default 2^32 − 2^20.
+    /// Encryptions under one key term before a forced rotation, counted
+    /// over the whole cluster (give every node the same value). Default
+    /// 2^32 − 2^20.
     #[serde(default = "default_encryption_limit")]
     pub encryption_limit: u64,
     /// Log filter (`RUST_LOG` syntax). Default `info`.
@@ -264,7 +266,7 @@ pub struct ServerArgs {
     /// Expired-token sweep interval (e.g. `30s`).
     #[arg(long, env = "KSTASH_SWEEP_INTERVAL", value_parser = humantime::parse_duration)]
     pub sweep_interval: Option<Duration>,
-    /// Encryptions per key term before a forced rotation.
+    /// Encryptions per key term, cluster-wide, before a forced rotation.
     #[arg(long, env = "KSTASH_ENCRYPTION_LIMIT")]
     pub encryption_limit: Option<u64>,
     /// Log filter (`RUST_LOG` syntax).

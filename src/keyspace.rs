@@ -29,8 +29,18 @@ pub const ROOT_KEY: &[u8] = b"core/root-key";
 pub const KEYCHAIN: &[u8] = b"core/keychain";
 /// `AccessKeyRecord`: the hash of the current access key.
 pub const ACCESS_KEY: &[u8] = b"core/access-key";
-/// Per-term count of barrier encryptions, `u64`, followed by a term number.
+/// Per-term count of applied secret writes, `u64`, followed by a term
+/// number (statistics; the encryption limit is kept by the reserved count).
 pub const TERM_USAGE_PREFIX: &str = "core/term-usage/";
+/// Per-term count of encryptions reserved through the log, `u64`, followed
+/// by a term number: the cluster's count that forces a rotation
+/// (invariant 9). Never decreases; at least the encryptions made.
+pub const TERM_RESERVED_PREFIX: &str = "core/term-reserved/";
+/// The keychain's active term, `u32`, as the last `Init` or
+/// `RotateKeychain` set it: apply grants reservations for this term only
+/// and accepts a rotation to the next term only. Absent in stores
+/// initialised before it existed, until their first rotation.
+pub const ACTIVE_TERM: &[u8] = b"core/active-term";
 /// `GatekeeperTokenRecord`s by hex id (hash of the token).
 pub const GATEKEEPER_TOKEN_PREFIX: &str = "gatekeeper/tokens/";
 /// `AccessTokenRecord`s by hex id (hash of the token).
@@ -61,6 +71,11 @@ pub fn idempotency_key(id: &[u8; 32]) -> Vec<u8> {
 /// Key of the usage counter of `term`.
 pub fn term_usage_key(term: u32) -> Vec<u8> {
     format!("{TERM_USAGE_PREFIX}{term:010}").into_bytes()
+}
+
+/// Key of the reserved-encryption count of `term`.
+pub fn term_reserved_key(term: u32) -> Vec<u8> {
+    format!("{TERM_RESERVED_PREFIX}{term:010}").into_bytes()
 }
 
 /// Key of a gatekeeper token record.

@@ -7,13 +7,20 @@
 //! it can rotate on its own when a term nears its encryption limit; sealing
 //! wipes both.
 //!
+//! Invariant 9 (AES-GCM limits), cluster-wide: the barrier encrypts only
+//! inside a block of encryptions its node reserved through the log for the
+//! active term ([`Barrier::grant`]); apply grants blocks so that the
+//! reserved total of a term never passes the limit, whichever node asks.
+//! A block is never reused: sealing, a restart or a rotation drops what is
+//! left of it (counted as used). The barrier also never encrypts past its
+//! own `limit` under a term, whatever a grant says.
+//!
 //! Value format: `version (1) | term (4, BE) | nonce (12) | ciphertext+tag`,
 //! with the full storage key as AAD, so a ciphertext moved to another path or
 //! namespace fails to decrypt. Architecture invariant: the barrier knows
 //! nothing of storage, Raft or the API; callers hand it bytes and storage keys.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -50,6 +57,10 @@ pub enum BarrierError {
     /// The active term has reached its encryption limit; rotate first.
     #[error("the active encryption key reached its limit of {0} encryptions")]
     RotationRequired(u64),
+    /// This node holds no reserved encryptions under the active term (the
+    /// term named); reserve a block through the log and grant it.
+    #[error("no encryptions reserved under key term {0}")]
+    ReservationNeeded(u32),
     /// The root key does not open the keychain (wrong gatekeeper key).
     #[error("the keychain could not be opened with this key")]
     WrongKey,
@@ -153,12 +164,30 @@ pub fn unwrap_root(gatekeeper_key: &Key32, wrapped: &[u8]) -> Result<Key32, Barr
     Key32::from_slice(&plain).ok_or(BarrierError::WrongKey)
 }
 
+/// The encryptions this node may still make under the active term:
+/// positions `next .. end` of the term's cluster-wide count.
+#[derive(Debug, Default)]
+struct Block {
+    next: u64,
+    end: u64,
+}
+
 struct Open {
     root: Key32,
     keychain: Arc<Keychain>,
-    /// Encryptions made under the active term (stored count at open time
-    /// plus every encryption since).
-    active_usage: AtomicU64,
+    /// The reserved block of the active term; shared with the `Open` that
+    /// replaces this one after a rekey (same keychain, same term).
+    block: Arc<Mutex<Block>>,
+}
+
+impl Open {
+    fn new(root: Key32, keychain: Keychain) -> Self {
+        Open {
+            root,
+            keychain: Arc::new(keychain),
+            block: Arc::default(),
+        }
+    }
 }
 
 /// The barrier of one node.
@@ -191,21 +220,12 @@ impl Barrier {
         self.open.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Open the barrier with the root key and the stored keychain blob;
-    /// `usage` is the stored encryption count of the active term.
-    pub fn open(
-        &self,
-        root: Key32,
-        keychain_blob: &[u8],
-        usage: impl Fn(u32) -> u64,
-    ) -> Result<(), BarrierError> {
+    /// Open the barrier with the root key and the stored keychain blob.
+    /// It holds no reserved encryptions yet.
+    pub fn open(&self, root: Key32, keychain_blob: &[u8]) -> Result<(), BarrierError> {
         let keychain = Keychain::unwrap(&root, keychain_blob)?;
-        let used = usage(keychain.active_term());
-        *self.open.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Open {
-            root,
-            keychain: Arc::new(keychain),
-            active_usage: AtomicU64::new(used),
-        }));
+        *self.open.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new(Open::new(root, keychain)));
         Ok(())
     }
 
@@ -225,20 +245,27 @@ impl Barrier {
     }
 
     /// Encrypt `plaintext` for `storage_key`; returns the term used and the
-    /// stored bytes. Fails with `RotationRequired` once the active term has
-    /// been used `limit` times.
+    /// stored bytes. Spends one reserved encryption of the active term:
+    /// fails with `ReservationNeeded` when none is left, and with
+    /// `RotationRequired` when the reservations reached `limit`.
     pub fn encrypt(
         &self,
         storage_key: &[u8],
         plaintext: &[u8],
     ) -> Result<(u32, Vec<u8>), BarrierError> {
         let open = self.current().ok_or(BarrierError::Sealed)?;
-        let used = open.active_usage.fetch_add(1, Ordering::SeqCst);
-        if used >= self.limit {
-            open.active_usage.fetch_sub(1, Ordering::SeqCst);
-            return Err(BarrierError::RotationRequired(self.limit));
-        }
         let term = open.keychain.active_term();
+        {
+            let mut block = open.block.lock().unwrap_or_else(|e| e.into_inner());
+            if block.next >= block.end {
+                return Err(if block.end >= self.limit {
+                    BarrierError::RotationRequired(self.limit)
+                } else {
+                    BarrierError::ReservationNeeded(term)
+                });
+            }
+            block.next += 1;
+        }
         let key = open
             .keychain
             .key(term)
@@ -260,6 +287,36 @@ impl Barrier {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Ok((term, out))
+    }
+
+    /// Whether this node must reserve encryptions under `term` before it can
+    /// encrypt: `term` is active and its block is used up (but not at the
+    /// limit). False when sealed or another term is active.
+    pub fn needs_reservation(&self, term: u32) -> bool {
+        let Some(open) = self.current() else {
+            return false;
+        };
+        let block = open.block.lock().unwrap_or_else(|e| e.into_inner());
+        open.keychain.active_term() == term && block.next >= block.end && block.end < self.limit
+    }
+
+    /// Take a block the log granted: positions `start .. start + count` of
+    /// `term`'s cluster-wide count, cut at this barrier's own limit. It
+    /// replaces what is left of the current block (which is lost, counted
+    /// as used). Returns false, and changes nothing, when sealed or when
+    /// `term` is no longer the active term (the block is lost too).
+    pub fn grant(&self, term: u32, start: u64, count: u64) -> bool {
+        let Some(open) = self.current() else {
+            return false;
+        };
+        if open.keychain.active_term() != term {
+            return false;
+        }
+        let mut block = open.block.lock().unwrap_or_else(|e| e.into_inner());
+        let start = start.min(self.limit);
+        block.next = start;
+        block.end = start.saturating_add(count).min(self.limit);
+        true
     }
 
     /// The term a stored value was encrypted under, read from its header.
@@ -305,23 +362,19 @@ impl Barrier {
     }
 
     /// Install a committed keychain blob (after a rotation), reusing the
-    /// in-memory root key; `usage` gives the stored count of its active term.
-    pub fn install(
-        &self,
-        keychain_blob: &[u8],
-        usage: impl Fn(u32) -> u64,
-    ) -> Result<(), BarrierError> {
+    /// in-memory root key. Only a newer active term replaces the current
+    /// keychain; the new term starts with no reserved encryptions.
+    pub fn install(&self, keychain_blob: &[u8]) -> Result<(), BarrierError> {
         let open = self.current().ok_or(BarrierError::Sealed)?;
         let keychain = Keychain::unwrap(&open.root, keychain_blob)?;
-        if keychain.active_term() == open.keychain.active_term() {
+        if keychain.active_term() <= open.keychain.active_term() {
             return Ok(());
         }
-        let used = usage(keychain.active_term());
-        *self.open.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Open {
-            root: open.root.clone(),
-            keychain: Arc::new(keychain),
-            active_usage: AtomicU64::new(used),
-        }));
+        let mut slot = self.open.write().unwrap_or_else(|e| e.into_inner());
+        // Swap only what was read: a concurrent seal or install wins.
+        if slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, &open)) {
+            *slot = Some(Arc::new(Open::new(open.root.clone(), keychain)));
+        }
         Ok(())
     }
 
@@ -334,13 +387,14 @@ impl Barrier {
         Ok((root, blob))
     }
 
-    /// Switch to a committed new root key (after a rekey).
+    /// Switch to a committed new root key (after a rekey). The keychain and
+    /// the reserved block stay (shared, so nothing is spent twice).
     pub fn replace_root(&self, root: Key32) -> Result<(), BarrierError> {
         let open = self.current().ok_or(BarrierError::Sealed)?;
         *self.open.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Open {
             root,
             keychain: open.keychain.clone(),
-            active_usage: AtomicU64::new(open.active_usage.load(Ordering::SeqCst)),
+            block: open.block.clone(),
         }));
         Ok(())
     }
@@ -354,7 +408,8 @@ mod tests {
         let root = Key32::random();
         let blob = Keychain::first(1).wrap(&root);
         let b = Barrier::new(limit);
-        b.open(root.clone(), &blob, |_| 0).unwrap();
+        b.open(root.clone(), &blob).unwrap();
+        assert!(b.grant(1, 0, limit));
         (b, root)
     }
 
@@ -401,14 +456,15 @@ mod tests {
         let (term, blob) = b.prepare_rotation(2).unwrap();
         assert_eq!(term, 2);
         assert_eq!(b.active_term(), Some(1), "nothing changes before install");
-        b.install(&blob, |_| 0).unwrap();
+        b.install(&blob).unwrap();
+        assert!(b.grant(2, 0, 1));
         let (t, new) = b.encrypt(b"k", b"new").unwrap();
         assert_eq!(t, 2);
         assert_eq!(b.decrypt(b"k", &old).unwrap().as_slice(), b"old");
         assert_eq!(b.decrypt(b"k", &new).unwrap().as_slice(), b"new");
         // A fresh barrier opened from the stored blob reads both.
         let b2 = Barrier::new(10);
-        b2.open(root, &blob, |_| 0).unwrap();
+        b2.open(root, &blob).unwrap();
         assert_eq!(b2.decrypt(b"k", &old).unwrap().as_slice(), b"old");
     }
 
@@ -422,20 +478,103 @@ mod tests {
             Err(BarrierError::RotationRequired(2))
         );
         let (_, blob) = b.prepare_rotation(5).unwrap();
-        b.install(&blob, |_| 0).unwrap();
+        b.install(&blob).unwrap();
+        assert_eq!(
+            b.encrypt(b"k", b"3"),
+            Err(BarrierError::ReservationNeeded(2)),
+            "a new term starts with nothing reserved"
+        );
+        assert!(b.grant(2, 0, 1));
         assert_eq!(b.encrypt(b"k", b"3").unwrap().0, 2);
     }
 
     #[test]
-    fn stored_usage_counts_toward_the_limit() {
+    fn encrypts_only_inside_a_granted_block() {
         let root = Key32::random();
         let blob = Keychain::first(1).wrap(&root);
-        let b = Barrier::new(3);
-        b.open(root, &blob, |_| 3).unwrap();
+        let b = Barrier::new(100);
+        b.open(root, &blob).unwrap();
         assert_eq!(
             b.encrypt(b"k", b"v"),
-            Err(BarrierError::RotationRequired(3))
+            Err(BarrierError::ReservationNeeded(1)),
+            "nothing is reserved at open, whatever was used before"
         );
+        assert!(b.needs_reservation(1));
+        assert!(!b.needs_reservation(2), "term 2 is not active");
+        // The log granted positions 40..43 of term 1.
+        assert!(b.grant(1, 40, 3));
+        assert!(!b.needs_reservation(1));
+        for _ in 0..3 {
+            assert_eq!(b.encrypt(b"k", b"v").unwrap().0, 1);
+        }
+        assert_eq!(
+            b.encrypt(b"k", b"v"),
+            Err(BarrierError::ReservationNeeded(1))
+        );
+        // A block for a term that is not active is not taken.
+        assert!(!b.grant(2, 0, 10));
+        assert_eq!(
+            b.encrypt(b"k", b"v"),
+            Err(BarrierError::ReservationNeeded(1))
+        );
+    }
+
+    #[test]
+    fn a_grant_is_cut_at_the_own_limit() {
+        let (b, _) = opened(5);
+        // A peer with a higher limit could be granted past ours.
+        assert!(b.grant(1, 3, 10));
+        b.encrypt(b"k", b"4").unwrap();
+        b.encrypt(b"k", b"5").unwrap();
+        assert_eq!(
+            b.encrypt(b"k", b"6"),
+            Err(BarrierError::RotationRequired(5))
+        );
+        assert!(!b.needs_reservation(1), "at the limit: rotate, not reserve");
+        assert!(b.grant(1, 7, 10));
+        assert_eq!(
+            b.encrypt(b"k", b"8"),
+            Err(BarrierError::RotationRequired(5))
+        );
+    }
+
+    #[test]
+    fn sealing_drops_the_block_and_rekey_keeps_it() {
+        let (b, root) = opened(10);
+        let blob = Keychain::first(1).wrap(&root);
+        b.encrypt(b"k", b"v").unwrap();
+        b.seal();
+        assert!(!b.needs_reservation(1), "sealed");
+        b.open(root, &blob).unwrap();
+        assert_eq!(
+            b.encrypt(b"k", b"v"),
+            Err(BarrierError::ReservationNeeded(1)),
+            "what was left of the block before the seal is gone"
+        );
+        assert!(b.grant(1, 5, 2));
+        b.encrypt(b"k", b"v").unwrap();
+        let (root2, _) = b.prepare_rekey().unwrap();
+        b.replace_root(root2).unwrap();
+        b.encrypt(b"k", b"v").unwrap();
+        assert_eq!(
+            b.encrypt(b"k", b"v"),
+            Err(BarrierError::ReservationNeeded(1)),
+            "the rekeyed barrier spends the same block, not a fresh one"
+        );
+    }
+
+    #[test]
+    fn install_never_goes_back_to_an_older_term() {
+        let (b, _) = opened(10);
+        let (_, older) = b.prepare_rotation(2).unwrap();
+        let (_, _) = b.prepare_rotation(2).unwrap();
+        b.install(&older).unwrap();
+        assert_eq!(b.active_term(), Some(2));
+        let (_, newer) = b.prepare_rotation(3).unwrap();
+        b.install(&newer).unwrap();
+        assert_eq!(b.active_term(), Some(3));
+        b.install(&older).unwrap();
+        assert_eq!(b.active_term(), Some(3), "an older keychain is ignored");
     }
 
     #[test]
@@ -443,10 +582,7 @@ mod tests {
         let root = Key32::random();
         let blob = Keychain::first(1).wrap(&root);
         let b = Barrier::new(3);
-        assert_eq!(
-            b.open(Key32::random(), &blob, |_| 0),
-            Err(BarrierError::WrongKey)
-        );
+        assert_eq!(b.open(Key32::random(), &blob), Err(BarrierError::WrongKey));
         assert!(b.is_sealed());
         let gk = Key32::random();
         let wrapped = wrap_root(&gk, &root);
@@ -464,7 +600,7 @@ mod tests {
         let (root2, blob2) = b.prepare_rekey().unwrap();
         b.replace_root(root2.clone()).unwrap();
         let b2 = Barrier::new(10);
-        b2.open(root2, &blob2, |_| 0).unwrap();
+        b2.open(root2, &blob2).unwrap();
         assert_eq!(b2.decrypt(b"k", &ct).unwrap().as_slice(), b"v");
     }
 }

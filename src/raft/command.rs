@@ -174,6 +174,14 @@ pub enum Command {
     /// Remove expired access tokens and gatekeeper tokens past their grace
     /// window, as of the entry time.
     Sweep,
+    /// Reserve a block of up to `count` encryptions under key term `term`
+    /// for the proposing node's barrier (invariant 9, cluster-wide). Apply
+    /// grants only for the active term and never past `limit` (the
+    /// proposer's configured limit, capped at 2^32) reserved in total;
+    /// it may grant fewer than asked (the term's last ones).
+    ///
+    /// Appended last: the variant index is the log format.
+    ReserveEncryptions { term: u32, count: u64, limit: u64 },
 }
 
 impl Command {
@@ -261,6 +269,12 @@ impl std::fmt::Display for Command {
                 namespace, path, ..
             } => write!(f, "DeleteSecret({namespace}/{path})"),
             Command::Sweep => write!(f, "Sweep"),
+            Command::ReserveEncryptions { term, count, limit } => {
+                write!(
+                    f,
+                    "ReserveEncryptions(term {term}, {count} of limit {limit})"
+                )
+            }
         }
     }
 }
@@ -284,6 +298,9 @@ pub enum Applied {
     Deleted(bool),
     /// How many records a sweep removed, and whether more remain.
     Swept { removed: usize, more: bool },
+    /// Encryptions reserved under a term: positions `start .. start +
+    /// count` of the term's cluster-wide count (`count` ≥ 1).
+    Reserved { start: u64, count: u64 },
 }
 
 /// Why apply refused a command; every replica refuses the same commands.
@@ -313,6 +330,19 @@ pub enum Rejection {
     TooManyGatekeeperTokens,
     /// The idempotency key was used within its window for another request.
     IdempotencyKeyReused,
+    /// The key term has no encryptions left to reserve under the limit.
+    TermExhausted {
+        /// The exhausted term.
+        term: u32,
+    },
+    /// The command names a key term that is not (reservation) or does not
+    /// follow (rotation) the active term: another node rotated first.
+    StaleTerm {
+        /// The term the command named.
+        term: u32,
+        /// The active term.
+        active: u32,
+    },
 }
 
 /// The outcome of applying one request, as returned through the log.
@@ -385,5 +415,186 @@ mod tests {
                 other => panic!("decoded {other}"),
             }
         }
+    }
+
+    /// One command of every variant with the index bincode writes for it.
+    /// The index is the log format: a new variant goes at the end, and
+    /// this list (kept complete by the `match`) gains it there.
+    fn one_of_each() -> Vec<(u8, Command)> {
+        let token = NewGatekeeperToken {
+            id: [1; 32],
+            wrapped_key: vec![2],
+        };
+        let all = vec![
+            (
+                0,
+                Command::Init {
+                    shares: 1,
+                    threshold: 1,
+                    wrapped_root: vec![],
+                    keychain: vec![],
+                    access_key_hash: [0; 32],
+                    gatekeeper_tokens: vec![],
+                },
+            ),
+            (
+                1,
+                Command::RotateKeychain {
+                    term: 2,
+                    keychain: vec![],
+                },
+            ),
+            (
+                2,
+                Command::Rekey {
+                    shares: 1,
+                    threshold: 1,
+                    wrapped_root: vec![],
+                    keychain: vec![],
+                    gatekeeper_tokens: vec![],
+                },
+            ),
+            (3, Command::MintGatekeeperTokens { tokens: vec![] }),
+            (
+                4,
+                Command::UseGatekeeperToken {
+                    id: [0; 32],
+                    grace_ms: 0,
+                    replacement_wrapped: vec![],
+                    replacement: token,
+                },
+            ),
+            (5, Command::RevokeGatekeeperToken { id: [0; 32] }),
+            (6, Command::RotateAccessKey { hash: [0; 32] }),
+            (
+                7,
+                Command::CreateAccessToken {
+                    id: [0; 32],
+                    namespace: String::new(),
+                    policies: vec![],
+                    ttl_ms: 0,
+                    max_ttl_ms: 0,
+                },
+            ),
+            (
+                8,
+                Command::RenewAccessToken {
+                    id: [0; 32],
+                    ttl_ms: 0,
+                },
+            ),
+            (9, Command::RevokeAccessToken { id: [0; 32] }),
+            (
+                10,
+                Command::PutPolicy {
+                    token: [0; 32],
+                    namespace: String::new(),
+                    name: String::new(),
+                    policy: Policy { rules: vec![] },
+                },
+            ),
+            (
+                11,
+                Command::DeletePolicy {
+                    token: [0; 32],
+                    namespace: String::new(),
+                    name: String::new(),
+                },
+            ),
+            (
+                12,
+                Command::PutSecret {
+                    token: [0; 32],
+                    namespace: String::new(),
+                    path: String::new(),
+                    cas: None,
+                    term: 1,
+                    ciphertext: vec![],
+                },
+            ),
+            (
+                13,
+                Command::DeleteSecret {
+                    token: [0; 32],
+                    namespace: String::new(),
+                    path: String::new(),
+                },
+            ),
+            (14, Command::Sweep),
+            (
+                15,
+                Command::ReserveEncryptions {
+                    term: 1,
+                    count: 1,
+                    limit: 1,
+                },
+            ),
+        ];
+        for (_, c) in &all {
+            // Compile-time reminder: a new variant must join the list above.
+            match c {
+                Command::Init { .. }
+                | Command::RotateKeychain { .. }
+                | Command::Rekey { .. }
+                | Command::MintGatekeeperTokens { .. }
+                | Command::UseGatekeeperToken { .. }
+                | Command::RevokeGatekeeperToken { .. }
+                | Command::RotateAccessKey { .. }
+                | Command::CreateAccessToken { .. }
+                | Command::RenewAccessToken { .. }
+                | Command::RevokeAccessToken { .. }
+                | Command::PutPolicy { .. }
+                | Command::DeletePolicy { .. }
+                | Command::PutSecret { .. }
+                | Command::DeleteSecret { .. }
+                | Command::Sweep
+                | Command::ReserveEncryptions { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_command_keeps_its_variant_index() {
+        let opts = bincode::DefaultOptions::new();
+        for (index, command) in one_of_each() {
+            let bytes = opts.serialize(&command).unwrap();
+            assert_eq!(bytes[0], index, "{command}");
+        }
+    }
+
+    #[test]
+    fn a_reservation_encodes_as_pinned() {
+        let opts = bincode::DefaultOptions::new();
+        let command = Command::ReserveEncryptions {
+            term: 3,
+            count: 1024,
+            limit: (1 << 32) - (1 << 20),
+        };
+        // Variant 15; term 3; count 1024 (varint: 251, u16 LE); limit
+        // 0xFFF0_0000 (varint: 252, u32 LE).
+        let pinned = [15, 3, 251, 0x00, 0x04, 252, 0x00, 0x00, 0xf0, 0xff];
+        assert_eq!(opts.serialize(&command).unwrap(), pinned);
+        match opts.deserialize::<Command>(&pinned).unwrap() {
+            Command::ReserveEncryptions { term, count, limit } => {
+                assert_eq!((term, count, limit), (3, 1024, (1 << 32) - (1 << 20)))
+            }
+            other => panic!("decoded {other}"),
+        }
+        assert_eq!(
+            command.to_string(),
+            "ReserveEncryptions(term 3, 1024 of limit 4293918720)"
+        );
+    }
+
+    #[test]
+    fn new_outcomes_are_appended() {
+        let opts = bincode::DefaultOptions::new();
+        let reserved = Applied::Reserved { start: 0, count: 1 };
+        assert_eq!(opts.serialize(&reserved).unwrap()[0], 5);
+        let exhausted = Rejection::TermExhausted { term: 1 };
+        assert_eq!(opts.serialize(&exhausted).unwrap()[0], 9);
+        let stale = Rejection::StaleTerm { term: 1, active: 2 };
+        assert_eq!(opts.serialize(&stale).unwrap()[0], 10);
     }
 }

@@ -60,6 +60,9 @@ fn evict_used(
 
 /// Most records one sweep removes (keeps every batch under etcd's txn limit).
 pub const SWEEP_BATCH: usize = 100;
+/// Most encryptions ever reserved under one key term, whatever limit a
+/// reservation carries: the bound for random 96-bit nonces (invariant 9).
+pub const MAX_ENCRYPTION_LIMIT: u64 = 1 << 32;
 
 /// Why a command was rejected. Every replica rejects the same commands.
 #[derive(Debug, Error)]
@@ -96,6 +99,21 @@ pub enum ApplyError {
     /// The idempotency key was used within its window for another request.
     #[error("the idempotency key was already used for a different request")]
     IdempotencyKeyReused,
+    /// The key term has no encryptions left to reserve under the limit.
+    #[error("key term {term} reached its encryption limit; rotate the keychain")]
+    TermExhausted {
+        /// The exhausted term.
+        term: u32,
+    },
+    /// The command names a key term that is not (reservation) or does not
+    /// follow (rotation) the active one: another node rotated first.
+    #[error("key term {term} is out of date: the active term is {active}")]
+    StaleTerm {
+        /// The term the command named.
+        term: u32,
+        /// The active term.
+        active: u32,
+    },
     /// The backend failed; not a deterministic rejection.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -117,6 +135,8 @@ impl Rejection {
             ApplyError::GatekeeperTokenInvalid => Rejection::GatekeeperTokenInvalid,
             ApplyError::TooManyGatekeeperTokens => Rejection::TooManyGatekeeperTokens,
             ApplyError::IdempotencyKeyReused => Rejection::IdempotencyKeyReused,
+            ApplyError::TermExhausted { term } => Rejection::TermExhausted { term },
+            ApplyError::StaleTerm { term, active } => Rejection::StaleTerm { term, active },
             ApplyError::Storage(e) => Rejection::Forbidden(format!("storage failure: {e}")),
         }
     }
@@ -136,6 +156,8 @@ impl From<Rejection> for ApplyError {
             Rejection::GatekeeperTokenInvalid => ApplyError::GatekeeperTokenInvalid,
             Rejection::TooManyGatekeeperTokens => ApplyError::TooManyGatekeeperTokens,
             Rejection::IdempotencyKeyReused => ApplyError::IdempotencyKeyReused,
+            Rejection::TermExhausted { term } => ApplyError::TermExhausted { term },
+            Rejection::StaleTerm { term, active } => ApplyError::StaleTerm { term, active },
         }
     }
 }
@@ -216,9 +238,24 @@ impl State {
         self.backend.get(KEYCHAIN)
     }
 
-    /// How many encryptions term `term` has been used for.
+    /// How many secret writes under term `term` were applied (statistics;
+    /// see [`State::term_reserved`] for the count the limit applies to).
     pub fn term_usage(&self, term: u32) -> Result<u64, StorageError> {
         Ok(self.get::<u64>(&term_usage_key(term))?.unwrap_or(0))
+    }
+
+    /// How many encryptions under term `term` the cluster has reserved: at
+    /// least every encryption made under it (invariant 9). A term used
+    /// before reservations existed counts from its applied writes.
+    pub fn term_reserved(&self, term: u32) -> Result<u64, StorageError> {
+        let reserved = self.get::<u64>(&term_reserved_key(term))?.unwrap_or(0);
+        Ok(reserved.max(self.term_usage(term)?))
+    }
+
+    /// The keychain's active term as the log set it; `None` in a store
+    /// initialised before it was recorded, until its first rotation.
+    pub fn active_term(&self) -> Result<Option<u32>, StorageError> {
+        self.get(ACTIVE_TERM)
     }
 
     /// The access key's record.
@@ -456,6 +493,7 @@ impl State {
                     key: KEYCHAIN.to_vec(),
                     value: keychain.clone(),
                 });
+                batch.push(put(ACTIVE_TERM.to_vec(), &1u32));
                 batch.push(put(
                     ACCESS_KEY.to_vec(),
                     &AccessKeyRecord {
@@ -473,11 +511,23 @@ impl State {
                 );
                 Applied::Done
             }
-            Command::RotateKeychain { keychain, .. } => {
+            Command::RotateKeychain { term, keychain } => {
+                // Two nodes that rotate at once both propose the next term
+                // with a different key: the first wins, the second would
+                // overwrite it (and every value written under it).
+                if let Some(active) = self.active_term()? {
+                    if *term != active.saturating_add(1) {
+                        return Err(ApplyError::StaleTerm {
+                            term: *term,
+                            active,
+                        });
+                    }
+                }
                 batch.push(BatchOp::Put {
                     key: KEYCHAIN.to_vec(),
                     value: keychain.clone(),
                 });
+                batch.push(put(ACTIVE_TERM.to_vec(), term));
                 Applied::Done
             }
             Command::Rekey {
@@ -704,6 +754,27 @@ impl State {
                 }
                 batch.push(BatchOp::Delete { key });
                 Applied::Deleted(true)
+            }
+            Command::ReserveEncryptions { term, count, limit } => {
+                if let Some(active) = self.active_term()? {
+                    if *term != active {
+                        return Err(ApplyError::StaleTerm {
+                            term: *term,
+                            active,
+                        });
+                    }
+                }
+                let limit = (*limit).min(MAX_ENCRYPTION_LIMIT);
+                let start = self.term_reserved(*term)?;
+                let granted = (*count).min(limit.saturating_sub(start));
+                if granted == 0 {
+                    return Err(ApplyError::TermExhausted { term: *term });
+                }
+                batch.push(put(term_reserved_key(*term), &(start + granted)));
+                Applied::Reserved {
+                    start,
+                    count: granted,
+                }
             }
             Command::Sweep => {
                 let mut more = false;
@@ -1117,6 +1188,157 @@ mod tests {
             Applied::Deleted(true)
         );
         assert!(matches!(sm.apply(&entry(16, d)), Err(ApplyError::NotFound)));
+    }
+
+    fn reserve(term: u32, count: u64, limit: u64) -> Command {
+        Command::ReserveEncryptions { term, count, limit }
+    }
+
+    fn rotate(term: u32) -> Command {
+        Command::RotateKeychain {
+            term,
+            keychain: vec![term as u8; 80],
+        }
+    }
+
+    #[test]
+    fn reservations_are_granted_up_to_the_limit_and_no_further() {
+        let (sm, backend) = sm();
+        assert_eq!(sm.active_term().unwrap(), Some(1), "init records term 1");
+        assert_eq!(
+            sm.apply(&entry(2, reserve(1, 4, 10))).unwrap(),
+            Applied::Reserved { start: 0, count: 4 }
+        );
+        assert_eq!(
+            sm.apply(&entry(3, reserve(1, 4, 10))).unwrap(),
+            Applied::Reserved { start: 4, count: 4 }
+        );
+        // Only the last two are left: a partial grant.
+        assert_eq!(
+            sm.apply(&entry(4, reserve(1, 4, 10))).unwrap(),
+            Applied::Reserved { start: 8, count: 2 }
+        );
+        assert_eq!(sm.term_reserved(1).unwrap(), 10);
+        let before = backend.dump();
+        assert!(matches!(
+            sm.apply(&entry(5, reserve(1, 1, 10))),
+            Err(ApplyError::TermExhausted { term: 1 })
+        ));
+        // A proposer with a lower limit is refused earlier; one with a
+        // limit past 2^32 is held to 2^32.
+        assert!(matches!(
+            sm.apply(&entry(6, reserve(1, 1, 5))),
+            Err(ApplyError::TermExhausted { term: 1 })
+        ));
+        assert_eq!(backend.dump(), before, "a refusal writes nothing");
+        sm.apply(&entry(7, rotate(2))).unwrap();
+        sm.backend()
+            .apply(vec![put(term_reserved_key(2), &(MAX_ENCRYPTION_LIMIT - 1))])
+            .unwrap();
+        assert_eq!(
+            sm.apply(&entry(8, reserve(2, 100, u64::MAX))).unwrap(),
+            Applied::Reserved {
+                start: MAX_ENCRYPTION_LIMIT - 1,
+                count: 1
+            }
+        );
+        assert!(matches!(
+            sm.apply(&entry(9, reserve(2, 100, u64::MAX))),
+            Err(ApplyError::TermExhausted { term: 2 })
+        ));
+    }
+
+    #[test]
+    fn only_the_active_term_is_reserved_and_rotated_past() {
+        let (sm, backend) = sm();
+        sm.apply(&entry(2, reserve(1, 3, 10))).unwrap();
+        sm.apply(&entry(3, rotate(2))).unwrap();
+        assert_eq!(sm.active_term().unwrap(), Some(2));
+        let before = backend.dump();
+        // A node that has not seen the rotation asks for the old term...
+        assert!(matches!(
+            sm.apply(&entry(4, reserve(1, 3, 10))),
+            Err(ApplyError::StaleTerm { term: 1, active: 2 })
+        ));
+        // ...or rotates from it: the second "term 2" would replace the key
+        // every value written under the first one needs.
+        assert!(matches!(
+            sm.apply(&entry(5, rotate(2))),
+            Err(ApplyError::StaleTerm { term: 2, active: 2 })
+        ));
+        assert!(matches!(
+            sm.apply(&entry(5, rotate(4))),
+            Err(ApplyError::StaleTerm { term: 4, active: 2 })
+        ));
+        assert!(matches!(
+            sm.apply(&entry(6, reserve(3, 3, 10))),
+            Err(ApplyError::StaleTerm { term: 3, active: 2 })
+        ));
+        assert_eq!(backend.dump(), before, "a refusal writes nothing");
+        assert_eq!(sm.keychain().unwrap(), Some(vec![2; 80]));
+        assert_eq!(
+            sm.apply(&entry(7, reserve(2, 3, 10))).unwrap(),
+            Applied::Reserved { start: 0, count: 3 },
+            "a new term counts from zero"
+        );
+        assert_eq!(
+            sm.term_reserved(1).unwrap(),
+            3,
+            "the old term keeps its count"
+        );
+    }
+
+    #[test]
+    fn a_store_from_before_reservations_counts_its_applied_writes() {
+        let (sm, backend) = sm();
+        // As an earlier release left it: no active term recorded, and
+        // term 1's applied writes counted under term-usage.
+        backend
+            .apply(vec![BatchOp::Delete {
+                key: ACTIVE_TERM.to_vec(),
+            }])
+            .unwrap();
+        let t = token(&sm, 1, "ns", &["admin"], 10, 1000);
+        for i in 0..6 {
+            sm.apply(&entry(11, put_secret(t, &format!("k{i}"), None)))
+                .unwrap();
+        }
+        assert_eq!(sm.term_usage(1).unwrap(), 6);
+        assert_eq!(
+            sm.apply(&entry(12, reserve(1, 10, 10))).unwrap(),
+            Applied::Reserved { start: 6, count: 4 },
+            "reservations start after the writes already made"
+        );
+        // Any rotation is accepted once, and from then on checked.
+        sm.apply(&entry(13, rotate(2))).unwrap();
+        assert_eq!(sm.active_term().unwrap(), Some(2));
+        assert!(matches!(
+            sm.apply(&entry(14, rotate(2))),
+            Err(ApplyError::StaleTerm { .. })
+        ));
+    }
+
+    #[test]
+    fn reservations_apply_deterministically() {
+        let (a, ba) = sm();
+        let (b, bb) = sm();
+        let mut outcomes = Vec::new();
+        for s in [&a, &b] {
+            let mut seen = Vec::new();
+            for (time, command) in [
+                (2, reserve(1, 7, 10)),
+                (3, reserve(1, 7, 10)),
+                (4, reserve(1, 7, 10)),
+                (5, rotate(2)),
+                (6, reserve(1, 7, 10)),
+                (7, reserve(2, 7, 10)),
+            ] {
+                seen.push(format!("{:?}", s.apply(&entry(time, command))));
+            }
+            outcomes.push(seen);
+        }
+        assert_eq!(outcomes[0], outcomes[1]);
+        assert_eq!(ba.dump(), bb.dump());
     }
 
     fn keyed(time_ms: u64, command: Command, id: u8, fingerprint: u8) -> Request {

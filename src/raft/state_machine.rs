@@ -111,6 +111,12 @@ pub fn validate_snapshot(bytes: &[u8]) -> Result<RestoredSnapshot, String> {
     check_snapshot(&file)
 }
 
+/// Every backend pair a snapshot file holds (ciphertext and metadata),
+/// for offline inspection.
+pub fn snapshot_pairs(bytes: &[u8]) -> Result<KvPairs, String> {
+    Ok(decode_snapshot(bytes)?.pairs)
+}
+
 fn check_snapshot(file: &SnapshotFile) -> Result<RestoredSnapshot, String> {
     let find = |key: &[u8]| file.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v);
     let applied: Option<typ::LogId> = match find(RAFT_LAST_APPLIED) {

@@ -113,7 +113,9 @@ impl From<BarrierError> for ServiceError {
         match e {
             BarrierError::Sealed => ServiceError::Sealed,
             BarrierError::Integrity | BarrierError::UnknownTerm(_) => ServiceError::Integrity,
-            BarrierError::RotationRequired(_) => ServiceError::Unavailable(e.to_string()),
+            BarrierError::RotationRequired(_) | BarrierError::ReservationNeeded(_) => {
+                ServiceError::Unavailable(e.to_string())
+            }
             BarrierError::WrongKey => ServiceError::bad("the key does not open the keychain"),
         }
     }
@@ -135,6 +137,9 @@ impl From<ProposeError> for ServiceError {
                 ApplyError::GatekeeperTokenInvalid => ServiceError::Unauthorized(a.to_string()),
                 ApplyError::TooManyGatekeeperTokens => ServiceError::bad(a.to_string()),
                 ApplyError::IdempotencyKeyReused => ServiceError::Conflict(a.to_string()),
+                ApplyError::TermExhausted { .. } | ApplyError::StaleTerm { .. } => {
+                    ServiceError::Unavailable(a.to_string())
+                }
                 ApplyError::Storage(s) => s.into(),
             },
         }

@@ -121,15 +121,7 @@ impl Node {
             }
         }
         let storage_key = keyspace::kv_key(&namespace, &path);
-        let (term, ciphertext) = loop {
-            let active = self.barrier.active_term();
-            match self.barrier.encrypt(&storage_key, &value) {
-                Err(BarrierError::RotationRequired(_)) => {
-                    self.rotate_keychain(active).await?;
-                }
-                other => break other?,
-            }
-        };
+        let (term, ciphertext) = self.encrypt_value(&storage_key, &value).await?;
         let applied = self
             .raft
             .propose_with(

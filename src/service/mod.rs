@@ -9,6 +9,7 @@
 pub mod admin;
 mod auth;
 mod cluster;
+mod encryption;
 mod error;
 mod housekeeping;
 mod kv;
@@ -129,6 +130,8 @@ pub struct Node {
     progress: Mutex<Option<Progress>>,
     /// Serialises keychain changes (rotation, rekey).
     keychain_lock: tokio::sync::Mutex<()>,
+    /// Serialises reservations of encryptions (one block at a time).
+    reserve_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -151,6 +154,7 @@ impl Node {
             settings,
             progress: Mutex::new(None),
             keychain_lock: tokio::sync::Mutex::new(()),
+            reserve_lock: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -16,6 +16,9 @@ use crate::secret::{self, Key32, SecretKind, SecretString};
 /// first needs a linearizable read there).
 pub const PEER_UNSEAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Most rotations one call proposes when other nodes keep rotating first.
+const MAX_ROTATION_ROUNDS: usize = 4;
+
 impl Node {
     // ----- sys: status, init, unseal, seal -------------------------------
 
@@ -287,9 +290,8 @@ impl Node {
     pub(super) fn open_barrier(&self, gatekeeper_key: &Key32) -> Result<(), ServiceError> {
         let root = self.root_from(gatekeeper_key)?;
         let chain = self.sm().keychain()?.ok_or(ServiceError::Internal)?;
-        let sm = self.sm().clone();
         self.barrier
-            .open(root, &chain, |term| sm.term_usage(term).unwrap_or(u64::MAX))
+            .open(root, &chain)
             .map_err(|_| ServiceError::Internal)
     }
 
@@ -422,28 +424,46 @@ impl Node {
     /// does when the active term reaches its encryption limit.
     /// With `exhausted = Some(term)`, rotates only if `term` is still the
     /// active one, so writers that hit the limit together rotate once.
+    /// Apply accepts only the rotation to the term after the active one, so
+    /// when another node rotated first this node takes that keychain; an
+    /// automatic rotation then is done, an operator's rotates once more.
     pub(super) async fn rotate_keychain(
         &self,
         exhausted: Option<u32>,
     ) -> Result<u32, ServiceError> {
         let _guard = self.keychain_lock.lock().await;
-        if let (Some(old), Some(now)) = (exhausted, self.barrier.active_term()) {
-            if old != now {
-                return Ok(now);
+        for _ in 0..MAX_ROTATION_ROUNDS {
+            if let (Some(old), Some(now)) = (exhausted, self.barrier.active_term()) {
+                if old != now {
+                    return Ok(now);
+                }
+            }
+            let (term, blob) = self.barrier.prepare_rotation(self.now())?;
+            match self
+                .raft
+                .propose(Command::RotateKeychain {
+                    term,
+                    keychain: blob.clone(),
+                })
+                .await
+            {
+                Ok(_) => {
+                    self.barrier.install(&blob)?;
+                    tracing::info!(term, "encryption key rotated");
+                    return Ok(term);
+                }
+                Err(crate::raft::ProposeError::Rejected(
+                    crate::raft::state::ApplyError::StaleTerm { active, .. },
+                )) => {
+                    tracing::debug!(term, active, "another node rotated first");
+                    self.catch_up_keychain().await?;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
-        let (term, blob) = self.barrier.prepare_rotation(self.now())?;
-        self.raft
-            .propose(Command::RotateKeychain {
-                term,
-                keychain: blob.clone(),
-            })
-            .await?;
-        let sm = self.sm().clone();
-        self.barrier
-            .install(&blob, |t| sm.term_usage(t).unwrap_or(u64::MAX))?;
-        tracing::info!(term, "encryption key rotated");
-        Ok(term)
+        Err(ServiceError::Unavailable(
+            "the keychain kept changing during the rotation; retry".into(),
+        ))
     }
 
     /// Reload the keychain after another node rotated it.
@@ -454,11 +474,7 @@ impl Node {
     /// unseal (through any node) opens it under the new root.
     pub(super) fn reload_keychain(&self) -> Result<(), ServiceError> {
         let chain = self.sm().keychain()?.ok_or(ServiceError::Internal)?;
-        let sm = self.sm().clone();
-        match self
-            .barrier
-            .install(&chain, |t| sm.term_usage(t).unwrap_or(u64::MAX))
-        {
+        match self.barrier.install(&chain) {
             Err(BarrierError::WrongKey) => {
                 tracing::warn!(
                     "the keychain is wrapped under a root key this node does not hold \
@@ -484,6 +500,9 @@ impl Node {
         let old = self.gatekeeper_key_from_keys(&req.keys)?;
         drop(old);
         let _guard = self.keychain_lock.lock().await;
+        // The rekey re-wraps this node's keychain: it must not miss a
+        // rotation another node made.
+        self.catch_up_keychain().await?;
         let new_gk = Key32::random();
         let (root, keychain) = self.barrier.prepare_rekey()?;
         let wrapped_root = barrier::wrap_root(&new_gk, &root);

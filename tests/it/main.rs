@@ -19,6 +19,7 @@ mod t70_cluster;
 mod t72_unseal;
 mod t73_rekey;
 mod t74_admin;
+mod t75_encryption_limit;
 mod t76_faults;
 mod t77_retries;
 mod t78_backends;

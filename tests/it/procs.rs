@@ -370,6 +370,12 @@ impl ProcCluster {
     /// nodes 2 and 3 and wait until node 1 lists all three as reachable
     /// members. `name` prefixes the cluster's directory.
     pub async fn start(name: &str) -> ProcCluster {
+        Self::start_with(name, &[]).await
+    }
+
+    /// [`ProcCluster::start`] with `extra` flags appended to every node's
+    /// `kstash server` command line (e.g. `--encryption-limit 10`).
+    pub async fn start_with(name: &str, extra: &[&str]) -> ProcCluster {
         let root = tempfile::Builder::new()
             .prefix(&format!("{name}-"))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -418,6 +424,7 @@ impl ProcCluster {
                 "--log".into(),
                 log_level.clone().into(),
             ];
+            args.extend(extra.iter().map(OsString::from));
             if id == 1 {
                 args.push("--bootstrap".into());
             } else {
