@@ -193,7 +193,8 @@ impl Command {
     /// `None` for commands whose proof never enters the log (the gatekeeper
     /// key: `RotateKeychain`, `Rekey`, `MintGatekeeperTokens`,
     /// `RevokeGatekeeperToken`, `RotateAccessKey`; the access key:
-    /// `CreateAccessToken`), for `Init` and the leader's `Sweep`, and for
+    /// `CreateAccessToken`; an unsealed barrier: `ReserveEncryptions`), for
+    /// `Init` and the leader's `Sweep`, and for
     /// commands about a token's own record, which check it themselves
     /// (`UseGatekeeperToken`, `RenewAccessToken`, `RevokeAccessToken`).
     /// The match names every variant: a new command must choose.
@@ -221,7 +222,8 @@ impl Command {
             | Command::CreateAccessToken { .. }
             | Command::RenewAccessToken { .. }
             | Command::RevokeAccessToken { .. }
-            | Command::Sweep => None,
+            | Command::Sweep
+            | Command::ReserveEncryptions { .. } => None,
         }
     }
 }

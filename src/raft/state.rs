@@ -946,7 +946,7 @@ mod tests {
     }
 
     /// How many `Command` variants there are; [`variant_index`] names each.
-    const VARIANTS: usize = 15;
+    const VARIANTS: usize = 16;
 
     /// A number per variant. The match names every variant, so a new
     /// command does not compile here until it gets a number, and then
@@ -968,6 +968,7 @@ mod tests {
             Command::PutSecret { .. } => 12,
             Command::DeleteSecret { .. } => 13,
             Command::Sweep => 14,
+            Command::ReserveEncryptions { .. } => 15,
         }
     }
 
@@ -1046,6 +1047,11 @@ mod tests {
                 path: "app/x".into(),
             },
             Command::Sweep,
+            Command::ReserveEncryptions {
+                term: 1,
+                count: 1,
+                limit: 10,
+            },
         ]
     }
 

@@ -429,14 +429,6 @@ async fn a_lagging_follower_never_answers_a_cas_with_a_replaced_version() {
     let (code, body) = put(&nodes[li], &token, "k", "v2").await;
     assert_eq!((code, body["version"].as_u64()), (200, Some(2)), "{body}");
 
-    for expected in [2, 1] {
-        let (code, body) = cas(follower, &token, expected).await;
-        assert_eq!(
-            code, 503,
-            "cas {expected} through the cut-off follower: {body}"
-        );
-    }
-
     // Linearizable reads through the cut-off follower (the default, and
     // asked for by name; a get, a list, the token's own record) answer an
     // error, never the replaced value; only a stale read may show it.
@@ -455,6 +447,14 @@ async fn a_lagging_follower_never_answers_a_cas_with_a_replaced_version() {
         .get("/v1/kv/app/k?consistency=stale", Some(&token))
         .await;
     assert_eq!((code, body["value"].as_str()), (200, Some("v1")), "{body}");
+
+    for expected in [2, 1] {
+        let (code, body) = cas(follower, &token, expected).await;
+        assert_eq!(
+            code, 503,
+            "cas {expected} through the cut-off follower: {body}"
+        );
+    }
 
     // A caller that may neither create nor update is refused at once: no
     // state of the secret could allow it.
