@@ -154,6 +154,40 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Every route template of [`router`], as axum's `MatchedPath` reports it:
+/// the only route label values of the request metrics. A test keeps it in
+/// step with the router.
+pub const ROUTES: &[&str] = &[
+    "/v1/sys/health",
+    "/livez",
+    "/readyz",
+    "/v1/sys/status",
+    "/v1/sys/init",
+    "/v1/sys/unseal",
+    "/v1/sys/seal",
+    "/v1/sys/rotate",
+    "/v1/sys/rekey",
+    "/v1/sys/access-key/rotate",
+    "/v1/sys/raft/peers",
+    "/v1/sys/raft/remove",
+    "/v1/sys/snapshot",
+    "/v1/sys/gatekeeper-tokens",
+    "/v1/sys/gatekeeper-tokens/list",
+    "/v1/sys/gatekeeper-tokens/renew",
+    "/v1/sys/gatekeeper-tokens/revoke",
+    "/v1/auth/access-key/login",
+    "/v1/auth/token/renew",
+    "/v1/auth/token/revoke",
+    "/v1/auth/token/self",
+    "/v1/namespaces/{ns}/policies",
+    "/v1/namespaces/{ns}/policies/{name}",
+    "/v1/kv",
+    "/v1/kv/",
+    "/v1/kv/{*path}",
+    "/v1/openapi.json",
+    "/metrics",
+];
+
 /// The REST router.
 pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
     // A value's JSON form can be up to six times its size (`\u0000` escapes).
@@ -705,4 +739,37 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi_document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first argument of every `.route(` call in this file, above its
+    /// tests.
+    fn routed_templates() -> Vec<String> {
+        let file = include_str!("rest.rs");
+        let source = file.split("#[cfg(test)]").next().unwrap_or(file);
+        let mut out = Vec::new();
+        for (i, _) in source.match_indices(".route(") {
+            let rest = source[i + ".route(".len()..].trim_start();
+            let Some(rest) = rest.strip_prefix('"') else {
+                continue;
+            };
+            let end = rest.find('"').expect("a closed string literal");
+            out.push(rest[..end].to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn route_labels_list_every_route() {
+        let routed = routed_templates();
+        assert!(routed.len() > 20, "the scan found the routes: {routed:?}");
+        let listed: Vec<String> = ROUTES.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            routed, listed,
+            "ROUTES must list router()'s routes in order"
+        );
+    }
 }
