@@ -29,14 +29,26 @@ struct AppState {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON body whose rejections use our error format. An empty body is read
-/// as `{}` so optional bodies can be left out.
+/// A JSON body whose rejections use our error format. It must be declared
+/// `Content-Type: application/json` (415 otherwise, before it is read: a
+/// browser's cross-site request cannot say so without a CORS preflight,
+/// which kstash never answers). An empty body is read as `{}` so optional
+/// bodies can be left out.
 struct Body<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        super::edges::require_json(req.headers()).map_err(IntoResponse::into_response)?;
+        Self::read(req, state)
+            .await
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+impl<T: DeserializeOwned> Body<T> {
+    async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError(ServiceError::TooLarge("request body is too large".into()))
