@@ -710,7 +710,12 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 #[openapi(
     info(
         title = "kstash",
-        description = "Raft-replicated secrets store for Kubernetes"
+        description = "Raft-replicated secrets store for Kubernetes. Every POST and PUT \
+            needs `Content-Type: application/json`, even with an empty body (415 \
+            `unsupported_media_type` otherwise). Without TLS, only requests whose `Host` is a \
+            loopback address, `localhost`, the node's own API host or a name in `allowed_hosts` \
+            are answered (421 `host_not_allowed` otherwise). Every response carries \
+            `Cache-Control: no-store`."
     ),
     paths(
         health,
