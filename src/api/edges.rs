@@ -1,6 +1,6 @@
 //! The HTTP edges of the client port: what a request must look like before
-//! routing state, a handler or the service sees it, and what every response
-//! says about caching. These keep a web browser from driving a node on the
+//! a handler or the service sees it, and what every response says about
+//! caching. These keep a web browser from driving a node on the
 //! user's behalf (see THREAT_MODEL.md, "Browsers").
 //!
 //! Invariants:
