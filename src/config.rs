@@ -116,6 +116,16 @@ pub struct Config {
     /// it, with a warning instead of a refusal. Default `false`.
     #[serde(default)]
     pub allow_insecure_data_dir: bool,
+    /// With `tls_disable`, further host names or addresses (no port) the
+    /// client port answers for. Without TLS the node answers only requests
+    /// whose `Host` is a loopback address, `localhost`, the host of
+    /// `api_addr` or `advertise_api_addr`, or one of these, so a web page
+    /// that rebinds its own name to 127.0.0.1 is refused. For a name the
+    /// node is reached by on loopback (an `/etc/hosts` alias, a container
+    /// name behind a port forward). Refused with TLS, where the
+    /// certificate's names do this job.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Largest secret value in bytes. Default 1 MiB.
     #[serde(default = "default_max_value_bytes")]
     pub max_value_bytes: usize,
@@ -248,6 +258,9 @@ pub struct ServerArgs {
     /// reach the data dir.
     #[arg(long, env = "KSTASH_ALLOW_INSECURE_DATA_DIR", num_args = 0..=1, default_missing_value = "true")]
     pub allow_insecure_data_dir: Option<bool>,
+    /// With --tls-disable: extra Host names or addresses answered, comma-separated.
+    #[arg(long, env = "KSTASH_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
     /// Largest secret value in bytes.
     #[arg(long, env = "KSTASH_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
@@ -364,6 +377,7 @@ impl ServerArgs {
             log,
             tls_disable,
             allow_insecure_data_dir,
+            allowed_hosts,
             bootstrap,
             join,
             election_timeout_min_ms,
@@ -433,6 +447,19 @@ impl Config {
         }
         if let Some(key) = &self.tls_key {
             check_private_file(key)?;
+        }
+        if !self.allowed_hosts.is_empty() && !self.tls_disable {
+            return invalid(
+                "--allowed-hosts only applies with --tls-disable; over TLS the certificate's names decide"
+                    .into(),
+            );
+        }
+        for host in &self.allowed_hosts {
+            if crate::api::edges::Host::parse(host).is_none() {
+                return invalid(format!(
+                    "--allowed-hosts {host:?} is not a host name or IP address (give no port or scheme)"
+                ));
+            }
         }
         if self.storage == StorageKind::Etcd && self.etcd_endpoints.is_empty() {
             return invalid("--storage etcd needs --etcd-endpoints".into());
@@ -648,6 +675,44 @@ mod tests {
         let c = args.resolve().unwrap();
         assert_eq!(c.api_addr, default_api_addr());
         assert_eq!(c.default_token_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn allowed_hosts_only_with_plaintext_and_only_hosts() {
+        let plain = |hosts: &[&str]| ServerArgs {
+            tls_disable: Some(true),
+            allowed_hosts: Some(hosts.iter().map(|h| h.to_string()).collect()),
+            ..Default::default()
+        };
+        let c = plain(&["kstash.test", "::1", "10.0.0.1"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.allowed_hosts, ["kstash.test", "::1", "10.0.0.1"]);
+        for bad in ["kstash.test:8200", "http://kstash.test", "", "a b"] {
+            let err = plain(&[bad]).resolve().unwrap_err().to_string();
+            assert!(err.contains("--allowed-hosts"), "{bad}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "x").unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            Some(path)
+        };
+        let err = ServerArgs {
+            tls_cert: file("cert.pem"),
+            tls_key: file("key.pem"),
+            allowed_hosts: Some(vec!["kstash.test".into()]),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("only applies with --tls-disable"), "{err}");
     }
 
     #[test]

@@ -240,7 +240,20 @@ impl Server {
                 (replica, node, Some(cluster))
             }
         };
-        let app = crate::api::router(node.clone()).into_make_service();
+        let hosts = if config.tls_disable {
+            let advertised = config
+                .advertise_api_addr
+                .as_deref()
+                .and_then(crate::raft::tls::host_of);
+            let api_host = config.api_addr.ip().to_string();
+            let extra = config.allowed_hosts.iter().map(String::as_str);
+            crate::api::HostCheck::Only(Arc::new(crate::api::edges::AllowedHosts::new(
+                extra.chain(advertised).chain([api_host.as_str()]),
+            )))
+        } else {
+            crate::api::HostCheck::Any
+        };
+        let app = crate::api::router(node.clone(), hosts).into_make_service();
         let handle = axum_server::Handle::new();
         let serve = match tls_config(config)? {
             // TCP_NODELAY on every client connection, as on the cluster

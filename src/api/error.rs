@@ -71,3 +71,60 @@ pub fn to_grpc(e: ServiceError) -> tonic::Status {
     let (_, code) = status_of(&e);
     tonic::Status::new(code, format!("{}: {}", e.code(), e))
 }
+
+/// A request refused at the HTTP edge of the client port (`super::edges`),
+/// before routing state, a handler or the service sees it: its framing is
+/// wrong, not its content.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The body is not declared with the media type the route reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// With plaintext, the request named a host this node does not answer
+    /// for (a browser's cross-site or DNS-rebinding request looks like this).
+    #[error("{0}")]
+    HostNotAllowed(String),
+}
+
+impl EdgeError {
+    /// Stable machine-readable code, as [`ServiceError::code`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            EdgeError::UnsupportedMediaType(_) => "unsupported_media_type",
+            EdgeError::HostNotAllowed(_) => "host_not_allowed",
+        }
+    }
+
+    /// HTTP status and gRPC code, as [`status_of`] gives them for service
+    /// errors.
+    pub fn status(&self) -> (StatusCode, tonic::Code) {
+        match self {
+            EdgeError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+            ),
+            EdgeError::HostNotAllowed(_) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                tonic::Code::PermissionDenied,
+            ),
+        }
+    }
+
+    /// The refusal as a gRPC status (code string in the message prefix, as
+    /// [`to_grpc`] does).
+    pub fn to_grpc(&self) -> tonic::Status {
+        tonic::Status::new(self.status().1, format!("{}: {}", self.code(), self))
+    }
+}
+
+impl IntoResponse for EdgeError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        };
+        (self.status().0, Json(body)).into_response()
+    }
+}

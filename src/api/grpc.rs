@@ -48,6 +48,39 @@ pub fn decoding_limit(settings: &Settings) -> usize {
     settings.max_value_bytes.saturating_add(MESSAGE_OVERHEAD)
 }
 
+/// The path of every gRPC method kstash serves (`/<package>.<Service>/<Method>`),
+/// in the order of `proto/kstash/v1/kstash.proto`: the only gRPC route label
+/// values of the request metrics. A test keeps it in step with the proto.
+pub const METHODS: &[&str] = &[
+    "/kstash.v1.Sys/Status",
+    "/kstash.v1.Sys/Init",
+    "/kstash.v1.Sys/Unseal",
+    "/kstash.v1.Sys/Seal",
+    "/kstash.v1.Sys/Rotate",
+    "/kstash.v1.Sys/Rekey",
+    "/kstash.v1.Sys/RotateAccessKey",
+    "/kstash.v1.Sys/MintGatekeeperTokens",
+    "/kstash.v1.Sys/ListGatekeeperTokens",
+    "/kstash.v1.Sys/RenewGatekeeperToken",
+    "/kstash.v1.Sys/RevokeGatekeeperToken",
+    "/kstash.v1.Sys/RaftPeers",
+    "/kstash.v1.Sys/RaftRemove",
+    "/kstash.v1.Sys/SaveSnapshot",
+    "/kstash.v1.Sys/Health",
+    "/kstash.v1.Auth/Login",
+    "/kstash.v1.Auth/RenewToken",
+    "/kstash.v1.Auth/RevokeToken",
+    "/kstash.v1.Auth/LookupSelf",
+    "/kstash.v1.Policies/PutPolicy",
+    "/kstash.v1.Policies/GetPolicy",
+    "/kstash.v1.Policies/ListPolicies",
+    "/kstash.v1.Policies/DeletePolicy",
+    "/kstash.v1.Kv/Put",
+    "/kstash.v1.Kv/Get",
+    "/kstash.v1.Kv/Delete",
+    "/kstash.v1.Kv/List",
+];
+
 /// Every gRPC service as an axum router without a fallback, so it merges
 /// with the REST router (gRPC paths are `/kstash.v1.<Service>/<Method>`).
 pub fn router(node: Arc<Node>) -> axum::Router {
@@ -971,6 +1004,58 @@ mod tests {
         }])
         .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    /// `/<package>.<Service>/<Method>` of every `rpc` in the client proto.
+    fn proto_methods() -> Vec<String> {
+        let proto = include_str!("../../proto/kstash/v1/kstash.proto");
+        let mut package = "";
+        let mut service = "";
+        let mut out = Vec::new();
+        for line in proto.lines().map(str::trim) {
+            let word = |prefix: &str| {
+                line.strip_prefix(prefix).map(|rest| {
+                    rest.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                        .next()
+                        .unwrap_or("")
+                })
+            };
+            if let Some(p) = word("package ") {
+                package = p;
+            } else if let Some(s) = word("service ") {
+                service = s;
+            } else if let Some(m) = word("rpc ") {
+                out.push(format!("/{package}.{service}/{m}"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn method_labels_list_every_rpc_served() {
+        use tonic::server::NamedService;
+        let served = [
+            <pb::sys_server::SysServer<SysService> as NamedService>::NAME,
+            <pb::auth_server::AuthServer<AuthService> as NamedService>::NAME,
+            <pb::policies_server::PoliciesServer<PoliciesService> as NamedService>::NAME,
+            <pb::kv_server::KvServer<KvService> as NamedService>::NAME,
+        ];
+        let from_proto = proto_methods();
+        assert!(
+            from_proto.len() > 20,
+            "the scan found the rpcs: {from_proto:?}"
+        );
+        for m in &from_proto {
+            assert!(
+                served.iter().any(|s| m.starts_with(&format!("/{s}/"))),
+                "{m} belongs to a service router() does not serve"
+            );
+        }
+        let listed: Vec<String> = METHODS.iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            listed, from_proto,
+            "METHODS must list the proto's rpcs in order"
+        );
     }
 
     #[test]

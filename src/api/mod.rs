@@ -2,10 +2,13 @@
 //! layer. Handlers are thin: decode → call `service::Node` → map the error
 //! with the one mapping in [`error`].
 //!
-//! Invariant: while the barrier is sealed, only the routes in
+//! Invariants: while the barrier is sealed, only the routes in
 //! [`answers_while_sealed`] run; everything else gets 503 `sealed` before its
-//! path, body or token is looked at.
+//! path, body or token is looked at. Every request first passes the HTTP
+//! edges ([`edges`]: Host with plaintext, Content-Type, no caching) and is
+//! counted under labels from fixed sets ([`metrics`]).
 
+pub mod edges;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
@@ -19,16 +22,37 @@ use axum::response::{IntoResponse, Response};
 
 use crate::service::{Node, ServiceError};
 
+/// Which `Host` values the client port answers.
+#[derive(Clone, Debug)]
+pub enum HostCheck {
+    /// Any (over TLS: a browser that rebinds a name to this node fails the
+    /// certificate check before it sends anything).
+    Any,
+    /// Only loopback, `localhost` and these (plaintext).
+    Only(Arc<edges::AllowedHosts>),
+}
+
 /// Every route of the client port: REST, OpenAPI, metrics and gRPC.
-pub fn router(node: Arc<Node>) -> axum::Router {
+///
+/// Layers are applied after routing (`Router::layer`), so each sees the
+/// matched route template. From the outside in: metrics, `no-store`, the
+/// Host check (plaintext only), gRPC's Content-Type check, the sealed gate
+/// (JSON routes check theirs in `rest::Body`).
+pub fn router(node: Arc<Node>, hosts: HostCheck) -> axum::Router {
     let metrics = Arc::new(metrics::Metrics::new());
-    rest::router(node.clone(), metrics.clone())
+    let mut app = rest::router(node.clone(), metrics.clone())
         .merge(grpc::router(node.clone()))
         .layer(axum::middleware::from_fn_with_state(node, sealed_gate))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::track,
-        ))
+        .layer(axum::middleware::from_fn(edges::require_grpc_content_type));
+    if let HostCheck::Only(allowed) = hosts {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            allowed,
+            edges::check_host,
+        ));
+    }
+    app.layer(axum::middleware::from_fn(edges::no_store)).layer(
+        axum::middleware::from_fn_with_state(metrics, metrics::track),
+    )
 }
 
 /// Routes that answer while sealed: status, health, init, unseal, and the

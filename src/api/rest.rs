@@ -29,14 +29,26 @@ struct AppState {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON body whose rejections use our error format. An empty body is read
-/// as `{}` so optional bodies can be left out.
+/// A JSON body whose rejections use our error format. It must be declared
+/// `Content-Type: application/json` (415 otherwise, before it is read: a
+/// browser's cross-site request cannot say so without a CORS preflight,
+/// which kstash never answers). An empty body is read as `{}` so optional
+/// bodies can be left out.
 struct Body<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        super::edges::require_json(req.headers()).map_err(IntoResponse::into_response)?;
+        Self::read(req, state)
+            .await
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+impl<T: DeserializeOwned> Body<T> {
+    async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError(ServiceError::TooLarge("request body is too large".into()))
@@ -153,6 +165,40 @@ fn kv_path(uri: &axum::http::Uri) -> Result<String, ServiceError> {
 fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
+
+/// Every route template of [`router`], as axum's `MatchedPath` reports it:
+/// the only route label values of the request metrics. A test keeps it in
+/// step with the router.
+pub const ROUTES: &[&str] = &[
+    "/v1/sys/health",
+    "/livez",
+    "/readyz",
+    "/v1/sys/status",
+    "/v1/sys/init",
+    "/v1/sys/unseal",
+    "/v1/sys/seal",
+    "/v1/sys/rotate",
+    "/v1/sys/rekey",
+    "/v1/sys/access-key/rotate",
+    "/v1/sys/raft/peers",
+    "/v1/sys/raft/remove",
+    "/v1/sys/snapshot",
+    "/v1/sys/gatekeeper-tokens",
+    "/v1/sys/gatekeeper-tokens/list",
+    "/v1/sys/gatekeeper-tokens/renew",
+    "/v1/sys/gatekeeper-tokens/revoke",
+    "/v1/auth/access-key/login",
+    "/v1/auth/token/renew",
+    "/v1/auth/token/revoke",
+    "/v1/auth/token/self",
+    "/v1/namespaces/{ns}/policies",
+    "/v1/namespaces/{ns}/policies/{name}",
+    "/v1/kv",
+    "/v1/kv/",
+    "/v1/kv/{*path}",
+    "/v1/openapi.json",
+    "/metrics",
+];
 
 /// The REST router.
 pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
@@ -664,7 +710,12 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 #[openapi(
     info(
         title = "kstash",
-        description = "Raft-replicated secrets store for Kubernetes"
+        description = "Raft-replicated secrets store for Kubernetes. Every POST and PUT \
+            needs `Content-Type: application/json`, even with an empty body (415 \
+            `unsupported_media_type` otherwise). Without TLS, only requests whose `Host` is a \
+            loopback address, `localhost`, the node's own API host or a name in `allowed_hosts` \
+            are answered (421 `host_not_allowed` otherwise). Every response carries \
+            `Cache-Control: no-store`."
     ),
     paths(
         health,
@@ -705,4 +756,37 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi_document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first argument of every `.route(` call in this file, above its
+    /// tests.
+    fn routed_templates() -> Vec<String> {
+        let file = include_str!("rest.rs");
+        let source = file.split("#[cfg(test)]").next().unwrap_or(file);
+        let mut out = Vec::new();
+        for (i, _) in source.match_indices(".route(") {
+            let rest = source[i + ".route(".len()..].trim_start();
+            let Some(rest) = rest.strip_prefix('"') else {
+                continue;
+            };
+            let end = rest.find('"').expect("a closed string literal");
+            out.push(rest[..end].to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn route_labels_list_every_route() {
+        let routed = routed_templates();
+        assert!(routed.len() > 20, "the scan found the routes: {routed:?}");
+        let listed: Vec<String> = ROUTES.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            routed, listed,
+            "ROUTES must list router()'s routes in order"
+        );
+    }
 }

@@ -25,3 +25,4 @@ mod t77_retries;
 mod t78_backends;
 mod t80_processes;
 mod t82_health;
+mod t86_http_edges;

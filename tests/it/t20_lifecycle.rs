@@ -482,9 +482,20 @@ async fn rotate_adds_a_term() {
         ),
         (
             "no body",
+            h.send(
+                reqwest::Method::POST,
+                "/v1/sys/rotate",
+                None,
+                Some(String::new()),
+            )
+            .await,
+            400,
+        ),
+        (
+            "no Content-Type",
             h.send(reqwest::Method::POST, "/v1/sys/rotate", None, None)
                 .await,
-            400,
+            415,
         ),
         (
             "two keys",
@@ -507,10 +518,10 @@ async fn rotate_adds_a_term() {
         assert_eq!(code, want, "{what}: {body}");
         assert_error(
             &body,
-            if want == 401 {
-                "unauthorized"
-            } else {
-                "bad_request"
+            match want {
+                401 => "unauthorized",
+                415 => "unsupported_media_type",
+                _ => "bad_request",
             },
         );
     }

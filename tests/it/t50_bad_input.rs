@@ -734,7 +734,7 @@ async fn more_malformed_requests() {
             "empty policy body",
             Method::PUT,
             "/v1/namespaces/team-a/policies/p",
-            None,
+            Some(String::new()),
         ),
         (
             "129 rules",
