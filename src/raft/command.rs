@@ -355,7 +355,7 @@ pub type Response = Result<Applied, Rejection>;
 pub type Responses = Vec<Response>;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bincode::Options;
 
@@ -422,146 +422,126 @@ mod tests {
     /// One command of every variant with the index bincode writes for it.
     /// The index is the log format: a new variant goes at the end, and
     /// this list (kept complete by the `match`) gains it there.
-    fn one_of_each() -> Vec<(u8, Command)> {
-        let token = NewGatekeeperToken {
-            id: [1; 32],
-            wrapped_key: vec![2],
-        };
-        let all = vec![
-            (
-                0,
-                Command::Init {
-                    shares: 1,
-                    threshold: 1,
-                    wrapped_root: vec![],
-                    keychain: vec![],
-                    access_key_hash: [0; 32],
-                    gatekeeper_tokens: vec![],
-                },
-            ),
-            (
-                1,
-                Command::RotateKeychain {
-                    term: 2,
-                    keychain: vec![],
-                },
-            ),
-            (
-                2,
-                Command::Rekey {
-                    shares: 1,
-                    threshold: 1,
-                    wrapped_root: vec![],
-                    keychain: vec![],
-                    gatekeeper_tokens: vec![],
-                },
-            ),
-            (3, Command::MintGatekeeperTokens { tokens: vec![] }),
-            (
-                4,
-                Command::UseGatekeeperToken {
-                    id: [0; 32],
-                    grace_ms: 0,
-                    replacement_wrapped: vec![],
-                    replacement: token,
-                },
-            ),
-            (5, Command::RevokeGatekeeperToken { id: [0; 32] }),
-            (6, Command::RotateAccessKey { hash: [0; 32] }),
-            (
-                7,
-                Command::CreateAccessToken {
-                    id: [0; 32],
-                    namespace: String::new(),
-                    policies: vec![],
-                    ttl_ms: 0,
-                    max_ttl_ms: 0,
-                },
-            ),
-            (
-                8,
-                Command::RenewAccessToken {
-                    id: [0; 32],
-                    ttl_ms: 0,
-                },
-            ),
-            (9, Command::RevokeAccessToken { id: [0; 32] }),
-            (
-                10,
-                Command::PutPolicy {
-                    token: [0; 32],
-                    namespace: String::new(),
-                    name: String::new(),
-                    policy: Policy { rules: vec![] },
-                },
-            ),
-            (
-                11,
-                Command::DeletePolicy {
-                    token: [0; 32],
-                    namespace: String::new(),
-                    name: String::new(),
-                },
-            ),
-            (
-                12,
-                Command::PutSecret {
-                    token: [0; 32],
-                    namespace: String::new(),
-                    path: String::new(),
-                    cas: None,
-                    term: 1,
-                    ciphertext: vec![],
-                },
-            ),
-            (
-                13,
-                Command::DeleteSecret {
-                    token: [0; 32],
-                    namespace: String::new(),
-                    path: String::new(),
-                },
-            ),
-            (14, Command::Sweep),
-            (
-                15,
-                Command::ReserveEncryptions {
-                    term: 1,
-                    count: 1,
-                    limit: 1,
-                },
-            ),
-        ];
-        for (_, c) in &all {
-            // Compile-time reminder: a new variant must join the list above.
-            match c {
-                Command::Init { .. }
-                | Command::RotateKeychain { .. }
-                | Command::Rekey { .. }
-                | Command::MintGatekeeperTokens { .. }
-                | Command::UseGatekeeperToken { .. }
-                | Command::RevokeGatekeeperToken { .. }
-                | Command::RotateAccessKey { .. }
-                | Command::CreateAccessToken { .. }
-                | Command::RenewAccessToken { .. }
-                | Command::RevokeAccessToken { .. }
-                | Command::PutPolicy { .. }
-                | Command::DeletePolicy { .. }
-                | Command::PutSecret { .. }
-                | Command::DeleteSecret { .. }
-                | Command::Sweep
-                | Command::ReserveEncryptions { .. } => {}
-            }
+    /// How many `Command` variants there are; [`variant_index`] names each.
+    pub(crate) const VARIANTS: usize = 16;
+
+    /// A number per variant. The match names every variant, so a new
+    /// command does not compile here until it gets a number, and then
+    /// `one_of_each` must carry a sample of it.
+    pub(crate) fn variant_index(c: &Command) -> usize {
+        match c {
+            Command::Init { .. } => 0,
+            Command::RotateKeychain { .. } => 1,
+            Command::Rekey { .. } => 2,
+            Command::MintGatekeeperTokens { .. } => 3,
+            Command::UseGatekeeperToken { .. } => 4,
+            Command::RevokeGatekeeperToken { .. } => 5,
+            Command::RotateAccessKey { .. } => 6,
+            Command::CreateAccessToken { .. } => 7,
+            Command::RenewAccessToken { .. } => 8,
+            Command::RevokeAccessToken { .. } => 9,
+            Command::PutPolicy { .. } => 10,
+            Command::DeletePolicy { .. } => 11,
+            Command::PutSecret { .. } => 12,
+            Command::DeleteSecret { .. } => 13,
+            Command::Sweep => 14,
+            Command::ReserveEncryptions { .. } => 15,
         }
-        all
+    }
+
+    /// One sample of every command, in variant order (checked below); those
+    /// that act for an access token act for `token` in `ns`, on the secret
+    /// `app/x` and the policy `p` (the state tests apply them).
+    pub(crate) fn one_of_each(token: [u8; 32], ns: &str) -> Vec<Command> {
+        let gk = |b: u8| NewGatekeeperToken {
+            id: [b; 32],
+            wrapped_key: vec![b],
+        };
+        vec![
+            Command::Init {
+                shares: 1,
+                threshold: 1,
+                wrapped_root: vec![1],
+                keychain: vec![2],
+                access_key_hash: [3; 32],
+                gatekeeper_tokens: vec![],
+            },
+            Command::RotateKeychain {
+                term: 2,
+                keychain: vec![2],
+            },
+            Command::Rekey {
+                shares: 1,
+                threshold: 1,
+                wrapped_root: vec![1],
+                keychain: vec![2],
+                gatekeeper_tokens: vec![gk(40)],
+            },
+            Command::MintGatekeeperTokens {
+                tokens: vec![gk(41)],
+            },
+            Command::UseGatekeeperToken {
+                id: [41; 32],
+                grace_ms: 10,
+                replacement_wrapped: vec![1],
+                replacement: gk(42),
+            },
+            Command::RevokeGatekeeperToken { id: [42; 32] },
+            Command::RotateAccessKey { hash: [4; 32] },
+            Command::CreateAccessToken {
+                id: [43; 32],
+                namespace: ns.into(),
+                policies: vec![],
+                ttl_ms: 10,
+                max_ttl_ms: 10,
+            },
+            Command::RenewAccessToken {
+                id: [43; 32],
+                ttl_ms: 10,
+            },
+            Command::RevokeAccessToken { id: [43; 32] },
+            Command::PutPolicy {
+                token,
+                namespace: ns.into(),
+                name: "p".into(),
+                policy: Policy { rules: vec![] },
+            },
+            Command::DeletePolicy {
+                token,
+                namespace: ns.into(),
+                name: "p".into(),
+            },
+            Command::PutSecret {
+                token,
+                namespace: ns.into(),
+                path: "app/x".into(),
+                cas: None,
+                term: 1,
+                ciphertext: vec![9; 40],
+            },
+            Command::DeleteSecret {
+                token,
+                namespace: ns.into(),
+                path: "app/x".into(),
+            },
+            Command::Sweep,
+            Command::ReserveEncryptions {
+                term: 1,
+                count: 1,
+                limit: 10,
+            },
+        ]
     }
 
     #[test]
     fn every_command_keeps_its_variant_index() {
         let opts = bincode::DefaultOptions::new();
-        for (index, command) in one_of_each() {
-            let bytes = opts.serialize(&command).unwrap();
-            assert_eq!(bytes[0], index, "{command}");
+        let all = one_of_each([0; 32], "ns");
+        assert_eq!(all.len(), VARIANTS, "one sample per variant");
+        for (index, command) in all.iter().enumerate() {
+            assert_eq!(variant_index(command), index, "{command} out of order");
+            let bytes = opts.serialize(command).unwrap();
+            assert_eq!(usize::from(bytes[0]), index, "{command}");
         }
     }
 

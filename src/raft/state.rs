@@ -835,6 +835,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::acl::Rule;
+    use crate::raft::command::tests::one_of_each;
     use crate::storage::memory::MemoryBackend;
 
     fn entry(time_ms: u64, command: Command) -> Request {
@@ -945,129 +946,15 @@ mod tests {
         ));
     }
 
-    /// How many `Command` variants there are; [`variant_index`] names each.
-    const VARIANTS: usize = 16;
-
-    /// A number per variant. The match names every variant, so a new
-    /// command does not compile here until it gets a number, and then
-    /// `every_command` must carry a sample of it.
-    fn variant_index(c: &Command) -> usize {
-        match c {
-            Command::Init { .. } => 0,
-            Command::RotateKeychain { .. } => 1,
-            Command::Rekey { .. } => 2,
-            Command::MintGatekeeperTokens { .. } => 3,
-            Command::UseGatekeeperToken { .. } => 4,
-            Command::RevokeGatekeeperToken { .. } => 5,
-            Command::RotateAccessKey { .. } => 6,
-            Command::CreateAccessToken { .. } => 7,
-            Command::RenewAccessToken { .. } => 8,
-            Command::RevokeAccessToken { .. } => 9,
-            Command::PutPolicy { .. } => 10,
-            Command::DeletePolicy { .. } => 11,
-            Command::PutSecret { .. } => 12,
-            Command::DeleteSecret { .. } => 13,
-            Command::Sweep => 14,
-            Command::ReserveEncryptions { .. } => 15,
-        }
-    }
-
-    /// One sample of every command; those that act for an access token act
-    /// for `token` in `ns`, on the secret `app/x` and the policy `p`.
-    fn every_command(token: [u8; 32], ns: &str) -> Vec<Command> {
-        let gk = |b: u8| NewGatekeeperToken {
-            id: [b; 32],
-            wrapped_key: vec![b],
-        };
-        vec![
-            Command::Init {
-                shares: 1,
-                threshold: 1,
-                wrapped_root: vec![1],
-                keychain: vec![2],
-                access_key_hash: [3; 32],
-                gatekeeper_tokens: vec![],
-            },
-            Command::RotateKeychain {
-                term: 2,
-                keychain: vec![2],
-            },
-            Command::Rekey {
-                shares: 1,
-                threshold: 1,
-                wrapped_root: vec![1],
-                keychain: vec![2],
-                gatekeeper_tokens: vec![gk(40)],
-            },
-            Command::MintGatekeeperTokens {
-                tokens: vec![gk(41)],
-            },
-            Command::UseGatekeeperToken {
-                id: [41; 32],
-                grace_ms: 10,
-                replacement_wrapped: vec![1],
-                replacement: gk(42),
-            },
-            Command::RevokeGatekeeperToken { id: [42; 32] },
-            Command::RotateAccessKey { hash: [4; 32] },
-            Command::CreateAccessToken {
-                id: [43; 32],
-                namespace: ns.into(),
-                policies: vec![],
-                ttl_ms: 10,
-                max_ttl_ms: 10,
-            },
-            Command::RenewAccessToken {
-                id: [43; 32],
-                ttl_ms: 10,
-            },
-            Command::RevokeAccessToken { id: [43; 32] },
-            Command::PutPolicy {
-                token,
-                namespace: ns.into(),
-                name: "p".into(),
-                policy: Policy { rules: vec![] },
-            },
-            Command::DeletePolicy {
-                token,
-                namespace: ns.into(),
-                name: "p".into(),
-            },
-            Command::PutSecret {
-                token,
-                namespace: ns.into(),
-                path: "app/x".into(),
-                cas: None,
-                term: 1,
-                ciphertext: vec![9; 40],
-            },
-            Command::DeleteSecret {
-                token,
-                namespace: ns.into(),
-                path: "app/x".into(),
-            },
-            Command::Sweep,
-            Command::ReserveEncryptions {
-                term: 1,
-                count: 1,
-                limit: 10,
-            },
-        ]
-    }
-
     #[test]
     fn every_command_acting_for_a_token_is_authorized_again_at_apply() {
-        // Steps: samples of every command (checked to cover every variant);
+        // Steps: a sample of every command (`command::tests::one_of_each`);
         // a secret and a policy exist; every command that acts for a token
         // is refused, writing nothing, under an expired token, a revoked
         // one, one of another namespace and one without a capability; each
         // applies under a live admin token (so the refusals were about the
         // token, not the sample).
-        let samples = every_command([0; 32], "ns");
-        let mut covered: Vec<usize> = samples.iter().map(variant_index).collect();
-        covered.sort();
-        covered.dedup();
-        assert_eq!(covered, (0..VARIANTS).collect::<Vec<_>>());
+        // `one_of_each` is checked to hold every variant, in order.
 
         let (sm, backend) = sm();
         let admin = token(&sm, 1, "ns", &["admin"], 10, 1_000_000);
@@ -1077,14 +964,14 @@ mod tests {
             .unwrap();
         let elsewhere = token(&sm, 4, "other", &["admin"], 10, 1_000_000);
         let powerless = token(&sm, 5, "ns", &[], 10, 1_000_000);
-        for c in every_command(admin, "ns") {
+        for c in one_of_each(admin, "ns") {
             if matches!(c, Command::PutPolicy { .. } | Command::PutSecret { .. }) {
                 sm.apply(&entry(30, c)).unwrap();
             }
         }
         let mut acting = 0;
         for bad in [expired, revoked, elsewhere, powerless] {
-            for c in every_command(bad, "ns") {
+            for c in one_of_each(bad, "ns") {
                 if c.acting_for().is_none() {
                     continue;
                 }
@@ -1103,7 +990,7 @@ mod tests {
             }
         }
         assert!(acting >= 16, "four commands act for a token today");
-        for c in every_command(admin, "ns") {
+        for c in one_of_each(admin, "ns") {
             if c.acting_for().is_some() {
                 let what = c.to_string();
                 sm.apply(&entry(100, c))

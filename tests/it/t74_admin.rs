@@ -536,7 +536,10 @@ async fn cli_lists_peers_saves_and_restores_a_snapshot() {
     assert!(out.contains("Restored snapshot"), "{out}");
     assert!(err.contains("read") && err.contains("bytes"), "{err}");
     let loose = kstash::data_dir::not_private(&spec.data_dir).unwrap();
-    assert!(loose.is_empty(), "the restored data dir is private: {loose:?}");
+    assert!(
+        loose.is_empty(),
+        "the restored data dir is private: {loose:?}"
+    );
 
     tracing::info!("--- step 5: start node 4 from the restored dir");
     for n in nodes {

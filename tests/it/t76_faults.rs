@@ -439,7 +439,10 @@ async fn a_lagging_follower_never_answers_a_cas_with_a_replaced_version() {
         "/v1/auth/token/self",
     ] {
         let (code, body) = follower.http.get(path, Some(&token)).await;
-        assert_eq!(code, 503, "linearizable {path} through the cut-off follower: {body}");
+        assert_eq!(
+            code, 503,
+            "linearizable {path} through the cut-off follower: {body}"
+        );
         assert!(!body.to_string().contains("\"v1\""), "{path}: {body}");
     }
     let (code, body) = follower
