@@ -6,6 +6,7 @@
 //! [`answers_while_sealed`] run; everything else gets 503 `sealed` before its
 //! path, body or token is looked at.
 
+pub mod conn;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
@@ -21,7 +22,12 @@ use crate::service::{Node, ServiceError};
 
 /// Every route of the client port: REST, OpenAPI, metrics and gRPC.
 pub fn router(node: Arc<Node>) -> axum::Router {
-    let metrics = Arc::new(metrics::Metrics::new());
+    router_with(node, Arc::new(metrics::Metrics::new()))
+}
+
+/// [`router`] serving `metrics` (whose connection metrics the client port's
+/// acceptor feeds).
+pub fn router_with(node: Arc<Node>, metrics: Arc<metrics::Metrics>) -> axum::Router {
     rest::router(node.clone(), metrics.clone())
         .merge(grpc::router(node.clone()))
         .layer(axum::middleware::from_fn_with_state(node, sealed_gate))
