@@ -21,3 +21,4 @@ mod t77_retries;
 mod t78_backends;
 mod t80_processes;
 mod t82_health;
+mod t84_connections;
