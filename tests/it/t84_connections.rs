@@ -335,7 +335,8 @@ async fn trickled_bodies_are_cut_at_the_deadline() {
 /// keep-alive connection that made one request is closed after the idle
 /// timeout → so is an HTTP/2 connection → an HTTP/1 and an HTTP/2 client
 /// each making a request every 300 ms on one connection for 3 s are
-/// never cut.
+/// never cut → node with headers 1 s, idle 30 s: an idle HTTP/1 keep-alive
+/// connection is closed after 1 s (hyper's header clock).
 #[tokio::test]
 async fn idle_connections_are_closed_busy_ones_are_not() {
     let idle = Duration::from_secs(1);
@@ -394,6 +395,26 @@ async fn idle_connections_are_closed_busy_ones_are_not() {
     assert!(!conn.is_finished(), "the busy HTTP/2 connection was cut");
     conn.abort();
     drop(h1);
+    node.server.shutdown().await.unwrap();
+
+    tracing::info!("--- step: HTTP/1 keep-alive ends at header_read_timeout when shorter");
+    let header = Duration::from_secs(1);
+    let node = TestNode::start_with(limits(
+        header,
+        Duration::from_secs(30),
+        Duration::from_secs(5),
+        None,
+    ))
+    .await;
+    let mut h1 = TcpStream::connect(node.server.addr).await.unwrap();
+    assert_eq!(h1_get(&mut h1, "/v1/sys/status").await, 200);
+    let start = Instant::now();
+    closed_within(&mut h1, header + SLACK).await;
+    assert!(
+        start.elapsed() >= header.mul_f32(0.8),
+        "closed after {:?}",
+        start.elapsed()
+    );
     node.server.shutdown().await.unwrap();
 }
 
@@ -609,5 +630,43 @@ async fn the_cluster_port_caps_its_connections() {
     tracing::info!("--- step: the node still serves");
     let (code, _) = node.http.get("/v1/sys/status", None).await;
     assert_eq!(code, 200);
+    node.server.shutdown().await.unwrap();
+}
+
+/// Steps: node with a 1 s idle timeout → a client pipelines enough
+/// `GET /v1/openapi.json` requests for 32 MiB of responses and reads none
+/// of them → once the socket buffers are full, the connection is closed
+/// within the idle timeout (counted under `idle`: a response body is one
+/// buffer, so its request stops being in flight as soon as hyper took it,
+/// and the next pipelined request is never dispatched).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_shed() {
+    let idle = Duration::from_secs(1);
+    let node = TestNode::start_with(limits(idle, idle, idle, None)).await;
+    let addr = node.server.addr;
+    let size = reqwest::get(format!("http://{addr}/v1/openapi.json"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    let count = (32 << 20) / size + 1;
+    let blob = "GET /v1/openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(count);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The server stops reading once it cannot write: the send is bounded.
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(blob.as_bytes())).await;
+    let connections = node.server.connections().clone();
+    wait_for(
+        idle + SLACK + SLACK,
+        Duration::from_millis(50),
+        "the stalled connection is shed",
+        || {
+            let done = connections.shed_count(ShedReason::Idle) >= 1 && connections.open() == 0;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    drop(stream);
     node.server.shutdown().await.unwrap();
 }
