@@ -80,6 +80,18 @@ fn default_heartbeat_interval_ms() -> u64 {
 fn default_snapshot_threshold() -> u64 {
     10_000
 }
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    1024
+}
 
 /// A node's configuration (the TOML file's shape).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -209,6 +221,32 @@ pub struct Config {
     /// snapshot). Default 10000.
     #[serde(default = "default_snapshot_threshold")]
     pub snapshot_threshold: u64,
+    /// How long a client has to send a request's headers: from accepting
+    /// the connection (TLS handshake included) to its first request, and on
+    /// HTTP/1 from the end of one response to the next request's headers.
+    /// Default `10s`.
+    #[serde(
+        default = "default_header_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub header_read_timeout: Duration,
+    /// How long a request's whole body may take to arrive, counted from its
+    /// headers; a slower body fails the request. Default `30s`.
+    #[serde(
+        default = "default_body_read_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub body_read_timeout: Duration,
+    /// How long a client connection with no request in flight stays open
+    /// after its last response (HTTP/2; HTTP/1 waits at most the shorter of
+    /// this and `header_read_timeout`). Default `60s`.
+    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// Client connections open at once; one more is closed as soon as it is
+    /// accepted. Lowered at start to what the file-descriptor limit allows.
+    /// Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -324,6 +362,18 @@ pub struct ServerArgs {
     /// Applied log entries between snapshots.
     #[arg(long, env = "KSTASH_SNAPSHOT_THRESHOLD")]
     pub snapshot_threshold: Option<u64>,
+    /// Time a client has to send a request's headers (e.g. `10s`).
+    #[arg(long, env = "KSTASH_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// Time a request's body has to arrive whole (e.g. `30s`).
+    #[arg(long, env = "KSTASH_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Option<Duration>,
+    /// Time a client connection without a request stays open (e.g. `60s`).
+    #[arg(long, env = "KSTASH_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Client connections open at once.
+    #[arg(long, env = "KSTASH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// A configuration problem.
@@ -383,7 +433,11 @@ impl ServerArgs {
             election_timeout_min_ms,
             election_timeout_max_ms,
             heartbeat_interval_ms,
-            snapshot_threshold
+            snapshot_threshold,
+            header_read_timeout,
+            body_read_timeout,
+            idle_timeout,
+            max_connections
         );
         macro_rules! over_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f.clone(); } )* };
@@ -482,7 +536,32 @@ impl Config {
             return invalid("sweep_interval must be at least 100ms".into());
         }
         self.check_raft()?;
+        self.check_connections()?;
         self.check_cluster()
+    }
+
+    /// The client port's timeouts and connection cap.
+    fn check_connections(&self) -> Result<(), ConfigError> {
+        let timeouts = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        for (name, value) in timeouts {
+            if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between 100ms and 1h, not {}",
+                    humantime::format_duration(value)
+                )));
+            }
+        }
+        if self.max_connections == 0 || self.max_connections > 1_000_000 {
+            return Err(ConfigError::Invalid(format!(
+                "max_connections must be between 1 and 1000000, not {}",
+                self.max_connections
+            )));
+        }
+        Ok(())
     }
 
     /// Raft timings and the snapshot threshold.
@@ -942,6 +1021,61 @@ mod tests {
             let err = refused(args);
             assert!(err.contains(want), "want {want:?} in {err:?}");
         }
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_bounds() {
+        let plain = || ServerArgs {
+            tls_disable: Some(true),
+            ..Default::default()
+        };
+        let c = plain().resolve().unwrap();
+        assert_eq!(
+            (
+                c.header_read_timeout,
+                c.body_read_timeout,
+                c.idle_timeout,
+                c.max_connections
+            ),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+                Duration::from_secs(60),
+                1024
+            )
+        );
+        let refused_with = |args: ServerArgs, want: &str| {
+            let err = refused(args);
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        };
+        refused_with(
+            ServerArgs {
+                header_read_timeout: Some(Duration::ZERO),
+                ..plain()
+            },
+            "header_read_timeout must be between 100ms and 1h",
+        );
+        refused_with(
+            ServerArgs {
+                body_read_timeout: Some(Duration::from_secs(7200)),
+                ..plain()
+            },
+            "body_read_timeout",
+        );
+        refused_with(
+            ServerArgs {
+                idle_timeout: Some(Duration::from_millis(10)),
+                ..plain()
+            },
+            "idle_timeout",
+        );
+        refused_with(
+            ServerArgs {
+                max_connections: Some(0),
+                ..plain()
+            },
+            "max_connections must be between 1 and 1000000",
+        );
     }
 
     #[cfg(unix)]

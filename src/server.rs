@@ -20,9 +20,10 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::conn::{plan_fds, ConnAcceptor, ConnMetrics, Limits};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StorageKind};
-use crate::raft::cluster::{serve_on, ClusterHandler, ClusterService, ServeError};
+use crate::raft::cluster::{serve_capped, ClusterHandler, ClusterService, ServeError};
 use crate::raft::network::{LinkFilter, Network};
 use crate::raft::replica::{JoinError, NoPeers, NodeIdentity, Replica, ReplicaConfig};
 use crate::raft::tls::ClusterTls;
@@ -88,6 +89,7 @@ pub struct Server {
     pub node: Arc<Node>,
     replica: Arc<Replica>,
     handle: axum_server::Handle<SocketAddr>,
+    connections: ConnMetrics,
     serve: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
     cluster: Option<ClusterPort>,
@@ -164,6 +166,24 @@ impl Server {
     ) -> anyhow::Result<Server> {
         config.check()?;
         let mut settings = config.settings();
+        let fds = plan_fds(config.max_connections, config.cluster_addr.is_some())?;
+        if fds.clamped {
+            tracing::warn!(
+                max_connections = config.max_connections,
+                serving = fds.client,
+                nofile = fds.soft_limit,
+                "the file-descriptor limit (RLIMIT_NOFILE) allows {} client connections, not \
+                 max_connections = {}; raise it (ulimit -n, LimitNOFILE=) to allow more",
+                fds.client,
+                config.max_connections
+            );
+        }
+        let limits = Limits {
+            header_read_timeout: config.header_read_timeout,
+            body_read_timeout: config.body_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: fds.client,
+        };
         let listener = std::net::TcpListener::bind(config.api_addr)
             .with_context(|| format!("binding the client port {}", config.api_addr))?;
         let addr = listener.local_addr()?;
@@ -233,8 +253,8 @@ impl Server {
                     &node,
                     tls,
                     cluster_listener,
-                    bound,
                     join_tx,
+                    fds.cluster,
                 )
                 .await?;
                 (replica, node, Some(cluster))
@@ -253,28 +273,32 @@ impl Server {
         } else {
             crate::api::HostCheck::Any
         };
-        let app = crate::api::router(node.clone(), hosts).into_make_service();
+        let metrics = Arc::new(crate::api::metrics::Metrics::new());
+        let connections = metrics.connections.clone();
+        let app = crate::api::router_with(node.clone(), hosts, metrics).into_make_service();
+        let acceptor = ConnAcceptor::new(limits, connections.clone());
         let handle = axum_server::Handle::new();
+        let mut server = axum_server::from_tcp(listener)?;
+        // Also the HTTP/1 keep-alive wait: hyper starts this clock as soon
+        // as a connection waits for its next request.
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(limits.header_read_timeout);
+        let server = server.handle(handle.clone()).accept_error_handler({
+            let connections = connections.clone();
+            move |_, e| connections.on_accept_error(e)
+        });
         let serve = match tls_config(config)? {
-            // TCP_NODELAY on every client connection, as on the cluster
-            // port: a response written in two parts must not wait for the
-            // client's delayed ACK (40 ms on Linux) of the first.
             Some(tls) => {
                 let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
                     axum_server::tls_rustls::RustlsConfig::from_config(tls),
                 )
-                .acceptor(axum_server::accept::NoDelayAcceptor::new());
-                let server = axum_server::from_tcp(listener)?
-                    .acceptor(acceptor)
-                    .handle(handle.clone());
-                tokio::spawn(server.serve(app))
+                .handshake_timeout(limits.header_read_timeout)
+                .acceptor(acceptor);
+                tokio::spawn(server.acceptor(acceptor).serve(app))
             }
-            None => {
-                let server = axum_server::from_tcp(listener)?
-                    .acceptor(axum_server::accept::NoDelayAcceptor::new())
-                    .handle(handle.clone());
-                tokio::spawn(server.serve(app))
-            }
+            None => tokio::spawn(server.acceptor(acceptor).serve(app)),
         };
         let sweeper = tokio::spawn(sweep_loop(
             node.clone(),
@@ -286,11 +310,17 @@ impl Server {
             node,
             replica,
             handle,
+            connections,
             serve,
             sweeper,
             cluster,
             join_state,
         })
+    }
+
+    /// The client port's connection metrics (open now, shed by reason).
+    pub fn connections(&self) -> &ConnMetrics {
+        &self.connections
     }
 
     /// The cluster port actually bound, on a cluster node.
@@ -385,9 +415,10 @@ async fn start_cluster(
     node: &Arc<Node>,
     tls: ClusterTls,
     listener: tokio::net::TcpListener,
-    addr: SocketAddr,
     join_tx: watch::Sender<JoinState>,
+    max_connections: usize,
 ) -> anyhow::Result<ClusterPort> {
+    let addr = listener.local_addr()?;
     let initialized = replica.is_initialized().await?;
     let mut starts_cluster = config.bootstrap;
     if config.bootstrap_node_id == Some(config.node_id) && !initialized {
@@ -431,10 +462,10 @@ async fn start_cluster(
             }
         }
         tracing::info!(%addr, "cluster port open");
-        serve_on(listener, &tls, service, async move {
+        let stop = async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
-        .await
+        };
+        serve_capped(listener, &tls, service, stop, max_connections).await
     });
     let mut tasks = Vec::new();
     if joining {

@@ -118,6 +118,8 @@ pub struct Metrics {
     pub sealed: Gauge,
     /// 1 once initialised.
     pub initialized: Gauge,
+    /// Client connections: open now, and shed by reason.
+    pub connections: super::conn::ConnMetrics,
 }
 
 impl Default for Metrics {
@@ -144,12 +146,15 @@ impl Metrics {
         );
         registry.register("sealed", "1 while the barrier is sealed", sealed.clone());
         registry.register("initialized", "1 once initialized", initialized.clone());
+        let connections = super::conn::ConnMetrics::default();
+        connections.register(&mut registry);
         Metrics {
             registry,
             requests,
             latency,
             sealed,
             initialized,
+            connections,
         }
     }
 

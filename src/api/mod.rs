@@ -8,6 +8,7 @@
 //! edges ([`edges`]: Host with plaintext, Content-Type, no caching) and is
 //! counted under labels from fixed sets ([`metrics`]).
 
+pub mod conn;
 pub mod edges;
 pub mod error;
 pub mod grpc;
@@ -39,7 +40,16 @@ pub enum HostCheck {
 /// Host check (plaintext only), gRPC's Content-Type check, the sealed gate
 /// (JSON routes check theirs in `rest::Body`).
 pub fn router(node: Arc<Node>, hosts: HostCheck) -> axum::Router {
-    let metrics = Arc::new(metrics::Metrics::new());
+    router_with(node, hosts, Arc::new(metrics::Metrics::new()))
+}
+
+/// [`router`] serving `metrics` (whose connection metrics the client port's
+/// acceptor feeds).
+pub fn router_with(
+    node: Arc<Node>,
+    hosts: HostCheck,
+    metrics: Arc<metrics::Metrics>,
+) -> axum::Router {
     let mut app = rest::router(node.clone(), metrics.clone())
         .merge(grpc::router(node.clone()))
         .layer(axum::middleware::from_fn_with_state(node, sealed_gate))

@@ -29,7 +29,6 @@ use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use zeroize::Zeroize;
 
@@ -71,6 +70,11 @@ pub const MAX_FORWARD_BATCH: usize = super::proposer::MAX_BATCH_REQUESTS;
 
 /// The longest a request may run on the server, whatever the client asked.
 pub const SERVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most connections the cluster port keeps open at once (peers, their
+/// retries and probes, TLS handshakes included); the node lowers it when
+/// the file-descriptor limit is tight.
+pub const CLUSTER_MAX_CONNECTIONS: usize = 128;
 
 /// HTTP/2 pings between peers, to notice a dead connection.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -510,23 +514,133 @@ pub async fn serve(
     serve_on(listener, tls, ClusterService::new(raft, handler), shutdown).await
 }
 
-/// [`serve`] on a listener the caller bound (e.g. to port 0 in tests).
+/// [`serve`] on a listener the caller bound (e.g. to port 0 in tests),
+/// with at most [`CLUSTER_MAX_CONNECTIONS`] connections.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     tls: &ClusterTls,
     service: ClusterService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_capped(listener, tls, service, shutdown, CLUSTER_MAX_CONNECTIONS).await
+}
+
+/// [`serve_on`] with at most `max_connections` connections open at once
+/// (TLS handshakes included); one more is closed as soon as it is
+/// accepted. Accept errors (`EMFILE`, …) pause accepting for
+/// [`ACCEPT_BACKOFF`] instead of spinning.
+pub async fn serve_capped(
+    listener: tokio::net::TcpListener,
+    tls: &ClusterTls,
+    service: ClusterService,
+    shutdown: impl Future<Output = ()> + Send,
+    max_connections: usize,
+) -> Result<(), ServeError> {
     tonic::transport::Server::builder()
         .tls_config(tls.server_config())?
         .timeout(SERVER_REQUEST_TIMEOUT)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(capped_incoming(listener, max_connections), shutdown)
         .await?;
     Ok(())
+}
+
+/// How long the cluster port stops accepting after an accept error.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepted connections, each holding a slot of `max` until it closes;
+/// one accepted over the cap is dropped at once. tonic skips accept
+/// errors without a pause, so this stream never yields one: it logs it
+/// and waits [`ACCEPT_BACKOFF`].
+fn capped_incoming(
+    listener: tokio::net::TcpListener,
+    max: usize,
+) -> impl futures_util::Stream<Item = std::io::Result<Capped>> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    futures_util::stream::unfold((listener, slots), move |(listener, slots)| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::debug!("cluster port: {max} connections open; closing a new one");
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let capped = Capped {
+                        inner: stream,
+                        _slot: slot,
+                    };
+                    return Some((Ok(capped), (listener, slots)));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster port: accept failed; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+    })
+}
+
+/// A cluster-port connection holding its slot under the cap.
+struct Capped {
+    inner: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Capped {
+    type ConnectInfo = <tokio::net::TcpStream as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Capped {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

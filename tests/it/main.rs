@@ -25,4 +25,5 @@ mod t77_retries;
 mod t78_backends;
 mod t80_processes;
 mod t82_health;
+mod t84_connections;
 mod t86_http_edges;
