@@ -19,7 +19,7 @@ use crate::acl::{path, Policy};
 use crate::secret::SecretString;
 use crate::service::admin::{PeersResponse, RemoveRequest};
 use crate::service::types::*;
-use crate::service::{Node, ServiceError};
+use crate::service::{Node, ServiceError, MAX_LIST};
 
 #[derive(Clone)]
 struct AppState {
@@ -514,15 +514,23 @@ async fn lookup_self(State(s): State<AppState>, headers: HeaderMap) -> ApiResult
     Ok(Json(s.node.lookup_token(token(&headers).as_ref()).await?))
 }
 
-/// A namespace's policies (admin only).
-#[utoipa::path(get, path = "/v1/namespaces/{ns}/policies", tag = "policies", responses((status = 200, body = PolicyList)))]
+/// A namespace's policies (admin only), one page in name order: at most
+/// `limit` names; `truncated` and `cursor` as for a secret listing.
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/policies", tag = "policies",
+    params(("cursor" = Option<String>, Query, description = "continue after this name, the `cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "most names to return, 1 to 10000 (default 10000; larger values count as 10000)")),
+    responses((status = 200, body = PolicyList)))]
 async fn list_policies(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<PolicyList>> {
+    let page = list_page(q.cursor, q.limit.as_deref())?;
     Ok(Json(
-        s.node.list_policies(token(&headers).as_ref(), &ns).await?,
+        s.node
+            .list_policies(token(&headers).as_ref(), &ns, &page)
+            .await?,
     ))
 }
 
@@ -575,13 +583,41 @@ async fn delete_policy(
 struct ListQuery {
     list: Option<String>,
     consistency: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// The paging parameters of a list call, `limit` checked here so a bad
+/// number gets this API's own error body.
+fn list_page(cursor: Option<String>, limit: Option<&str>) -> Result<ListPage, ServiceError> {
+    let limit = match limit {
+        None | Some("") => None,
+        Some(l) => Some(l.parse::<u32>().map_err(|_| {
+            ServiceError::bad(format!(
+                "limit must be a whole number from 1 to {MAX_LIST} (0 or none: {MAX_LIST})"
+            ))
+        })?),
+    };
+    Ok(ListPage { cursor, limit })
+}
+
+/// `?cursor=&limit=` of a policy list.
+#[derive(Deserialize)]
+struct PageQuery {
+    cursor: Option<String>,
+    limit: Option<String>,
 }
 
 /// Read a secret, or list one level under a prefix with `?list=true`.
+///
+/// A listing returns at most `limit` names (default and most: 10 000); when
+/// more follow it says `truncated: true` and gives a `cursor` to continue.
 #[utoipa::path(get, path = "/v1/kv/{path}", tag = "kv",
     params(("path" = String, Path, description = "secret path or list prefix"), ("list" = Option<bool>, Query, description = "list instead of read"),
-        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `stale`: this node's own state, without asking the leader")),
-    responses((status = 200, body = SecretResponse), (status = 404, body = ErrorBody)))]
+        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `stale`: this node's own state, without asking the leader"),
+        ("cursor" = Option<String>, Query, description = "with `list`: continue after this name, the `cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "with `list`: most names to return, 1 to 10000 (default 10000; larger values count as 10000)")),
+    responses((status = 200, body = SecretResponse), (status = 200, description = "with `list=true`: one page of names", body = KeyList), (status = 404, body = ErrorBody)))]
 async fn kv_get(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -594,7 +630,12 @@ async fn kv_get(
     match q.list.as_deref() {
         Some("true") | Some("1") | Some("") => Ok(Json(
             s.node
-                .list_secrets(token.as_ref(), &path, consistency)
+                .list_secrets(
+                    token.as_ref(),
+                    &path,
+                    consistency,
+                    &list_page(q.cursor, q.limit.as_deref())?,
+                )
                 .await?,
         )
         .into_response()),
