@@ -801,6 +801,17 @@ mod tests {
             vec![b"shared".to_vec()],
             "a full scan must return only the backend's own keys, unprefixed"
         );
+        assert_eq!(
+            one.scan_keys(b"", None, 10).expect("keys on one"),
+            vec![b"only-one".to_vec(), b"shared".to_vec()],
+            "a keys-only scan must return only the backend's own keys, unprefixed"
+        );
+        assert!(
+            one.scan_keys(b"", Some(b"zzz"), 10)
+                .expect("keys on one")
+                .is_empty(),
+            "a keys-only scan past the backend's last key must not reach a neighbour's"
+        );
     }
 
     #[test]
