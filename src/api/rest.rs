@@ -579,6 +579,18 @@ async fn delete_policy(
     Ok(no_content())
 }
 
+/// What `GET /v1/kv/{path}` answers, for the OpenAPI document only: a
+/// secret, or with `list=true` one page of names.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum KvGetResponse {
+    /// A secret read back.
+    Secret(SecretResponse),
+    /// One page of a listing.
+    List(KeyList),
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     list: Option<String>,
@@ -617,7 +629,7 @@ struct PageQuery {
         ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `stale`: this node's own state, without asking the leader"),
         ("cursor" = Option<String>, Query, description = "with `list`: continue after this name, the `cursor` of the previous page"),
         ("limit" = Option<u32>, Query, description = "with `list`: most names to return, 1 to 10000 (default 10000; larger values count as 10000)")),
-    responses((status = 200, body = SecretResponse), (status = 200, description = "with `list=true`: one page of names", body = KeyList), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the secret, or with `list=true` one page of names (`truncated` and `cursor` say whether and where it goes on)", body = KvGetResponse), (status = 404, body = ErrorBody)))]
 async fn kv_get(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -746,4 +758,48 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi_document())
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use super::*;
+
+    #[test]
+    fn listings_document_truncated_cursor_and_limit() {
+        // A client reading only the OpenAPI document learns that a listing
+        // is paged: both list routes take `cursor` and `limit`, and both
+        // answers have `truncated` and `cursor`.
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, names) in [("KeyList", "keys"), ("PolicyList", "policies")] {
+            let props = &schemas[schema]["properties"];
+            for field in [names, "truncated", "cursor"] {
+                assert!(
+                    props.get(field).is_some(),
+                    "{schema}.{field} documented: {props}"
+                );
+            }
+        }
+        let kv_get = &doc["paths"]["/v1/kv/{path}"]["get"];
+        let policies = &doc["paths"]["/v1/namespaces/{ns}/policies"]["get"];
+        for op in [kv_get, policies] {
+            let params: Vec<&str> = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            assert!(
+                params.contains(&"cursor") && params.contains(&"limit"),
+                "{params:?}"
+            );
+        }
+        let answer = kv_get["responses"]["200"].to_string();
+        assert!(answer.contains("KvGetResponse"), "{answer}");
+        let one_of = schemas["KvGetResponse"].to_string();
+        assert!(
+            one_of.contains("SecretResponse") && one_of.contains("KeyList"),
+            "a kv GET answers a secret or a page of names: {one_of}"
+        );
+    }
 }

@@ -9,9 +9,9 @@ use crate::storage::{prefix_end, Backend, StorageError};
 
 /// Keys a listing asks the backend for right after it skipped a folder; it
 /// doubles (up to [`LIST_STEP_MAX`]) while pages hold only secrets' own names.
-const LIST_STEP_MIN: usize = 16;
+pub const LIST_STEP_MIN: usize = 16;
 /// Most keys one step of a listing asks the backend for.
-const LIST_STEP_MAX: usize = 1024;
+pub const LIST_STEP_MAX: usize = 1024;
 
 /// One page of names and whether the listing stopped before its end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
