@@ -37,7 +37,8 @@ pub(crate) fn resume_after(base: &[u8], name: &str) -> Option<Vec<u8>> {
 }
 
 /// Names one level below the key prefix `base` (keys are `base` + a
-/// '/'-separated path), starting at the key `from`, at most `limit` names.
+/// '/'-separated path), starting at the key `from`, at most `limit` names
+/// (with `limit` 0 no name, and `truncated` says whether one exists).
 ///
 /// Costs what the names cost: only keys are read, never values; after a
 /// folder `a/` the scan resumes past every key below `a/`, so a folder of a
