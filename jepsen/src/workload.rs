@@ -450,6 +450,10 @@ impl Client {
         let id = shared.rec.invoke(self.process, &set_key(k), Input::ReadSet);
         let reply = self.apis[node].list(&shared.token, &format!("set/{k}/"));
         let (outcome, output) = match &reply {
+            // One page of a longer listing is not the whole set: no read.
+            Reply::Ok(v) if v.get("truncated").and_then(Value::as_bool) == Some(true) => {
+                (Outcome::Fail, None)
+            }
             Reply::Ok(v) => {
                 let elements: BTreeSet<String> = str_list(v, "keys");
                 (Outcome::Ok, Some(Output::Elements { elements }))

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::acl::{self, Capability, Policy};
 use crate::api::error::to_grpc;
 use crate::secret::SecretString;
-use crate::service::types::{self as t, Ttl};
+use crate::service::types::{self as t, ListPage, Ttl};
 use crate::service::{Node, ServiceError, Settings};
 
 /// The generated messages, clients and servers of package `kstash.v1`.
@@ -770,11 +770,13 @@ impl pb::policies_server::Policies for PoliciesService {
         let r = request.into_inner();
         let out = self
             .node
-            .list_policies(token.as_ref(), &r.namespace)
+            .list_policies(token.as_ref(), &r.namespace, &page(r.cursor, r.limit))
             .await
             .map_err(to_grpc)?;
         Ok(Response::new(pb::PolicyList {
             policies: out.policies,
+            truncated: out.truncated,
+            cursor: out.cursor.unwrap_or_default(),
         }))
     }
 
@@ -915,10 +917,28 @@ impl pb::kv_server::Kv for KvService {
         let r = request.into_inner();
         let out = self
             .node
-            .list_secrets(token.as_ref(), &r.prefix, consistency(r.consistency)?)
+            .list_secrets(
+                token.as_ref(),
+                &r.prefix,
+                consistency(r.consistency)?,
+                &page(r.cursor, r.limit),
+            )
             .await
             .map_err(to_grpc)?;
-        Ok(Response::new(pb::KeyList { keys: out.keys }))
+        Ok(Response::new(pb::KeyList {
+            keys: out.keys,
+            truncated: out.truncated,
+            cursor: out.cursor.unwrap_or_default(),
+        }))
+    }
+}
+
+/// The paging fields of a list request (proto3: empty cursor and 0 limit
+/// mean unset).
+fn page(cursor: String, limit: u32) -> ListPage {
+    ListPage {
+        cursor: (!cursor.is_empty()).then_some(cursor),
+        limit: (limit != 0).then_some(limit),
     }
 }
 

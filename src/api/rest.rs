@@ -19,7 +19,7 @@ use crate::acl::{path, Policy};
 use crate::secret::SecretString;
 use crate::service::admin::{PeersResponse, RemoveRequest};
 use crate::service::types::*;
-use crate::service::{Node, ServiceError};
+use crate::service::{Node, ServiceError, MAX_LIST};
 
 #[derive(Clone)]
 struct AppState {
@@ -560,15 +560,23 @@ async fn lookup_self(State(s): State<AppState>, headers: HeaderMap) -> ApiResult
     Ok(Json(s.node.lookup_token(token(&headers).as_ref()).await?))
 }
 
-/// A namespace's policies (admin only).
-#[utoipa::path(get, path = "/v1/namespaces/{ns}/policies", tag = "policies", responses((status = 200, body = PolicyList)))]
+/// A namespace's policies (admin only), one page in name order: at most
+/// `limit` names; `truncated` and `cursor` as for a secret listing.
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/policies", tag = "policies",
+    params(("cursor" = Option<String>, Query, description = "continue after this name, the `cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "most names to return, 1 to 10000 (default 10000; larger values count as 10000)")),
+    responses((status = 200, body = PolicyList)))]
 async fn list_policies(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(ns): Path<String>,
+    Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<PolicyList>> {
+    let page = list_page(q.cursor, q.limit.as_deref())?;
     Ok(Json(
-        s.node.list_policies(token(&headers).as_ref(), &ns).await?,
+        s.node
+            .list_policies(token(&headers).as_ref(), &ns, &page)
+            .await?,
     ))
 }
 
@@ -617,17 +625,57 @@ async fn delete_policy(
     Ok(no_content())
 }
 
+/// What `GET /v1/kv/{path}` answers, for the OpenAPI document only: a
+/// secret, or with `list=true` one page of names.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum KvGetResponse {
+    /// A secret read back.
+    Secret(SecretResponse),
+    /// One page of a listing.
+    List(KeyList),
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     list: Option<String>,
     consistency: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// The paging parameters of a list call, `limit` checked here so a bad
+/// number gets this API's own error body.
+fn list_page(cursor: Option<String>, limit: Option<&str>) -> Result<ListPage, ServiceError> {
+    let limit = match limit {
+        None | Some("") => None,
+        Some(l) => Some(l.parse::<u32>().map_err(|_| {
+            ServiceError::bad(format!(
+                "limit must be a whole number from 1 to {MAX_LIST} (0 or none: {MAX_LIST})"
+            ))
+        })?),
+    };
+    Ok(ListPage { cursor, limit })
+}
+
+/// `?cursor=&limit=` of a policy list.
+#[derive(Deserialize)]
+struct PageQuery {
+    cursor: Option<String>,
+    limit: Option<String>,
 }
 
 /// Read a secret, or list one level under a prefix with `?list=true`.
+///
+/// A listing returns at most `limit` names (default and most: 10 000); when
+/// more follow it says `truncated: true` and gives a `cursor` to continue.
 #[utoipa::path(get, path = "/v1/kv/{path}", tag = "kv",
     params(("path" = String, Path, description = "secret path or list prefix"), ("list" = Option<bool>, Query, description = "list instead of read"),
-        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `stale`: this node's own state, without asking the leader")),
-    responses((status = 200, body = SecretResponse), (status = 404, body = ErrorBody)))]
+        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `stale`: this node's own state, without asking the leader"),
+        ("cursor" = Option<String>, Query, description = "with `list`: continue after this name, the `cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "with `list`: most names to return, 1 to 10000 (default 10000; larger values count as 10000)")),
+    responses((status = 200, description = "the secret, or with `list=true` one page of names (`truncated` and `cursor` say whether and where it goes on)", body = KvGetResponse), (status = 404, body = ErrorBody)))]
 async fn kv_get(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -640,7 +688,12 @@ async fn kv_get(
     match q.list.as_deref() {
         Some("true") | Some("1") | Some("") => Ok(Json(
             s.node
-                .list_secrets(token.as_ref(), &path, consistency)
+                .list_secrets(
+                    token.as_ref(),
+                    &path,
+                    consistency,
+                    &list_page(q.cursor, q.limit.as_deref())?,
+                )
                 .await?,
         )
         .into_response()),
@@ -787,6 +840,50 @@ mod tests {
         assert_eq!(
             routed, listed,
             "ROUTES must list router()'s routes in order"
+        );
+    }
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use super::*;
+
+    #[test]
+    fn listings_document_truncated_cursor_and_limit() {
+        // A client reading only the OpenAPI document learns that a listing
+        // is paged: both list routes take `cursor` and `limit`, and both
+        // answers have `truncated` and `cursor`.
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, names) in [("KeyList", "keys"), ("PolicyList", "policies")] {
+            let props = &schemas[schema]["properties"];
+            for field in [names, "truncated", "cursor"] {
+                assert!(
+                    props.get(field).is_some(),
+                    "{schema}.{field} documented: {props}"
+                );
+            }
+        }
+        let kv_get = &doc["paths"]["/v1/kv/{path}"]["get"];
+        let policies = &doc["paths"]["/v1/namespaces/{ns}/policies"]["get"];
+        for op in [kv_get, policies] {
+            let params: Vec<&str> = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            assert!(
+                params.contains(&"cursor") && params.contains(&"limit"),
+                "{params:?}"
+            );
+        }
+        let answer = kv_get["responses"]["200"].to_string();
+        assert!(answer.contains("KvGetResponse"), "{answer}");
+        let one_of = schemas["KvGetResponse"].to_string();
+        assert!(
+            one_of.contains("SecretResponse") && one_of.contains("KeyList"),
+            "a kv GET answers a secret or a page of names: {one_of}"
         );
     }
 }

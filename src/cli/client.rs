@@ -145,15 +145,34 @@ pub fn encode_segment(segment: &str) -> Result<String, ClientError> {
             "path segment '{segment}' is not allowed"
         )));
     }
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
+    Ok(percent_encode(segment))
+}
+
+/// Every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`: safe
+/// in a path segment and in a query value.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    Ok(out)
+    out
+}
+
+/// `&cursor=..&limit=..` of a list call (empty when neither is given).
+fn page_query(cursor: Option<&str>, limit: Option<u32>) -> String {
+    let mut q = String::new();
+    if let Some(c) = cursor {
+        q.push_str("&cursor=");
+        q.push_str(&percent_encode(c));
+    }
+    if let Some(l) = limit {
+        q.push_str(&format!("&limit={l}"));
+    }
+    q
 }
 
 /// Encode a secret path or list prefix segment by segment, keeping '/'.
@@ -691,9 +710,20 @@ impl Client {
         self.json(Method::GET, &url, None, Auth::Token).await
     }
 
-    /// `GET /v1/namespaces/{ns}/policies`.
-    pub async fn policy_list(&self, ns: &str) -> Result<PolicyList, ClientError> {
-        let url = Self::policy_url(ns, None)?;
+    /// `GET /v1/namespaces/{ns}/policies`: one page, after `cursor`, of at
+    /// most `limit` names (the server's maximum when `None`).
+    pub async fn policy_list(
+        &self,
+        ns: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<PolicyList, ClientError> {
+        let mut url = Self::policy_url(ns, None)?;
+        let q = page_query(cursor, limit);
+        if let Some(rest) = q.strip_prefix('&') {
+            url.push('?');
+            url.push_str(rest);
+        }
         self.json(Method::GET, &url, None, Auth::Token).await
     }
 
@@ -753,13 +783,25 @@ impl Client {
     }
 
     /// `GET /v1/kv/{prefix}?list=true`; the empty prefix lists the root.
-    pub async fn kv_list(&self, prefix: &str, stale: bool) -> Result<KeyList, ClientError> {
+    /// One page, after `cursor`, of at most `limit` names (the server's
+    /// maximum when `None`).
+    pub async fn kv_list(
+        &self,
+        prefix: &str,
+        stale: bool,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<KeyList, ClientError> {
         let prefix = if prefix.is_empty() {
             String::new()
         } else {
             encode_path(prefix)?
         };
-        let url = format!("/v1/kv/{prefix}?list=true{}", stale_query(stale, '&'));
+        let url = format!(
+            "/v1/kv/{prefix}?list=true{}{}",
+            stale_query(stale, '&'),
+            page_query(cursor, limit)
+        );
         self.json(Method::GET, &url, None, Auth::Token).await
     }
 }

@@ -13,8 +13,8 @@ use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file
 use super::wire::*;
 use super::{
     AccessKeyCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs, GatekeeperAuthArgs,
-    GatekeeperTokenCommand, GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PolicyCommand,
-    RaftCommand, SecretField, SnapshotCommand, TokenCommand,
+    GatekeeperTokenCommand, GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PageArgs,
+    PolicyCommand, RaftCommand, SecretField, SnapshotCommand, TokenCommand,
 };
 use crate::bench::compare::{CompareOptions, Plan};
 use crate::bench::Store;
@@ -616,12 +616,27 @@ async fn policy(client: &Client, fmt: Format, cmd: PolicyCommand) -> anyhow::Res
                 }
             }
         }
-        PolicyCommand::List { namespace } => {
-            let l = client.policy_list(&namespace).await?;
+        PolicyCommand::List { namespace, page } => {
+            let (policies, cursor) = pages(&page, |c| {
+                let (client, namespace) = (&client, &namespace);
+                async move {
+                    let l = client
+                        .policy_list(namespace, c.as_deref(), page.limit)
+                        .await?;
+                    Ok((l.policies, l.truncated, l.cursor))
+                }
+            })
+            .await?;
+            let l = PolicyList {
+                policies,
+                truncated: cursor.is_some(),
+                cursor,
+            };
             match fmt {
                 Format::Json => print_json(&l)?,
                 Format::Table => print_lines(&l.policies)?,
             }
+            note_truncated(l.policies.len(), l.cursor.as_deref());
         }
         PolicyCommand::Delete {
             namespace,
@@ -717,14 +732,32 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
                 line(&format!("Deleted {path}."))?;
             }
         }
-        KvCommand::List { prefix, stale } => {
-            let l = client
-                .kv_list(prefix.as_deref().unwrap_or(""), stale)
-                .await?;
+        KvCommand::List {
+            prefix,
+            stale,
+            page,
+        } => {
+            let prefix = prefix.as_deref().unwrap_or("");
+            let (keys, cursor) = pages(&page, |c| {
+                let client = &client;
+                async move {
+                    let l = client
+                        .kv_list(prefix, stale, c.as_deref(), page.limit)
+                        .await?;
+                    Ok((l.keys, l.truncated, l.cursor))
+                }
+            })
+            .await?;
+            let l = KeyList {
+                keys,
+                truncated: cursor.is_some(),
+                cursor,
+            };
             match fmt {
                 Format::Json => print_json(&l)?,
                 Format::Table => print_lines(&l.keys)?,
             }
+            note_truncated(l.keys.len(), l.cursor.as_deref());
         }
     }
     Ok(())
@@ -743,6 +776,56 @@ fn secret_bytes(s: &SecretResponse) -> anyhow::Result<Zeroizing<Vec<u8>>> {
 }
 
 // ---- helpers ------------------------------------------------------------------
+
+/// One page of a listing, or with `--all` every page: the names and, when
+/// the last page fetched was truncated, the cursor to continue from.
+/// `fetch(cursor)` answers (names, truncated, cursor) of one call.
+async fn pages<F, Fut>(
+    page: &PageArgs,
+    mut fetch: F,
+) -> anyhow::Result<(Vec<String>, Option<String>)>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<(Vec<String>, bool, Option<String>), super::ClientError>,
+    >,
+{
+    let mut names = Vec::new();
+    let mut cursor = page.cursor.clone();
+    loop {
+        let (got, truncated, next) = fetch(cursor.clone()).await?;
+        let empty = got.is_empty();
+        names.extend(got);
+        if !truncated {
+            return Ok((names, None));
+        }
+        let Some(next) = next else {
+            bail!("the server says the listing goes on but sent no cursor to continue from");
+        };
+        if !page.all {
+            return Ok((names, Some(next)));
+        }
+        if empty || cursor.as_deref() == Some(next.as_str()) {
+            bail!("the server's listing does not advance past {next:?}; stopping");
+        }
+        cursor = Some(next);
+    }
+}
+
+/// Tell the user on stderr that a listing is incomplete and how to go on.
+fn note_truncated(shown: usize, cursor: Option<&str>) {
+    if let Some(c) = cursor {
+        note(&format!(
+            "Listing truncated after {shown} names: more follow. Continue with --cursor {}, or use --all.",
+            shell_quote(c)
+        ));
+    }
+}
+
+/// `text` in single quotes for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
 
 /// A file's bytes, or stdin's for `-`.
 fn read_input(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {

@@ -439,10 +439,12 @@ pub enum PolicyCommand {
         /// Policy name.
         name: String,
     },
-    /// List the policies of a namespace.
+    /// List the policies of a namespace, in name order.
     List {
         /// Namespace.
         namespace: String,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Delete a policy.
     Delete {
@@ -520,7 +522,25 @@ pub enum KvCommand {
         /// works without a leader, but may miss the latest writes.
         #[arg(long)]
         stale: bool,
+        #[command(flatten)]
+        page: PageArgs,
     },
+}
+
+/// Paging of a listing. The server returns at most 10 000 names per call;
+/// when more follow, the CLI says so on stderr with the cursor to continue
+/// from (and JSON output carries `truncated` and `cursor`).
+#[derive(Debug, Clone, Args)]
+pub struct PageArgs {
+    /// Start after this name: the cursor a truncated listing printed.
+    #[arg(long, value_name = "NAME")]
+    pub cursor: Option<String>,
+    /// Most names to ask for per call (1 to 10000; default 10000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub limit: Option<u32>,
+    /// Follow the cursors until the listing is complete and print every name.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// An idempotency key, checked with the server's rules.

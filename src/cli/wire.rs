@@ -342,11 +342,17 @@ pub struct PolicyResponse {
     pub policy: Policy,
 }
 
-/// Policy names of a namespace.
+/// Policy names of a namespace: one page.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct PolicyList {
     /// Names.
     pub policies: Vec<String>,
+    /// More names follow this page.
+    #[serde(default)]
+    pub truncated: bool,
+    /// When truncated: where the next page starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// `PUT /v1/kv/{path}`: `value` or `value_base64`.
@@ -387,11 +393,17 @@ pub struct SecretResponse {
     pub updated_at: String,
 }
 
-/// Names one level below a prefix.
+/// Names one level below a prefix: one page.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct KeyList {
     /// Names; sub-folders end in '/'.
     pub keys: Vec<String>,
+    /// More names follow this page.
+    #[serde(default)]
+    pub truncated: bool,
+    /// When truncated: where the next page starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[cfg(test)]
@@ -516,8 +528,17 @@ mod tests {
 
         let pl: PolicyList = through(&server::PolicyList {
             policies: vec!["admin".into()],
+            truncated: false,
+            cursor: None,
         });
         assert_eq!(pl.policies, ["admin"]);
+        assert!(!pl.truncated && pl.cursor.is_none());
+        let pl: PolicyList = through(&server::PolicyList {
+            policies: vec!["a".into()],
+            truncated: true,
+            cursor: Some("a".into()),
+        });
+        assert!(pl.truncated && pl.cursor.as_deref() == Some("a"));
 
         let w: PutSecretResponse = through(&server::PutSecretResponse { version: 4 });
         assert_eq!(w.version, 4);
@@ -533,8 +554,17 @@ mod tests {
 
         let kl: KeyList = through(&server::KeyList {
             keys: vec!["a/".into()],
+            truncated: false,
+            cursor: None,
         });
         assert_eq!(kl.keys, ["a/"]);
+        assert!(!kl.truncated && kl.cursor.is_none());
+        let kl: KeyList = through(&server::KeyList {
+            keys: vec!["a/".into()],
+            truncated: true,
+            cursor: Some("a/".into()),
+        });
+        assert!(kl.truncated && kl.cursor.as_deref() == Some("a/"));
     }
 
     #[test]

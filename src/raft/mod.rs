@@ -7,6 +7,7 @@ pub mod command;
 #[cfg(test)]
 mod conformance;
 pub mod forwarder;
+pub mod listing;
 pub mod log_store;
 pub mod network;
 pub mod proposer;

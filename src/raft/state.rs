@@ -15,6 +15,7 @@ use thiserror::Error;
 use super::command::{
     Applied, Command, NewGatekeeperToken, Rejection, Request, Response, IDEMPOTENCY_WINDOW_MS,
 };
+use super::listing::{list_level, resume_after, NamePage};
 use crate::acl::{self, Acl, Capability, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
@@ -321,15 +322,33 @@ impl State {
         self.get(&policy_key(namespace, name))
     }
 
-    /// Names of a namespace's stored policies.
-    pub fn policy_names(&self, namespace: &str) -> Result<Vec<String>, StorageError> {
+    /// Names of a namespace's stored policies that sort after `after` (when
+    /// given), in order, at most `limit`, and whether more follow. Reads
+    /// keys only, at most `limit + 1` of them.
+    pub fn policy_names(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<NamePage, StorageError> {
         let prefix = policy_prefix(namespace);
-        Ok(self
+        let from = after.map(|name| {
+            let mut k = policy_key(namespace, name);
+            k.push(0);
+            k
+        });
+        let mut keys = self
             .backend
-            .scan_prefix(&prefix, None)?
-            .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-            .collect())
+            .scan_keys(&prefix, from.as_deref(), limit.saturating_add(1))?;
+        let truncated = keys.len() > limit;
+        keys.truncate(limit);
+        Ok(NamePage {
+            names: keys
+                .into_iter()
+                .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+                .collect(),
+            truncated,
+        })
     }
 
     /// The ACL of a token: its policies as stored now.
@@ -351,21 +370,27 @@ impl State {
         self.get(&kv_key(namespace, path))
     }
 
-    /// Paths under `prefix` (empty or ending in '/') in a namespace, relative
-    /// to the namespace, at most `limit`.
-    pub fn secret_paths(
+    /// Names one level below `prefix` (empty or ending in '/') among a
+    /// namespace's secrets, in key order: a secret's own name, or a folder's
+    /// name with its trailing '/'. Starts after the name `after` (a name of an
+    /// earlier page) when given; at most `limit` names, and whether more
+    /// follow. See [`list_level`] for the cost.
+    pub fn secret_names(
         &self,
         namespace: &str,
         prefix: &str,
-        limit: Option<usize>,
-    ) -> Result<Vec<String>, StorageError> {
-        let ns_prefix = kv_prefix(namespace, "");
-        Ok(self
-            .backend
-            .scan_prefix(&kv_prefix(namespace, prefix), limit)?
-            .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k[ns_prefix.len()..]).into_owned())
-            .collect())
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<NamePage, StorageError> {
+        let base = kv_prefix(namespace, prefix);
+        let from = match after {
+            None => None,
+            Some(name) => match resume_after(&base, name) {
+                Some(from) => Some(from),
+                None => return Ok(NamePage::default()),
+            },
+        };
+        list_level(self.backend.as_ref(), &base, from, limit)
     }
 
     /// The ACL of `token` as of `now`, if the token is live and locked to

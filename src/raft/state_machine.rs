@@ -744,6 +744,14 @@ mod tests {
         ) -> Result<KvPairs, crate::storage::StorageError> {
             self.inner.scan_prefix(prefix, limit)
         }
+        fn scan_keys(
+            &self,
+            prefix: &[u8],
+            from: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<Vec<u8>>, crate::storage::StorageError> {
+            self.inner.scan_keys(prefix, from, limit)
+        }
         fn apply(&self, batch: Vec<BatchOp>) -> Result<(), crate::storage::StorageError> {
             if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_from {
                 return Err(crate::storage::StorageError::Unavailable("crashed".into()));

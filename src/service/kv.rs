@@ -5,7 +5,7 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::types::*;
-use super::{Caller, Node, ServiceError, MAX_LIST};
+use super::{Caller, Node, ServiceError};
 use crate::acl::{path, Capability};
 use crate::barrier::BarrierError;
 use crate::clock::rfc3339;
@@ -220,37 +220,51 @@ impl Node {
         Ok(())
     }
 
-    /// Names one level below `prefix` in the caller's namespace
-    /// (`consistency` as for a read).
+    /// Names one level below `prefix` in the caller's namespace, one page
+    /// of them (`consistency` as for a read). Reads keys only, skips each
+    /// folder's subtree and stops at the page's limit; see
+    /// [`crate::raft::listing::list_level`]. Nothing under the prefix is
+    /// `NotFound` on a first page; a later page (with a cursor) may be empty.
     pub async fn list_secrets(
         &self,
         token: Option<&SecretString>,
         raw_prefix: &str,
         consistency: Consistency,
+        page: &ListPage,
     ) -> Result<KeyList, ServiceError> {
         let prefix = path::list_prefix(raw_prefix)?;
+        let cursor = page.cursor();
+        if let Some(c) = cursor {
+            check_cursor(&prefix, c)?;
+        }
         let caller = self.reader(token, consistency).await?;
         Self::allow(&caller, &prefix, Capability::List)?;
-        let paths = self
-            .sm()
-            .secret_paths(&caller.record.namespace, &prefix, None)?;
-        let mut keys: Vec<String> = Vec::new();
-        for p in paths {
-            let rest = &p[prefix.len()..];
-            let name = match rest.find('/') {
-                Some(i) => &rest[..=i],
-                None => rest,
-            };
-            if keys.last().map(String::as_str) != Some(name) {
-                keys.push(name.to_string());
-            }
-            if keys.len() >= MAX_LIST {
-                break;
-            }
-        }
-        if keys.is_empty() {
+        let found =
+            self.sm()
+                .secret_names(&caller.record.namespace, &prefix, cursor, page.limit())?;
+        if found.names.is_empty() && cursor.is_none() {
             return Err(ServiceError::NotFound(format!("nothing under {prefix:?}")));
         }
-        Ok(KeyList { keys })
+        Ok(KeyList {
+            cursor: found
+                .truncated
+                .then(|| found.names.last().cloned())
+                .flatten(),
+            truncated: found.truncated,
+            keys: found.names,
+        })
     }
+}
+
+/// Check a list cursor: one name of a listing under `prefix` (`db` or
+/// `app/`), which with the prefix must form a valid path.
+fn check_cursor(prefix: &str, cursor: &str) -> Result<(), ServiceError> {
+    let stem = cursor.strip_suffix('/').unwrap_or(cursor);
+    if stem.is_empty() || stem.contains('/') {
+        return Err(ServiceError::bad(
+            "cursor must be one name of the listing (as a previous page returned it)",
+        ));
+    }
+    path::canonical_path(&format!("{prefix}{stem}"))?;
+    Ok(())
 }

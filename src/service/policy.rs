@@ -95,20 +95,39 @@ impl Node {
         })
     }
 
-    /// A namespace's policy names, `admin` included (linearizable).
+    /// A namespace's policy names, `admin` included, in name order, one page
+    /// of them (linearizable). Reads keys only and stops at the page's limit.
     pub async fn list_policies(
         &self,
         token: Option<&SecretString>,
         namespace: &str,
+        page: &ListPage,
     ) -> Result<PolicyList, ServiceError> {
         path::validate_namespace(namespace)?;
+        let cursor = page.cursor();
+        if let Some(c) = cursor {
+            path::validate_policy_name(c)?;
+        }
         Self::policy_admin(
             self.reader(token, Consistency::Linearizable).await?,
             namespace,
         )?;
-        let mut policies = vec![acl::ADMIN_POLICY.to_string()];
-        policies.extend(self.sm().policy_names(namespace)?);
-        Ok(PolicyList { policies })
+        let limit = page.limit();
+        let stored = self.sm().policy_names(namespace, cursor, limit)?;
+        // The built-in `admin` takes its place in name order, so a cursor
+        // works the same whichever name it is.
+        let mut policies = stored.names;
+        if cursor.is_none_or(|c| c < acl::ADMIN_POLICY) {
+            let at = policies.partition_point(|p| p.as_str() < acl::ADMIN_POLICY);
+            policies.insert(at, acl::ADMIN_POLICY.to_string());
+        }
+        let truncated = stored.truncated || policies.len() > limit;
+        policies.truncate(limit);
+        Ok(PolicyList {
+            cursor: truncated.then(|| policies.last().cloned()).flatten(),
+            truncated,
+            policies,
+        })
     }
 
     /// Delete a policy (idempotency key as for [`Node::put_secret`]).

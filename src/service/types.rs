@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::MAX_LIST;
 use crate::acl::Policy;
 use crate::secret::SecretString;
 
@@ -347,11 +348,18 @@ pub struct PolicyResponse {
     pub policy: Policy,
 }
 
-/// Policy names of a namespace.
+/// Policy names of a namespace, in name order (one page of them).
 #[derive(Serialize, Debug, ToSchema)]
 pub struct PolicyList {
-    /// Names, built-in ones included.
+    /// Names, built-in ones included, sorted.
     pub policies: Vec<String>,
+    /// Whether more names follow: the page stopped at its limit. A client
+    /// that sees `true` has not seen every policy.
+    pub truncated: bool,
+    /// Present when `truncated`: the last name of this page; pass it as
+    /// `cursor` to get the names after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// `PUT /v1/kv/{path}`.
@@ -394,11 +402,47 @@ pub struct SecretResponse {
     pub updated_at: String,
 }
 
-/// A list call's result: one level below the prefix; sub-folders end in '/'.
+/// A list call's result: one level below the prefix, in key order;
+/// sub-folders end in '/'. One page of at most `limit` names.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct KeyList {
     /// Names relative to the prefix.
     pub keys: Vec<String>,
+    /// Whether more names follow: the page stopped at its limit. A client
+    /// that sees `true` has not seen every name.
+    pub truncated: bool,
+    /// Present when `truncated`: the last name of this page (relative to
+    /// the prefix, e.g. `db` or `app/`); pass it as `cursor` with the same
+    /// prefix to get the names after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Paging of a list call: REST query parameters `cursor` and `limit`, gRPC
+/// fields of the same names.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Continue after this name: the `cursor` of the previous page. It is
+    /// checked like a path; a name that no longer exists is fine.
+    pub cursor: Option<String>,
+    /// Most names to return; `None` or 0 means [`MAX_LIST`], and larger
+    /// values are cut to [`MAX_LIST`] (the answer's `truncated` says so).
+    pub limit: Option<u32>,
+}
+
+impl ListPage {
+    /// The number of names this page may hold: 1 to [`MAX_LIST`].
+    pub fn limit(&self) -> usize {
+        match self.limit {
+            None | Some(0) => MAX_LIST,
+            Some(n) => usize::try_from(n).map_or(MAX_LIST, |n| n.min(MAX_LIST)),
+        }
+    }
+
+    /// The cursor, with the empty string (gRPC's "unset") read as none.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref().filter(|c| !c.is_empty())
+    }
 }
 
 /// A client's idempotency key (REST header `Idempotency-Key`, gRPC field

@@ -224,6 +224,47 @@ impl Backend for EtcdBackend {
             .collect())
     }
 
+    fn scan_keys(
+        &self,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        if limit == 0 {
+            // etcd reads a limit of 0 as "no limit".
+            return Ok(Vec::new());
+        }
+        let mut kv = self.kv.clone();
+        let start = match from {
+            Some(f) if f > prefix => self.full_key(f),
+            _ => self.full_key(prefix),
+        };
+        let end = range_end(&self.full_key(prefix));
+        let strip = self.prefix.len();
+        // One keys-only request: keys are at most a few KiB, so even
+        // `limit` = 10 001 keys stay far under MAX_RESPONSE_BYTES, and one
+        // request reads one revision.
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_keys_only()
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let keys = self.call("scan keys", async move {
+            let mut resp = kv.get(start, Some(options)).await?;
+            Ok(resp
+                .take_kvs()
+                .into_iter()
+                .map(|pair| pair.into_key_value().0)
+                .collect::<Vec<_>>())
+        })?;
+        Ok(keys
+            .into_iter()
+            .map(|mut k| {
+                k.drain(..strip);
+                k
+            })
+            .collect())
+    }
+
     fn replace_all(&self, pairs: KvPairs) -> Result<(), StorageError> {
         // Clear this node's prefix, then put the pairs in transactions that
         // stay under etcd's op-count and request-size limits.
@@ -759,6 +800,17 @@ mod tests {
             keys,
             vec![b"shared".to_vec()],
             "a full scan must return only the backend's own keys, unprefixed"
+        );
+        assert_eq!(
+            one.scan_keys(b"", None, 10).expect("keys on one"),
+            vec![b"only-one".to_vec(), b"shared".to_vec()],
+            "a keys-only scan must return only the backend's own keys, unprefixed"
+        );
+        assert!(
+            one.scan_keys(b"", Some(b"zzz"), 10)
+                .expect("keys on one")
+                .is_empty(),
+            "a keys-only scan past the backend's last key must not reach a neighbour's"
         );
     }
 

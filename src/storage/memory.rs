@@ -63,6 +63,28 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn scan_keys(
+        &self,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        // Start at the later of the prefix and `from`; the lock covers the
+        // walk over at most `limit` keys and no value is touched.
+        let start = match from {
+            Some(f) if f > prefix => f,
+            _ => prefix,
+        };
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     fn replace_all(&self, pairs: KvPairs) -> Result<(), StorageError> {
         let fresh: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = fresh;

@@ -43,6 +43,20 @@ impl std::fmt::Debug for BatchOp {
     }
 }
 
+/// The smallest key greater than every key that starts with `prefix`, or
+/// `None` when no such key exists (`prefix` is empty or all `0xFF`): where a
+/// scan resumes to skip the whole subtree `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// Errors a backend can report.
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -68,6 +82,10 @@ impl StorageError {
 ///   `apply` changes nothing (batches are atomic).
 /// - `scan_prefix` returns the pairs whose key starts with `prefix`, sorted by
 ///   key, at most `limit` of them when a limit is given.
+/// - `scan_keys` returns only keys: the keys that start with `prefix` and are
+///   not below `from` (when given), sorted, at most `limit` of them. It never
+///   reads or copies a value, so its cost is that of the keys it returns, and
+///   it stops at `limit` whatever the prefix holds. Listings use it.
 /// - Keys are opaque bytes; a backend may add its own prefix (etcd does, one
 ///   per node) but never shows it to callers.
 pub trait Backend: Send + Sync + 'static {
@@ -79,6 +97,26 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every pair whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8], limit: Option<usize>) -> Result<KvPairs, StorageError>;
+
+    /// The keys (never the values) that start with `prefix` and are `>= from`
+    /// when `from` is given, in key order, at most `limit` of them (`0`
+    /// returns nothing).
+    ///
+    /// `from` is inclusive so a caller can both continue after a key `k`
+    /// (pass `k` + `[0]`) and skip a whole subtree `p` (pass the first key
+    /// after every key starting with `p`, see [`prefix_end`]). A `from` that
+    /// sorts before `prefix` means "from the start of the prefix"; one past
+    /// every key of the prefix returns nothing.
+    ///
+    /// Cost: the returned keys only. The memory backend holds its lock for
+    /// the walk over at most `limit` keys and clones no value; etcd reads one
+    /// keys-only range of at most `limit` keys.
+    fn scan_keys(
+        &self,
+        prefix: &[u8],
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError>;
 
     /// Apply every op of `batch` atomically, in order.
     fn apply(&self, batch: Vec<BatchOp>) -> Result<(), StorageError>;

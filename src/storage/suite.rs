@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Backend, BatchOp, KvPairs};
+use super::{prefix_end, Backend, BatchOp, KvPairs};
 
 /// Distinguishes the runs of the suite inside one process.
 static RUN: AtomicU64 = AtomicU64::new(0);
@@ -33,7 +33,11 @@ pub(crate) fn run_all(b: &dyn Backend) {
     t.scan_limit();
     t.scan_isolates_prefixes();
     t.scan_many_keys();
+    t.keys_only_scan();
+    t.keys_scan_from_and_limit();
+    t.keys_scan_skips_subtrees();
     t.binary_keys_and_values();
+    t.keys_scan_binary_edges();
     t.empty_value();
     t.large_values();
     t.leaves_nothing_behind();
@@ -353,6 +357,166 @@ impl Suite<'_> {
             self.scan(what, &p, None).len(),
             count - 100,
             "[{}] {what}: a batch of deletes must remove every key it names",
+            self.b.name()
+        );
+    }
+
+    /// `scan_keys` with the root made relative, checking every key is
+    /// inside the prefix.
+    fn keys(&self, what: &str, prefix: &[u8], from: Option<&[u8]>, limit: usize) -> Vec<Vec<u8>> {
+        self.b
+            .scan_keys(prefix, from, limit)
+            .unwrap_or_else(|e| panic!("[{}] {what}: scan_keys failed: {e}", self.b.name()))
+            .into_iter()
+            .map(|k| {
+                assert!(
+                    k.starts_with(prefix),
+                    "[{}] {what}: scan_keys returned a key outside the prefix",
+                    self.b.name()
+                );
+                k[self.root.len()..].to_vec()
+            })
+            .collect()
+    }
+
+    fn keys_only_scan(&self) {
+        // Runs after scan_is_sorted and scan_isolates_prefixes: reuses their keys.
+        let what = "keys-only scan";
+        assert_eq!(
+            self.keys(what, &self.key(b"sort/"), None, 100),
+            self.scan_keys(what, &self.key(b"sort/"), None),
+            "[{}] {what}: scan_keys must return the same keys as scan_prefix, in order",
+            self.b.name()
+        );
+        assert_eq!(
+            self.keys(what, &self.key(b"iso/a/"), None, 100),
+            vec![b"iso/a/1".to_vec(), b"iso/a/2".to_vec()],
+            "[{}] {what}: `a/` must not return `a` or `ab`",
+            self.b.name()
+        );
+        assert_eq!(
+            self.keys(what, &self.key(b"iso/a"), None, 100),
+            vec![
+                b"iso/a".to_vec(),
+                b"iso/a/1".to_vec(),
+                b"iso/a/2".to_vec(),
+                b"iso/ab".to_vec()
+            ],
+            "[{}] {what}: `a` must return `a`, `a/…` and `ab` but not `b/…`",
+            self.b.name()
+        );
+        assert!(
+            self.keys(what, &self.key(b"no-such-prefix/"), None, 100)
+                .is_empty(),
+            "[{}] {what}: a prefix with no keys must return nothing",
+            self.b.name()
+        );
+        // Large values cost nothing: the keys of the 1 MiB values come back
+        // without them (checked for cost by the counting wrapper in
+        // tests/it; here for the result).
+        let k = self.key(b"keys-only/big");
+        self.apply(what, vec![put(k.clone(), &vec![7u8; LARGE])]);
+        assert_eq!(
+            self.keys(what, &self.key(b"keys-only/"), None, 10),
+            vec![b"keys-only/big".to_vec()],
+            "[{}] {what}: a key with a large value must be listed",
+            self.b.name()
+        );
+    }
+
+    fn keys_scan_from_and_limit(&self) {
+        // sort/ holds a, b, b0, m, z.
+        let what = "keys scan from/limit";
+        let p = self.key(b"sort/");
+        let rel = |v: &[&[u8]]| v.iter().map(|n| n.to_vec()).collect::<Vec<_>>();
+        assert!(
+            self.keys(what, &p, None, 0).is_empty(),
+            "[{}] {what}: limit 0 must return nothing",
+            self.b.name()
+        );
+        assert_eq!(
+            self.keys(what, &p, None, 2),
+            rel(&[b"sort/a", b"sort/b"]),
+            "[{}] {what}: limit 2 must return the first two keys",
+            self.b.name()
+        );
+        assert_eq!(
+            self.keys(what, &p, Some(&self.key(b"sort/b")), 10),
+            rel(&[b"sort/b", b"sort/b0", b"sort/m", b"sort/z"]),
+            "[{}] {what}: `from` is inclusive",
+            self.b.name()
+        );
+        assert_eq!(
+            self.keys(what, &p, Some(&self.key(b"sort/b\x00")), 10),
+            rel(&[b"sort/b0", b"sort/m", b"sort/z"]),
+            "[{}] {what}: `from` = key + 0x00 continues strictly after the key",
+            self.b.name()
+        );
+        assert_eq!(
+            self.keys(what, &p, Some(&self.key(b"sort/c")), 1),
+            rel(&[b"sort/m"]),
+            "[{}] {what}: `from` between keys starts at the next key, limit applies after it",
+            self.b.name()
+        );
+        assert_eq!(
+            self.keys(what, &p, Some(&self.key(b"iso/")), 2),
+            rel(&[b"sort/a", b"sort/b"]),
+            "[{}] {what}: a `from` before the prefix starts at the prefix",
+            self.b.name()
+        );
+        assert!(
+            self.keys(what, &p, Some(&self.key(b"sort0")), 10)
+                .is_empty(),
+            "[{}] {what}: a `from` past the prefix returns nothing (and no key of a neighbour)",
+            self.b.name()
+        );
+        assert!(
+            self.keys(what, &p, Some(&self.key(b"sort/z\x00")), 10)
+                .is_empty(),
+            "[{}] {what}: a `from` after the last key returns nothing",
+            self.b.name()
+        );
+    }
+
+    fn keys_scan_skips_subtrees(&self) {
+        // iso/ holds a, a/1, a/2, ab, b/1: skipping `a/` lands on `ab`.
+        let what = "keys scan past a subtree";
+        let p = self.key(b"iso/");
+        let past = prefix_end(&self.key(b"iso/a/")).expect("a/ has an end");
+        assert_eq!(
+            self.keys(what, &p, Some(&past), 10),
+            vec![b"iso/ab".to_vec(), b"iso/b/1".to_vec()],
+            "[{}] {what}: `from` = prefix_end(`a/`) must skip every key below `a/`",
+            self.b.name()
+        );
+    }
+
+    fn keys_scan_binary_edges(&self) {
+        // Runs after binary_keys_and_values: bin/ holds \x00, \x00\x00,
+        // \xfe\xff, \xff, \xff\x00, \xff\xff.
+        let what = "keys scan of binary keys";
+        let p = self.key(b"bin/\xff");
+        assert_eq!(
+            self.keys(what, &p, None, 10),
+            vec![
+                b"bin/\xff".to_vec(),
+                b"bin/\xff\x00".to_vec(),
+                b"bin/\xff\xff".to_vec()
+            ],
+            "[{}] {what}: a prefix ending in 0xFF must return exactly its keys",
+            self.b.name()
+        );
+        assert_eq!(
+            self.keys(what, &p, Some(&self.key(b"bin/\xff\x00\x00")), 10),
+            vec![b"bin/\xff\xff".to_vec()],
+            "[{}] {what}: `from` inside a 0xFF prefix",
+            self.b.name()
+        );
+        let past = prefix_end(&self.key(b"bin/\xfe")).expect("has an end");
+        assert_eq!(
+            self.keys(what, &self.key(b"bin/"), Some(&past), 1),
+            vec![b"bin/\xff".to_vec()],
+            "[{}] {what}: skipping `\\xfe` lands on `\\xff`",
             self.b.name()
         );
     }

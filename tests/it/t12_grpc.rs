@@ -255,6 +255,7 @@ async fn grpc_walk_through() {
         .list_policies(authed(
             pb::ListPoliciesRequest {
                 namespace: "team-a".into(),
+                ..Default::default()
             },
             &admin,
         ))
@@ -333,6 +334,7 @@ async fn grpc_walk_through() {
     let list_policies = g.policies.list_policies(authed(
         pb::ListPoliciesRequest {
             namespace: "team-a".into(),
+            ..Default::default()
         },
         &app,
     ));
