@@ -77,7 +77,11 @@ async fn the_service_itself_refuses_everything_while_sealed() {
         "stale get_secret",
         node.get_secret(t, "app/db", Consistency::Stale).await,
     );
-    sealed("list_secrets", node.list_secrets(t, "app/", lin).await);
+    sealed(
+        "list_secrets",
+        node.list_secrets(t, "app/", lin, &ListPage::default())
+            .await,
+    );
     sealed("delete_secret", node.delete_secret(t, "app/db", None).await);
     sealed(
         "put_policy",
@@ -91,7 +95,10 @@ async fn the_service_itself_refuses_everything_while_sealed() {
         .await,
     );
     sealed("get_policy", node.get_policy(t, "default", "p").await);
-    sealed("list_policies", node.list_policies(t, "default").await);
+    sealed(
+        "list_policies",
+        node.list_policies(t, "default", &ListPage::default()).await,
+    );
     sealed(
         "delete_policy",
         node.delete_policy(t, "default", "p", None).await,

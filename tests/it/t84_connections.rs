@@ -297,7 +297,7 @@ async fn trickled_bodies_are_cut_at_the_deadline() {
         };
         Some((Ok::<_, Infallible>(Frame::data(data)), i + 1))
     });
-    let request = http::Request::post("/kstash.v1.Sys/Unseal")
+    let request = http::Request::post(format!("http://{}/kstash.v1.Sys/Unseal", node.server.addr))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(StreamBody::new(Box::pin(frames)).boxed())
@@ -362,7 +362,9 @@ async fn idle_connections_are_closed_busy_ones_are_not() {
 
     tracing::info!("--- step: idle HTTP/2");
     let (mut send, conn) = h2_connect(addr).await;
-    let req = http::Request::get("/v1/sys/status").body(empty()).unwrap();
+    let req = http::Request::get(format!("http://{addr}/v1/sys/status"))
+        .body(empty())
+        .unwrap();
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.into_body().collect().await.unwrap();
@@ -383,7 +385,9 @@ async fn idle_connections_are_closed_busy_ones_are_not() {
     let start = Instant::now();
     while start.elapsed() < 3 * idle {
         assert_eq!(h1_get(&mut h1, "/v1/sys/status").await, 200);
-        let req = http::Request::get("/v1/sys/status").body(empty()).unwrap();
+        let req = http::Request::get(format!("http://{addr}/v1/sys/status"))
+            .body(empty())
+            .unwrap();
         let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
             .await
             .expect("an HTTP/2 answer within 10 s")
