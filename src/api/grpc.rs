@@ -245,6 +245,8 @@ fn status_pb(s: t::Status) -> pb::Status {
                 address: p.address,
                 sealed: p.sealed,
                 leader: p.leader,
+                reachable: p.reachable,
+                last_applied: p.last_applied,
             })
             .collect(),
     }
