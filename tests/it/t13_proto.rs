@@ -188,6 +188,11 @@ where
 async fn reflection_describes_the_public_services_only() {
     tracing::info!("--- step 1: a fresh node");
     let node = TestNode::start().await;
+    let (_, st) = node.http.get("/v1/sys/status", None).await;
+    assert_eq!(
+        st["sealed"], true,
+        "reflection is asked of a sealed node: {st}"
+    );
     let channel = Channel::from_shared(format!("http://{}", node.server.addr))
         .unwrap()
         .connect()
