@@ -219,6 +219,62 @@ async fn reflection_describes_the_public_services_only() {
     }
 }
 
+/// Steps (a plaintext node, sealed: never initialised):
+/// 1. reflection through `localhost` (what `grpcurl -plaintext
+///    localhost:PORT` sends as `:authority`) → answered;
+/// 2. through a foreign name → PERMISSION_DENIED as a gRPC status, as for
+///    every gRPC call (the Host rule holds for reflection too);
+/// 3. a reflection request as `text/plain` (a browser's cross-site request)
+///    → 415, as for every gRPC call.
+#[tokio::test]
+async fn reflection_passes_the_edges_as_grpc() {
+    let node = TestNode::start().await;
+    let addr = node.server.addr;
+    let as_host = |authority: &str| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .origin(format!("http://{authority}").parse().unwrap())
+    };
+
+    tracing::info!("--- step 1: localhost");
+    let channel = as_host(&format!("localhost:{}", addr.port()))
+        .connect()
+        .await
+        .unwrap();
+    let Answer::Services(listed) = ask_v1(channel, Ask::ListServices).await else {
+        panic!("reflection answers through localhost");
+    };
+    assert!(listed.iter().any(|s| s == "kstash.v1.Sys"), "{listed:?}");
+
+    tracing::info!("--- step 2: a foreign name");
+    let channel = as_host("evil.example").connect().await.unwrap();
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let refused = client
+        .server_reflection_info(stream_of_one(request))
+        .await
+        .expect_err("a foreign host is refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    tracing::info!("--- step 3: text/plain");
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{addr}{}",
+            kstash::api::grpc::REFLECTION_METHODS[0]
+        ))
+        .header("content-type", "text/plain")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+}
+
 // ----- file paths in proto comments -------------------------------------------
 
 /// File extensions that make a word in a comment a file path.
