@@ -2,6 +2,10 @@
 //! `proto/kstash/cluster/v1/*.proto` (the internal cluster port) into Rust
 //! (messages, tonic clients and servers). Parsing is done by `protox`, in
 //! pure Rust, so the build needs no system `protoc`.
+//!
+//! It also writes `$OUT_DIR/kstash_v1_descriptor.bin`: the encoded file
+//! descriptor set of the client API alone (never the cluster port's proto),
+//! which gRPC server reflection serves (`src/api/grpc.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -37,14 +41,17 @@ const SECRET_BEARING: &[&str] = &[
 /// The proto packages to compile, as directories under [`PROTO_ROOT`].
 const PACKAGES: &[&[&str]] = &[&["kstash", "v1"], &["kstash", "cluster", "v1"]];
 
+/// The public package: the only one server reflection describes.
+const PUBLIC_PACKAGE: &[&str] = &["kstash", "v1"];
+
+/// The file under `OUT_DIR` that holds [`PUBLIC_PACKAGE`]'s descriptor set.
+const PUBLIC_DESCRIPTOR: &str = "kstash_v1_descriptor.bin";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     let mut protos = Vec::new();
     for package in PACKAGES {
-        let dir = package
-            .iter()
-            .fold(PathBuf::from(PROTO_ROOT), |dir, part| dir.join(part));
-        protos.extend(proto_files(&dir)?);
+        protos.extend(proto_files(&package_dir(package))?);
     }
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
@@ -55,7 +62,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .skip_debug(SECRET_BEARING)
         .compile_fds(fds)?;
+
+    // Reflection: the public protos only, with their comments (what
+    // `grpcurl describe` shows), encoded once at build time.
+    let public = proto_files(&package_dir(PUBLIC_PACKAGE))?;
+    let encoded = protox::Compiler::new([PROTO_ROOT])?
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(&public)?
+        .encode_file_descriptor_set();
+    let out = PathBuf::from(std::env::var("OUT_DIR")?).join(PUBLIC_DESCRIPTOR);
+    std::fs::write(out, encoded)?;
     Ok(())
+}
+
+/// A package's directory under [`PROTO_ROOT`].
+fn package_dir(package: &[&str]) -> PathBuf {
+    package
+        .iter()
+        .fold(PathBuf::from(PROTO_ROOT), |dir, part| dir.join(part))
 }
 
 /// Every `.proto` file directly in `dir`, sorted for a stable build.

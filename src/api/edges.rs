@@ -198,10 +198,11 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), EdgeError> {
     ))
 }
 
-/// Middleware: a gRPC call (`/kstash.…`) must be `application/grpc` or
-/// `application/grpc+…` (HTTP 415 otherwise, as the gRPC spec asks).
+/// Middleware: a gRPC call (`/kstash.…`, or reflection) must be
+/// `application/grpc` or `application/grpc+…` (HTTP 415 otherwise, as the
+/// gRPC spec asks).
 pub async fn require_grpc_content_type(req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/kstash.") {
+    if !super::grpc::is_grpc_path(req.uri().path()) {
         return next.run(req).await;
     }
     let grpc = media_type(req.headers())
@@ -226,9 +227,10 @@ pub async fn no_store(req: Request, next: Next) -> Response {
 }
 
 /// An edge refusal in the protocol of the request: a gRPC status for
-/// `/kstash.…` calls that speak gRPC, else the JSON error body.
+/// gRPC calls (`/kstash.…`, reflection) that speak gRPC, else the JSON
+/// error body.
 fn refuse(req: &Request, e: EdgeError) -> Response {
-    let grpc = req.uri().path().starts_with("/kstash.")
+    let grpc = super::grpc::is_grpc_path(req.uri().path())
         && !matches!(e, EdgeError::UnsupportedMediaType(_));
     if grpc {
         e.to_grpc().into_http()

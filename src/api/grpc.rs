@@ -1,5 +1,7 @@
 //! The gRPC API: the `kstash.v1` services of `proto/kstash/v1/kstash.proto`,
-//! one to one with the REST routes, served on the same port.
+//! one to one with the REST routes, served on the same port, and gRPC server
+//! reflection (v1 and v1alpha) describing exactly those services, so tools
+//! such as `grpcurl` work without the proto file.
 //!
 //! Invariants: handlers are thin — decode, call one [`Node`] method, map
 //! the error with [`to_grpc`] (the one shared mapping). Access tokens come
@@ -34,6 +36,27 @@ pub mod pb {
     tonic::include_proto!("kstash.v1");
 }
 
+/// The encoded file descriptor set of `proto/kstash/v1/` (written by
+/// `build.rs`), with its comments: what reflection describes. It holds no
+/// other package: the cluster port's proto is never described.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/kstash_v1_descriptor.bin"));
+
+/// The gRPC server reflection methods this port serves, after
+/// [`KSTASH_METHODS`] in [`METHODS`]. `grpcurl` and similar tools call one
+/// or the other.
+pub const REFLECTION_METHODS: &[&str] = &[
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Whether `path` names a gRPC call on this port (a `kstash.v1` method or
+/// reflection): such a call gets the gRPC edges (Content-Type, errors as a
+/// gRPC status) and a gRPC method label.
+pub fn is_grpc_path(path: &str) -> bool {
+    path.starts_with("/kstash.") || path.starts_with("/grpc.reflection.")
+}
+
 /// Room for the fields around a value: the gRPC decoding limit is the
 /// largest value plus this much.
 pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
@@ -48,10 +71,30 @@ pub fn decoding_limit(settings: &Settings) -> usize {
     settings.max_value_bytes.saturating_add(MESSAGE_OVERHEAD)
 }
 
-/// The path of every gRPC method kstash serves (`/<package>.<Service>/<Method>`),
-/// in the order of `proto/kstash/v1/kstash.proto`: the only gRPC route label
-/// values of the request metrics. A test keeps it in step with the proto.
-pub const METHODS: &[&str] = &[
+/// The path of every gRPC method kstash serves (`/<package>.<Service>/<Method>`):
+/// [`KSTASH_METHODS`], then [`REFLECTION_METHODS`]. The only gRPC route
+/// label values of the request metrics.
+pub const METHODS: &[&str] = &concat_methods();
+
+/// [`KSTASH_METHODS`] followed by [`REFLECTION_METHODS`], at compile time.
+const fn concat_methods() -> [&'static str; KSTASH_METHODS.len() + REFLECTION_METHODS.len()] {
+    let mut out = [""; KSTASH_METHODS.len() + REFLECTION_METHODS.len()];
+    let mut i = 0;
+    while i < KSTASH_METHODS.len() {
+        out[i] = KSTASH_METHODS[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < REFLECTION_METHODS.len() {
+        out[i + j] = REFLECTION_METHODS[j];
+        j += 1;
+    }
+    out
+}
+
+/// Every `kstash.v1` method, in the order of `proto/kstash/v1/kstash.proto`.
+/// A test keeps it in step with the proto.
+pub const KSTASH_METHODS: &[&str] = &[
     "/kstash.v1.Sys/Status",
     "/kstash.v1.Sys/Init",
     "/kstash.v1.Sys/Unseal",
@@ -81,8 +124,9 @@ pub const METHODS: &[&str] = &[
     "/kstash.v1.Kv/List",
 ];
 
-/// Every gRPC service as an axum router without a fallback, so it merges
-/// with the REST router (gRPC paths are `/kstash.v1.<Service>/<Method>`).
+/// Every gRPC service, and reflection over them, as an axum router without
+/// a fallback, so it merges with the REST router (gRPC paths are
+/// `/kstash.v1.<Service>/<Method>` and `/grpc.reflection.<v>.ServerReflection/…`).
 pub fn router(node: Arc<Node>) -> axum::Router {
     let limit = decoding_limit(node.settings());
     // `Routes::default()` installs a fallback, and axum refuses to merge two
@@ -103,7 +147,21 @@ pub fn router(node: Arc<Node>) -> axum::Router {
         .add_service(
             pb::kv_server::KvServer::new(KvService::new(node)).max_decoding_message_size(limit),
         )
+        .add_service(reflection().build_v1().expect(REFLECTION_BUILDS))
+        .add_service(reflection().build_v1alpha().expect(REFLECTION_BUILDS))
         .into_axum_router()
+}
+
+/// Why building reflection cannot fail: its only input is
+/// [`FILE_DESCRIPTOR_SET`], made by `build.rs` from protos that compiled
+/// (a unit test builds both versions).
+const REFLECTION_BUILDS: &str = "the descriptor set written by build.rs decodes";
+
+/// Server reflection over [`FILE_DESCRIPTOR_SET`]: the `kstash.v1`
+/// services and the reflection service itself, nothing else.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
 }
 
 // ----- decoding helpers ---------------------------------------------------------
@@ -187,6 +245,8 @@ fn status_pb(s: t::Status) -> pb::Status {
                 address: p.address,
                 sealed: p.sealed,
                 leader: p.leader,
+                reachable: p.reachable,
+                last_applied: p.last_applied,
             })
             .collect(),
     }
@@ -1071,11 +1131,40 @@ mod tests {
                 "{m} belongs to a service router() does not serve"
             );
         }
-        let listed: Vec<String> = METHODS.iter().map(|m| m.to_string()).collect();
+        let listed: Vec<String> = KSTASH_METHODS.iter().map(|m| m.to_string()).collect();
         assert_eq!(
             listed, from_proto,
-            "METHODS must list the proto's rpcs in order"
+            "KSTASH_METHODS must list the proto's rpcs in order"
         );
+        assert_eq!(METHODS, [KSTASH_METHODS, REFLECTION_METHODS].concat());
+        assert!(METHODS.iter().all(|m| is_grpc_path(m)));
+        assert!(!is_grpc_path("/v1/sys/status") && !is_grpc_path("/kstashx"));
+    }
+
+    /// The services a built server answers for (`NamedService::NAME`).
+    fn service_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+        S::NAME
+    }
+
+    #[test]
+    fn reflection_builds_and_its_methods_are_listed() {
+        let v1 = reflection().build_v1().expect(REFLECTION_BUILDS);
+        let v1alpha = reflection().build_v1alpha().expect(REFLECTION_BUILDS);
+        let served: Vec<String> = [service_name(&v1), service_name(&v1alpha)]
+            .iter()
+            .map(|s| format!("/{s}/ServerReflectionInfo"))
+            .collect();
+        assert_eq!(served, REFLECTION_METHODS);
+    }
+
+    #[test]
+    fn the_reflected_descriptor_set_is_the_public_proto_only() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let files: Vec<(&str, &str)> = set.file.iter().map(|f| (f.name(), f.package())).collect();
+        assert_eq!(files, [("kstash/v1/kstash.proto", "kstash.v1")]);
+        let services: Vec<&str> = set.file[0].service.iter().map(|s| s.name()).collect();
+        assert_eq!(services, ["Sys", "Auth", "Policies", "Kv"]);
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn pick(list: &[&'static str], value: &str, fallback: &'static str) -> Label {
 /// The route label: the REST route template that matched, or the gRPC
 /// method called, if it is one kstash serves; else [`UNMATCHED`].
 pub fn route_label(matched: Option<&str>, path: &str) -> Label {
-    if path.starts_with("/kstash.") {
+    if super::grpc::is_grpc_path(path) {
         return pick(super::grpc::METHODS, path, UNMATCHED);
     }
     match matched {
@@ -215,6 +215,13 @@ mod tests {
         );
         assert_eq!(route(grpc, "/kstash.v1.Sys/Nope"), UNMATCHED);
         assert_eq!(route(None, "/kstash.Foo/Bar"), UNMATCHED);
+        let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        let matched = Some("/grpc.reflection.v1.ServerReflection/{*rest}");
+        assert_eq!(route(matched, reflection), reflection);
+        assert_eq!(
+            route(matched, "/grpc.reflection.v1.ServerReflection/X"),
+            UNMATCHED
+        );
         assert_eq!(method_label(&Method::PUT).as_str(), "PUT");
         let odd = Method::from_bytes(b"PROPFIND").unwrap();
         assert_eq!(method_label(&odd).as_str(), OTHER);

@@ -66,30 +66,32 @@ pub fn router_with(
 }
 
 /// Routes that answer while sealed: status, health, init, unseal, and the
-/// content-free documents (OpenAPI, metrics, probes).
+/// content-free documents (OpenAPI, metrics, probes, gRPC reflection, which
+/// describes only the public proto).
 pub fn answers_while_sealed(path: &str) -> bool {
-    matches!(
-        path,
-        "/v1/sys/status"
-            | "/v1/sys/health"
-            | "/v1/sys/init"
-            | "/v1/sys/unseal"
-            | "/v1/openapi.json"
-            | "/metrics"
-            | "/livez"
-            | "/readyz"
-            | "/kstash.v1.Sys/Status"
-            | "/kstash.v1.Sys/Health"
-            | "/kstash.v1.Sys/Init"
-            | "/kstash.v1.Sys/Unseal"
-    )
+    grpc::REFLECTION_METHODS.contains(&path)
+        || matches!(
+            path,
+            "/v1/sys/status"
+                | "/v1/sys/health"
+                | "/v1/sys/init"
+                | "/v1/sys/unseal"
+                | "/v1/openapi.json"
+                | "/metrics"
+                | "/livez"
+                | "/readyz"
+                | "/kstash.v1.Sys/Status"
+                | "/kstash.v1.Sys/Health"
+                | "/kstash.v1.Sys/Init"
+                | "/kstash.v1.Sys/Unseal"
+        )
 }
 
 async fn sealed_gate(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     if !node.is_sealed() || answers_while_sealed(req.uri().path()) {
         return next.run(req).await;
     }
-    if req.uri().path().starts_with("/kstash.") {
+    if grpc::is_grpc_path(req.uri().path()) {
         return error::to_grpc(ServiceError::Sealed).into_http();
     }
     error::ApiError(ServiceError::Sealed).into_response()

@@ -220,17 +220,8 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
                 Format::Table => {
                     status_table(&status).print()?;
                     if !status.peers.is_empty() {
-                        let mut t = Table::with_header(&["NODE", "ADDRESS", "SEALED", "LEADER"]);
-                        for p in &status.peers {
-                            t.row(vec![
-                                p.id.to_string(),
-                                p.address.clone(),
-                                p.sealed.to_string(),
-                                p.leader.to_string(),
-                            ]);
-                        }
                         line("")?;
-                        t.print()?;
+                        peers_table(&status.peers).print()?;
                     }
                 }
             }
@@ -456,6 +447,22 @@ fn status_table(s: &Status) -> Table {
     }
     if let Some(term) = s.key_term {
         t.kv("Key term", term);
+    }
+    t
+}
+
+/// The peers of a status: what the answering node does not know reads
+/// `unknown` (sealed) or `not asked` (reachable), never a guess.
+fn peers_table(peers: &[PeerStatus]) -> Table {
+    let mut t = Table::with_header(&["NODE", "ADDRESS", "SEALED", "LEADER", "REACHABLE"]);
+    for p in peers {
+        t.row(vec![
+            p.id.to_string(),
+            p.address.clone(),
+            p.sealed.map_or("unknown".into(), |s| s.to_string()),
+            p.leader.to_string(),
+            p.reachable.map_or("not asked".into(), |r| r.to_string()),
+        ]);
     }
     t
 }
@@ -1073,4 +1080,40 @@ fn bench_compare(fmt: Format, args: &CompareArgs) -> anyhow::Result<()> {
         options.out.display()
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_table_says_unknown_for_what_was_not_asked() {
+        let peer = |id, sealed, reachable| PeerStatus {
+            id,
+            address: format!("127.0.0.1:820{id}"),
+            sealed,
+            leader: id == 1,
+            reachable,
+            last_applied: None,
+        };
+        let t = peers_table(&[
+            peer(1, Some(false), Some(true)),
+            peer(2, None, Some(false)),
+            peer(3, None, None),
+        ]);
+        let text = t.render();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[1], ["1", "127.0.0.1:8201", "false", "true", "true"]);
+        assert_eq!(
+            rows[2],
+            ["2", "127.0.0.1:8202", "unknown", "false", "false"]
+        );
+        assert_eq!(
+            rows[3],
+            ["3", "127.0.0.1:8203", "unknown", "false", "not", "asked"]
+        );
+    }
 }

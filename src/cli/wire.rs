@@ -75,10 +75,18 @@ pub struct PeerStatus {
     pub id: u64,
     /// Client address.
     pub address: String,
-    /// Whether its barrier is sealed.
-    pub sealed: bool,
+    /// Whether its barrier is sealed; `None` when not known (not asked, or
+    /// no answer).
+    #[serde(default)]
+    pub sealed: Option<bool>,
     /// Whether it leads.
     pub leader: bool,
+    /// Whether it answered: `None` when it was not asked.
+    #[serde(default)]
+    pub reachable: Option<bool>,
+    /// The index of the last log entry it applied, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied: Option<u64>,
 }
 
 /// `POST /v1/sys/unseal`: exactly one of the three.
@@ -442,9 +450,9 @@ mod tests {
             peers: vec![server::PeerStatus {
                 id: 1,
                 address: "127.0.0.1:8200".into(),
-                sealed: false,
+                sealed: Some(false),
                 leader: true,
-                reachable: true,
+                reachable: Some(true),
                 last_applied: Some(7),
             }],
         }

@@ -5,8 +5,8 @@
 //! Invariants: a peer's unseal secret takes the same path as a client's
 //! unseal on this node and is never passed on again; replies and errors
 //! carry no secret; status shows every member of the membership, each
-//! remote one as it answered a bounded `PeerStatus` call (or as not
-//! reachable).
+//! remote one as it answered a bounded `PeerStatus` call, and what no peer
+//! said reads as unknown (`None`), never as a guess such as "sealed".
 
 use std::time::Duration;
 
@@ -39,8 +39,8 @@ pub(super) fn small(n: u32) -> u8 {
 impl Node {
     /// Every member of the cluster as this node sees it, without asking
     /// anyone: id, client address, whether it leads. Only this node's own
-    /// `sealed` is known; other members show as not reached (sealed, not
-    /// reachable) until [`Node::peers_status`] asks them.
+    /// `sealed` is known; every other member's `sealed` and `reachable` are
+    /// unknown (`None`: not asked) until [`Node::peers_status`] asks it.
     pub(super) fn members_status(&self, sealed: bool) -> Vec<StatusPeer> {
         let raft = self.raft.raft_status();
         let me_applied = raft.last_applied.map(|l| l.index);
@@ -59,9 +59,9 @@ impl Node {
                     } else {
                         m.node.api_addr
                     },
-                    sealed: !me || sealed,
+                    sealed: me.then_some(sealed),
                     leader: raft.leader == Some(m.id),
-                    reachable: me,
+                    reachable: me.then_some(true),
                     last_applied: if me { me_applied } else { None },
                 }
             })
@@ -71,9 +71,9 @@ impl Node {
             peers.push(StatusPeer {
                 id: self.settings.node_id,
                 address: self.settings.api_address.clone(),
-                sealed,
+                sealed: Some(sealed),
                 leader: false,
-                reachable: true,
+                reachable: Some(true),
                 last_applied: me_applied,
             });
         }
@@ -82,8 +82,9 @@ impl Node {
 
     /// [`Node::members_status`] with every other member asked for its own
     /// status over the cluster channel, concurrently, each call bounded by
-    /// [`PEER_STATUS_TIMEOUT`]; a member that did not answer stays "not
-    /// reachable".
+    /// [`PEER_STATUS_TIMEOUT`]. A member that answered is reachable with
+    /// the `sealed` it reported; one that did not is not reachable, and its
+    /// `sealed` stays unknown.
     pub(super) async fn peers_status(&self, sealed: bool) -> Vec<StatusPeer> {
         let mut peers = self.members_status(sealed);
         for (member, answer) in self.raft.peers_status(PEER_STATUS_TIMEOUT).await {
@@ -92,11 +93,12 @@ impl Node {
             };
             match answer {
                 Ok(st) => {
-                    p.reachable = true;
-                    p.sealed = st.sealed;
+                    p.reachable = Some(true);
+                    p.sealed = Some(st.sealed);
                     p.last_applied = st.last_applied.map(|l| l.index);
                 }
                 Err(reason) => {
+                    p.reachable = Some(false);
                     tracing::debug!(peer = member.id, %reason, "peer status not available");
                 }
             }

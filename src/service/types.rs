@@ -76,14 +76,16 @@ pub struct PeerStatus {
     pub id: u64,
     /// Client address.
     pub address: String,
-    /// Whether its barrier is sealed, as it said itself; `true` when it
-    /// did not answer (`reachable` is then false).
-    pub sealed: bool,
+    /// Whether its barrier is sealed, as it said itself; `null` when not
+    /// known: it was not asked (`reachable` is `null`) or did not answer
+    /// (`reachable` is `false`). Never a guess.
+    pub sealed: Option<bool>,
     /// Whether it leads (as the answering node sees it).
     pub leader: bool,
-    /// Whether it answered the status call (bounded, about 500 ms); the
-    /// answering node itself always has.
-    pub reachable: bool,
+    /// Whether it answered the status call (bounded, about 500 ms): `true`
+    /// it answered, `false` it was asked and did not, `null` it was not
+    /// asked (health asks no peer). The answering node itself is `true`.
+    pub reachable: Option<bool>,
     /// The index of the last log entry it applied, when it answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_applied: Option<u64>,

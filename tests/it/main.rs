@@ -5,6 +5,7 @@ mod common;
 mod procs;
 mod t10_rest;
 mod t12_grpc;
+mod t13_proto;
 mod t15_tls;
 mod t20_lifecycle;
 mod t30_cli;
