@@ -45,8 +45,10 @@ pub struct Cli {
 /// Options of every client command.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Server base URLs, comma-separated; the next one is tried only when one
-    /// cannot be connected to.
+    /// Server base URLs, comma-separated; the next one is tried when one
+    /// cannot be connected to or answers 503 `sealed`/`removed`, and for
+    /// reads and secret or policy writes also after an unknown outcome
+    /// (another 503, a timeout).
     #[arg(
         long,
         global = true,
