@@ -1113,3 +1113,30 @@ fn bench_compare(fmt: Format, args: &CompareArgs) -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restart_hint_fits_the_case() {
+        let dir = Path::new("/var/lib/kstash/new node");
+        let alone = restart_hint(dir, 4, "127.0.0.1:8200", "");
+        assert!(
+            alone.contains(
+                "\n  kstash server --data-dir '/var/lib/kstash/new node' --node-id 4 \
+                 --api-addr 127.0.0.1:8200\n"
+            ),
+            "{alone}"
+        );
+        assert!(alone.contains("no --bootstrap"), "{alone}");
+        let clustered = restart_hint(dir, 4, "127.0.0.1:8200", "kstash-3:7400");
+        assert!(
+            clustered.contains("--advertise-cluster-addr kstash-3:7400 --bootstrap"),
+            "{clustered}"
+        );
+        assert!(clustered.contains("--join kstash-3:7400"), "{clustered}");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+}
