@@ -98,4 +98,7 @@ if [[ "$after" != "$before" ]]; then
     die "the section changed the repository (new or changed entries above)"
 fi
 grep -q "hunter2" "$work/section.log" || die "the first secret was not read back"
+# `operator status` after the unseal calls: every node's row says SEALED false.
+unsealed=$(grep -cE '^[123] +127\.0\.0\.1:820[123] +false ' "$work/section.log" || true)
+[[ "$unsealed" -eq 3 ]] || die "unsealing through one node did not unseal all three"
 echo "three_node: the README section ran, read its secret back and cleaned up"
