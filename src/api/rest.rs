@@ -321,12 +321,17 @@ fn readiness(st: &Status) -> Result<(), Unready> {
 
 /// Liveness: the process answers. Sealed and uninitialised nodes are alive
 /// (restarting them would not unseal them).
+#[utoipa::path(get, path = "/livez", tag = "health",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)))]
 async fn livez() -> &'static str {
     "ok\n"
 }
 
 /// Readiness: 200 when the node serves clients (initialised, unsealed, a
 /// leader known), else 503 with the reason.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "`ready`", content_type = "text/plain", body = String),
+        (status = 503, description = "`not ready: <reason>`", content_type = "text/plain", body = String)))]
 async fn readyz(State(s): State<AppState>) -> Response {
     let why = match s.node.status() {
         Ok(st) => match readiness(&st) {
@@ -596,7 +601,7 @@ async fn get_policy(
 
 /// Create or replace a policy (admin only).
 #[utoipa::path(put, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", request_body = Object,
-    params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome; the same key with another request (another value included) gets 409 conflict")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn put_policy(
     State(s): State<AppState>,
@@ -612,7 +617,7 @@ async fn put_policy(
 }
 
 /// Delete a policy (admin only).
-#[utoipa::path(delete, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")), responses((status = 204)))]
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome; the same key with another request (another value included) gets 409 conflict")), responses((status = 204)))]
 async fn delete_policy(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -707,9 +712,9 @@ async fn kv_get(
     }
 }
 
-/// Write a secret.
-#[utoipa::path(put, path = "/v1/kv/{path}", tag = "kv", request_body = PutSecretRequest,
-    params(("path" = String, Path, description = "secret path"), ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")),
+/// Write a secret (`PUT`, or `POST` for clients that cannot send `PUT`).
+#[utoipa::path(method(put, post), path = "/v1/kv/{path}", tag = "kv", request_body = PutSecretRequest,
+    params(("path" = String, Path, description = "secret path"), ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome; the same key with another request (another value included) gets 409 conflict")),
     responses((status = 200, body = PutSecretResponse), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn kv_put(
     State(s): State<AppState>,
@@ -728,7 +733,7 @@ async fn kv_put(
 
 /// Delete a secret.
 #[utoipa::path(delete, path = "/v1/kv/{path}", tag = "kv",
-    params(("path" = String, Path, description = "secret path"), ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")),
+    params(("path" = String, Path, description = "secret path"), ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome; the same key with another request (another value included) gets 409 conflict")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn kv_delete(
     State(s): State<AppState>,
@@ -744,6 +749,8 @@ async fn kv_delete(
 }
 
 /// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics_text(State(s): State<AppState>) -> Response {
     if let Ok(st) = s.node.status() {
         s.metrics.sealed.set(st.sealed as i64);
@@ -796,7 +803,11 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         delete_policy,
         kv_get,
         kv_put,
-        kv_delete
+        kv_delete,
+        livez,
+        readyz,
+        metrics_text,
+        openapi
     ),
     components(schemas(ErrorBody))
 )]
@@ -807,6 +818,9 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "the OpenAPI document of the REST API", content_type = "application/json")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi_document())
 }
@@ -814,6 +828,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     /// The first argument of every `.route(` call in this file, above its
     /// tests.
@@ -830,6 +845,101 @@ mod tests {
             out.push(rest[..end].to_string());
         }
         out
+    }
+
+    /// (method, path) of every operation in `/v1/openapi.json`, path
+    /// parameters written `{}`.
+    fn openapi_routes() -> BTreeSet<(String, String)> {
+        let doc = serde_json::to_value(openapi_document()).unwrap();
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("a path item").keys() {
+                if ["get", "put", "post", "delete", "patch", "head", "options"]
+                    .contains(&method.as_str())
+                {
+                    out.insert((method.to_uppercase(), template(path)));
+                }
+            }
+        }
+        out
+    }
+
+    /// `path` without its query, each `{param}` written `{}`.
+    fn template(path: &str) -> String {
+        let path = path.split('?').next().unwrap_or(path);
+        let mut out = String::new();
+        let mut inside = false;
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    inside = true;
+                    out.push_str("{}");
+                }
+                '}' => inside = false,
+                _ if inside => {}
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// (method, path) of every row of README.md's REST table. A row's first
+    /// cell holds `METHOD /path` code spans (`GET\|PUT /path` for several
+    /// methods); a span with a method alone (`(or `POST`)`) adds it to the
+    /// row's last path.
+    fn readme_routes() -> BTreeSet<(String, String)> {
+        let readme = include_str!("../../README.md");
+        let mut rows = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| method and path |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .peekable();
+        assert!(rows.peek().is_some(), "README.md has no REST table");
+        let mut out = BTreeSet::new();
+        for row in rows {
+            let cell = row
+                .trim_start_matches('|')
+                .split(" | ")
+                .next()
+                .unwrap_or_default();
+            let mut last_path = None;
+            for (i, span) in cell.split('`').enumerate() {
+                if i % 2 == 0 {
+                    continue;
+                }
+                let (methods, path) = match span.split_once(' ') {
+                    Some((m, p)) => (m, template(p)),
+                    None => (
+                        span,
+                        last_path.clone().expect("a path before a lone method"),
+                    ),
+                };
+                for m in methods.split('|').map(|m| m.trim_end_matches('\\')) {
+                    assert!(
+                        m.chars().all(|c| c.is_ascii_uppercase()),
+                        "not a method: {m:?} in {row}"
+                    );
+                    out.insert((m.to_string(), path.clone()));
+                }
+                last_path = Some(path);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_readme_rest_table_lists_every_openapi_route() {
+        let readme = readme_routes();
+        let openapi = openapi_routes();
+        assert!(openapi.len() > 25, "{openapi:?}");
+        let only_readme: Vec<_> = readme.difference(&openapi).collect();
+        let only_openapi: Vec<_> = openapi.difference(&readme).collect();
+        assert!(
+            only_readme.is_empty() && only_openapi.is_empty(),
+            "README.md's REST table and /v1/openapi.json disagree.\n\
+             only in README.md: {only_readme:?}\nonly in OpenAPI: {only_openapi:?}"
+        );
     }
 
     #[test]

@@ -289,6 +289,30 @@ impl Barrier {
         Ok((term, out))
     }
 
+    /// A keyed digest (HMAC-SHA256) of `parts`, each length-prefixed after
+    /// `domain`, under a key derived (HKDF-SHA256) from the keychain's first
+    /// term. Every node of a cluster computes the same digest, before and
+    /// after rotations and rekeys, and nobody without the keychain can: a
+    /// digest kept in the log lets a node tell whether two requests carried
+    /// the same value without keeping the value, and a guess at the value
+    /// cannot be checked against it offline.
+    pub fn keyed_digest(&self, domain: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], BarrierError> {
+        use hkdf::hmac::{Hmac, Mac};
+        let open = self.current().ok_or(BarrierError::Sealed)?;
+        let first = open.keychain.terms.first().ok_or(BarrierError::Sealed)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &first.key)
+            .expand(b"kstash barrier keyed digest v1", &mut key[..])
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key[..])
+            .expect("HMAC takes a key of any length");
+        for part in std::iter::once(domain).chain(parts.iter().copied()) {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        Ok(mac.finalize().into_bytes().into())
+    }
+
     /// Whether this node must reserve encryptions under `term` before it can
     /// encrypt: `term` is active and its block is used up (but not at the
     /// limit). False when sealed or another term is active.
@@ -422,6 +446,43 @@ mod tests {
         assert_eq!(Barrier::term_of(&ct), Some(1));
         assert_eq!(ct.len(), HEADER_LEN + 7 + TAG_LEN);
         assert_eq!(b.decrypt(b"kv/ns/a", &ct).unwrap().as_slice(), b"hunter2");
+    }
+
+    #[test]
+    fn keyed_digests_stay_across_rotation_and_need_the_keychain() {
+        let (b, _) = opened(10);
+        let d = |b: &Barrier, v: &[u8]| b.keyed_digest(b"test", &[b"a", v]).unwrap();
+        let first = d(&b, b"hunter2");
+        assert_eq!(first, d(&b, b"hunter2"), "deterministic");
+        assert_ne!(first, d(&b, b"hunter3"), "another value, another digest");
+        // Length prefixes: moving a byte between parts changes the digest.
+        assert_ne!(
+            b.keyed_digest(b"test", &[b"ab", b"c"]).unwrap(),
+            b.keyed_digest(b"test", &[b"a", b"bc"]).unwrap()
+        );
+        assert_ne!(
+            first,
+            b.keyed_digest(b"other", &[b"a", b"hunter2"]).unwrap()
+        );
+        // Not a plain hash of the input: it needs the keychain.
+        use sha2::Digest as _;
+        let plain: [u8; 32] = sha2::Sha256::digest(b"hunter2").into();
+        assert_ne!(first, plain);
+        // Another node of the cluster (same keychain), after a rotation and
+        // under a new root key: the same digest.
+        let (_, blob) = b.prepare_rotation(2).unwrap();
+        b.install(&blob).unwrap();
+        assert_eq!(b.active_term(), Some(2));
+        assert_eq!(first, d(&b, b"hunter2"), "the same after a rotation");
+        let (new_root, rewrapped) = b.prepare_rekey().unwrap();
+        let other = Barrier::new(10);
+        other.open(new_root, &rewrapped).unwrap();
+        assert_eq!(first, d(&other, b"hunter2"), "the same on another node");
+        // Another cluster (another keychain): another digest.
+        let (stranger, _) = opened(10);
+        assert_ne!(first, d(&stranger, b"hunter2"));
+        b.seal();
+        assert_eq!(b.keyed_digest(b"test", &[b"a"]), Err(BarrierError::Sealed));
     }
 
     #[test]

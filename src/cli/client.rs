@@ -3,14 +3,19 @@
 //!
 //! Invariants:
 //! - Failover: every address is tried in turn, up to three rounds with a
-//!   pause for an election between them. A request that surely did nothing
-//!   (no connection was made, or the node answered 503 `sealed` from the gate
-//!   that runs before anything else) goes on to the next address. A request
-//!   whose effect is unknown (a 503 `unavailable`, a timeout or a reset after
-//!   sending) is resent only when resending cannot apply it twice: reads, and
-//!   writes carrying an idempotency key. Writes of secrets and policies
-//!   always carry one (the caller's, or a fresh key per call); other writes
-//!   (login, sys calls) are never resent after an unknown outcome.
+//!   pause for an election between them. What a failed attempt says about
+//!   the request is its [`Fate`], decided in one place
+//!   ([`ClientError::fate`], with [`fate_of_answer`] for the node's
+//!   answers): a request that surely did nothing ([`Fate::NotApplied`]: no
+//!   connection was made, or the node answered 503 `sealed` or `removed`
+//!   from a gate that runs before anything else) goes on to the next
+//!   address. A request whose effect is unknown ([`Fate::Unknown`]: any
+//!   other 503, a timeout or a reset after sending) is resent only when
+//!   resending cannot apply it twice: reads, and writes carrying an
+//!   idempotency key. Writes of secrets and policies always carry one (the
+//!   caller's, or a fresh key per call); other writes (login, sys calls) are
+//!   never resent after an unknown outcome. Any other answer is returned as
+//!   it is. README.md's failover table says the same and a test checks it.
 //! - Redirects are not followed, so a token or secret body never travels to a
 //!   host the user did not name.
 //! - Path segments are percent-encoded here and nowhere else; a `.` or `..`
@@ -80,6 +85,68 @@ pub enum ClientError {
     /// Input refused before sending.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What a failed attempt says about the request's effect on the cluster,
+/// and so whether the client may send it to the next address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Surely not applied: no connection was made, or the node refused it
+    /// before anything ran. Any request moves on to the next address.
+    NotApplied,
+    /// May or may not have been applied. Only a request that cannot apply
+    /// twice (a read, or a write with an idempotency key) is sent again.
+    Unknown,
+    /// The answer stands: it is returned to the caller as it is.
+    Final,
+}
+
+impl Fate {
+    /// Whether a request that failed this way goes to the next address;
+    /// `replayable`: it is a read or a write with an idempotency key.
+    pub fn moves_on(self, replayable: bool) -> bool {
+        match self {
+            Fate::NotApplied => true,
+            Fate::Unknown => replayable,
+            Fate::Final => false,
+        }
+    }
+}
+
+/// The [`Fate`] of a node's non-2xx answer, by HTTP status and error code.
+/// The one list of answers that move to the next address (README.md's
+/// failover table is checked against it):
+/// - 503 `sealed` comes from the sealed gate, which runs before routing,
+///   the body or the token are looked at; 503 `removed` from a node that is
+///   no longer a member, before the request reaches the service: nothing
+///   was done;
+/// - any other 503 (`unavailable`: no leader, no quorum, a forward that
+///   timed out; `not_initialized`) may come after a write was proposed;
+/// - every other answer (2xx, 4xx, 500, …) is the request's outcome.
+pub fn fate_of_answer(status: u16, code: &str) -> Fate {
+    match (status, code) {
+        (503, "sealed" | "removed") => Fate::NotApplied,
+        (503, _) => Fate::Unknown,
+        _ => Fate::Final,
+    }
+}
+
+impl ClientError {
+    /// What this failure says about the request's effect; see [`Fate`].
+    pub fn fate(&self) -> Fate {
+        match self {
+            ClientError::Api { status, code, .. } => fate_of_answer(*status, code),
+            // Never connected: nothing was sent.
+            ClientError::Connect(_) => Fate::NotApplied,
+            // Sent, then no whole answer: it may have run.
+            ClientError::Transport { .. } => Fate::Unknown,
+            // A 2xx answer, or refused here before sending: going elsewhere
+            // would change nothing.
+            ClientError::Decode { .. } | ClientError::NoToken | ClientError::Invalid(_) => {
+                Fate::Final
+            }
+        }
+    }
 }
 
 /// Whether a call carries the access token.
@@ -337,24 +404,14 @@ impl Client {
                     .header(CONTENT_TYPE, "application/json")
                     .body(b.to_vec());
             }
-            match req.send().await {
-                Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
-                    let answer = self.finish(resp, &url).await;
-                    let Err(e) = answer else { return answer };
-                    // `sealed` comes from a gate that runs before anything
-                    // else: nothing was done, any request may go elsewhere.
-                    let untouched = matches!(&e, ClientError::Api { code, .. } if code == "sealed");
-                    if !(untouched || replayable) {
-                        return Err(e);
+            let failure = match req.send().await {
+                Ok(resp) => match self.finish(resp, &url).await {
+                    Ok(body) => {
+                        self.current.store(idx, Ordering::Relaxed);
+                        return Ok(body);
                     }
-                    failures.push(format!("{}: {e}", self.bases[idx]));
-                    last_answer = Some(e);
-                }
-                Ok(resp) => {
-                    self.current.store(idx, Ordering::Relaxed);
-                    return self.finish(resp, &url).await;
-                }
-                // Never connected: nothing was sent.
+                    Err(e) => e,
+                },
                 Err(e) if e.is_connect() => {
                     let mut why = format!("{}: {}", self.bases[idx], chain(&e.without_url()));
                     if self.bases[idx].starts_with("https:")
@@ -365,18 +422,24 @@ impl Client {
                             " (for https give the server's CA with --ca-cert or KSTASH_CACERT)",
                         );
                     }
-                    failures.push(why);
+                    ClientError::Connect(why)
                 }
-                Err(e) => {
-                    let e = ClientError::Transport {
-                        url,
-                        reason: chain(&e.without_url()),
-                    };
-                    if !replayable {
-                        return Err(e);
-                    }
-                    failures.push(format!("{}: {e}", self.bases[idx]));
-                    last_answer = Some(e);
+                Err(e) => ClientError::Transport {
+                    url,
+                    reason: chain(&e.without_url()),
+                },
+            };
+            if !failure.fate().moves_on(replayable) {
+                if matches!(failure, ClientError::Api { .. }) {
+                    self.current.store(idx, Ordering::Relaxed);
+                }
+                return Err(failure);
+            }
+            match failure {
+                ClientError::Connect(why) => failures.push(why),
+                answered => {
+                    failures.push(format!("{}: {answered}", self.bases[idx]));
+                    last_answer = Some(answered);
                 }
             }
             if std::time::Instant::now() >= deadline {
@@ -972,6 +1035,167 @@ mod tests {
             assert!(c.kv_get("x", false).await.is_err());
             assert_eq!(seen() - before, 2 * FAILOVER_ROUNDS, "answer={answer}");
         }
+    }
+
+    /// Every answer a node gives, as (HTTP status, error code): each
+    /// service error through the one mapping, each refusal of the HTTP
+    /// edge, axum's 405, and a body that is not ours (a proxy's 502 or 504
+    /// reads as code `http`).
+    fn every_answer() -> Vec<(u16, String)> {
+        use crate::api::error::{status_of, EdgeError};
+        use crate::service::ServiceError as S;
+        // The match names every variant: a new one does not compile here
+        // until it is named, and then it belongs in `service` below too.
+        let named = |e: &S| match e {
+            S::BadRequest(_)
+            | S::Unauthorized(_)
+            | S::Forbidden(_)
+            | S::NotFound(_)
+            | S::Conflict(_)
+            | S::TooLarge(_)
+            | S::Sealed
+            | S::NotInitialized
+            | S::Unavailable(_)
+            | S::Integrity
+            | S::Internal => (),
+        };
+        let service = [
+            S::BadRequest(String::new()),
+            S::Unauthorized(String::new()),
+            S::Forbidden(String::new()),
+            S::NotFound(String::new()),
+            S::Conflict(String::new()),
+            S::TooLarge(String::new()),
+            S::Sealed,
+            S::NotInitialized,
+            S::Unavailable(String::new()),
+            S::Integrity,
+            S::Internal,
+        ];
+        let mut answers: Vec<(u16, String)> = service
+            .iter()
+            .inspect(|e| named(e))
+            .map(|e| (status_of(e).0.as_u16(), e.code().to_string()))
+            .collect();
+        for e in [
+            EdgeError::UnsupportedMediaType(String::new()),
+            EdgeError::HostNotAllowed(String::new()),
+        ] {
+            match &e {
+                EdgeError::UnsupportedMediaType(_) | EdgeError::HostNotAllowed(_) => (),
+            }
+            answers.push((e.status().0.as_u16(), e.code().to_string()));
+        }
+        answers.push((405, "method_not_allowed".into()));
+        answers.push((502, "http".into()));
+        answers.push((504, "http".into()));
+        answers
+    }
+
+    /// README.md's failover table: the (status, code) pairs it names, what
+    /// it says of "any other 503" and "any other answer", of no connection
+    /// and of a timeout.
+    struct FailoverTable {
+        named: Vec<((u16, String), Fate)>,
+        other_503: Fate,
+        other_answer: Fate,
+        no_connection: Fate,
+        timeout: Fate,
+    }
+
+    fn readme_failover_table() -> FailoverTable {
+        let readme = include_str!("../../README.md");
+        let mut lines = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| the attempt got |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .peekable();
+        assert!(lines.peek().is_some(), "README.md has no failover table");
+        let (mut named, mut other_503, mut other_answer) = (Vec::new(), None, None);
+        let (mut no_connection, mut timeout) = (None, None);
+        for row in lines {
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            let [got, _, next] = cells[..] else {
+                panic!("a failover row has three cells: {row}")
+            };
+            let fate = match next {
+                "always" => Fate::NotApplied,
+                "only a read or a write with an idempotency key" => Fate::Unknown,
+                "never: it is the outcome" => Fate::Final,
+                other => panic!("unknown last cell {other:?} in: {row}"),
+            };
+            let mut understood = false;
+            // Each "NNN `code`" in the first cell.
+            for (i, _) in got.match_indices(" `") {
+                let status = got[..i].rsplit(' ').next().unwrap_or_default();
+                let code = got[i + 2..].split('`').next().unwrap_or_default();
+                if let Ok(status) = status.parse::<u16>() {
+                    named.push(((status, code.to_string()), fate));
+                    understood = true;
+                }
+            }
+            let mut set = |slot: &mut Option<Fate>, phrase: &str| {
+                if got.contains(phrase) {
+                    assert!(slot.replace(fate).is_none(), "{phrase:?} twice");
+                    understood = true;
+                }
+            };
+            set(&mut other_503, "any other 503");
+            set(&mut other_answer, "any other answer");
+            set(&mut no_connection, "no connection");
+            set(&mut timeout, "a timeout");
+            assert!(understood, "a failover row names no case: {row}");
+        }
+        FailoverTable {
+            named,
+            other_503: other_503.expect("a row for any other 503"),
+            other_answer: other_answer.expect("a row for any other answer"),
+            no_connection: no_connection.expect("a row for no connection"),
+            timeout: timeout.expect("a row for a timeout"),
+        }
+    }
+
+    #[test]
+    fn the_readme_failover_table_is_what_the_client_does() {
+        let table = readme_failover_table();
+        let mut answers = every_answer();
+        answers.extend(table.named.iter().map(|(answer, _)| answer.clone()));
+        for (status, code) in answers {
+            let documented = table
+                .named
+                .iter()
+                .find(|((s, c), _)| *s == status && *c == code)
+                .map(|(_, fate)| *fate)
+                .unwrap_or(if status == 503 {
+                    table.other_503
+                } else {
+                    table.other_answer
+                });
+            assert_eq!(
+                fate_of_answer(status, &code),
+                documented,
+                "README.md's failover table and fate_of_answer disagree on {status} `{code}`"
+            );
+        }
+        assert_eq!(
+            fate_of_answer(503, "some-new-code"),
+            table.other_503,
+            "any other 503"
+        );
+        assert_eq!(
+            ClientError::Connect(String::new()).fate(),
+            table.no_connection
+        );
+        let transport = ClientError::Transport {
+            url: String::new(),
+            reason: String::new(),
+        };
+        assert_eq!(transport.fate(), table.timeout);
+        // What each fate means for a request.
+        assert!(Fate::NotApplied.moves_on(false));
+        assert!(!Fate::Unknown.moves_on(false) && Fate::Unknown.moves_on(true));
+        assert!(!Fate::Final.moves_on(true));
     }
 
     #[test]

@@ -924,8 +924,47 @@ fn restore_offline(
         found.pairs,
         data_dir.display()
     ))?;
-    line("Start the node with --bootstrap and unseal it with the original unseal keys.")?;
+    line(&restart_hint(data_dir, node_id, api_addr, cluster_addr))?;
     Ok(())
+}
+
+/// How to start a node restored by `operator snapshot restore`, which
+/// depends on whether it was restored for a cluster (`cluster_addr` given)
+/// or as a standalone node: `--bootstrap` needs `--cluster-addr`, and a
+/// standalone node needs neither (the restored data dir already holds its
+/// one-member membership).
+fn restart_hint(data_dir: &Path, node_id: u64, api_addr: &str, cluster_addr: &str) -> String {
+    let dir = shell_word(&data_dir.display().to_string());
+    let api = shell_word(api_addr);
+    if cluster_addr.is_empty() {
+        format!(
+            "Start it as a standalone node on this data dir (no --cluster-addr, no --bootstrap), \
+             with your TLS settings (or --tls-disable on a loopback address):\n\
+             \n  kstash server --data-dir {dir} --node-id {node_id} --api-addr {api}\n\n\
+             It starts sealed: unseal it with the original unseal keys."
+        )
+    } else {
+        let advertised = shell_word(cluster_addr);
+        format!(
+            "Start it as a new one-member cluster, with its cluster port and TLS files:\n\
+             \n  kstash server --data-dir {dir} --node-id {node_id} --api-addr {api} \
+             --cluster-addr HOST:PORT --advertise-cluster-addr {advertised} --bootstrap \
+             --cluster-ca FILE --cluster-cert FILE --cluster-key FILE\n\n\
+             It starts sealed: unseal it with the original unseal keys, then start the \
+             other nodes with empty data dirs and --join {advertised}."
+        )
+    }
+}
+
+/// `word` as one shell word: as it is when it holds only safe characters,
+/// otherwise in single quotes.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-:+,=@%".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// `kstash bench`: a multi-threaded runtime, gRPC connections to the
@@ -1115,5 +1154,27 @@ mod tests {
             rows[3],
             ["3", "127.0.0.1:8203", "unknown", "false", "not", "asked"]
         );
+    }
+
+    #[test]
+    fn the_restart_hint_fits_the_case() {
+        let dir = Path::new("/var/lib/kstash/new node");
+        let alone = restart_hint(dir, 4, "127.0.0.1:8200", "");
+        assert!(
+            alone.contains(
+                "\n  kstash server --data-dir '/var/lib/kstash/new node' --node-id 4 \
+                 --api-addr 127.0.0.1:8200\n"
+            ),
+            "{alone}"
+        );
+        assert!(alone.contains("no --bootstrap"), "{alone}");
+        let clustered = restart_hint(dir, 4, "127.0.0.1:8200", "kstash-3:7400");
+        assert!(
+            clustered.contains("--advertise-cluster-addr kstash-3:7400 --bootstrap"),
+            "{clustered}"
+        );
+        assert!(clustered.contains("--join kstash-3:7400"), "{clustered}");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 }

@@ -45,8 +45,10 @@ pub struct Cli {
 /// Options of every client command.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Server base URLs, comma-separated; the next one is tried only when one
-    /// cannot be connected to.
+    /// Server base URLs, comma-separated; the next one is tried when one
+    /// cannot be connected to or answers 503 `sealed`/`removed`, and for
+    /// reads and secret or policy writes also after an unknown outcome
+    /// (another 503, a timeout).
     #[arg(
         long,
         global = true,
@@ -302,10 +304,13 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         auth: GatekeeperAuthArgs,
     },
-    /// Offline: restore FILE into the empty data dir of a node that then
-    /// starts (with `--bootstrap`) as a new one-member cluster holding the
-    /// snapshot's state; unseal it with the original unseal keys. Other
-    /// nodes join it afterwards with fresh data dirs.
+    /// Offline: restore FILE into the empty data dir of a node, which then
+    /// holds the snapshot's state as a one-member cluster, and print how to
+    /// start it. Without --cluster-addr it is a standalone node: start it on
+    /// that data dir as before (no `--bootstrap`, which needs
+    /// `--cluster-addr`). With --cluster-addr, start it with its cluster
+    /// port and `--bootstrap`; other nodes join it afterwards with fresh
+    /// data dirs. Either way, unseal it with the original unseal keys.
     Restore {
         /// A file written by `snapshot save`.
         file: PathBuf,
@@ -318,7 +323,8 @@ pub enum SnapshotCommand {
         /// The client API address the node will advertise (`host:port`).
         #[arg(long)]
         api_addr: String,
-        /// The cluster address the node will advertise (`host:port`).
+        /// The cluster address the node will advertise (`host:port`);
+        /// leave it out for a standalone node.
         #[arg(long, default_value = "")]
         cluster_addr: String,
     },

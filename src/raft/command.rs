@@ -41,15 +41,18 @@ pub struct Request {
 /// its entry time): a retry within this window is answered, not applied.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 
-/// A client's idempotency key as the log carries it: hashes only, never the
-/// key's text or anything of the value.
+/// A client's idempotency key as the log carries it: a hash and a keyed
+/// digest, never the key's text, the value or a plain hash of the value.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub struct Idempotency {
     /// SHA-256 of (the caller's token id, the client's key): where the
     /// outcome is kept, so one caller cannot see or block another's keys.
     pub id: [u8; 32],
-    /// SHA-256 of what the request does (its kind and target, not the
-    /// value): the same key sent with another request is refused.
+    /// Keyed digest (HMAC-SHA256 under a key derived from the keychain,
+    /// `Barrier::keyed_digest`) of `id` and what the request does: kind,
+    /// namespace, target, CAS, policy rules, the secret's value. The same
+    /// key sent with another request, another value included, is refused;
+    /// without the keychain the digest says nothing about the value.
     pub fingerprint: [u8; 32],
 }
 

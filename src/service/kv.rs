@@ -81,11 +81,18 @@ impl Node {
         }
         let namespace = caller.record.namespace.clone();
         let cas = req.cas.map(|c| c.to_be_bytes());
+        // The value is part of the request: the same key with another value
+        // is another request (409), never silently answered with the first.
         let idempotency = caller.idempotency(
+            &self.barrier,
             key,
             "put-secret",
-            &[path.as_bytes(), cas.as_ref().map_or(&[][..], |c| &c[..])],
-        );
+            &[
+                path.as_bytes(),
+                cas.as_ref().map_or(&[][..], |c| &c[..]),
+                &value[..],
+            ],
+        )?;
         if idempotency.is_some()
             && (caller.acl.allows(&path, Capability::Create)
                 || caller.acl.allows(&path, Capability::Update))
@@ -202,7 +209,8 @@ impl Node {
         let caller = self.guard(token).await?;
         let path = path::canonical_path(raw_path)?;
         Self::allow(&caller, &path, Capability::Delete)?;
-        let idempotency = caller.idempotency(key, "delete-secret", &[path.as_bytes()]);
+        let idempotency =
+            caller.idempotency(&self.barrier, key, "delete-secret", &[path.as_bytes()])?;
         self.raft
             .propose_with(
                 Command::DeleteSecret {

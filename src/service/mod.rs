@@ -93,31 +93,32 @@ struct Caller {
 
 impl Caller {
     /// The log's form of the caller's idempotency key for a request of
-    /// `kind` on `target`: hashes scoped to this caller's token.
+    /// `kind` on `target` (every part of what the request does: path, CAS,
+    /// the value itself, policy rules). The id is a hash scoped to this
+    /// caller's token; the fingerprint is a keyed digest of the id and the
+    /// request ([`Barrier::keyed_digest`]), so the log never holds a plain
+    /// hash of a secret value that a guess could be checked against.
     fn idempotency(
         &self,
+        barrier: &Barrier,
         key: Option<&types::IdempotencyKey>,
         kind: &str,
         target: &[&[u8]],
-    ) -> Option<Idempotency> {
-        let key = key?;
+    ) -> Result<Option<Idempotency>, ServiceError> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
         let mut id = Sha256::new();
         id.update(b"kstash idempotency id v1\0");
         id.update(self.id);
         id.update(key.as_str().as_bytes());
-        let mut fingerprint = Sha256::new();
-        fingerprint.update(b"kstash idempotency request v1\0");
-        for part in std::iter::once(kind.as_bytes())
-            .chain(std::iter::once(self.record.namespace.as_bytes()))
+        let id: [u8; 32] = id.finalize().into();
+        let parts: Vec<&[u8]> = [&id[..], kind.as_bytes(), self.record.namespace.as_bytes()]
+            .into_iter()
             .chain(target.iter().copied())
-        {
-            fingerprint.update((part.len() as u64).to_be_bytes());
-            fingerprint.update(part);
-        }
-        Some(Idempotency {
-            id: id.finalize().into(),
-            fingerprint: fingerprint.finalize().into(),
-        })
+            .collect();
+        let fingerprint = barrier.keyed_digest(b"kstash idempotency request v2", &parts)?;
+        Ok(Some(Idempotency { id, fingerprint }))
     }
 }
 

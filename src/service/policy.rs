@@ -45,7 +45,8 @@ impl Node {
         policy.validate()?;
         let policy = policy.normalized();
         let rules = serde_json::to_vec(&policy).map_err(|_| ServiceError::Internal)?;
-        let idempotency = caller.idempotency(key, "put-policy", &[name.as_bytes(), &rules]);
+        let idempotency =
+            caller.idempotency(&self.barrier, key, "put-policy", &[name.as_bytes(), &rules])?;
         self.raft
             .propose_with(
                 Command::PutPolicy {
@@ -145,7 +146,8 @@ impl Node {
                 "policy {name} is built in and cannot be deleted"
             )));
         }
-        let idempotency = caller.idempotency(key, "delete-policy", &[name.as_bytes()]);
+        let idempotency =
+            caller.idempotency(&self.barrier, key, "delete-policy", &[name.as_bytes()])?;
         self.raft
             .propose_with(
                 Command::DeletePolicy {

@@ -25,6 +25,7 @@ mod t75_encryption_limit;
 mod t76_faults;
 mod t77_retries;
 mod t78_backends;
+mod t79_restore;
 mod t80_processes;
 mod t82_health;
 mod t84_connections;

@@ -226,7 +226,7 @@ impl CertFiles {
 }
 
 /// Distinct free loopback ports, all held at once while they are picked.
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
         .collect();
@@ -250,6 +250,26 @@ pub struct ProcNode {
 }
 
 impl ProcNode {
+    /// A node (not started) that runs `kstash` with `args`, logging to `log`.
+    pub fn new(
+        id: u64,
+        api_addr: SocketAddr,
+        data_dir: PathBuf,
+        log: PathBuf,
+        args: Vec<OsString>,
+    ) -> ProcNode {
+        ProcNode {
+            id,
+            api_addr,
+            data_dir,
+            log,
+            api: Api::new(api_addr, Duration::from_secs(10)),
+            args,
+            child: None,
+            starts: 0,
+        }
+    }
+
     /// Spawn the process (stdout and stderr appended to the log). Does not
     /// wait for it; see [`ProcNode::wait_up`].
     pub fn spawn(&mut self) -> anyhow::Result<()> {

@@ -138,6 +138,94 @@ async fn a_keyed_write_is_applied_once() {
     }
 }
 
+/// Steps (REST, then gRPC on the same node):
+/// 1. a keyed put; the same key with the same value gets the first outcome
+///    (the same bytes as `value_base64` too);
+/// 2. the same key with another value is refused with 409 `conflict`
+///    (gRPC `FAILED_PRECONDITION`, "conflict: …") and changes nothing: the
+///    secret keeps the first value and version.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_reused_with_another_value_is_refused() {
+    use base64::Engine;
+    let (node, token) = node_and_token().await;
+    let put = |body: Value| {
+        keyed(
+            &node,
+            Method::PUT,
+            "/v1/kv/v",
+            &token,
+            Some("v-1"),
+            Some(body),
+        )
+    };
+
+    tracing::info!("--- step 1 (REST): the same key and value: the first outcome");
+    let (code, first) = put(json!({ "value": "one" })).await;
+    assert_eq!((code, &first["version"]), (200, &json!(1)), "{first}");
+    let (code, again) = put(json!({ "value": "one" })).await;
+    assert_eq!((code, &again["version"]), (200, &json!(1)), "{again}");
+    let b64 = base64::engine::general_purpose::STANDARD.encode("one");
+    let (code, again) = put(json!({ "value_base64": b64 })).await;
+    assert_eq!((code, &again["version"]), (200, &json!(1)), "{again}");
+
+    tracing::info!("--- step 2 (REST): the same key, another value: 409");
+    let (code, body) = put(json!({ "value": "two" })).await;
+    assert_eq!(code, 409, "{body}");
+    assert_error(&body, "conflict");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("idempotency key")),
+        "{body}"
+    );
+    let (code, got) = node.http.get("/v1/kv/v", Some(&token)).await;
+    assert_eq!(
+        (code, &got["value"], &got["version"]),
+        (200, &json!("one"), &json!(1)),
+        "{got}"
+    );
+
+    tracing::info!("--- step 1 (gRPC): the same key and value: the first outcome");
+    use kstash::api::grpc::pb;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut kv = pb::kv_client::KvClient::new(channel);
+    let request = |value: &[u8]| {
+        let mut r = tonic::Request::new(pb::PutSecretRequest {
+            path: "g".into(),
+            value: value.to_vec(),
+            cas: None,
+            idempotency_key: "g-1".into(),
+        });
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    for attempt in 1..=2 {
+        let version = kv
+            .put(request(b"alpha"))
+            .await
+            .unwrap()
+            .into_inner()
+            .version;
+        assert_eq!(version, 1, "attempt {attempt}");
+    }
+
+    tracing::info!("--- step 2 (gRPC): the same key, another value: refused");
+    let e = kv.put(request(b"beta")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().starts_with("conflict:"), "{e:?}");
+    let (code, got) = node.http.get("/v1/kv/g", Some(&token)).await;
+    assert_eq!(
+        (code, &got["value"], &got["version"]),
+        (200, &json!("alpha"), &json!(1)),
+        "{got}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_are_scoped_to_the_caller() {
     let node = TestNode::start().await;
