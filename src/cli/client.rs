@@ -4,8 +4,9 @@
 //! Invariants:
 //! - Failover: every address is tried in turn, up to three rounds with a
 //!   pause for an election between them. A request that surely did nothing
-//!   (no connection was made, or the node answered 503 `sealed` from the gate
-//!   that runs before anything else) goes on to the next address. A request
+//!   (no connection was made, or the node answered 503 `sealed` or `removed`
+//!   from the gate that runs before anything else,
+//!   [`ClientError::surely_did_nothing`]) goes on to the next address. A request
 //!   whose effect is unknown (a 503 `unavailable`, a timeout or a reset after
 //!   sending) is resent only when resending cannot apply it twice: reads, and
 //!   writes carrying an idempotency key. Writes of secrets and policies
@@ -80,6 +81,17 @@ pub enum ClientError {
     /// Input refused before sending.
     #[error("{0}")]
     Invalid(String),
+}
+
+impl ClientError {
+    /// Whether the server surely did nothing with the request, so any
+    /// request (a write without an idempotency key too) may go to the next
+    /// address: the node answered 503 from the gate that runs before
+    /// anything else, because it is `sealed` or was `removed` from the
+    /// cluster.
+    pub fn surely_did_nothing(&self) -> bool {
+        matches!(self, ClientError::Api { status: 503, code, .. } if code == "sealed" || code == "removed")
+    }
 }
 
 /// Whether a call carries the access token.
@@ -341,10 +353,7 @@ impl Client {
                 Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     let answer = self.finish(resp, &url).await;
                     let Err(e) = answer else { return answer };
-                    // `sealed` comes from a gate that runs before anything
-                    // else: nothing was done, any request may go elsewhere.
-                    let untouched = matches!(&e, ClientError::Api { code, .. } if code == "sealed");
-                    if !(untouched || replayable) {
+                    if !(e.surely_did_nothing() || replayable) {
                         return Err(e);
                     }
                     failures.push(format!("{}: {e}", self.bases[idx]));

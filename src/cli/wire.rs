@@ -447,6 +447,7 @@ mod tests {
                 reachable: true,
                 last_applied: Some(7),
             }],
+            removed: false,
         }
     }
 
