@@ -195,6 +195,22 @@ async fn check_removed_answers(node: &ClusterNode, token: &str) {
     assert!(err.message().starts_with("removed: "), "{err:?}");
 }
 
+/// Watch `node` for four election timeouts (a voter that campaigns does so
+/// by then): it never becomes a candidate and its term stays.
+async fn assert_never_campaigns(node: &ClusterNode) {
+    let term = node.metrics().current_term;
+    for _ in 0..32 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = node.metrics();
+        assert_ne!(
+            m.state,
+            openraft::ServerState::Candidate,
+            "the removed node campaigns"
+        );
+        assert_eq!(m.current_term, term, "the removed node campaigned");
+    }
+}
+
 /// Steps:
 /// 1. three nodes; init, unseal, write a value;
 /// 2. remove a follower through the leader;
@@ -280,16 +296,7 @@ async fn a_removed_follower_stops_answering_and_stays_out() {
         ),
         other => panic!("a removed node joined again: {other:?}"),
     }
-    // Three election timeouts: a node that campaigns would have by now.
-    for _ in 0..24 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let m = gone.metrics();
-        assert_ne!(
-            m.state,
-            openraft::ServerState::Candidate,
-            "the removed node campaigns"
-        );
-    }
+    assert_never_campaigns(&gone).await;
     let after: Vec<u64> = nodes.iter().map(|n| n.metrics().current_term).collect();
     assert_eq!(after, terms, "the cluster's term moved");
     check_removed_answers(&gone, &token).await;
@@ -384,7 +391,9 @@ async fn a_removed_leader_steps_out() {
 ///    and wait until the leader gave up telling it;
 /// 3. heal: the removed node learns of its removal by asking a peer, and
 ///    answers as removed; it never disturbed the cluster's leader;
-/// 4. shut everything down.
+/// 4. restart it (its log still makes it a voter): it never campaigns,
+///    still says removed, and the leader stays;
+/// 5. shut everything down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_removed_while_cut_off_learns_it_after_the_heal() {
     let root = cluster_root();
@@ -440,7 +449,19 @@ async fn a_node_removed_while_cut_off_learns_it_after_the_heal() {
         .collect();
     assert_eq!(peers(&nodes[gi].http, &keys).await, members);
 
-    tracing::info!("--- step 4: shut down");
+    tracing::info!("--- step 4: restart node {gone_id}, a voter in its own log");
+    let mut nodes = nodes;
+    let gone = nodes.remove(gi);
+    let gone = ClusterNode::start(gone.stop().await, &certs, cuts.options())
+        .await
+        .unwrap();
+    assert_never_campaigns(&gone).await;
+    let (_, st) = gone.http.get("/v1/sys/status", None).await;
+    assert_eq!(st["removed"], true, "{st}");
+    assert!(nodes.iter().all(|n| n.leader() == Some(leader)));
+
+    tracing::info!("--- step 5: shut down");
+    gone.stop().await;
     for n in nodes {
         n.stop().await;
     }
