@@ -66,6 +66,9 @@ pub struct Status {
     /// Every node of the cluster.
     #[serde(default)]
     pub peers: Vec<PeerStatus>,
+    /// Whether the answering node was removed from the cluster.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// One node as seen in status.
@@ -447,7 +450,7 @@ mod tests {
                 reachable: true,
                 last_applied: Some(7),
             }],
-            removed: false,
+            removed: true,
         }
     }
 
@@ -455,6 +458,7 @@ mod tests {
     fn responses_decode() {
         let st: Status = through(&server_status());
         assert_eq!((st.threshold, st.key_term, st.peers.len()), (3, Some(2), 1));
+        assert!(st.removed);
 
         let u: UnsealResponse = through(&server::UnsealResponse {
             status: server_status(),
