@@ -482,6 +482,13 @@ async fn start_cluster(
     let every =
         Duration::from_millis(config.heartbeat_interval_ms * 2).max(Duration::from_millis(100));
     tasks.push(tokio::spawn(replica.clone().run_promoter(every)));
+    // A removed node notices it and stays out.
+    tasks.push(tokio::spawn(
+        replica.clone().run_membership_watch(
+            Duration::from_millis(config.election_timeout_max_ms)
+                .clamp(Duration::from_millis(200), Duration::from_secs(2)),
+        ),
+    ));
     // Invariant 6: an initialised but sealed node does not campaign.
     let guarded = node.clone();
     tasks.push(tokio::spawn(

@@ -4,7 +4,9 @@
 //!
 //! Invariants: while the barrier is sealed, only the routes in
 //! [`answers_while_sealed`] run; everything else gets 503 `sealed` before its
-//! path, body or token is looked at. Every request first passes the HTTP
+//! path, body or token is looked at. On a node removed from the cluster,
+//! only the routes in [`answers_when_removed`] run; everything else gets 503
+//! `removed` the same way. Every request first passes the HTTP
 //! edges ([`edges`]: Host with plaintext, Content-Type, no caching) and is
 //! counted under labels from fixed sets ([`metrics`]).
 
@@ -87,12 +89,40 @@ pub fn answers_while_sealed(path: &str) -> bool {
         )
 }
 
+/// Routes that answer on a node removed from the cluster: what tells an
+/// operator what happened (status, health, probes, the membership view) and
+/// the content-free documents.
+pub fn answers_when_removed(path: &str) -> bool {
+    grpc::REFLECTION_METHODS.contains(&path)
+        || matches!(
+            path,
+            "/v1/sys/status"
+            | "/v1/sys/health"
+            | "/v1/sys/raft/peers"
+            | "/v1/openapi.json"
+            | "/metrics"
+            | "/livez"
+            | "/readyz"
+            | "/kstash.v1.Sys/Status"
+            | "/kstash.v1.Sys/Health"
+            | "/kstash.v1.Sys/RaftPeers"
+    )
+}
+
+/// The gate in front of every route: a removed node, sealed or not,
+/// refuses what it does not answer ([`answers_when_removed`]); a sealed
+/// member likewise ([`answers_while_sealed`]).
 async fn sealed_gate(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    if !node.is_sealed() || answers_while_sealed(req.uri().path()) {
-        return next.run(req).await;
+    let path = req.uri().path();
+    let refusal = match node.removed() {
+        // Sealed or not: what it answers shows how it left the cluster.
+        Some(_) if answers_when_removed(path) => return next.run(req).await,
+        Some(e) => e,
+        None if node.is_sealed() && !answers_while_sealed(path) => ServiceError::Sealed,
+        None => return next.run(req).await,
+    };
+    if grpc::is_grpc_path(path) {
+        return error::to_grpc(refusal).into_http();
     }
-    if grpc::is_grpc_path(req.uri().path()) {
-        return error::to_grpc(ServiceError::Sealed).into_http();
-    }
-    error::ApiError(ServiceError::Sealed).into_response()
+    error::ApiError(refusal).into_response()
 }

@@ -277,8 +277,9 @@ struct HealthQuery {
 
 /// Health, for load balancers; the body is always the status. 200: the
 /// unsealed leader; 429: an unsealed follower that knows a leader (200
-/// with `?standbyok=true`: followers serve every request too); 503: sealed,
-/// or no leader known; 501: not initialised.
+/// with `?standbyok=true`: followers serve every request too); 503:
+/// removed from the cluster, sealed, or no leader known; 501: not
+/// initialised.
 #[utoipa::path(get, path = "/v1/sys/health", tag = "sys",
     params(("standbyok" = Option<bool>, Query, description = "answer 200 instead of 429 on a follower")),
     responses((status = 200, body = Status), (status = 429, body = Status), (status = 501, body = Status), (status = 503, body = Status)))]
@@ -291,7 +292,9 @@ async fn health(State(s): State<AppState>, Query(q): Query<HealthQuery>) -> ApiR
     let st = s.node.status()?;
     let code = match readiness(&st) {
         Err(Unready::NotInitialized) => StatusCode::NOT_IMPLEMENTED,
-        Err(Unready::Sealed | Unready::NoLeader) => StatusCode::SERVICE_UNAVAILABLE,
+        Err(Unready::Removed | Unready::Sealed | Unready::NoLeader) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Ok(()) if st.leader || standby_ok => StatusCode::OK,
         Ok(()) => StatusCode::TOO_MANY_REQUESTS,
     };
@@ -300,15 +303,18 @@ async fn health(State(s): State<AppState>, Query(q): Query<HealthQuery>) -> ApiR
 
 /// Why a node cannot serve clients.
 enum Unready {
+    Removed,
     NotInitialized,
     Sealed,
     NoLeader,
 }
 
-/// Whether a node with status `st` serves clients: initialised, unsealed,
-/// and a leader known (itself or another node).
+/// Whether a node with status `st` serves clients: still a member,
+/// initialised, unsealed, and a leader known (itself or another node).
 fn readiness(st: &Status) -> Result<(), Unready> {
-    if !st.initialized {
+    if st.removed {
+        Err(Unready::Removed)
+    } else if !st.initialized {
         Err(Unready::NotInitialized)
     } else if st.sealed {
         Err(Unready::Sealed)
@@ -327,8 +333,8 @@ async fn livez() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: 200 when the node serves clients (initialised, unsealed, a
-/// leader known), else 503 with the reason.
+/// Readiness: 200 when the node serves clients (a member, initialised,
+/// unsealed, a leader known), else 503 with the reason.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "`ready`", content_type = "text/plain", body = String),
         (status = 503, description = "`not ready: <reason>`", content_type = "text/plain", body = String)))]
@@ -336,11 +342,15 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let why = match s.node.status() {
         Ok(st) => match readiness(&st) {
             Ok(()) => return (StatusCode::OK, "ready\n").into_response(),
-            Err(Unready::NotInitialized) => "not initialized",
-            Err(Unready::Sealed) => "sealed",
-            Err(Unready::NoLeader) => "no leader known",
+            Err(Unready::Removed) => match s.node.removed() {
+                Some(e) => format!("removed: {e}"),
+                None => "removed".into(),
+            },
+            Err(Unready::NotInitialized) => "not initialized".into(),
+            Err(Unready::Sealed) => "sealed".into(),
+            Err(Unready::NoLeader) => "no leader known".into(),
         },
-        Err(_) => "status unavailable",
+        Err(_) => "status unavailable".into(),
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,

@@ -558,6 +558,7 @@ mod tests {
             leader_id,
             key_term: None,
             peers: Vec::new(),
+            removed: false,
         }
     }
 

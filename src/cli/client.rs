@@ -1224,6 +1224,77 @@ mod tests {
         assert!(Client::new(&opts(&[""])).is_err());
     }
 
+    /// A one-answer HTTP server on loopback: every request gets `status`
+    /// with the JSON `body`. Returns its port.
+    async fn fixed_answer(status: &'static str, body: &'static str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_removed_node_passes_even_a_write_on_to_the_next_address() {
+        let removed = fixed_answer(
+            "503 Service Unavailable",
+            r#"{"error":{"code":"removed","message":"node 3 was removed from the cluster"}}"#,
+        )
+        .await;
+        let unknown = fixed_answer(
+            "503 Service Unavailable",
+            r#"{"error":{"code":"unavailable","message":"may or may not have been applied"}}"#,
+        )
+        .await;
+        let next = fixed_answer(
+            "401 Unauthorized",
+            r#"{"error":{"code":"unauthorized","message":"invalid access key"}}"#,
+        )
+        .await;
+        let client = |first: u16| {
+            Client::new(&ClientOptions {
+                addresses: vec![
+                    format!("http://127.0.0.1:{first}"),
+                    format!("http://127.0.0.1:{next}"),
+                ],
+                token: None,
+                ca_cert: None,
+                timeout: Duration::from_secs(5),
+            })
+            .unwrap()
+        };
+        let key = SecretString::new("ksa_x".into());
+        let login = LoginRequest {
+            access_key: &key,
+            namespace: "app",
+            policies: &[],
+            ttl: None,
+        };
+        // Login is a write without an idempotency key: it moves on only
+        // from an answer that surely did nothing.
+        let e = client(removed).login(&login).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Api { code, .. } if code == "unauthorized"),
+            "{e}"
+        );
+        let e = client(unknown).login(&login).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Api { code, .. } if code == "unavailable"),
+            "{e}"
+        );
+    }
+
     #[tokio::test]
     async fn a_dead_then_a_sealed_address_gives_the_sealed_answer() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -430,6 +430,9 @@ async fn threshold_keys(client: &Client) -> anyhow::Result<Vec<SecretString>> {
 
 fn status_table(s: &Status) -> Table {
     let mut t = Table::new();
+    if s.removed {
+        t.kv("Removed from the cluster", "yes: serves no requests");
+    }
     t.kv("Initialized", s.initialized).kv("Sealed", s.sealed);
     if s.initialized {
         t.kv("Unseal progress", format!("{}/{}", s.progress, s.threshold))

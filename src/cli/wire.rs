@@ -66,6 +66,9 @@ pub struct Status {
     /// Every node of the cluster.
     #[serde(default)]
     pub peers: Vec<PeerStatus>,
+    /// Whether the answering node was removed from the cluster.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// One node as seen in status.
@@ -455,6 +458,7 @@ mod tests {
                 reachable: Some(true),
                 last_applied: Some(7),
             }],
+            removed: true,
         }
     }
 
@@ -462,6 +466,7 @@ mod tests {
     fn responses_decode() {
         let st: Status = through(&server_status());
         assert_eq!((st.threshold, st.key_term, st.peers.len()), (3, Some(2), 1));
+        assert!(st.removed);
 
         let u: UnsealResponse = through(&server::UnsealResponse {
             status: server_status(),

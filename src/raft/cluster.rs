@@ -253,6 +253,14 @@ pub struct PeerStatus {
     pub last_applied: Option<typ::LogId>,
 }
 
+/// `Membership`: a committed membership, sent both ways (see
+/// [`super::removal`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MembershipExchange {
+    /// The sender's latest committed membership.
+    pub committed: typ::StoredMembership,
+}
+
 /// Why a node refused one of kstash's cluster RPCs; travels back inside
 /// the reply envelope. Messages never hold secrets.
 #[derive(Debug, Clone, Error, Serialize, Deserialize, PartialEq, Eq)]
@@ -329,6 +337,9 @@ pub trait ClusterHandler: Send + Sync + 'static {
     fn unseal(&self, request: UnsealRequest) -> HandlerFuture<'_, UnsealReply>;
     /// This node's status.
     fn peer_status(&self) -> HandlerFuture<'_, PeerStatus>;
+    /// Check a peer's committed membership against this node's log (was
+    /// this node removed?) and answer with this node's own.
+    fn membership(&self, request: MembershipExchange) -> HandlerFuture<'_, MembershipExchange>;
 }
 
 // ----- the tonic service ------------------------------------------------------
@@ -478,6 +489,15 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<GrpcResponse<pb::Envelope>, Status> {
         decode::<()>(request.get_ref())?;
         reply(&self.handler.peer_status().await)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn membership(
+        &self,
+        request: GrpcRequest<pb::Envelope>,
+    ) -> Result<GrpcResponse<pb::Envelope>, Status> {
+        let exchange: MembershipExchange = decode(request.get_ref())?;
+        reply(&self.handler.membership(exchange).await)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod log_store;
 pub mod network;
 pub mod proposer;
 mod read_rounds;
+pub mod removal;
 pub mod replica;
 pub mod state;
 pub mod state_machine;

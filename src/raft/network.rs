@@ -1,7 +1,7 @@
 //! The client side of the cluster port: [`Network`] is openraft's
 //! `RaftNetworkFactory`, its [`NetworkConnection`]s send the Raft RPCs, and
 //! [`PeerClient`] sends kstash's own RPCs (forward, read index, join,
-//! unseal, peer status) for the node layer.
+//! unseal, peer status, membership) for the node layer.
 //!
 //! Invariants:
 //! - Connections are made lazily, over mutual TLS, to the `cluster_addr`
@@ -38,8 +38,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::cluster::{
     decode, encode, pb, ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest,
-    PeerStatus, ReadIndexReply, UnsealReply, UnsealRequest, WireError, KEEPALIVE_INTERVAL,
-    KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES,
+    MembershipExchange, PeerStatus, ReadIndexReply, UnsealReply, UnsealRequest, WireError,
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES,
 };
 use super::tls::{host_of, ClusterTls};
 use super::types::{typ, NodeInfo, TypeConfig};
@@ -177,6 +177,7 @@ enum Method {
     Join,
     Unseal,
     PeerStatus,
+    Membership,
 }
 
 /// Why a call got no answer from the peer's service.
@@ -233,6 +234,7 @@ impl Link {
                 Method::Join => client.join(request).await,
                 Method::Unseal => client.unseal(request).await,
                 Method::PeerStatus => client.peer_status(request).await,
+                Method::Membership => client.membership(request).await,
             }
         };
         match tokio::time::timeout(timeout, call).await {
@@ -573,6 +575,14 @@ impl PeerClient {
     /// This peer's status.
     pub async fn peer_status(&self) -> Result<PeerStatus, PeerError> {
         self.call(Method::PeerStatus, &()).await
+    }
+
+    /// Send this node's committed membership; get the peer's.
+    pub async fn membership(
+        &self,
+        request: &MembershipExchange,
+    ) -> Result<MembershipExchange, PeerError> {
+        self.call(Method::Membership, request).await
     }
 
     async fn call<Q, R>(&self, method: Method, request: &Q) -> Result<R, PeerError>

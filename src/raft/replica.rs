@@ -27,6 +27,12 @@
 //!   sealed node keeps openraft's elections off while a leader exists or
 //!   was seen recently; a sealed leader stops its heartbeats once an
 //!   unsealed voter answers, so that voter takes over.
+//! - A removed node ([`super::removal`]) stays out: it never campaigns
+//!   (elections off, also after a restart), never asks to join, and its
+//!   membership view is the cluster's membership that removed it. It learns
+//!   of its removal from its own committed log, from the leader that removed
+//!   it ([`Replica::remove_member`] tells it), or by asking its peers once
+//!   its leader fell silent ([`Replica::run_membership_watch`]).
 //! - The data dir holds a `node-id` file made at first start
 //!   ([`NodeIdentity`]): a later start with another node id is refused, and
 //!   its random incarnation travels in [`NodeInfo`] so the leader can refuse
@@ -51,7 +57,8 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use super::cluster::{
-    ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, PeerStatus, ReadIndexReply,
+    ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, MembershipExchange,
+    PeerStatus, ReadIndexReply,
 };
 use super::command::{Applied, Command, Idempotency, Request};
 use super::forwarder::Forwarder;
@@ -59,6 +66,7 @@ use super::log_store::LogStore;
 use super::network::{Network, PeerClient, PeerError};
 use super::proposer::{LocalWrite, Proposer};
 use super::read_rounds::Rounds;
+use super::removal::{judge, Removal};
 use super::state::State;
 use super::state_machine::{ApplyHook, StateMachineStore};
 use super::types::{typ, NodeInfo, TypeConfig};
@@ -77,6 +85,13 @@ pub const PROMOTE_MAX_LAG: u64 = 100;
 
 /// Pause between attempts while no leader is known or reachable.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// How many times the leader tries to tell a node it removed (one try
+/// every [`NOTICE_PAUSE`], each bounded by the RPC timeout).
+pub const NOTICE_TRIES: u32 = 10;
+
+/// Pause between the leader's tries to tell a removed node.
+pub const NOTICE_PAUSE: Duration = Duration::from_millis(500);
 
 /// Name of the identity file in the data dir.
 pub const NODE_ID_FILE: &str = "node-id";
@@ -211,7 +226,7 @@ pub enum ReplicaError {
     #[error("starting raft: {0}")]
     Raft(String),
     /// The data dir's `node-id` file is missing, unreadable or names
-    /// another node.
+    /// another node, or its `removed` record is unreadable.
     #[error("node identity: {0}")]
     Identity(String),
 }
@@ -229,7 +244,8 @@ pub enum JoinError {
 }
 
 /// One member of the cluster, as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Member {
     /// Its node id.
     pub id: typ::NodeId,
@@ -321,6 +337,12 @@ pub struct Replica {
     /// The longest election timeout, in milliseconds (the election guard's
     /// unit of "no leader for a while").
     election_timeout_max_ms: u64,
+    /// The data dir (for the removal record).
+    data_dir: PathBuf,
+    /// Set once this node learned it was removed; never cleared.
+    removal: std::sync::Mutex<Option<Removal>>,
+    /// The latest log id of a committed membership that held this node.
+    included: std::sync::Mutex<Option<typ::LogId>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -371,6 +393,10 @@ impl Replica {
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
+        let removal = Removal::load(&config.data_dir).map_err(ReplicaError::Identity)?;
+        if let Some(removal) = &removal {
+            tracing::warn!(node_id = config.node_id, "{removal}");
+        }
         let log = LogStore::open(&config.data_dir.join("raft-log"))?;
         let state = State::new(backend);
         let mut sm = StateMachineStore::open(state.clone(), &config.data_dir.join("snapshots"))?;
@@ -384,6 +410,8 @@ impl Replica {
             heartbeat_interval: config.heartbeat_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
             max_in_snapshot_log_to_keep: config.snapshot_logs.min(1000),
+            // A removed node never campaigns.
+            enable_elect: removal.is_none(),
             ..Default::default()
         }
         .validate()
@@ -406,6 +434,9 @@ impl Replica {
             leader_wait: config.leader_wait,
             membership_lock: tokio::sync::Mutex::new(()),
             election_timeout_max_ms: config.election_timeout_ms.1,
+            data_dir: config.data_dir,
+            removal: std::sync::Mutex::new(removal),
+            included: std::sync::Mutex::new(None),
         }))
     }
 
@@ -505,8 +536,12 @@ impl Replica {
         Some((id, node))
     }
 
-    /// Every member of the (latest, possibly uncommitted) membership.
+    /// Every member of the (latest, possibly uncommitted) membership; on a
+    /// removed node, the members of the membership that removed it.
     pub fn members(&self) -> Vec<Member> {
+        if let Some(removal) = self.removal() {
+            return removal.members;
+        }
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
@@ -521,8 +556,12 @@ impl Replica {
             .collect()
     }
 
-    /// Whether this node is a voter in its own view of the membership.
+    /// Whether this node is a voter in its own view of the membership
+    /// (never once it was removed).
     pub fn is_voter(&self) -> bool {
+        if self.removal().is_some() {
+            return false;
+        }
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let voter = m
@@ -533,8 +572,12 @@ impl Replica {
         voter
     }
 
-    /// Whether this node is in its own view of the membership at all.
+    /// Whether this node is in its own view of the membership at all
+    /// (never once it was removed).
     pub fn is_member(&self) -> bool {
+        if self.removal().is_some() {
+            return false;
+        }
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let member = m
@@ -1121,7 +1164,9 @@ impl Replica {
             if leader.is_some() {
                 leader_seen = now;
             }
-            let want_elect = !sealed || (leader.is_none() && now - leader_seen >= no_leader_for);
+            // A removed node never campaigns.
+            let want_elect = self.removal().is_none()
+                && (!sealed || (leader.is_none() && now - leader_seen >= no_leader_for));
             if elect != Some(want_elect) {
                 tracing::info!(
                     node_id = self.id,
@@ -1160,6 +1205,171 @@ impl Replica {
         }
     }
 
+    // ----- removal: noticing it, and staying out ---------------------------------
+
+    /// Why this node serves nothing, once it learned it was removed.
+    pub fn removal(&self) -> Option<Removal> {
+        self.removal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// This node's committed membership, how long ago it last heard from a
+    /// leader (its vote was last confirmed), and whether it leads; `None`
+    /// once openraft stopped.
+    async fn membership_now(&self) -> Option<(typ::StoredMembership, Option<Duration>, bool)> {
+        self.raft
+            .with_raft_state(|st| {
+                let committed = st.membership_state.committed();
+                (
+                    typ::StoredMembership::new(*committed.log_id(), committed.membership().clone()),
+                    st.vote_last_modified().map(|at| at.elapsed()),
+                    st.server_state == openraft::ServerState::Leader,
+                )
+            })
+            .await
+            .ok()
+    }
+
+    /// Take in `committed`, a committed membership (this node's own or a
+    /// peer's): remember it when it holds this node, and record the removal
+    /// when it shows one ([`judge`]). Returns whether this node is removed.
+    fn learn_membership(&self, committed: &typ::StoredMembership) -> bool {
+        if self.removal().is_some() {
+            return true;
+        }
+        let included = {
+            let mut included = self.included.lock().unwrap_or_else(|e| e.into_inner());
+            if committed.membership().get_node(&self.id).is_some() {
+                *included = (*included).max(*committed.log_id());
+            }
+            *included
+        };
+        match judge(self.id, included, committed) {
+            Some(removal) => {
+                self.note_removed(removal);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Record this node's removal: durably first, then elections off.
+    fn note_removed(&self, removal: Removal) {
+        let mut slot = self.removal.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        if let Err(e) = removal.save(&self.data_dir) {
+            tracing::error!(error = %e, "cannot write the removal record; a restart may not know");
+        }
+        self.raft.runtime_config().elect(false);
+        tracing::warn!(
+            node_id = self.id,
+            log_index = removal.log_index,
+            "{removal}"
+        );
+        *slot = Some(removal);
+    }
+
+    /// `Membership` from a peer: check its committed membership against
+    /// this node's log, and answer with this node's own.
+    pub async fn exchange_membership(
+        &self,
+        request: MembershipExchange,
+    ) -> Result<MembershipExchange, ClusterError> {
+        let (committed, _, _) = self
+            .membership_now()
+            .await
+            .ok_or_else(|| ClusterError::Unavailable("the node is shutting down".into()))?;
+        self.learn_membership(&committed);
+        self.learn_membership(&request.committed);
+        Ok(MembershipExchange { committed })
+    }
+
+    /// Notice this node's removal, for as long as it runs: every `every`,
+    /// check its own committed membership, and, when it is a member that
+    /// has not heard from a leader for two election timeouts (or knows
+    /// none), ask every peer of its view for theirs (concurrently, each
+    /// bounded). This is how a node that was cut off when it was removed
+    /// learns it once the partition heals; a healthy follower asks nobody.
+    pub async fn run_membership_watch(self: Arc<Self>, every: Duration) {
+        let quiet = Duration::from_millis(self.election_timeout_max_ms.saturating_mul(2));
+        let peer_timeout = Duration::from_millis(self.election_timeout_max_ms.clamp(100, 500));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some((committed, silent_for, leads)) = self.membership_now().await else {
+                return;
+            };
+            if self.learn_membership(&committed) {
+                return;
+            }
+            let member = self
+                .included
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some();
+            let leader = self.raft.metrics().borrow().current_leader;
+            let heard = leader.is_some() && silent_for.is_some_and(|s| s < quiet);
+            if !member || leads || heard {
+                continue;
+            }
+            let exchange = MembershipExchange { committed };
+            let mut calls = tokio::task::JoinSet::new();
+            for (_, client) in self.peer_clients() {
+                let exchange = exchange.clone();
+                calls.spawn(async move {
+                    tokio::time::timeout(peer_timeout, client.membership(&exchange)).await
+                });
+            }
+            while let Some(done) = calls.join_next().await {
+                if let Ok(Ok(Ok(reply))) = done {
+                    if self.learn_membership(&reply.committed) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remove `node_id` from the voters and learners (joint, then uniform;
+    /// a removed voter leaves the nodes too), on the leader. Once committed,
+    /// tell the removed node (in the background, at most [`NOTICE_TRIES`]
+    /// times; it also finds out by itself, see
+    /// [`Replica::run_membership_watch`]). Returns the log id of the
+    /// membership that removed it.
+    pub async fn remove_member(
+        &self,
+        node_id: typ::NodeId,
+        voter: bool,
+    ) -> Result<typ::LogId, ReplicaError> {
+        let _guard = self.membership_lock.lock().await;
+        let target = self.members().into_iter().find(|m| m.id == node_id);
+        let change = if voter {
+            ChangeMembers::RemoveVoters([node_id].into())
+        } else {
+            ChangeMembers::RemoveNodes([node_id].into())
+        };
+        let written = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| ReplicaError::Raft(format!("membership change failed: {e}")))?;
+        let Some((committed, _, _)) = self.membership_now().await else {
+            return Ok(written.log_id);
+        };
+        if node_id == self.id {
+            self.learn_membership(&committed);
+        } else if let (Some(target), Some(net)) = (target, &self.peers) {
+            let client = net.peer(target.id, &target.node);
+            tokio::spawn(tell_removed(client, MembershipExchange { committed }));
+        }
+        Ok(written.log_id)
+    }
+
     // ----- the joiner's side ----------------------------------------------------
 
     /// Ask the nodes at `addrs` (cluster addresses), in turn, to add this
@@ -1183,6 +1393,9 @@ impl Replica {
     }
 
     async fn request_join_once(&self, addrs: &[String]) -> Result<(), JoinError> {
+        if let Some(removal) = self.removal() {
+            return Err(JoinError::Refused(removal.to_string()));
+        }
         let Some(net) = &self.peers else {
             return Err(JoinError::Refused(
                 "this node has no cluster network".into(),
@@ -1231,6 +1444,22 @@ impl Replica {
     /// Stop openraft.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+/// Tell a node it was removed: send it the committed membership without
+/// it, until it answers or [`NOTICE_TRIES`] tries failed (it may be down or
+/// cut off; it then learns by asking its peers).
+async fn tell_removed(client: PeerClient, exchange: MembershipExchange) {
+    for _ in 0..NOTICE_TRIES {
+        match client.membership(&exchange).await {
+            Ok(_) => {
+                tracing::info!(node = ?client.id(), "removed node told");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "removed node not told yet"),
+        }
+        tokio::time::sleep(NOTICE_PAUSE).await;
     }
 }
 

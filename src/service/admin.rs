@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -143,18 +142,13 @@ impl Node {
         }
         let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
         drop(gk);
-        let change = if target.voter {
-            ChangeMembers::RemoveVoters([node_id].into())
-        } else {
-            ChangeMembers::RemoveNodes([node_id].into())
-        };
-        // retain = false: a removed voter leaves the nodes too.
-        self.raft
-            .raft()
-            .change_membership(change, false)
+        // The replica also tells the removed node, so it stops serving.
+        let log_id = self
+            .raft
+            .remove_member(node_id, target.voter)
             .await
-            .map_err(|e| ServiceError::Unavailable(format!("membership change failed: {e}")))?;
-        tracing::info!(node_id, "member removed");
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        tracing::info!(node_id, log_index = log_id.index, "member removed");
         Ok(SysResponse {
             gatekeeper_token: rep,
             ..Default::default()

@@ -1,6 +1,6 @@
 //! The node's side of kstash's own cluster RPCs ([`ClusterHandler`]):
-//! forwarded writes, read indexes and joins go to the replica; unseal and
-//! peer status are the node's.
+//! forwarded writes, read indexes, joins and membership exchanges go to the
+//! replica; unseal and peer status are the node's.
 //!
 //! Invariants: a peer's unseal secret takes the same path as a client's
 //! unseal on this node and is never passed on again; replies and errors
@@ -14,7 +14,7 @@ use super::types::{PeerStatus as StatusPeer, UnsealRequest as ClientUnseal};
 use super::{Node, ServiceError};
 use crate::raft::cluster::{
     ClusterError, ClusterHandler, ForwardReply, ForwardRequest, HandlerFuture, JoinReply,
-    JoinRequest, PeerStatus, ReadIndexReply, UnsealReply, UnsealRequest,
+    JoinRequest, MembershipExchange, PeerStatus, ReadIndexReply, UnsealReply, UnsealRequest,
 };
 use crate::secret::SecretString;
 
@@ -204,6 +204,10 @@ impl ClusterHandler for Node {
 
     fn peer_status(&self) -> HandlerFuture<'_, PeerStatus> {
         Box::pin(async move { self.own_peer_status().map_err(cluster_error) })
+    }
+
+    fn membership(&self, request: MembershipExchange) -> HandlerFuture<'_, MembershipExchange> {
+        Box::pin(self.raft.exchange_membership(request))
     }
 }
 

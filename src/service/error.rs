@@ -41,6 +41,11 @@ pub enum ServiceError {
     /// Temporarily unable to serve; retry.
     #[error("{0}")]
     Unavailable(String),
+    /// This node was removed from the cluster and serves no requests; the
+    /// message names the removal and the fix. Nothing was done: another
+    /// node of the cluster can take the same request.
+    #[error("{0}")]
+    Removed(String),
     /// A stored value failed authentication: tampered with, or moved to
     /// another path or namespace.
     #[error("stored value failed its integrity check (tampered with or moved)")]
@@ -63,6 +68,7 @@ impl ServiceError {
             ServiceError::Sealed => "sealed",
             ServiceError::NotInitialized => "not_initialized",
             ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::Removed(_) => "removed",
             ServiceError::Integrity => "integrity",
             ServiceError::Internal => "internal",
         }

@@ -3,7 +3,8 @@
 //! Each operation runs the guard first (sealed? credentials? ACL?), then
 //! builds a command (encrypting through the barrier where a secret is
 //! involved) and proposes it. Reads check the guard and decrypt.
-//! Invariants: while sealed, only status and unseal answer; every error
+//! Invariants: while sealed, only status and unseal answer; once removed
+//! from the cluster, only status and the membership view; every error
 //! message is free of secrets; a failed call changes nothing.
 
 pub mod admin;
@@ -175,6 +176,14 @@ impl Node {
     /// Whether the barrier is sealed.
     pub fn is_sealed(&self) -> bool {
         self.barrier.is_sealed()
+    }
+
+    /// The error every client request gets once this node was removed from
+    /// the cluster (it names the removal and the fix).
+    pub fn removed(&self) -> Option<ServiceError> {
+        self.raft
+            .removal()
+            .map(|r| ServiceError::Removed(r.to_string()))
     }
 
     /// Wait until this node's state reflects every acknowledged write.

@@ -40,6 +40,7 @@ impl Node {
             leader_id: self.raft.raft_status().leader,
             key_term: self.barrier.active_term(),
             peers: self.members_status(sealed),
+            removed: self.raft.removal().is_some(),
         })
     }
 

@@ -67,6 +67,9 @@ pub struct Status {
     pub key_term: Option<u32>,
     /// Every node of the cluster.
     pub peers: Vec<PeerStatus>,
+    /// Whether this node was removed from the cluster: it serves no
+    /// requests, and `peers` lists the members that removed it.
+    pub removed: bool,
 }
 
 /// One node as seen in status.

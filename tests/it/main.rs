@@ -18,6 +18,7 @@ mod t48_sealed_service;
 mod t50_bad_input;
 mod t60_cluster_transport;
 mod t70_cluster;
+mod t71_membership;
 mod t72_unseal;
 mod t73_rekey;
 mod t74_admin;

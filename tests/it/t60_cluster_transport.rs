@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use kstash::raft::cluster::{
     self, encode, pb, serve_on, ClusterError, ClusterHandler, ClusterService, ForwardReply,
-    ForwardRequest, HandlerFuture, JoinReply, JoinRequest, PeerStatus, ReadIndexReply, UnsealReply,
-    UnsealRequest, WireError, MAX_ENVELOPE_BYTES,
+    ForwardRequest, HandlerFuture, JoinReply, JoinRequest, MembershipExchange, PeerStatus,
+    ReadIndexReply, UnsealReply, UnsealRequest, WireError, MAX_ENVELOPE_BYTES,
 };
 use kstash::raft::command::{Applied, Command, Request};
 use kstash::raft::forwarder::{Forwarder, MAX_IN_FLIGHT as FORWARDS_IN_FLIGHT};
@@ -127,6 +127,13 @@ impl ClusterHandler for Stub {
                 leader: Some(self.id),
                 last_applied: None,
             })
+        })
+    }
+
+    fn membership(&self, request: MembershipExchange) -> HandlerFuture<'_, MembershipExchange> {
+        Box::pin(async move {
+            self.record("membership".into());
+            Ok(request)
         })
     }
 }
