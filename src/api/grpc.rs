@@ -237,6 +237,7 @@ fn status_pb(s: t::Status) -> pb::Status {
         leader: s.leader,
         leader_id: s.leader_id,
         key_term: s.key_term,
+        removed: s.removed,
         peers: s
             .peers
             .into_iter()

@@ -1054,6 +1054,7 @@ mod tests {
             | S::Conflict(_)
             | S::TooLarge(_)
             | S::Sealed
+            | S::Removed(_)
             | S::NotInitialized
             | S::Unavailable(_)
             | S::Integrity
@@ -1067,6 +1068,7 @@ mod tests {
             S::Conflict(String::new()),
             S::TooLarge(String::new()),
             S::Sealed,
+            S::Removed(String::new()),
             S::NotInitialized,
             S::Unavailable(String::new()),
             S::Integrity,
