@@ -65,13 +65,15 @@ pub fn router_with(
     )
 }
 
-/// Routes that answer while sealed: status, health, init, unseal, and the
-/// content-free documents (OpenAPI, metrics, probes).
+/// Routes that answer while sealed: status, health, the membership view
+/// (Raft's own state, no barrier), init, unseal, and the content-free
+/// documents (OpenAPI, metrics, probes).
 pub fn answers_while_sealed(path: &str) -> bool {
     matches!(
         path,
         "/v1/sys/status"
             | "/v1/sys/health"
+            | "/v1/sys/raft/peers"
             | "/v1/sys/init"
             | "/v1/sys/unseal"
             | "/v1/openapi.json"
@@ -80,6 +82,7 @@ pub fn answers_while_sealed(path: &str) -> bool {
             | "/readyz"
             | "/kstash.v1.Sys/Status"
             | "/kstash.v1.Sys/Health"
+            | "/kstash.v1.Sys/RaftPeers"
             | "/kstash.v1.Sys/Init"
             | "/kstash.v1.Sys/Unseal"
     )

@@ -489,15 +489,10 @@ impl Client {
         }
     }
 
-    /// `POST /v1/sys/raft/peers`.
-    pub async fn raft_peers(&self, req: &GatekeeperAuth) -> Result<PeersResponse, ClientError> {
-        self.json(
-            Method::POST,
-            "/v1/sys/raft/peers",
-            Some(json_body(req)),
-            Auth::None,
-        )
-        .await
+    /// `GET /v1/sys/raft/peers` (no credential).
+    pub async fn raft_peers(&self) -> Result<PeersResponse, ClientError> {
+        self.json(Method::GET, "/v1/sys/raft/peers", None, Auth::None)
+            .await
     }
 
     /// `POST /v1/sys/raft/remove`.

@@ -240,8 +240,8 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
         OperatorCommand::Snapshot(SnapshotCommand::Restore { .. }) => {
             unreachable!("handled in run, offline")
         }
-        OperatorCommand::Raft(RaftCommand::Peers(auth)) => {
-            let resp = client.raft_peers(&gatekeeper_auth(auth)?).await?;
+        OperatorCommand::Raft(RaftCommand::Peers) => {
+            let resp = client.raft_peers().await?;
             match fmt {
                 Format::Json => print_json(&resp)?,
                 Format::Table => {
@@ -258,9 +258,6 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
                         ]);
                     }
                     t.print()?;
-                    if let Some(r) = &resp.gatekeeper_token {
-                        line(&format!("Gatekeeper token (replacement): {}", r.expose()))?;
-                    }
                 }
             }
         }

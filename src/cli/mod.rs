@@ -279,8 +279,9 @@ pub enum OperatorCommand {
 #[derive(Debug, Subcommand)]
 pub enum RaftCommand {
     /// List the cluster's members: id, addresses, voter or learner, leader,
-    /// matched log index (known on the leader).
-    Peers(GatekeeperAuthArgs),
+    /// matched log index (known on the leader). Needs no credential and
+    /// works on a sealed node.
+    Peers,
     /// Remove a member from the voters and learners (on the leader; a
     /// follower answers with the leader's address).
     Remove {
