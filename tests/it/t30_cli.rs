@@ -435,3 +435,214 @@ fn bench_loads_a_node_and_reports() {
     let bad = cli.with_token("kst_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &args);
     bad.fails(1, "no operation succeeded");
 }
+
+/// `path` holding `text`, with file mode `mode`.
+fn write_file(path: &std::path::Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The single node's status, as `operator status --format json` prints it.
+fn status(cli: &Cli) -> Value {
+    let out = cli.run(&["operator", "status", "--format", "json"], &[], None);
+    serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// Unseal keys and gatekeeper tokens from files and stdin, with stdin a
+/// pipe (no terminal anywhere).
+///
+/// Steps:
+/// 1. start a server; init 3 keys, threshold 2, 2 gatekeeper tokens;
+/// 2. `unseal --keys-file` refuses a file others can read, a file with too
+///    few keys and a file with a mistyped key (naming its line, never the
+///    key); none of them sent anything (progress 0/2);
+/// 3. `unseal --keys-file FILE` (blank lines, spaces) unseals; no key is
+///    printed;
+/// 4. `seal --keys-file -` with the keys on stdin seals; `unseal
+///    --keys-file -` from stdin unseals again;
+/// 5. `gatekeeper-token list --keys-file FILE` lists both tokens, unused;
+/// 6. `rotate --gatekeeper-token-file -` with a token on stdin rotates and
+///    prints the replacement; `gatekeeper-token renew
+///    --gatekeeper-token-file FILE` trades the other token;
+/// 7. `operator raft peers` needs no credential and spends no token: the
+///    token list is the same before and after;
+/// 8. no unseal key or gatekeeper token given as input was ever printed.
+#[test]
+fn keys_and_tokens_come_from_files_and_stdin() {
+    eprintln!("--- step 1: server, init 3/2 with 2 gatekeeper tokens");
+    let server = ServerProcess::start();
+    let cli = Cli {
+        address: server.url(),
+        seen: Default::default(),
+    };
+    let out = cli.run(
+        &[
+            "operator",
+            "init",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--gatekeeper-tokens",
+            "2",
+            "--format",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let init: Value = serde_json::from_str(out.ok()).unwrap();
+    let keys: Vec<String> = init["unseal_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let tokens: Vec<String> = init["gatekeeper_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    cli.seen.borrow_mut().clear();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        write_file(&path, text, mode);
+        path.to_str().unwrap().to_string()
+    };
+
+    eprintln!("--- step 2: refused files send nothing");
+    let all = format!("\n  {}\n\n\t{} \n{}\n", keys[0], keys[1], keys[2]);
+    let open = file("open", &all, 0o644);
+    cli.run(&["operator", "unseal", "--keys-file", &open], &[], None)
+        .fails(1, "readable by others");
+    let one = file("one", &format!("{}\n", keys[0]), 0o600);
+    cli.run(&["operator", "unseal", "--keys-file", &one], &[], None)
+        .fails(1, "holds 1 unseal key(s); the unseal needs 2 more key(s)");
+    let mut typo = keys[1].clone();
+    let bad = if typo.starts_with('A') { "B" } else { "A" };
+    typo.replace_range(0..1, bad);
+    let typo_file = file("typo", &format!("{}\n\n{typo}\n", keys[0]), 0o600);
+    let out = cli.run(
+        &["operator", "unseal", "--keys-file", &typo_file],
+        &[],
+        None,
+    );
+    out.fails(1, "line 3: invalid unseal key");
+    assert!(!out.stderr.contains(&typo), "{out:?}");
+    let st = status(&cli);
+    assert_eq!(
+        (st["sealed"].as_bool(), st["progress"].as_u64()),
+        (Some(true), Some(0))
+    );
+
+    eprintln!("--- step 3: unseal from a file");
+    let good = file("keys", &all, 0o600);
+    let out = cli.run(
+        &[
+            "operator",
+            "unseal",
+            "--keys-file",
+            &good,
+            "--format",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let st: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(st["sealed"], false, "{out:?}");
+
+    eprintln!("--- step 4: seal and unseal with the keys on stdin");
+    let out = cli.run(&["operator", "seal", "--keys-file", "-"], &[], Some(&all));
+    assert!(out.ok().contains("Sealed."), "{out:?}");
+    assert_eq!(status(&cli)["sealed"], true);
+    let out = cli.run(&["operator", "unseal", "--keys-file", "-"], &[], Some(&all));
+    assert!(out.ok().contains("Sealed           false"), "{out:?}");
+
+    eprintln!("--- step 5: list gatekeeper tokens with the keys file");
+    let list = |cli: &Cli| {
+        let out = cli.run(
+            &[
+                "operator",
+                "gatekeeper-token",
+                "list",
+                "--keys-file",
+                &good,
+                "--format",
+                "json",
+            ],
+            &[],
+            None,
+        );
+        let list: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        list["tokens"].clone()
+    };
+    let before = list(&cli);
+    assert_eq!(before.as_array().unwrap().len(), 2, "{before}");
+    assert!(
+        before
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["used_at"].is_null()),
+        "{before}"
+    );
+
+    eprintln!("--- step 6: gatekeeper tokens from stdin and from a file");
+    let out = cli.run(
+        &[
+            "operator",
+            "rotate",
+            "--gatekeeper-token-file",
+            "-",
+            "--format",
+            "json",
+        ],
+        &[],
+        Some(&format!("{}\n", tokens[0])),
+    );
+    let rotated: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert!(
+        rotated["gatekeeper_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("ksg_"),
+        "{out:?}"
+    );
+    let token_file = file("token", &format!("  {}\n", tokens[1]), 0o600);
+    let out = cli.run(
+        &[
+            "operator",
+            "gatekeeper-token",
+            "renew",
+            "--gatekeeper-token-file",
+            &token_file,
+        ],
+        &[],
+        None,
+    );
+    assert!(out.ok().contains("Renewed."), "{out:?}");
+
+    eprintln!("--- step 7: raft peers needs no credential and spends none");
+    let before = list(&cli);
+    let out = cli.run(
+        &["operator", "raft", "peers", "--format", "json"],
+        &[],
+        None,
+    );
+    let peers: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(peers["peers"].as_array().unwrap().len(), 1, "{peers}");
+    assert_eq!(list(&cli), before, "listing peers used no gatekeeper token");
+
+    eprintln!("--- step 8: nothing given as input was printed");
+    let seen = cli.seen.borrow();
+    for secret in keys.iter().chain(&tokens) {
+        assert!(
+            !seen.contains(secret.as_str()),
+            "an input secret was printed"
+        );
+    }
+}
