@@ -65,6 +65,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
         return bench(&cli.global, args);
     }
+    if let Command::Completion { shell } = &cli.command {
+        return completion(*shell);
+    }
     let g = &cli.global;
     let client = Client::new(&ClientOptions {
         addresses: g.address.clone(),
@@ -79,7 +82,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let fmt = g.format;
     rt.block_on(async {
         match cli.command {
-            Command::Server(_) | Command::Bench(_) => unreachable!("handled above"),
+            Command::Server(_) | Command::Bench(_) | Command::Completion { .. } => {
+                unreachable!("handled above")
+            }
             Command::Operator(c) => operator(&client, fmt, c).await,
             Command::Login(args) => login(&client, fmt, args).await,
             Command::Token(c) => token(&client, fmt, c).await,
@@ -663,7 +668,7 @@ fn print_token_info(fmt: Format, info: &TokenInfo) -> anyhow::Result<()> {
                 .kv("Expires at", &info.expires_at)
                 .kv(
                     "TTL",
-                    humantime::format_duration(std::time::Duration::from_secs(info.ttl)),
+                    crate::config::format_duration(std::time::Duration::from_secs(info.ttl)),
                 )
                 .kv("Renewable until", &info.max_expires_at);
             t.print()?;
@@ -801,7 +806,17 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
             }
         }
         KvCommand::Get { path, field, stale } => {
-            let s = client.kv_get(&path, stale).await?;
+            if path.ends_with('/') {
+                bail!(
+                    "{path:?} names a folder, not a secret: list what is below it with \
+                     `kstash kv list {}`",
+                    shell_word(&path)
+                );
+            }
+            let s = match client.kv_get(&path, stale).await {
+                Ok(s) => s,
+                Err(e) => return Err(folder_hint(client, &path, stale, e).await),
+            };
             match field {
                 Some(SecretField::Value) => print_raw(&secret_bytes(&s)?)?,
                 Some(SecretField::Version) => line(&s.version.to_string())?,
@@ -861,6 +876,47 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
             note_truncated(l.keys.len(), l.cursor.as_deref());
         }
     }
+    Ok(())
+}
+
+/// A 404 for `path` where names exist below `path/` says how to list them;
+/// any other error, or a failed look below, is returned as it was.
+async fn folder_hint(
+    client: &Client,
+    path: &str,
+    stale: bool,
+    e: super::ClientError,
+) -> anyhow::Error {
+    if !matches!(e, super::ClientError::Api { status: 404, .. }) {
+        return e.into();
+    }
+    let folder = format!("{path}/");
+    match client.kv_list(&folder, stale, None, Some(1)).await {
+        Ok(l) if !l.keys.is_empty() => anyhow::anyhow!(
+            "{e}; {path:?} is a folder: list what is below it with `kstash kv list {}`",
+            shell_word(&folder)
+        ),
+        _ => e.into(),
+    }
+}
+
+/// `text` as one shell word: as it is when it holds only safe characters,
+/// else single-quoted.
+fn shell_word(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/_.-:@%+=,".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_string()
+    } else {
+        shell_quote(text)
+    }
+}
+
+/// `kstash completion SHELL`: the script, for the whole command tree.
+fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "kstash", &mut script);
+    print_raw(&script)?;
     Ok(())
 }
 

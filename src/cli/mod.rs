@@ -45,8 +45,9 @@ pub struct Cli {
 /// Options of every client command.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Server base URLs, comma-separated; the next one is tried only when one
-    /// cannot be connected to.
+    /// Server base URLs with their scheme (`http://host:port` or
+    /// `https://…`), comma-separated; see README "The same with the CLI"
+    /// for when the next one is tried.
     #[arg(
         long,
         global = true,
@@ -65,7 +66,8 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Request timeout (e.g. `30s`, `2m`).
+    /// How long the whole command may wait for servers, every retry and
+    /// failover to the next address included (e.g. `30s`, `2m`).
     #[arg(
         long,
         global = true,
@@ -98,6 +100,13 @@ pub enum Command {
     /// Load a cluster (over gRPC, with the token) and report ops/s and
     /// latency percentiles.
     Bench(BenchArgs),
+    /// Print a shell completion script, e.g. `kstash completion bash >
+    /// /etc/bash_completion.d/kstash` or `source <(kstash completion zsh)`.
+    Completion {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `kstash bench`: closed-loop clients for a fixed time after a warm-up.
@@ -805,5 +814,20 @@ mod tests {
         let e = Cli::try_parse_from(["kstash", "operator", "raft", "peers", "--keys", "2"])
             .unwrap_err();
         assert_eq!(e.exit_code(), 2);
+        let cli = Cli::try_parse_from(["kstash", "completion", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Completion {
+                shell: clap_complete::Shell::Zsh
+            }
+        ));
+        let cli = Cli::try_parse_from([
+            "kstash", "login", "-n", "team-a", "-p", "a", "-p", "b", "--ttl", "1s",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Login(l) => assert_eq!((l.policies.len(), l.ttl), (2, Some(1))),
+            other => panic!("{other:?}"),
+        }
     }
 }

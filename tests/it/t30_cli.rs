@@ -646,3 +646,161 @@ fn keys_and_tokens_come_from_files_and_stdin() {
         );
     }
 }
+
+/// Small frictions of a first session.
+///
+/// Steps:
+/// 1. `completion bash|zsh|fish` print a script naming `kstash`, with no
+///    server;
+/// 2. a bare `host:port` address (flag or KSTASH_ADDR) is refused with the
+///    hint to add the scheme;
+/// 3. a server, init 1/1, unseal, admin token; `login --ttl 33d` is refused
+///    naming the maximum as configured (`32d`, not humantime's months);
+/// 4. `kv get` of a folder (`app/`, or `app` where `app/db` exists)
+///    suggests `kv list app/`; a missing name without children does not;
+/// 5. `--timeout 2s` bounds the whole command: two addresses that accept
+///    and never answer fail within 2 s and a margin, saying so; a
+///    blackhole then the live node answers within the same bound.
+#[test]
+fn first_session_frictions() {
+    eprintln!("--- step 1: completion scripts");
+    let offline = Cli {
+        address: "http://127.0.0.1:1".into(),
+        seen: Default::default(),
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let out = offline.run(&["completion", shell], &[], None);
+        let script = out.ok();
+        assert!(
+            script.len() > 500 && script.contains("kstash"),
+            "{shell}: {out:?}"
+        );
+        assert!(
+            script.contains("unseal") && script.contains("--keys-file"),
+            "{shell}"
+        );
+    }
+    offline
+        .run(&["completion", "tcsh"], &[], None)
+        .fails(2, "tcsh");
+
+    eprintln!("--- step 2: a bare host:port address");
+    let bare = Cli {
+        address: "127.0.0.1:8200".into(),
+        seen: Default::default(),
+    };
+    bare.run(&["operator", "status"], &[], None).fails(
+        1,
+        "add the scheme: http://127.0.0.1:8200 or https://127.0.0.1:8200",
+    );
+    offline
+        .run(
+            &["--address", "localhost:8200", "operator", "status"],
+            &[],
+            None,
+        )
+        .fails(
+            1,
+            "add the scheme: http://localhost:8200 or https://localhost:8200",
+        );
+
+    eprintln!("--- step 3: server; durations as configured");
+    let server = ServerProcess::start();
+    let cli = Cli {
+        address: server.url(),
+        seen: Default::default(),
+    };
+    let out = cli.run(
+        &[
+            "operator",
+            "init",
+            "--shares",
+            "1",
+            "--threshold",
+            "1",
+            "--format",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let init: Value = serde_json::from_str(out.ok()).unwrap();
+    let key = init["unseal_keys"][0].as_str().unwrap();
+    let access_key = init["access_key"].as_str().unwrap();
+    cli.run(&["operator", "unseal", key], &[], None).ok();
+    let admin = cli.login(access_key, "team-a", "admin", &[]);
+    let out = cli.run(
+        &["login", "-n", "team-a", "-p", "admin", "--ttl", "33d"],
+        &[("KSTASH_ACCESS_KEY", access_key)],
+        None,
+    );
+    out.fails(1, "ttl 33d exceeds the maximum of 32d");
+    let out = cli.with_token(&admin, &["token", "lookup"]);
+    let ttl = out
+        .ok()
+        .lines()
+        .find_map(|l| l.strip_prefix("TTL"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|| panic!("no TTL row: {out:?}"));
+    assert!(
+        ttl == "1h" || ttl.starts_with("59m"),
+        "a 1h token's TTL as configured: {ttl:?}"
+    );
+
+    eprintln!("--- step 4: kv get of a folder suggests kv list");
+    cli.with_token(&admin, &["kv", "put", "app/db", "x"]).ok();
+    cli.with_token(&admin, &["kv", "get", "app/"])
+        .fails(1, "`kstash kv list app/`");
+    let out = cli.with_token(&admin, &["kv", "get", "app"]);
+    out.fails(1, "HTTP 404");
+    assert!(out.stderr.contains("`kstash kv list app/`"), "{out:?}");
+    let out = cli.with_token(&admin, &["kv", "get", "nothing"]);
+    out.fails(1, "HTTP 404");
+    assert!(!out.stderr.contains("kv list"), "{out:?}");
+
+    eprintln!("--- step 5: --timeout bounds the whole command");
+    // Listeners that are never accepted from: the kernel completes each
+    // connection, and no answer ever comes. Closed when dropped.
+    let holes: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let hole = |i: usize| format!("http://{}", holes[i].local_addr().unwrap());
+    let margin = Duration::from_millis(1500);
+    let budget = Duration::from_secs(2);
+    let both = format!("{},{}", hole(0), hole(1));
+    let t = Instant::now();
+    let out = cli.run(
+        &["--timeout", "2s", "--address", &both, "operator", "status"],
+        &[],
+        None,
+    );
+    let took = t.elapsed();
+    out.fails(1, "no answer within --timeout 2s");
+    assert!(
+        took < budget + margin,
+        "two blackholes took {took:?}: {out:?}"
+    );
+    let first_dead = format!("{},{}", hole(0), server.url());
+    let t = Instant::now();
+    let out = cli.with_token(
+        &admin,
+        &[
+            "--timeout",
+            "2s",
+            "--address",
+            &first_dead,
+            "kv",
+            "get",
+            "app/db",
+            "--field",
+            "value",
+        ],
+    );
+    let took = t.elapsed();
+    assert_eq!(out.ok(), "x");
+    assert!(
+        took < budget + margin,
+        "a blackhole then the node took {took:?}"
+    );
+    drop(holes);
+}
