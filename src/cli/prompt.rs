@@ -7,7 +7,7 @@
 //! it ([`crate::config::check_private_file`]); no more than
 //! [`MAX_SECRET_INPUT`] bytes are read from a file or from stdin.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -78,13 +78,21 @@ fn shown(path: &Path) -> String {
 }
 
 /// The text of a secret file, or of stdin for `-`: a file others can read
-/// is refused before it is opened, input over [`MAX_SECRET_INPUT`] bytes
-/// is refused, and so is input that is not UTF-8.
+/// is refused before it is opened, stdin that is a terminal (it would echo)
+/// is refused, input over [`MAX_SECRET_INPUT`] bytes is refused, and so is
+/// input that is not UTF-8.
 fn read_secret_input(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     let name = shown(path);
     let mut bytes = Zeroizing::new(Vec::new());
     let limit = MAX_SECRET_INPUT as u64 + 1;
     if path == Path::new("-") {
+        // Typed at a terminal, the input would be echoed as it is typed.
+        if std::io::stdin().is_terminal() {
+            bail!(
+                "stdin is a terminal, which would echo what is typed: pipe the keys or \
+                 token in, or leave out the file option to be prompted without echo"
+            );
+        }
         std::io::stdin()
             .lock()
             .take(limit)
