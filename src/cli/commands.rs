@@ -364,18 +364,12 @@ async fn gatekeeper_token(
         }
         GatekeeperTokenCommand::Renew {
             gatekeeper_token,
-            gatekeeper_token_file: Some(path),
+            gatekeeper_token_file: token_file,
         } => {
-            debug_assert!(gatekeeper_token.is_none(), "clap keeps them apart");
-            let token = gatekeeper_token_file(&path)?;
-            let resp = client.renew_gatekeeper_token(&token).await?;
-            print_sys(fmt, &resp, "Renewed.")?;
-        }
-        GatekeeperTokenCommand::Renew {
-            gatekeeper_token,
-            gatekeeper_token_file: None,
-        } => {
-            let token = explicit_or_env_gatekeeper_token(gatekeeper_token)?;
+            let token = match token_file {
+                Some(path) => gatekeeper_token_file(&path)?,
+                None => explicit_or_env_gatekeeper_token(gatekeeper_token)?,
+            };
             let resp = client.renew_gatekeeper_token(&token).await?;
             print_sys(fmt, &resp, "Renewed.")?;
         }
@@ -385,13 +379,14 @@ async fn gatekeeper_token(
             id,
             keys_file,
         } => {
-            match (gatekeeper_token, token_file, id) {
-                (t, f, None) if t.is_some() != f.is_some() => {
-                    let token = match (t, f) {
-                        (Some(t), _) => secret_arg(Some(t), "gatekeeper token")?,
-                        (None, Some(path)) => gatekeeper_token_file(&path)?,
-                        (None, None) => unreachable!("checked by the guard"),
-                    };
+            let token = match (gatekeeper_token, token_file, &id) {
+                (Some(t), None, None) => Some(secret_arg(Some(t), "gatekeeper token")?),
+                (None, Some(path), None) => Some(gatekeeper_token_file(&path)?),
+                (None, None, Some(_)) => None,
+                _ => bail!("give one of TOKEN, --gatekeeper-token-file FILE or --id HEX"),
+            };
+            match (token, id) {
+                (Some(token), _) => {
                     client
                         .revoke_gatekeeper_token(&RevokeGatekeeperTokenRequest {
                             gatekeeper_token: Some(&token),
@@ -399,17 +394,16 @@ async fn gatekeeper_token(
                         })
                         .await?;
                 }
-                (None, None, Some(id)) => {
+                (None, id) => {
                     let keys = threshold_keys(client, &KeysFileArgs { keys_file }).await?;
                     client
                         .revoke_gatekeeper_token(&RevokeGatekeeperTokenRequest {
                             gatekeeper_token: None,
-                            id: Some(&id),
+                            id: id.as_deref(),
                             keys: &keys,
                         })
                         .await?;
                 }
-                _ => bail!("give one of TOKEN, --gatekeeper-token-file FILE or --id HEX"),
             }
             if fmt == Format::Table {
                 line("Revoked.")?;

@@ -467,9 +467,11 @@ fn status(cli: &Cli) -> Value {
 ///    --gatekeeper-token-file FILE` trades the other token;
 /// 7. `operator raft peers` needs no credential and spends no token: the
 ///    token list is the same before and after;
-/// 8. no unseal key or gatekeeper token given as input was ever printed;
-/// 9. `--keys-file -` with stdin a terminal (under `script`) is refused: it
-///    would echo the keys as they are typed.
+/// 8. `gatekeeper-token revoke --gatekeeper-token-file -` revokes the token
+///    on stdin; `revoke --id ID --keys-file FILE` revokes by id;
+/// 9. no unseal key or gatekeeper token given as input was ever printed;
+/// 10. `--keys-file -` with stdin a terminal (under `script`) is refused: it
+///     would echo the keys as they are typed.
 #[test]
 fn keys_and_tokens_come_from_files_and_stdin() {
     eprintln!("--- step 1: server, init 3/2 with 2 gatekeeper tokens");
@@ -639,7 +641,51 @@ fn keys_and_tokens_come_from_files_and_stdin() {
     assert_eq!(peers["peers"].as_array().unwrap().len(), 1, "{peers}");
     assert_eq!(list(&cli), before, "listing peers used no gatekeeper token");
 
-    eprintln!("--- step 8: nothing given as input was printed");
+    eprintln!("--- step 8: revoke a token from stdin, and one by id with the keys file");
+    let replacement = rotated["gatekeeper_token"].as_str().unwrap();
+    let out = cli.run(
+        &[
+            "operator",
+            "gatekeeper-token",
+            "revoke",
+            "--gatekeeper-token-file",
+            "-",
+        ],
+        &[],
+        Some(replacement),
+    );
+    assert!(out.ok().contains("Revoked."), "{out:?}");
+    let after = list(&cli);
+    assert_eq!(
+        after.as_array().unwrap().len() + 1,
+        before.as_array().unwrap().len(),
+        "{after}"
+    );
+    let id = after[0]["id"].as_str().unwrap().to_string();
+    let out = cli.run(
+        &[
+            "operator",
+            "gatekeeper-token",
+            "revoke",
+            "--id",
+            &id,
+            "--keys-file",
+            &good,
+        ],
+        &[],
+        None,
+    );
+    assert!(out.ok().contains("Revoked."), "{out:?}");
+    assert!(
+        list(&cli)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["id"] != id.as_str()),
+        "token {id} is gone"
+    );
+
+    eprintln!("--- step 9: nothing given as input was printed");
     {
         let seen = cli.seen.borrow();
         for secret in keys.iter().chain(&tokens) {
@@ -650,7 +696,7 @@ fn keys_and_tokens_come_from_files_and_stdin() {
         }
     }
 
-    eprintln!("--- step 9: a terminal on stdin is refused");
+    eprintln!("--- step 10: a terminal on stdin is refused");
     let line = format!(
         "'{BIN}' --address '{}' operator seal --keys-file - 2>&1",
         server.url()
