@@ -32,6 +32,46 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// A duration as an operator writes it in config: in the largest unit that
+/// divides it exactly (`32d`, `1h`, `90m`, `15m`, `90s`, `250ms`), or, when
+/// that would take 100 or more of the unit, in combined units from the
+/// largest down (`59m59s`, `1h40m`, `1d1s`, `1s500ms`); `0s` for zero. Never months or years (humantime's own output says `1month
+/// 1day 8h…` for 32 days). The config parser reads every output back to the
+/// same value.
+pub fn format_duration(d: Duration) -> String {
+    const UNITS: [(&str, u128); 7] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ];
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let (unit, size) = UNITS
+        .into_iter()
+        .find(|(_, size)| nanos.is_multiple_of(*size))
+        .expect("a nanosecond divides every duration");
+    let count = nanos / size;
+    if count < 100 {
+        return format!("{count}{unit}");
+    }
+    let mut left = nanos;
+    let mut out = String::new();
+    for (unit, size) in UNITS {
+        let n = left / size;
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+            left -= n * size;
+        }
+    }
+    out
+}
+
 fn default_api_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8200))
 }
@@ -551,7 +591,7 @@ impl Config {
             if value < Duration::from_millis(100) || value > Duration::from_secs(3600) {
                 return Err(ConfigError::Invalid(format!(
                     "{name} must be between 100ms and 1h, not {}",
-                    humantime::format_duration(value)
+                    format_duration(value)
                 )));
             }
         }
@@ -739,6 +779,46 @@ pub fn check_private_file(path: &Path) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_written_and_parse_back() {
+        let cases = [
+            (Duration::from_secs(32 * 86_400), "32d"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(15 * 60), "15m"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(5400), "90m"),
+            (Duration::from_secs(6000), "1h40m"),
+            (Duration::from_secs(3599), "59m59s"),
+            (Duration::from_secs(36 * 3600), "36h"),
+            (Duration::from_secs(400 * 86_400), "400d"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1s500ms"),
+            (Duration::from_secs(86_400 + 1), "1d1s"),
+            (Duration::from_nanos(1_001), "1us1ns"),
+            (Duration::ZERO, "0s"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
+        }
+        // Round trip over a spread of values, through the config file's
+        // own parser.
+        let mut n: u64 = 1;
+        while n < 400 * 86_400_000_000_000 {
+            for d in [Duration::from_nanos(n), Duration::from_nanos(n - 1)] {
+                let text = format_duration(d);
+                #[derive(Deserialize)]
+                struct T {
+                    #[serde(deserialize_with = "de_duration")]
+                    d: Duration,
+                }
+                let t: T = toml::from_str(&format!("d = \"{text}\"")).unwrap();
+                assert_eq!(t.d, d, "{text}");
+            }
+            n = n * 7 + 3;
+        }
+    }
 
     #[test]
     fn defaults_need_tls_or_explicit_plaintext() {

@@ -444,13 +444,9 @@ impl pb::sys_server::Sys for SysService {
     )]
     async fn raft_peers(
         &self,
-        request: Request<pb::GatekeeperAuth>,
+        _request: Request<pb::RaftPeersRequest>,
     ) -> Result<Response<pb::RaftPeersResponse>, Status> {
-        let out = self
-            .node
-            .raft_peers(gatekeeper_auth(request.into_inner()))
-            .await
-            .map_err(to_grpc)?;
+        let out = self.node.raft_peers();
         Ok(Response::new(pb::RaftPeersResponse {
             node_id: out.node_id,
             peers: out
@@ -465,7 +461,6 @@ impl pb::sys_server::Sys for SysService {
                     matched_index: p.matched_index,
                 })
                 .collect(),
-            gatekeeper_token: reveal_opt(out.gatekeeper_token),
         }))
     }
 

@@ -67,15 +67,17 @@ pub fn router_with(
     )
 }
 
-/// Routes that answer while sealed: status, health, init, unseal, and the
-/// content-free documents (OpenAPI, metrics, probes, gRPC reflection, which
-/// describes only the public proto).
+/// Routes that answer while sealed: status, health, the membership view
+/// (Raft's own state, no barrier), init, unseal, and the content-free
+/// documents (OpenAPI, metrics, probes, gRPC reflection, which describes
+/// only the public proto).
 pub fn answers_while_sealed(path: &str) -> bool {
     grpc::REFLECTION_METHODS.contains(&path)
         || matches!(
             path,
             "/v1/sys/status"
                 | "/v1/sys/health"
+                | "/v1/sys/raft/peers"
                 | "/v1/sys/init"
                 | "/v1/sys/unseal"
                 | "/v1/openapi.json"
@@ -84,6 +86,7 @@ pub fn answers_while_sealed(path: &str) -> bool {
                 | "/readyz"
                 | "/kstash.v1.Sys/Status"
                 | "/kstash.v1.Sys/Health"
+                | "/kstash.v1.Sys/RaftPeers"
                 | "/kstash.v1.Sys/Init"
                 | "/kstash.v1.Sys/Unseal"
         )
@@ -97,16 +100,16 @@ pub fn answers_when_removed(path: &str) -> bool {
         || matches!(
             path,
             "/v1/sys/status"
-            | "/v1/sys/health"
-            | "/v1/sys/raft/peers"
-            | "/v1/openapi.json"
-            | "/metrics"
-            | "/livez"
-            | "/readyz"
-            | "/kstash.v1.Sys/Status"
-            | "/kstash.v1.Sys/Health"
-            | "/kstash.v1.Sys/RaftPeers"
-    )
+                | "/v1/sys/health"
+                | "/v1/sys/raft/peers"
+                | "/v1/openapi.json"
+                | "/metrics"
+                | "/livez"
+                | "/readyz"
+                | "/kstash.v1.Sys/Status"
+                | "/kstash.v1.Sys/Health"
+                | "/kstash.v1.Sys/RaftPeers"
+        )
 }
 
 /// The gate in front of every route: a removed node, sealed or not,

@@ -216,7 +216,7 @@ pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
         .route("/v1/sys/rotate", post(rotate))
         .route("/v1/sys/rekey", post(rekey))
         .route("/v1/sys/access-key/rotate", post(rotate_access_key))
-        .route("/v1/sys/raft/peers", post(raft_peers))
+        .route("/v1/sys/raft/peers", get(raft_peers))
         .route("/v1/sys/raft/remove", post(raft_remove))
         .route("/v1/sys/snapshot", post(save_snapshot))
         .route("/v1/sys/gatekeeper-tokens", post(mint_gatekeeper_tokens))
@@ -425,15 +425,13 @@ async fn rotate_access_key(
     Ok(Json(s.node.rotate_access_key(req).await?))
 }
 
-/// The cluster's members (operator call: gatekeeper token or unseal keys).
-/// POST because a gatekeeper token is consumed and replaced.
-#[utoipa::path(post, path = "/v1/sys/raft/peers", tag = "sys", request_body = GatekeeperAuth,
+/// The cluster's members as this node sees them: id, addresses, voter or
+/// learner, leader, matched log index (on the leader). No credential, like
+/// status; answers while sealed and writes nothing.
+#[utoipa::path(get, path = "/v1/sys/raft/peers", tag = "sys",
     responses((status = 200, body = PeersResponse)))]
-async fn raft_peers(
-    State(s): State<AppState>,
-    Body(req): Body<GatekeeperAuth>,
-) -> ApiResult<Json<PeersResponse>> {
-    Ok(Json(s.node.raft_peers(req).await?))
+async fn raft_peers(State(s): State<AppState>) -> Json<PeersResponse> {
+    Json(s.node.raft_peers())
 }
 
 /// Remove a member (on the leader; a follower answers 503 naming it).

@@ -16,6 +16,12 @@
 //!   caller's, or a fresh key per call); other writes (login, sys calls) are
 //!   never resent after an unknown outcome. Any other answer is returned as
 //!   it is. README.md's failover table says the same and a test checks it.
+//! - `--timeout` is the budget of the whole command: every request, retry,
+//!   failover round and pause of all its calls together waits at most that
+//!   long for servers (time spent at a prompt between calls is not counted).
+//!   A request that may be resent elsewhere gets an equal share of what is
+//!   left for the addresses still to try in its round, so one node that
+//!   accepts and never answers cannot starve the others.
 //! - Redirects are not followed, so a token or secret body never travels to a
 //!   host the user did not name.
 //! - Path segments are percent-encoded here and nowhere else; a `.` or `..`
@@ -26,7 +32,8 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
@@ -78,6 +85,14 @@ pub enum ClientError {
         url: String,
         /// Why.
         reason: String,
+    },
+    /// The command's `--timeout` ran out before an answer came.
+    #[error("no answer within --timeout {}: {tried}", crate::config::format_duration(*.budget))]
+    Timeout {
+        /// The whole command's budget.
+        budget: Duration,
+        /// What each address did (never holds a secret).
+        tried: String,
     },
     /// The command needs an access token and none was given.
     #[error("this command needs an access token: give --token or set KSTASH_TOKEN (`kstash login` mints one)")]
@@ -167,7 +182,8 @@ pub struct ClientOptions {
     pub token: Option<SecretString>,
     /// PEM file of root certificates for `https` addresses.
     pub ca_cert: Option<PathBuf>,
-    /// Whole-request timeout (also the connect timeout).
+    /// The budget of all calls of this client together (see the module
+    /// invariants).
     pub timeout: Duration,
 }
 
@@ -182,8 +198,10 @@ pub struct Client {
     token: Option<SecretString>,
     /// Whether `--ca-cert` was given (for a hint on TLS failures).
     has_ca: bool,
-    /// The whole-request timeout; failover stops after twice this.
-    timeout: Duration,
+    /// How long all calls together may wait for servers.
+    budget: Duration,
+    /// How much of `budget` calls have used so far.
+    spent: Mutex<Duration>,
 }
 
 /// The error body of every non-2xx answer.
@@ -285,6 +303,12 @@ impl Client {
             if a.is_empty() {
                 continue;
             }
+            if !a.contains("://") {
+                return Err(invalid(format!(
+                    "invalid server address {a:?} (--address / KSTASH_ADDR): add the scheme: \
+                     http://{a} or https://{a}"
+                )));
+            }
             let url = reqwest::Url::parse(a)
                 .map_err(|e| invalid(format!("invalid server address {a:?}: {e}")))?;
             if !matches!(url.scheme(), "http" | "https")
@@ -335,8 +359,32 @@ impl Client {
             current: AtomicUsize::new(0),
             token: opts.token.clone(),
             has_ca: opts.ca_cert.is_some(),
-            timeout: opts.timeout,
+            budget: opts.timeout,
+            spent: Mutex::new(Duration::ZERO),
         })
+    }
+
+    /// When a call starting now must end: what is left of the budget.
+    fn deadline(&self) -> Instant {
+        let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        Instant::now() + self.budget.saturating_sub(spent)
+    }
+
+    /// Count the time a call took against the budget.
+    fn spend(&self, took: Duration) {
+        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        *spent = spent.saturating_add(took);
+    }
+
+    fn timed_out(&self, failures: &[String]) -> ClientError {
+        ClientError::Timeout {
+            budget: self.budget,
+            tried: if failures.is_empty() {
+                "no request could be sent".into()
+            } else {
+                failures.join("; ")
+            },
+        }
     }
 
     /// Whether an access token was given.
@@ -359,8 +407,28 @@ impl Client {
     }
 
     /// [`Self::call`] with `bearer` instead of the configured token, and
-    /// with an idempotency key for a write that may then be resent.
+    /// with an idempotency key for a write that may then be resent. The
+    /// time it takes is counted against the budget.
     async fn call_as(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        auth: Auth,
+        bearer: Option<&SecretString>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        let started = Instant::now();
+        let out = self
+            .attempts(method, path_and_query, body, auth, bearer, idempotency_key)
+            .await;
+        self.spend(started.elapsed());
+        out
+    }
+
+    /// The requests of one call, over the addresses and rounds, until an
+    /// answer or the end of the budget.
+    async fn attempts(
         &self,
         method: Method,
         path_and_query: &str,
@@ -379,20 +447,32 @@ impl Client {
         let replayable = method == Method::GET || idempotency_key.is_some();
         let n = self.bases.len();
         let start = self.current.load(Ordering::Relaxed) % n;
-        let deadline = std::time::Instant::now() + self.timeout.saturating_mul(2);
+        let deadline = self.deadline();
         let mut failures = Vec::new();
         let mut last_answer: Option<ClientError> = None;
         for attempt in 0..n * FAILOVER_ROUNDS {
             if attempt > 0 && attempt % n == 0 {
                 // Every address failed once: give an election time to end.
-                if std::time::Instant::now() + FAILOVER_PAUSE >= deadline {
+                if Instant::now() + FAILOVER_PAUSE >= deadline {
                     break;
                 }
                 tokio::time::sleep(FAILOVER_PAUSE).await;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // A request that may go on to the next address gets its share
+            // of what is left, so a node that accepts and never answers
+            // cannot keep the call from the others.
+            let share = if replayable {
+                left / (n - attempt % n) as u32
+            } else {
+                left
+            };
             let idx = (start + attempt) % n;
             let url = format!("{}{}", self.bases[idx], path_and_query);
-            let mut req = self.http.request(method.clone(), &url);
+            let mut req = self.http.request(method.clone(), &url).timeout(share);
             if let Some(t) = token {
                 req = req.bearer_auth(t.expose());
             }
@@ -442,13 +522,18 @@ impl Client {
                     last_answer = Some(answered);
                 }
             }
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 break;
             }
         }
         // The last answer (with its code, e.g. `sealed`) tells more than a
-        // list; without one, nothing could be reached.
-        Err(last_answer.unwrap_or_else(|| ClientError::Connect(failures.join("; "))))
+        // list; without one, the budget ran out or nothing could be reached.
+        match last_answer {
+            Some(e @ ClientError::Api { .. }) => Err(e),
+            _ if Instant::now() >= deadline => Err(self.timed_out(&failures)),
+            Some(e) => Err(e),
+            None => Err(ClientError::Connect(failures.join("; "))),
+        }
     }
 
     async fn finish(
@@ -552,15 +637,10 @@ impl Client {
         }
     }
 
-    /// `POST /v1/sys/raft/peers`.
-    pub async fn raft_peers(&self, req: &GatekeeperAuth) -> Result<PeersResponse, ClientError> {
-        self.json(
-            Method::POST,
-            "/v1/sys/raft/peers",
-            Some(json_body(req)),
-            Auth::None,
-        )
-        .await
+    /// `GET /v1/sys/raft/peers` (no credential).
+    pub async fn raft_peers(&self) -> Result<PeersResponse, ClientError> {
+        self.json(Method::GET, "/v1/sys/raft/peers", None, Auth::None)
+            .await
     }
 
     /// `POST /v1/sys/raft/remove`.
@@ -578,17 +658,36 @@ impl Client {
         out: &mut (dyn std::io::Write + Send),
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<Option<SecretString>, ClientError> {
+        let started = Instant::now();
+        let out = self.snapshot_attempts(req, out, progress).await;
+        self.spend(started.elapsed());
+        out
+    }
+
+    /// The requests of [`Self::snapshot_save`], within the budget.
+    async fn snapshot_attempts(
+        &self,
+        req: &GatekeeperAuth,
+        out: &mut (dyn std::io::Write + Send),
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Option<SecretString>, ClientError> {
         let path = "/v1/sys/snapshot";
         let body = json_body(req);
         let n = self.bases.len();
         let start = self.current.load(Ordering::Relaxed) % n;
+        let deadline = self.deadline();
         let mut failures = Vec::new();
         for i in 0..n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.timed_out(&failures));
+            }
             let idx = (start + i) % n;
             let url = format!("{}{}", self.bases[idx], path);
             let sent = self
                 .http
                 .post(&url)
+                .timeout(left)
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.to_vec())
                 .send()
@@ -996,7 +1095,9 @@ mod tests {
             addresses: bases.to_vec(),
             token: Some(SecretString::new("kst_fake".into())),
             ca_cert: None,
-            timeout: Duration::from_secs(2),
+            // One budget for every call of the test: each fake answers at
+            // once, only the pauses between rounds take time.
+            timeout: Duration::from_secs(10),
         })
         .unwrap()
     }
@@ -1222,7 +1323,13 @@ mod tests {
         let c = Client::new(&opts(&["http://a:1/", " https://b:2/prefix "])).unwrap();
         assert_eq!(c.bases, ["http://a:1", "https://b:2/prefix"]);
         assert!(Client::new(&opts(&["ftp://a"])).is_err());
-        assert!(Client::new(&opts(&["127.0.0.1:8200"])).is_err());
+        for bare in ["127.0.0.1:8200", "localhost:8200", "kstash.example"] {
+            let e = Client::new(&opts(&[bare])).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("add the scheme: http://{bare} or https://{bare}")),
+                "{e}"
+            );
+        }
         assert!(Client::new(&opts(&[""])).is_err());
     }
 

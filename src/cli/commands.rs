@@ -9,12 +9,15 @@ use zeroize::Zeroizing;
 
 use super::client::{Client, ClientOptions};
 use super::output::{line, note, print_json, print_raw, Format, Table};
-use super::prompt::{prompt_keys, read_stdin, secret_arg, secret_env, secret_file};
+use super::prompt::{
+    enough_keys, gatekeeper_token_file, keys_file, prompt_keys, read_stdin, secret_arg, secret_env,
+    secret_file,
+};
 use super::wire::*;
 use super::{
     AccessKeyCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs, GatekeeperAuthArgs,
-    GatekeeperTokenCommand, GlobalArgs, KvCommand, LoginArgs, OperatorCommand, PageArgs,
-    PolicyCommand, RaftCommand, SecretField, SnapshotCommand, TokenCommand,
+    GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KvCommand, LoginArgs, OperatorCommand,
+    PageArgs, PolicyCommand, RaftCommand, SecretField, SnapshotCommand, TokenCommand,
 };
 use crate::bench::compare::{CompareOptions, Plan};
 use crate::bench::Store;
@@ -62,6 +65,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
         return bench(&cli.global, args);
     }
+    if let Command::Completion { shell } = &cli.command {
+        return completion(*shell);
+    }
     let g = &cli.global;
     let client = Client::new(&ClientOptions {
         addresses: g.address.clone(),
@@ -76,7 +82,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let fmt = g.format;
     rt.block_on(async {
         match cli.command {
-            Command::Server(_) | Command::Bench(_) => unreachable!("handled above"),
+            Command::Server(_) | Command::Bench(_) | Command::Completion { .. } => {
+                unreachable!("handled above")
+            }
             Command::Operator(c) => operator(&client, fmt, c).await,
             Command::Login(args) => login(&client, fmt, args).await,
             Command::Token(c) => token(&client, fmt, c).await,
@@ -122,17 +130,24 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
             }
         }
         OperatorCommand::Unseal {
+            keys_file: Some(path),
+            ..
+        } => unseal_from_file(client, fmt, &path).await?,
+        OperatorCommand::Unseal {
             key,
             gatekeeper_token,
+            gatekeeper_token_file: token_file,
+            keys_file: None,
             reset,
         } => {
             let key = match &key {
                 Some(_) => Some(secret_arg(key, "unseal key")?),
                 None => None,
             };
-            let token = match (&key, gatekeeper_token, reset) {
-                (None, Some(t), _) => Some(secret_arg(Some(t), "gatekeeper token")?),
-                (None, None, false) => secret_env(GATEKEEPER_TOKEN_ENV),
+            let token = match (&key, gatekeeper_token, token_file, reset) {
+                (None, Some(t), _, _) => Some(secret_arg(Some(t), "gatekeeper token")?),
+                (None, None, Some(path), _) => Some(gatekeeper_token_file(&path)?),
+                (None, None, None, false) => secret_env(GATEKEEPER_TOKEN_ENV),
                 _ => None,
             };
             let key = match (key, &token, reset) {
@@ -161,15 +176,16 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
             }
         }
         OperatorCommand::Seal(auth) => {
-            let resp = client.seal(&gatekeeper_auth(auth)?).await?;
+            let resp = client.seal(&gatekeeper_auth(client, auth).await?).await?;
             print_sys(fmt, &resp, "Sealed.")?;
         }
         OperatorCommand::Rotate(auth) => {
-            let resp = client.rotate(&gatekeeper_auth(auth)?).await?;
+            let resp = client.rotate(&gatekeeper_auth(client, auth).await?).await?;
             print_sys(fmt, &resp, "Rotated the encryption key.")?;
         }
         OperatorCommand::AccessKey(AccessKeyCommand::Rotate(auth)) => {
-            let resp = client.rotate_access_key(&gatekeeper_auth(auth)?).await?;
+            let auth = gatekeeper_auth(client, auth).await?;
+            let resp = client.rotate_access_key(&auth).await?;
             print_sys(
                 fmt,
                 &resp,
@@ -180,8 +196,9 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
             shares,
             threshold,
             gatekeeper_tokens,
+            keys,
         } => {
-            let keys = threshold_keys(client).await?;
+            let keys = threshold_keys(client, &keys).await?;
             let resp = client
                 .rekey(&RekeyRequest {
                     keys: &keys,
@@ -231,8 +248,8 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
         OperatorCommand::Snapshot(SnapshotCommand::Restore { .. }) => {
             unreachable!("handled in run, offline")
         }
-        OperatorCommand::Raft(RaftCommand::Peers(auth)) => {
-            let resp = client.raft_peers(&gatekeeper_auth(auth)?).await?;
+        OperatorCommand::Raft(RaftCommand::Peers) => {
+            let resp = client.raft_peers().await?;
             match fmt {
                 Format::Json => print_json(&resp)?,
                 Format::Table => {
@@ -249,14 +266,11 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
                         ]);
                     }
                     t.print()?;
-                    if let Some(r) = &resp.gatekeeper_token {
-                        line(&format!("Gatekeeper token (replacement): {}", r.expose()))?;
-                    }
                 }
             }
         }
         OperatorCommand::Raft(RaftCommand::Remove { id, auth }) => {
-            let auth = gatekeeper_auth(auth)?;
+            let auth = gatekeeper_auth(client, auth).await?;
             let resp = client
                 .raft_remove(&RemoveRequest {
                     node_id: id,
@@ -266,7 +280,7 @@ async fn operator(client: &Client, fmt: Format, cmd: OperatorCommand) -> anyhow:
             print_sys(fmt, &resp, &format!("Removed node {id} from the cluster."))?;
         }
         OperatorCommand::Snapshot(SnapshotCommand::Save { file, auth }) => {
-            let auth = gatekeeper_auth(auth)?;
+            let auth = gatekeeper_auth(client, auth).await?;
             let mut out = create_private(&file)?;
             let mut progress = |n: u64| eprint!("\rreceived {n} bytes");
             let saved = client.snapshot_save(&auth, &mut out, &mut progress).await;
@@ -301,8 +315,8 @@ async fn gatekeeper_token(
     cmd: GatekeeperTokenCommand,
 ) -> anyhow::Result<()> {
     match cmd {
-        GatekeeperTokenCommand::Create { count } => {
-            let keys = threshold_keys(client).await?;
+        GatekeeperTokenCommand::Create { count, keys } => {
+            let keys = threshold_keys(client, &keys).await?;
             let resp = client
                 .mint_gatekeeper_tokens(&MintGatekeeperTokensRequest { keys: &keys, count })
                 .await?;
@@ -320,8 +334,8 @@ async fn gatekeeper_token(
                 "These gatekeeper tokens are shown once; each one unseals the cluster on its own.",
             );
         }
-        GatekeeperTokenCommand::List => {
-            let keys = threshold_keys(client).await?;
+        GatekeeperTokenCommand::List(keys) => {
+            let keys = threshold_keys(client, &keys).await?;
             let resp = client.list_gatekeeper_tokens(&keys).await?;
             match fmt {
                 Format::Json => print_json(&resp)?,
@@ -339,18 +353,31 @@ async fn gatekeeper_token(
                 }
             }
         }
-        GatekeeperTokenCommand::Renew { gatekeeper_token } => {
-            let token = explicit_or_env_gatekeeper_token(gatekeeper_token)?;
+        GatekeeperTokenCommand::Renew {
+            gatekeeper_token,
+            gatekeeper_token_file: token_file,
+        } => {
+            let token = match token_file {
+                Some(path) => gatekeeper_token_file(&path)?,
+                None => explicit_or_env_gatekeeper_token(gatekeeper_token)?,
+            };
             let resp = client.renew_gatekeeper_token(&token).await?;
             print_sys(fmt, &resp, "Renewed.")?;
         }
         GatekeeperTokenCommand::Revoke {
             gatekeeper_token,
+            gatekeeper_token_file: token_file,
             id,
+            keys_file,
         } => {
-            match (gatekeeper_token, id) {
-                (Some(t), None) => {
-                    let token = secret_arg(Some(t), "gatekeeper token")?;
+            let token = match (gatekeeper_token, token_file, &id) {
+                (Some(t), None, None) => Some(secret_arg(Some(t), "gatekeeper token")?),
+                (None, Some(path), None) => Some(gatekeeper_token_file(&path)?),
+                (None, None, Some(_)) => None,
+                _ => bail!("give one of TOKEN, --gatekeeper-token-file FILE or --id HEX"),
+            };
+            match (token, id) {
+                (Some(token), _) => {
                     client
                         .revoke_gatekeeper_token(&RevokeGatekeeperTokenRequest {
                             gatekeeper_token: Some(&token),
@@ -358,17 +385,16 @@ async fn gatekeeper_token(
                         })
                         .await?;
                 }
-                (None, Some(id)) => {
-                    let keys = threshold_keys(client).await?;
+                (None, id) => {
+                    let keys = threshold_keys(client, &KeysFileArgs { keys_file }).await?;
                     client
                         .revoke_gatekeeper_token(&RevokeGatekeeperTokenRequest {
                             gatekeeper_token: None,
-                            id: Some(&id),
+                            id: id.as_deref(),
                             keys: &keys,
                         })
                         .await?;
                 }
-                _ => bail!("give either TOKEN or --id HEX"),
             }
             if fmt == Format::Table {
                 line("Revoked.")?;
@@ -378,30 +404,44 @@ async fn gatekeeper_token(
     Ok(())
 }
 
-/// The gatekeeper-key proof of seal / rotate / access-key rotate: an
-/// explicit `--gatekeeper-token`, else `--keys N` prompted keys, else the
-/// environment.
-fn gatekeeper_auth(args: GatekeeperAuthArgs) -> anyhow::Result<GatekeeperAuth> {
+/// The gatekeeper-key proof of seal, rotate, access-key rotate, raft remove
+/// and snapshot save: an explicit `--gatekeeper-token` or
+/// `--gatekeeper-token-file`, else `--keys N` prompted keys, else
+/// `--keys-file` (the cluster's threshold of them), else the environment.
+async fn gatekeeper_auth(
+    client: &Client,
+    args: GatekeeperAuthArgs,
+) -> anyhow::Result<GatekeeperAuth> {
+    let token = |token| GatekeeperAuth {
+        gatekeeper_token: Some(token),
+        keys: Vec::new(),
+    };
+    let keys = |keys| GatekeeperAuth {
+        gatekeeper_token: None,
+        keys,
+    };
     if let Some(t) = args.gatekeeper_token {
-        let token = secret_arg(Some(t), "gatekeeper token")?;
-        return Ok(GatekeeperAuth {
-            gatekeeper_token: Some(token),
-            keys: Vec::new(),
-        });
+        return Ok(token(secret_arg(Some(t), "gatekeeper token")?));
+    }
+    if let Some(path) = args.gatekeeper_token_file {
+        return Ok(token(gatekeeper_token_file(&path)?));
     }
     if let Some(n) = args.keys {
-        return Ok(GatekeeperAuth {
-            gatekeeper_token: None,
-            keys: prompt_keys(n)?,
-        });
+        return Ok(keys(prompt_keys(n)?));
     }
-    if let Some(token) = secret_env(GATEKEEPER_TOKEN_ENV) {
-        return Ok(GatekeeperAuth {
-            gatekeeper_token: Some(token),
-            keys: Vec::new(),
-        });
+    if let Some(path) = args.keys_file {
+        let from_file = KeysFileArgs {
+            keys_file: Some(path),
+        };
+        return Ok(keys(threshold_keys(client, &from_file).await?));
     }
-    bail!("give --gatekeeper-token TOKEN (or set {GATEKEEPER_TOKEN_ENV}), or --keys N to type N unseal keys")
+    if let Some(t) = secret_env(GATEKEEPER_TOKEN_ENV) {
+        return Ok(token(t));
+    }
+    bail!(
+        "give --gatekeeper-token TOKEN or --gatekeeper-token-file FILE (or set \
+         {GATEKEEPER_TOKEN_ENV}), or --keys N to type N unseal keys, or --keys-file FILE"
+    )
 }
 
 /// TOKEN as given (`-` prompts); omitted: the environment, else a prompt.
@@ -415,17 +455,77 @@ fn explicit_or_env_gatekeeper_token(arg: Option<String>) -> anyhow::Result<Secre
     }
 }
 
-/// Ask the server for its threshold, then prompt for that many unseal keys.
-async fn threshold_keys(client: &Client) -> anyhow::Result<Vec<SecretString>> {
+/// Ask the server for its threshold, then take that many unseal keys from
+/// the keys file (read before the server is asked), or prompt for them.
+async fn threshold_keys(client: &Client, args: &KeysFileArgs) -> anyhow::Result<Vec<SecretString>> {
+    let from_file = match &args.keys_file {
+        Some(path) => Some((keys_file(path)?, path)),
+        None => None,
+    };
     let status = client.status().await?;
     if !status.initialized {
         bail!("the cluster is not initialised (kstash operator init)");
+    }
+    if let Some((keys, path)) = from_file {
+        return enough_keys(keys, status.threshold, path);
     }
     note(&format!(
         "This needs {} of the {} current unseal keys.",
         status.threshold, status.shares
     ));
     prompt_keys(status.threshold)
+}
+
+/// `operator unseal --keys-file`: give the file's keys one by one until the
+/// node reports unsealed; refused before anything is sent when the file
+/// holds fewer keys than the unseal still needs.
+async fn unseal_from_file(client: &Client, fmt: Format, path: &Path) -> anyhow::Result<()> {
+    let keys = keys_file(path)?;
+    let status = client.status().await?;
+    if !status.initialized {
+        bail!("the cluster is not initialised (kstash operator init)");
+    }
+    let mut last = UnsealResponse {
+        status,
+        gatekeeper_token: None,
+    };
+    if last.status.sealed {
+        let needed = last.status.threshold.saturating_sub(last.status.progress);
+        let what = format!(
+            "the unseal needs {needed} more key(s) (progress {}/{})",
+            last.status.progress, last.status.threshold
+        );
+        if keys.len() < needed as usize {
+            bail!("{} holds {} unseal key(s); {what}", shown(path), keys.len());
+        }
+        for (i, key) in keys.iter().enumerate() {
+            last = client
+                .unseal(&UnsealRequest {
+                    key: Some(key),
+                    gatekeeper_token: None,
+                    reset: false,
+                })
+                .await
+                .with_context(|| format!("unseal key {} of {}", i + 1, shown(path)))?;
+            if !last.status.sealed {
+                break;
+            }
+        }
+        if last.status.sealed {
+            bail!(
+                "still sealed after the {} key(s) of {} (progress {}/{})",
+                keys.len(),
+                shown(path),
+                last.status.progress,
+                last.status.threshold
+            );
+        }
+    }
+    match fmt {
+        Format::Json => print_json(&last)?,
+        Format::Table => status_table(&last.status).print()?,
+    }
+    Ok(())
 }
 
 fn status_table(s: &Status) -> Table {
@@ -572,7 +672,7 @@ fn print_token_info(fmt: Format, info: &TokenInfo) -> anyhow::Result<()> {
                 .kv("Expires at", &info.expires_at)
                 .kv(
                     "TTL",
-                    humantime::format_duration(std::time::Duration::from_secs(info.ttl)),
+                    crate::config::format_duration(std::time::Duration::from_secs(info.ttl)),
                 )
                 .kv("Renewable until", &info.max_expires_at);
             t.print()?;
@@ -710,7 +810,17 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
             }
         }
         KvCommand::Get { path, field, stale } => {
-            let s = client.kv_get(&path, stale).await?;
+            if path.ends_with('/') {
+                bail!(
+                    "{path:?} names a folder, not a secret: list what is below it with \
+                     `kstash kv list {}`",
+                    shell_word(&path)
+                );
+            }
+            let s = match client.kv_get(&path, stale).await {
+                Ok(s) => s,
+                Err(e) => return Err(folder_hint(client, &path, stale, e).await),
+            };
             match field {
                 Some(SecretField::Value) => print_raw(&secret_bytes(&s)?)?,
                 Some(SecretField::Version) => line(&s.version.to_string())?,
@@ -770,6 +880,47 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
             note_truncated(l.keys.len(), l.cursor.as_deref());
         }
     }
+    Ok(())
+}
+
+/// A 404 for `path` where names exist below `path/` says how to list them;
+/// any other error, or a failed look below, is returned as it was.
+async fn folder_hint(
+    client: &Client,
+    path: &str,
+    stale: bool,
+    e: super::ClientError,
+) -> anyhow::Error {
+    if !matches!(e, super::ClientError::Api { status: 404, .. }) {
+        return e.into();
+    }
+    let folder = format!("{path}/");
+    match client.kv_list(&folder, stale, None, Some(1)).await {
+        Ok(l) if !l.keys.is_empty() => anyhow::anyhow!(
+            "{e}; {path:?} is a folder: list what is below it with `kstash kv list {}`",
+            shell_word(&folder)
+        ),
+        _ => e.into(),
+    }
+}
+
+/// `text` as one shell word: as it is when it holds only safe characters,
+/// else single-quoted.
+fn shell_word(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/_.-:@%+=,".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_string()
+    } else {
+        shell_quote(text)
+    }
+}
+
+/// `kstash completion SHELL`: the script, for the whole command tree.
+fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "kstash", &mut script);
+    print_raw(&script)?;
     Ok(())
 }
 

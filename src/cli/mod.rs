@@ -45,7 +45,8 @@ pub struct Cli {
 /// Options of every client command.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Server base URLs, comma-separated; the next one is tried when one
+    /// Server base URLs with their scheme (`http://host:port` or
+    /// `https://…`), comma-separated; the next one is tried when one
     /// cannot be connected to or answers 503 `sealed`/`removed`, and for
     /// reads and secret or policy writes also after an unknown outcome
     /// (another 503, a timeout).
@@ -67,7 +68,8 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Request timeout (e.g. `30s`, `2m`).
+    /// How long the whole command may wait for servers, every retry and
+    /// failover to the next address included (e.g. `30s`, `2m`).
     #[arg(
         long,
         global = true,
@@ -100,6 +102,13 @@ pub enum Command {
     /// Load a cluster (over gRPC, with the token) and report ops/s and
     /// latency percentiles.
     Bench(BenchArgs),
+    /// Print a shell completion script, e.g. `kstash completion bash >
+    /// /etc/bash_completion.d/kstash` or `source <(kstash completion zsh)`.
+    Completion {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `kstash bench`: closed-loop clients for a fixed time after a warm-up.
@@ -227,16 +236,25 @@ pub enum OperatorCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=16))]
         gatekeeper_tokens: u32,
     },
-    /// Give one unseal key (prompted without echo when KEY is omitted), or a
-    /// gatekeeper token (`--gatekeeper-token`, or KSTASH_GATEKEEPER_TOKEN when
-    /// no KEY is given).
+    /// Give one unseal key (prompted without echo when KEY is omitted), the
+    /// keys of a file (`--keys-file`), or a gatekeeper token
+    /// (`--gatekeeper-token`, `--gatekeeper-token-file`, or
+    /// KSTASH_GATEKEEPER_TOKEN when nothing else is given).
     Unseal {
         /// One unseal key.
-        #[arg(conflicts_with_all = ["gatekeeper_token", "reset"])]
+        #[arg(conflicts_with_all = ["gatekeeper_token", "gatekeeper_token_file", "keys_file", "reset"])]
         key: Option<String>,
         /// Unseal with a gatekeeper token; prompted when given without a value or as `-`.
-        #[arg(long, num_args = 0..=1, default_missing_value = "-", value_name = "TOKEN", conflicts_with = "reset")]
+        #[arg(long, num_args = 0..=1, default_missing_value = "-", value_name = "TOKEN", conflicts_with_all = ["gatekeeper_token_file", "keys_file", "reset"])]
         gatekeeper_token: Option<String>,
+        /// Unseal with the gatekeeper token in FILE (`-`: stdin).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["keys_file", "reset"])]
+        gatekeeper_token_file: Option<PathBuf>,
+        /// Give the unseal keys in FILE (`-`: stdin), one per line, in turn
+        /// until the node is unsealed (blank lines ignored; the file must
+        /// not be readable by others).
+        #[arg(long, value_name = "FILE", conflicts_with = "reset")]
+        keys_file: Option<PathBuf>,
         /// Forget the unseal keys given so far.
         #[arg(long)]
         reset: bool,
@@ -248,8 +266,8 @@ pub enum OperatorCommand {
     /// Manage the access key.
     #[command(subcommand)]
     AccessKey(AccessKeyCommand),
-    /// Replace the unseal keys (prompts for the current threshold of keys);
-    /// revokes every gatekeeper token.
+    /// Replace the unseal keys (prompts for the current threshold of keys,
+    /// or reads them with `--keys-file`); revokes every gatekeeper token.
     Rekey {
         /// New number of unseal keys.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
@@ -260,6 +278,8 @@ pub enum OperatorCommand {
         /// Gatekeeper tokens to mint for the new keys.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=16))]
         gatekeeper_tokens: u32,
+        #[command(flatten)]
+        keys: KeysFileArgs,
     },
     /// Show whether the cluster is initialised and sealed, and its nodes.
     Status,
@@ -281,8 +301,9 @@ pub enum OperatorCommand {
 #[derive(Debug, Subcommand)]
 pub enum RaftCommand {
     /// List the cluster's members: id, addresses, voter or learner, leader,
-    /// matched log index (known on the leader).
-    Peers(GatekeeperAuthArgs),
+    /// matched log index (known on the leader). Needs no credential and
+    /// works on a sealed node.
+    Peers,
     /// Remove a member from the voters and learners (on the leader; a
     /// follower answers with the leader's address).
     Remove {
@@ -330,16 +351,35 @@ pub enum SnapshotCommand {
     },
 }
 
-/// How a sys operation proves the gatekeeper key.
+/// How a sys operation proves the gatekeeper key: one of these, else
+/// KSTASH_GATEKEEPER_TOKEN.
 #[derive(Debug, Clone, Args)]
+#[group(multiple = false)]
 pub struct GatekeeperAuthArgs {
     /// A gatekeeper token (consumed; its replacement is printed). `-` prompts.
-    /// Default: KSTASH_GATEKEEPER_TOKEN.
-    #[arg(long, value_name = "TOKEN", conflicts_with = "keys")]
+    #[arg(long, value_name = "TOKEN")]
     pub gatekeeper_token: Option<String>,
+    /// Read the gatekeeper token from FILE (`-`: stdin).
+    #[arg(long, value_name = "FILE")]
+    pub gatekeeper_token_file: Option<PathBuf>,
     /// Prompt for N unseal keys instead.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=255))]
     pub keys: Option<u32>,
+    /// Read unseal keys from FILE (`-`: stdin) instead, one per line (blank
+    /// lines ignored; the file must not be readable by others); the
+    /// cluster's threshold of them is sent.
+    #[arg(long, value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
+}
+
+/// Where the commands that need the threshold of unseal keys get them.
+#[derive(Debug, Clone, Args)]
+pub struct KeysFileArgs {
+    /// Read the unseal keys from FILE (`-`: stdin) instead of prompting:
+    /// one per line, blank lines ignored; the file must not be readable by
+    /// others. The cluster's threshold of them is sent.
+    #[arg(long, value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
 }
 
 /// `kstash operator access-key …`.
@@ -352,31 +392,47 @@ pub enum AccessKeyCommand {
 /// `kstash operator gatekeeper-token …`.
 #[derive(Debug, Subcommand)]
 pub enum GatekeeperTokenCommand {
-    /// Mint gatekeeper tokens (prompts for the threshold of unseal keys).
+    /// Mint gatekeeper tokens (prompts for the threshold of unseal keys,
+    /// or reads them with `--keys-file`).
     Create {
         /// How many.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
         count: u32,
+        #[command(flatten)]
+        keys: KeysFileArgs,
     },
-    /// List gatekeeper tokens by id (prompts for the threshold of unseal keys).
-    List,
+    /// List gatekeeper tokens by id (prompts for the threshold of unseal
+    /// keys, or reads them with `--keys-file`).
+    List(KeysFileArgs),
     /// Use a gatekeeper token once to get its replacement. TOKEN omitted:
-    /// KSTASH_GATEKEEPER_TOKEN, else a prompt; `-` prompts.
+    /// `--gatekeeper-token-file`, else KSTASH_GATEKEEPER_TOKEN, else a
+    /// prompt; `-` prompts.
     Renew {
         /// The gatekeeper token.
-        #[arg(value_name = "TOKEN")]
+        #[arg(value_name = "TOKEN", conflicts_with = "gatekeeper_token_file")]
         gatekeeper_token: Option<String>,
+        /// Read the gatekeeper token from FILE (`-`: stdin).
+        #[arg(long, value_name = "FILE")]
+        gatekeeper_token_file: Option<PathBuf>,
     },
-    /// Revoke a gatekeeper token: the token itself (`-` prompts), or `--id`
-    /// with the threshold of unseal keys (prompted).
-    #[command(group = clap::ArgGroup::new("which").required(true).args(["gatekeeper_token", "id"]))]
+    /// Revoke a gatekeeper token: the token itself (`-` prompts;
+    /// `--gatekeeper-token-file` reads it), or `--id` with the threshold of
+    /// unseal keys (prompted, or read with `--keys-file`).
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["gatekeeper_token", "gatekeeper_token_file", "id"]))]
     Revoke {
         /// The gatekeeper token.
         #[arg(value_name = "TOKEN")]
         gatekeeper_token: Option<String>,
+        /// Read the gatekeeper token from FILE (`-`: stdin).
+        #[arg(long, value_name = "FILE")]
+        gatekeeper_token_file: Option<PathBuf>,
         /// Hex id of the token (see `list`).
         #[arg(long, value_name = "HEX")]
         id: Option<String>,
+        /// With `--id`: read the unseal keys from FILE (`-`: stdin) instead
+        /// of prompting, one per line.
+        #[arg(long, value_name = "FILE", requires = "id")]
+        keys_file: Option<PathBuf>,
     },
 }
 
@@ -699,6 +755,78 @@ mod tests {
         let e =
             Cli::try_parse_from(["kstash", "operator", "gatekeeper-token", "revoke"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+        // One proof per sys command; --keys-file and the token file are
+        // proofs like the others.
+        for pair in [
+            ["--keys-file", "-", "--gatekeeper-token", "x"],
+            ["--keys-file", "-", "--keys", "2"],
+            ["--gatekeeper-token-file", "-", "--keys-file", "f"],
+        ] {
+            let mut args = vec!["kstash", "operator", "rotate"];
+            args.extend(pair);
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{pair:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "kstash",
+            "operator",
+            "raft",
+            "remove",
+            "3",
+            "--keys-file",
+            "-",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Operator(OperatorCommand::Raft(RaftCommand::Remove { id: 3, ref auth }))
+                if auth.keys_file.as_deref() == Some(std::path::Path::new("-"))
+        ));
+        let e = Cli::try_parse_from(["kstash", "operator", "unseal", "KEY", "--keys-file", "f"])
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = Cli::try_parse_from([
+            "kstash",
+            "operator",
+            "gatekeeper-token",
+            "revoke",
+            "--keys-file",
+            "f",
+        ])
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2, "--keys-file needs --id");
+        let cli = Cli::try_parse_from([
+            "kstash",
+            "operator",
+            "gatekeeper-token",
+            "revoke",
+            "--id",
+            "ab",
+            "--keys-file",
+            "-",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Operator(OperatorCommand::GatekeeperToken(
+                GatekeeperTokenCommand::Revoke {
+                    keys_file: Some(_),
+                    ..
+                }
+            ))
+        ));
+        // The membership view takes no credential flags.
+        assert!(Cli::try_parse_from(["kstash", "operator", "raft", "peers"]).is_ok());
+        let e = Cli::try_parse_from(["kstash", "operator", "raft", "peers", "--keys", "2"])
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let cli = Cli::try_parse_from(["kstash", "completion", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Completion {
+                shell: clap_complete::Shell::Zsh
+            }
+        ));
         let cli = Cli::try_parse_from([
             "kstash", "login", "-n", "team-a", "-p", "a", "-p", "b", "--ttl", "1s",
         ])

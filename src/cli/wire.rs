@@ -163,9 +163,6 @@ pub struct PeersResponse {
     pub node_id: u64,
     /// Every member.
     pub peers: Vec<Peer>,
-    /// The replacement gatekeeper token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gatekeeper_token: Option<SecretString>,
 }
 
 /// Result of seal, rotate, access-key rotate and gatekeeper-token renew.

@@ -79,8 +79,8 @@ impl Node {
         if ttl > self.settings.max_token_ttl {
             return Err(ServiceError::bad(format!(
                 "ttl {} exceeds the maximum of {}",
-                humantime::format_duration(ttl),
-                humantime::format_duration(self.settings.max_token_ttl)
+                crate::config::format_duration(ttl),
+                crate::config::format_duration(self.settings.max_token_ttl)
             )));
         }
         Ok(())

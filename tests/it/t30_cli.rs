@@ -435,3 +435,450 @@ fn bench_loads_a_node_and_reports() {
     let bad = cli.with_token("kst_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &args);
     bad.fails(1, "no operation succeeded");
 }
+
+/// `path` holding `text`, with file mode `mode`.
+fn write_file(path: &std::path::Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The single node's status, as `operator status --format json` prints it.
+fn status(cli: &Cli) -> Value {
+    let out = cli.run(&["operator", "status", "--format", "json"], &[], None);
+    serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// Unseal keys and gatekeeper tokens from files and stdin, with stdin a
+/// pipe (no terminal anywhere).
+///
+/// Steps:
+/// 1. start a server; init 3 keys, threshold 2, 2 gatekeeper tokens;
+/// 2. `unseal --keys-file` refuses a file others can read, a file with too
+///    few keys and a file with a mistyped key (naming its line, never the
+///    key); none of them sent anything (progress 0/2);
+/// 3. `unseal --keys-file FILE` (blank lines, spaces) unseals; no key is
+///    printed;
+/// 4. `seal --keys-file -` with the keys on stdin seals; `unseal
+///    --keys-file -` from stdin unseals again;
+/// 5. `gatekeeper-token list --keys-file FILE` lists both tokens, unused;
+/// 6. `rotate --gatekeeper-token-file -` with a token on stdin rotates and
+///    prints the replacement; `gatekeeper-token renew
+///    --gatekeeper-token-file FILE` trades the other token;
+/// 7. `operator raft peers` needs no credential and spends no token: the
+///    token list is the same before and after;
+/// 8. `gatekeeper-token revoke --gatekeeper-token-file -` revokes the token
+///    on stdin; `revoke --id ID --keys-file FILE` revokes by id;
+/// 9. no unseal key or gatekeeper token given as input was ever printed;
+/// 10. `--keys-file -` with stdin a terminal (under `script`) is refused: it
+///     would echo the keys as they are typed.
+#[test]
+fn keys_and_tokens_come_from_files_and_stdin() {
+    eprintln!("--- step 1: server, init 3/2 with 2 gatekeeper tokens");
+    let server = ServerProcess::start();
+    let cli = Cli {
+        address: server.url(),
+        seen: Default::default(),
+    };
+    let out = cli.run(
+        &[
+            "operator",
+            "init",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--gatekeeper-tokens",
+            "2",
+            "--format",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let init: Value = serde_json::from_str(out.ok()).unwrap();
+    let keys: Vec<String> = init["unseal_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let tokens: Vec<String> = init["gatekeeper_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    cli.seen.borrow_mut().clear();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        write_file(&path, text, mode);
+        path.to_str().unwrap().to_string()
+    };
+
+    eprintln!("--- step 2: refused files send nothing");
+    let all = format!("\n  {}\n\n\t{} \n{}\n", keys[0], keys[1], keys[2]);
+    let open = file("open", &all, 0o644);
+    cli.run(&["operator", "unseal", "--keys-file", &open], &[], None)
+        .fails(1, "readable by others");
+    let one = file("one", &format!("{}\n", keys[0]), 0o600);
+    cli.run(&["operator", "unseal", "--keys-file", &one], &[], None)
+        .fails(1, "holds 1 unseal key(s); the unseal needs 2 more key(s)");
+    let mut typo = keys[1].clone();
+    let bad = if typo.starts_with('A') { "B" } else { "A" };
+    typo.replace_range(0..1, bad);
+    let typo_file = file("typo", &format!("{}\n\n{typo}\n", keys[0]), 0o600);
+    let out = cli.run(
+        &["operator", "unseal", "--keys-file", &typo_file],
+        &[],
+        None,
+    );
+    out.fails(1, "line 3: invalid unseal key");
+    assert!(!out.stderr.contains(&typo), "{out:?}");
+    let st = status(&cli);
+    assert_eq!(
+        (st["sealed"].as_bool(), st["progress"].as_u64()),
+        (Some(true), Some(0))
+    );
+
+    eprintln!("--- step 3: unseal from a file");
+    let good = file("keys", &all, 0o600);
+    let out = cli.run(
+        &[
+            "operator",
+            "unseal",
+            "--keys-file",
+            &good,
+            "--format",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let st: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(st["sealed"], false, "{out:?}");
+
+    eprintln!("--- step 4: seal and unseal with the keys on stdin");
+    let out = cli.run(&["operator", "seal", "--keys-file", "-"], &[], Some(&all));
+    assert!(out.ok().contains("Sealed."), "{out:?}");
+    assert_eq!(status(&cli)["sealed"], true);
+    let out = cli.run(&["operator", "unseal", "--keys-file", "-"], &[], Some(&all));
+    assert!(out.ok().contains("Sealed           false"), "{out:?}");
+
+    eprintln!("--- step 5: list gatekeeper tokens with the keys file");
+    let list = |cli: &Cli| {
+        let out = cli.run(
+            &[
+                "operator",
+                "gatekeeper-token",
+                "list",
+                "--keys-file",
+                &good,
+                "--format",
+                "json",
+            ],
+            &[],
+            None,
+        );
+        let list: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        list["tokens"].clone()
+    };
+    let before = list(&cli);
+    assert_eq!(before.as_array().unwrap().len(), 2, "{before}");
+    assert!(
+        before
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["used_at"].is_null()),
+        "{before}"
+    );
+
+    eprintln!("--- step 6: gatekeeper tokens from stdin and from a file");
+    let out = cli.run(
+        &[
+            "operator",
+            "rotate",
+            "--gatekeeper-token-file",
+            "-",
+            "--format",
+            "json",
+        ],
+        &[],
+        Some(&format!("{}\n", tokens[0])),
+    );
+    let rotated: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert!(
+        rotated["gatekeeper_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("ksg_"),
+        "{out:?}"
+    );
+    let token_file = file("token", &format!("  {}\n", tokens[1]), 0o600);
+    let out = cli.run(
+        &[
+            "operator",
+            "gatekeeper-token",
+            "renew",
+            "--gatekeeper-token-file",
+            &token_file,
+        ],
+        &[],
+        None,
+    );
+    assert!(out.ok().contains("Renewed."), "{out:?}");
+
+    eprintln!("--- step 7: raft peers needs no credential and spends none");
+    let before = list(&cli);
+    let out = cli.run(
+        &["operator", "raft", "peers", "--format", "json"],
+        &[],
+        None,
+    );
+    let peers: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(peers["peers"].as_array().unwrap().len(), 1, "{peers}");
+    assert_eq!(list(&cli), before, "listing peers used no gatekeeper token");
+
+    eprintln!("--- step 8: revoke a token from stdin, and one by id with the keys file");
+    let replacement = rotated["gatekeeper_token"].as_str().unwrap();
+    let out = cli.run(
+        &[
+            "operator",
+            "gatekeeper-token",
+            "revoke",
+            "--gatekeeper-token-file",
+            "-",
+        ],
+        &[],
+        Some(replacement),
+    );
+    assert!(out.ok().contains("Revoked."), "{out:?}");
+    let after = list(&cli);
+    assert_eq!(
+        after.as_array().unwrap().len() + 1,
+        before.as_array().unwrap().len(),
+        "{after}"
+    );
+    let id = after[0]["id"].as_str().unwrap().to_string();
+    let out = cli.run(
+        &[
+            "operator",
+            "gatekeeper-token",
+            "revoke",
+            "--id",
+            &id,
+            "--keys-file",
+            &good,
+        ],
+        &[],
+        None,
+    );
+    assert!(out.ok().contains("Revoked."), "{out:?}");
+    assert!(
+        list(&cli)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["id"] != id.as_str()),
+        "token {id} is gone"
+    );
+
+    eprintln!("--- step 9: nothing given as input was printed");
+    {
+        let seen = cli.seen.borrow();
+        for secret in keys.iter().chain(&tokens) {
+            assert!(
+                !seen.contains(secret.as_str()),
+                "an input secret was printed"
+            );
+        }
+    }
+
+    eprintln!("--- step 10: a terminal on stdin is refused");
+    let line = format!(
+        "'{BIN}' --address '{}' operator seal --keys-file - 2>&1",
+        server.url()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kstash under script did not end");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("stdin is a terminal"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(status(&cli)["sealed"], false, "nothing was sent");
+}
+
+/// Small frictions of a first session.
+///
+/// Steps:
+/// 1. `completion bash|zsh|fish` print a script naming `kstash`, with no
+///    server;
+/// 2. a bare `host:port` address (flag or KSTASH_ADDR) is refused with the
+///    hint to add the scheme;
+/// 3. a server, init 1/1, unseal, admin token; `login --ttl 33d` is refused
+///    naming the maximum as configured (`32d`, not humantime's months);
+/// 4. `kv get` of a folder (`app/`, or `app` where `app/db` exists)
+///    suggests `kv list app/`; a missing name without children does not;
+/// 5. `--timeout 3s` bounds the whole command: two addresses that accept
+///    and never answer fail within 3 s and a margin, saying so (before, each
+///    took the whole timeout: 6 s); a blackhole then the live node answers
+///    within the same bound.
+#[test]
+fn first_session_frictions() {
+    eprintln!("--- step 1: completion scripts");
+    let offline = Cli {
+        address: "http://127.0.0.1:1".into(),
+        seen: Default::default(),
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let out = offline.run(&["completion", shell], &[], None);
+        let script = out.ok();
+        assert!(
+            script.len() > 500 && script.contains("kstash"),
+            "{shell}: {out:?}"
+        );
+        assert!(
+            script.contains("unseal") && script.contains("--keys-file"),
+            "{shell}"
+        );
+    }
+    offline
+        .run(&["completion", "tcsh"], &[], None)
+        .fails(2, "tcsh");
+
+    eprintln!("--- step 2: a bare host:port address");
+    let bare = Cli {
+        address: "127.0.0.1:8200".into(),
+        seen: Default::default(),
+    };
+    bare.run(&["operator", "status"], &[], None).fails(
+        1,
+        "add the scheme: http://127.0.0.1:8200 or https://127.0.0.1:8200",
+    );
+    offline
+        .run(
+            &["--address", "localhost:8200", "operator", "status"],
+            &[],
+            None,
+        )
+        .fails(
+            1,
+            "add the scheme: http://localhost:8200 or https://localhost:8200",
+        );
+
+    eprintln!("--- step 3: server; durations as configured");
+    let server = ServerProcess::start();
+    let cli = Cli {
+        address: server.url(),
+        seen: Default::default(),
+    };
+    let out = cli.run(
+        &[
+            "operator",
+            "init",
+            "--shares",
+            "1",
+            "--threshold",
+            "1",
+            "--format",
+            "json",
+        ],
+        &[],
+        None,
+    );
+    let init: Value = serde_json::from_str(out.ok()).unwrap();
+    let key = init["unseal_keys"][0].as_str().unwrap();
+    let access_key = init["access_key"].as_str().unwrap();
+    cli.run(&["operator", "unseal", key], &[], None).ok();
+    let admin = cli.login(access_key, "team-a", "admin", &[]);
+    let out = cli.run(
+        &["login", "-n", "team-a", "-p", "admin", "--ttl", "33d"],
+        &[("KSTASH_ACCESS_KEY", access_key)],
+        None,
+    );
+    out.fails(1, "ttl 33d exceeds the maximum of 32d");
+    let out = cli.with_token(&admin, &["token", "lookup"]);
+    let ttl = out
+        .ok()
+        .lines()
+        .find_map(|l| l.strip_prefix("TTL"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|| panic!("no TTL row: {out:?}"));
+    assert!(
+        ttl == "1h" || ttl.starts_with("59m"),
+        "a 1h token's TTL as configured: {ttl:?}"
+    );
+
+    eprintln!("--- step 4: kv get of a folder suggests kv list");
+    cli.with_token(&admin, &["kv", "put", "app/db", "x"]).ok();
+    cli.with_token(&admin, &["kv", "get", "app/"])
+        .fails(1, "`kstash kv list app/`");
+    let out = cli.with_token(&admin, &["kv", "get", "app"]);
+    out.fails(1, "HTTP 404");
+    assert!(out.stderr.contains("`kstash kv list app/`"), "{out:?}");
+    let out = cli.with_token(&admin, &["kv", "get", "nothing"]);
+    out.fails(1, "HTTP 404");
+    assert!(!out.stderr.contains("kv list"), "{out:?}");
+
+    eprintln!("--- step 5: --timeout bounds the whole command");
+    // Listeners that are never accepted from: the kernel completes each
+    // connection, and no answer ever comes. Closed when dropped.
+    let holes: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let hole = |i: usize| format!("http://{}", holes[i].local_addr().unwrap());
+    let margin = Duration::from_secs(2);
+    let budget = Duration::from_secs(3);
+    let both = format!("{},{}", hole(0), hole(1));
+    let t = Instant::now();
+    let out = cli.run(
+        &["--timeout", "3s", "--address", &both, "operator", "status"],
+        &[],
+        None,
+    );
+    let took = t.elapsed();
+    out.fails(1, "no answer within --timeout 3s");
+    assert!(
+        took < budget + margin,
+        "two blackholes took {took:?}: {out:?}"
+    );
+    let first_dead = format!("{},{}", hole(0), server.url());
+    let t = Instant::now();
+    let out = cli.with_token(
+        &admin,
+        &[
+            "--timeout",
+            "3s",
+            "--address",
+            &first_dead,
+            "kv",
+            "get",
+            "app/db",
+            "--field",
+            "value",
+        ],
+    );
+    let took = t.elapsed();
+    assert_eq!(out.ok(), "x");
+    assert!(
+        took < budget + margin,
+        "a blackhole then the node took {took:?}"
+    );
+    drop(holes);
+}

@@ -107,6 +107,20 @@ async fn login(h: &Http, init: &Value) -> String {
     login["token"].as_str().unwrap().to_string()
 }
 
+/// The gatekeeper tokens as `gatekeeper-tokens/list` shows them (ids and
+/// times of use), listed with unseal keys (which spends no token).
+async fn gatekeeper_tokens(h: &Http, keys: &[Value]) -> Value {
+    let (code, body) = h
+        .post(
+            "/v1/sys/gatekeeper-tokens/list",
+            None,
+            json!({ "keys": keys }),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    body["tokens"].clone()
+}
+
 fn leader_of(nodes: &[ClusterNode]) -> u64 {
     nodes
         .iter()
@@ -116,13 +130,16 @@ fn leader_of(nodes: &[ClusterNode]) -> u64 {
 
 /// Steps:
 /// 1. three nodes; init, unseal, write a value;
-/// 2. peers without credentials → 400; peers with unseal keys through a
-///    follower lists three voters and exactly one leader;
+/// 2. `GET /v1/sys/raft/peers` without any credential through a follower
+///    lists three voters and exactly one leader; the leader also knows the
+///    matched indexes; the old `POST` is gone (405); the gatekeeper tokens
+///    are as they were (none used) and no node applied a new log entry;
+///    a sealed follower still answers it, then is unsealed again;
 /// 3. remove through a follower → 503 naming the leader; remove the last
 ///    voter is refused only when it is the last (checked by the count);
 /// 4. remove a follower through the leader → peers lists two voters; a
 ///    write still succeeds and reads back;
-/// 5. over gRPC: RaftPeers on the leader lists the two members; removing
+/// 5. over gRPC: RaftPeers (no credential) on the leader lists the two members; removing
 ///    an unknown id is NOT_FOUND; SaveSnapshot returns a valid file;
 /// 6. remove the other follower, then the leader itself: refused (409),
 ///    it is the last voter;
@@ -139,16 +156,11 @@ async fn peers_lists_members_and_remove_drops_one() {
     let li = nodes.iter().position(|n| n.id() == leader).unwrap();
     let fi = nodes.iter().position(|n| n.id() != leader).unwrap();
 
-    tracing::info!("--- step 2: peers");
-    let (code, body) = nodes[fi]
-        .http
-        .post("/v1/sys/raft/peers", None, json!({}))
-        .await;
-    assert_eq!(code, 400, "{body}");
-    let (code, body) = nodes[fi]
-        .http
-        .post("/v1/sys/raft/peers", None, json!({ "keys": keys }))
-        .await;
+    tracing::info!("--- step 2: peers, no credential");
+    let tokens_before = gatekeeper_tokens(&nodes[li].http, &keys).await;
+    converge(&nodes).await;
+    let applied_before: Vec<u64> = nodes.iter().map(|n| n.applied()).collect();
+    let (code, body) = nodes[fi].http.get("/v1/sys/raft/peers", None).await;
     assert_eq!(code, 200, "{body}");
     let peers = body["peers"].as_array().unwrap();
     let mut ids: Vec<u64> = peers.iter().map(|p| p["id"].as_u64().unwrap()).collect();
@@ -161,11 +173,9 @@ async fn peers_lists_members_and_remove_drops_one() {
         .map(|p| p["id"].as_u64().unwrap())
         .collect();
     assert_eq!(leaders, [leader], "{body}");
+    assert!(body.get("gatekeeper_token").is_none(), "{body}");
     // The leader knows how far each member's log matches.
-    let (code, body) = nodes[li]
-        .http
-        .post("/v1/sys/raft/peers", None, json!({ "keys": keys }))
-        .await;
+    let (code, body) = nodes[li].http.get("/v1/sys/raft/peers", None).await;
     assert_eq!(code, 200, "{body}");
     assert!(
         body["peers"]
@@ -175,6 +185,29 @@ async fn peers_lists_members_and_remove_drops_one() {
             .all(|p| p["matched_index"].as_u64().is_some()),
         "{body}"
     );
+    let (code, body) = nodes[fi]
+        .http
+        .post("/v1/sys/raft/peers", None, json!({ "keys": keys }))
+        .await;
+    assert_eq!(code, 405, "{body}");
+    let applied_after: Vec<u64> = nodes.iter().map(|n| n.applied()).collect();
+    assert_eq!(applied_after, applied_before, "listing peers wrote nothing");
+    assert_eq!(
+        gatekeeper_tokens(&nodes[li].http, &keys).await,
+        tokens_before,
+        "listing peers used no gatekeeper token"
+    );
+    let (code, body) = nodes[fi]
+        .http
+        .post("/v1/sys/seal", None, json!({ "keys": keys }))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, st) = nodes[fi].http.get("/v1/sys/status", None).await;
+    assert_eq!(st["sealed"], true, "{st}");
+    let (code, body) = nodes[fi].http.get("/v1/sys/raft/peers", None).await;
+    assert_eq!(code, 200, "a sealed node lists its peers: {body}");
+    assert_eq!(body["peers"].as_array().unwrap().len(), 3, "{body}");
+    unseal(&nodes[fi].http, &keys).await;
 
     tracing::info!("--- step 3: remove through a follower, and of a stranger");
     let victim = nodes[fi].id();
@@ -212,10 +245,7 @@ async fn peers_lists_members_and_remove_drops_one() {
         )
         .await;
     assert_eq!(code, 200, "{body}");
-    let (code, body) = nodes[li]
-        .http
-        .post("/v1/sys/raft/peers", None, json!({ "keys": keys }))
-        .await;
+    let (code, body) = nodes[li].http.get("/v1/sys/raft/peers", None).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["peers"].as_array().unwrap().len(), 2, "{body}");
     let (code, body) = nodes[li]
@@ -249,7 +279,11 @@ async fn peers_lists_members_and_remove_drops_one() {
             .map(|k| k.as_str().unwrap().to_string())
             .collect(),
     };
-    let peers = sys.raft_peers(auth.clone()).await.unwrap().into_inner();
+    let peers = sys
+        .raft_peers(kstash::api::grpc::pb::RaftPeersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(peers.peers.len(), 2, "{peers:?}");
     let err = sys
         .raft_remove(kstash::api::grpc::pb::RaftRemoveRequest {
@@ -406,9 +440,9 @@ fn cli(address: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Stri
 
 /// Steps:
 /// 1. three nodes; init (with a gatekeeper token), unseal, write;
-/// 2. `operator raft peers --format json` through a follower with the
-///    gatekeeper token: three voters, one leader; the replacement token is
-///    used next;
+/// 2. `operator raft peers --format json` through a follower with no
+///    credential at all: three voters, one leader; the gatekeeper token is
+///    still unused (the snapshot save below spends it);
 /// 3. `operator snapshot save FILE` through a follower: exit 0, a progress
 ///    line on stderr, FILE mode 0600, validates, no plaintext; saving over
 ///    an existing FILE is refused;
@@ -455,7 +489,7 @@ async fn cli_lists_peers_saves_and_restores_a_snapshot() {
     let (code, out, err) = cli(
         &addr,
         &["--format", "json", "operator", "raft", "peers"],
-        &[("KSTASH_GATEKEEPER_TOKEN", &gk)],
+        &[],
     );
     assert_eq!(code, 0, "{out}{err}");
     let peers: Value = serde_json::from_str(&out).unwrap();
@@ -467,7 +501,18 @@ async fn cli_lists_peers_saves_and_restores_a_snapshot() {
         .filter(|p| p["leader"] == true && p["role"] == "voter")
         .count();
     assert_eq!(leaders, 1, "{peers}");
-    let gk = peers["gatekeeper_token"].as_str().unwrap().to_string();
+    let tokens = gatekeeper_tokens(&nodes[0].http, &keys).await;
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["used_at"].is_null()),
+        "no gatekeeper token was used: {tokens}"
+    );
+    let (code, out, _) = cli(&addr, &["operator", "raft", "peers"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("ID") && out.contains("voter"), "{out}");
 
     tracing::info!("--- step 3: snapshot save through a follower");
     let file = root.path().join("saved.snap");
