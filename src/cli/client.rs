@@ -153,8 +153,9 @@ impl ClientError {
             ClientError::Api { status, code, .. } => fate_of_answer(*status, code),
             // Never connected: nothing was sent.
             ClientError::Connect(_) => Fate::NotApplied,
-            // Sent, then no whole answer: it may have run.
-            ClientError::Transport { .. } => Fate::Unknown,
+            // Sent, then no whole answer (or the command's budget ran out
+            // waiting for one): it may have run.
+            ClientError::Transport { .. } | ClientError::Timeout { .. } => Fate::Unknown,
             // A 2xx answer, or refused here before sending: going elsewhere
             // would change nothing.
             ClientError::Decode { .. } | ClientError::NoToken | ClientError::Invalid(_) => {

@@ -1110,17 +1110,6 @@ fn restart_hint(data_dir: &Path, node_id: u64, api_addr: &str, cluster_addr: &st
     }
 }
 
-/// `word` as one shell word: as it is when it holds only safe characters,
-/// otherwise in single quotes.
-fn shell_word(word: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-:+,=@%".contains(c);
-    if !word.is_empty() && word.chars().all(safe) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 /// `kstash bench`: a multi-threaded runtime, gRPC connections to the
 /// addresses, then the report as a table or JSON.
 fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
