@@ -13,7 +13,8 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::command::{
-    Applied, Command, NewGatekeeperToken, Rejection, Request, Response, IDEMPOTENCY_WINDOW_MS,
+    Applied, Command, FirstUse, GatekeeperOperation, NewGatekeeperToken, Rejection, Request,
+    Response, IDEMPOTENCY_WINDOW_MS,
 };
 use super::listing::{list_level, resume_after, NamePage};
 use crate::acl::{self, Acl, Capability, Policy};
@@ -38,13 +39,13 @@ fn permit(
     }
 }
 
-/// Deletes for up to `count` used gatekeeper tokens, oldest use first (ties
+/// Up to `count` used gatekeeper tokens to give way, oldest use first (ties
 /// by id, so every replica picks the same), never the token `keep`.
 fn evict_used(
     records: &[GatekeeperTokenRecord],
     count: usize,
     keep: Option<&[u8; 32]>,
-) -> Vec<BatchOp> {
+) -> Vec<[u8; 32]> {
     let mut used: Vec<(u64, &[u8; 32])> = records
         .iter()
         .filter(|r| Some(&r.id) != keep)
@@ -53,10 +54,21 @@ fn evict_used(
     used.sort();
     used.into_iter()
         .take(count)
-        .map(|(_, id)| BatchOp::Delete {
-            key: gatekeeper_token_key(id),
-        })
+        .map(|(_, id)| *id)
         .collect()
+}
+
+/// Deletes of a gatekeeper token's record and of the operations recorded
+/// with its use.
+fn forget_gatekeeper_token(id: &[u8; 32]) -> [BatchOp; 2] {
+    [
+        BatchOp::Delete {
+            key: gatekeeper_token_key(id),
+        },
+        BatchOp::Delete {
+            key: gatekeeper_operations_key(id),
+        },
+    ]
 }
 
 /// Most records one sweep removes (keeps every batch under etcd's txn limit).
@@ -272,6 +284,17 @@ impl State {
         self.get(&gatekeeper_token_key(id))
     }
 
+    /// What a used gatekeeper token was used for inside its grace window
+    /// (operations whose retry must not run again; at most one of each kind).
+    pub fn gatekeeper_operations(
+        &self,
+        id: &[u8; 32],
+    ) -> Result<Vec<GatekeeperOperation>, StorageError> {
+        Ok(self
+            .get(&gatekeeper_operations_key(id))?
+            .unwrap_or_default())
+    }
+
     /// Every gatekeeper token.
     pub fn gatekeeper_tokens(&self) -> Result<Vec<GatekeeperTokenRecord>, StorageError> {
         self.backend
@@ -406,6 +429,44 @@ impl State {
             )));
         }
         Ok(self.acl_for(&record)?)
+    }
+
+    /// Record the first use of gatekeeper token `id` into `batch` and store
+    /// its replacement. Refused when the token is unknown or already used.
+    /// Returns whether the used token keeps its grace window: the
+    /// replacement is one record more, so at the cap the oldest used tokens
+    /// lose the rest of theirs, and with none to give way this use keeps
+    /// none itself (its record is deleted).
+    fn first_use(
+        &self,
+        id: &[u8; 32],
+        first: &FirstUse,
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<bool, ApplyError> {
+        let mut record = self
+            .gatekeeper_token(id)?
+            .ok_or(ApplyError::GatekeeperTokenInvalid)?;
+        if record.used.is_some() {
+            return Err(ApplyError::GatekeeperTokenInvalid);
+        }
+        let existing = self.gatekeeper_tokens()?;
+        let over = (existing.len() + 1).saturating_sub(MAX_GATEKEEPER_TOKENS);
+        let evicted = evict_used(&existing, over, Some(id));
+        let kept = evicted.len() >= over;
+        if kept {
+            record.used = Some(GatekeeperTokenUse {
+                at_ms: now,
+                grace_until_ms: now.saturating_add(first.grace_ms),
+                replacement_wrapped: first.replacement_wrapped.clone(),
+            });
+            batch.push(put(gatekeeper_token_key(id), &record));
+        } else {
+            batch.extend(forget_gatekeeper_token(id));
+        }
+        batch.extend(evicted.iter().flat_map(forget_gatekeeper_token));
+        batch.push(put_gatekeeper_token(&first.replacement, now));
+        Ok(kept)
     }
 
     /// Apply one entry: validate it against the stored state, then write one
@@ -583,11 +644,10 @@ impl State {
                     key: KEYCHAIN.to_vec(),
                     value: keychain.clone(),
                 });
-                for (key, _) in self
-                    .backend
-                    .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
-                {
-                    batch.push(BatchOp::Delete { key });
+                for prefix in [GATEKEEPER_TOKEN_PREFIX, GATEKEEPER_OPERATIONS_PREFIX] {
+                    for (key, _) in self.backend.scan_prefix(prefix.as_bytes(), None)? {
+                        batch.push(BatchOp::Delete { key });
+                    }
                 }
                 batch.extend(
                     gatekeeper_tokens
@@ -605,7 +665,11 @@ impl State {
                 // Used tokens waiting out their grace window make room: a
                 // renew loop never blocks minting.
                 let over = (existing.len() + tokens.len()).saturating_sub(MAX_GATEKEEPER_TOKENS);
-                batch.extend(evict_used(&existing, over, None));
+                batch.extend(
+                    evict_used(&existing, over, None)
+                        .iter()
+                        .flat_map(forget_gatekeeper_token),
+                );
                 batch.extend(tokens.iter().map(|t| put_gatekeeper_token(t, now)));
                 Applied::Done
             }
@@ -615,38 +679,54 @@ impl State {
                 replacement_wrapped,
                 replacement,
             } => {
-                let mut record = self
-                    .gatekeeper_token(id)?
-                    .ok_or(ApplyError::GatekeeperTokenInvalid)?;
-                if record.used.is_some() {
-                    return Err(ApplyError::GatekeeperTokenInvalid);
+                let first = FirstUse {
+                    grace_ms: *grace_ms,
+                    replacement_wrapped: replacement_wrapped.clone(),
+                    replacement: replacement.clone(),
+                };
+                self.first_use(id, &first, now, &mut batch)?;
+                Applied::Done
+            }
+            Command::UseGatekeeperTokenFor {
+                id,
+                first,
+                operation,
+            } => {
+                let mut operations = self.gatekeeper_operations(id)?;
+                let kept = match first {
+                    Some(first) => self.first_use(id, first, now, &mut batch)?,
+                    None => {
+                        let record = self
+                            .gatekeeper_token(id)?
+                            .ok_or(ApplyError::GatekeeperTokenInvalid)?;
+                        let in_grace = record.used.is_some_and(|u| now < u.grace_until_ms);
+                        // One record per kind: a second one is a retry the
+                        // proposer did not see recorded yet; it reads again.
+                        if !in_grace || operations.iter().any(|o| o.same_as(operation)) {
+                            return Err(ApplyError::GatekeeperTokenInvalid);
+                        }
+                        true
+                    }
+                };
+                if kept {
+                    operations.push(operation.clone());
+                    batch.push(put(gatekeeper_operations_key(id), &operations));
                 }
-                // The replacement is one record more: at the cap, the oldest
-                // used tokens lose the rest of their grace window, and with
-                // none to give way this use keeps no grace window itself.
-                let existing = self.gatekeeper_tokens()?;
-                let over = (existing.len() + 1).saturating_sub(MAX_GATEKEEPER_TOKENS);
-                let evicted = evict_used(&existing, over, Some(id));
-                if evicted.len() < over {
-                    batch.push(BatchOp::Delete {
-                        key: gatekeeper_token_key(id),
-                    });
-                } else {
-                    record.used = Some(GatekeeperTokenUse {
-                        at_ms: now,
-                        grace_until_ms: now.saturating_add(*grace_ms),
-                        replacement_wrapped: replacement_wrapped.clone(),
-                    });
-                    batch.push(put(gatekeeper_token_key(id), &record));
+                if let GatekeeperOperation::RotateAccessKey { hash, .. } = operation {
+                    batch.push(put(
+                        ACCESS_KEY.to_vec(),
+                        &AccessKeyRecord {
+                            hash: *hash,
+                            created_at_ms: now,
+                        },
+                    ));
                 }
-                batch.extend(evicted);
-                batch.push(put_gatekeeper_token(replacement, now));
                 Applied::Done
             }
             Command::RevokeGatekeeperToken { id } => {
                 let key = gatekeeper_token_key(id);
                 let found = self.backend.get(&key)?.is_some();
-                batch.push(BatchOp::Delete { key });
+                batch.extend(forget_gatekeeper_token(id));
                 Applied::Deleted(found)
             }
             Command::RotateAccessKey { hash } => {
@@ -809,7 +889,7 @@ impl State {
                 {
                     let record: AccessTokenRecord = keyspace::decode(&value)?;
                     if record.expires_at_ms <= now {
-                        if batch.len() == SWEEP_BATCH {
+                        if batch.len() >= SWEEP_BATCH {
                             more = true;
                             break;
                         }
@@ -826,11 +906,15 @@ impl State {
                         .as_ref()
                         .is_some_and(|u| u.grace_until_ms <= now)
                     {
-                        if batch.len() == SWEEP_BATCH {
+                        if batch.len() >= SWEEP_BATCH {
                             more = true;
                             break;
                         }
                         batch.push(BatchOp::Delete { key });
+                        let operations = gatekeeper_operations_key(&record.id);
+                        if self.backend.get(&operations)?.is_some() {
+                            batch.push(BatchOp::Delete { key: operations });
+                        }
                     }
                 }
                 for (key, value) in self
@@ -839,7 +923,7 @@ impl State {
                 {
                     let record: IdempotencyRecord = keyspace::decode(&value)?;
                     if record.expires_at_ms <= now {
-                        if batch.len() == SWEEP_BATCH {
+                        if batch.len() >= SWEEP_BATCH {
                             more = true;
                             break;
                         }
@@ -1357,6 +1441,147 @@ mod tests {
             "swept after its grace window"
         );
         assert!(sm.gatekeeper_token(&[8; 32]).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_token_records_each_operation_once_inside_its_grace_window() {
+        // Steps: mint a token; use it for a rotation to term 2 (first use):
+        // recorded with the use; the same operation again is refused and
+        // changes nothing; an access-key rotation (another operation) runs
+        // inside the window: recorded, access key installed; again: refused;
+        // a further operation after the window, or for an unknown token, is
+        // refused; the sweep removes the token and its operations.
+        use crate::raft::command::{FirstUse, GatekeeperOperation};
+        let (sm, backend) = sm();
+        sm.apply(&entry(5, mint([[7; 32]]))).unwrap();
+        let rotate = GatekeeperOperation::Rotate { term: 2 };
+        let access = GatekeeperOperation::RotateAccessKey {
+            hash: [9; 32],
+            wrapped: vec![1, 2],
+        };
+        let first = FirstUse {
+            grace_ms: 100,
+            replacement_wrapped: vec![1],
+            replacement: NewGatekeeperToken {
+                id: [8; 32],
+                wrapped_key: vec![2],
+            },
+        };
+        let use_for = |first: Option<FirstUse>, operation: &GatekeeperOperation| {
+            Command::UseGatekeeperTokenFor {
+                id: [7; 32],
+                first,
+                operation: operation.clone(),
+            }
+        };
+        sm.apply(&entry(10, use_for(Some(first.clone()), &rotate)))
+            .unwrap();
+        let used = sm.gatekeeper_token(&[7; 32]).unwrap().unwrap().used;
+        assert_eq!(used.unwrap().grace_until_ms, 110);
+        assert!(sm.gatekeeper_token(&[8; 32]).unwrap().is_some());
+        assert_eq!(sm.gatekeeper_operations(&[7; 32]).unwrap(), [rotate.clone()]);
+
+        let before = backend.dump();
+        let again = GatekeeperOperation::Rotate { term: 3 };
+        for refused in [
+            use_for(None, &again),
+            use_for(Some(first.clone()), &again),
+            use_for(Some(first.clone()), &access),
+        ] {
+            assert!(
+                matches!(
+                    sm.apply(&entry(20, refused.clone())),
+                    Err(ApplyError::GatekeeperTokenInvalid)
+                ),
+                "{refused}"
+            );
+            assert!(backend.dump() == before, "{refused} changed nothing");
+        }
+
+        sm.apply(&entry(30, use_for(None, &access))).unwrap();
+        assert_eq!(sm.access_key().unwrap().unwrap().hash, [9; 32]);
+        assert_eq!(
+            sm.gatekeeper_operations(&[7; 32]).unwrap(),
+            [rotate.clone(), access.clone()]
+        );
+        let before = backend.dump();
+        assert!(matches!(
+            sm.apply(&entry(40, use_for(None, &access))),
+            Err(ApplyError::GatekeeperTokenInvalid)
+        ));
+        assert!(backend.dump() == before);
+
+        assert!(matches!(
+            sm.apply(&entry(110, use_for(None, &access))),
+            Err(ApplyError::GatekeeperTokenInvalid)
+        ));
+        let unknown = Command::UseGatekeeperTokenFor {
+            id: [6; 32],
+            first: None,
+            operation: rotate.clone(),
+        };
+        assert!(matches!(
+            sm.apply(&entry(50, unknown)),
+            Err(ApplyError::GatekeeperTokenInvalid)
+        ));
+
+        sm.apply(&entry(110, Command::Sweep)).unwrap();
+        assert!(sm.gatekeeper_token(&[7; 32]).unwrap().is_none());
+        assert!(sm.gatekeeper_operations(&[7; 32]).unwrap().is_empty());
+        assert!(
+            backend
+                .dump()
+                .iter()
+                .all(|(k, _)| !k.starts_with(GATEKEEPER_OPERATIONS_PREFIX.as_bytes())),
+            "the sweep removed the operations with the token"
+        );
+    }
+
+    #[test]
+    fn revoke_and_rekey_forget_a_tokens_operations() {
+        use crate::raft::command::{FirstUse, GatekeeperOperation};
+        let (sm, backend) = sm();
+        sm.apply(&entry(5, mint([[7; 32], [6; 32]]))).unwrap();
+        for id in [[7; 32], [6; 32]] {
+            sm.apply(&entry(
+                10,
+                Command::UseGatekeeperTokenFor {
+                    id,
+                    first: Some(FirstUse {
+                        grace_ms: 100,
+                        replacement_wrapped: vec![1],
+                        replacement: NewGatekeeperToken {
+                            id: [id[0] + 10; 32],
+                            wrapped_key: vec![2],
+                        },
+                    }),
+                    operation: GatekeeperOperation::Rotate { term: 2 },
+                },
+            ))
+            .unwrap();
+        }
+        sm.apply(&entry(11, Command::RevokeGatekeeperToken { id: [7; 32] }))
+            .unwrap();
+        assert!(sm.gatekeeper_operations(&[7; 32]).unwrap().is_empty());
+        assert_eq!(sm.gatekeeper_operations(&[6; 32]).unwrap().len(), 1);
+        sm.apply(&entry(
+            12,
+            Command::Rekey {
+                shares: 1,
+                threshold: 1,
+                wrapped_root: vec![1],
+                keychain: vec![2],
+                gatekeeper_tokens: vec![],
+            },
+        ))
+        .unwrap();
+        assert!(
+            backend
+                .dump()
+                .iter()
+                .all(|(k, _)| !k.starts_with(b"gatekeeper/")),
+            "a rekey leaves no token and no operation"
+        );
     }
 
     /// A gatekeeper token with id `[a, b, 0, …]`.
