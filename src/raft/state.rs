@@ -52,10 +52,7 @@ fn evict_used(
         .filter_map(|r| r.used.as_ref().map(|u| (u.at_ms, &r.id)))
         .collect();
     used.sort();
-    used.into_iter()
-        .take(count)
-        .map(|(_, id)| *id)
-        .collect()
+    used.into_iter().take(count).map(|(_, id)| *id).collect()
 }
 
 /// Deletes of a gatekeeper token's record and of the operations recorded
@@ -1479,7 +1476,10 @@ mod tests {
         let used = sm.gatekeeper_token(&[7; 32]).unwrap().unwrap().used;
         assert_eq!(used.unwrap().grace_until_ms, 110);
         assert!(sm.gatekeeper_token(&[8; 32]).unwrap().is_some());
-        assert_eq!(sm.gatekeeper_operations(&[7; 32]).unwrap(), [rotate.clone()]);
+        assert_eq!(
+            sm.gatekeeper_operations(&[7; 32]).unwrap(),
+            std::slice::from_ref(&rotate)
+        );
 
         let before = backend.dump();
         let again = GatekeeperOperation::Rotate { term: 3 };

@@ -838,20 +838,16 @@ impl Node {
         let minted = secret::new_bearer(SecretKind::AccessKey);
         let hash = secret::hash_secret(&minted);
         let (gk, rep, recorded) = self
-            .authorize_gatekeeper_for(&auth, |token, id| {
-                GatekeeperOperation::RotateAccessKey {
-                    hash,
-                    wrapped: gatekeeper::wrap_access_key(token, id, &minted),
-                }
+            .authorize_gatekeeper_for(&auth, |token, id| GatekeeperOperation::RotateAccessKey {
+                hash,
+                wrapped: gatekeeper::wrap_access_key(token, id, &minted),
             })
             .await?;
         drop(gk);
         let access_key = match (recorded, &auth.gatekeeper_token) {
             // Unseal keys: nothing recorded; install it now.
             (None, _) => {
-                self.raft
-                    .propose(Command::RotateAccessKey { hash })
-                    .await?;
+                self.raft.propose(Command::RotateAccessKey { hash }).await?;
                 minted
             }
             // Recorded (and installed) by the token's use: this call's key.
@@ -863,8 +859,7 @@ impl Node {
             // A retry: the first call's key, opened with the token.
             (Some(GatekeeperOperation::RotateAccessKey { wrapped, .. }), Some(token)) => {
                 let id = secret::hash_secret(token);
-                gatekeeper::unwrap_access_key(token, &id, &wrapped)
-                    .ok_or(ServiceError::Internal)?
+                gatekeeper::unwrap_access_key(token, &id, &wrapped).ok_or(ServiceError::Internal)?
             }
             _ => return Err(ServiceError::Internal),
         };

@@ -540,7 +540,10 @@ async fn a_retried_operation_with_a_used_gatekeeper_token_runs_once() {
         .post("/v1/sys/rotate", None, json!({"gatekeeper_token": t}))
         .await;
     assert_eq!(code, 200, "{again}");
-    assert_eq!(again["key_term"], 2, "a retry answers the first term: {again}");
+    assert_eq!(
+        again["key_term"], 2,
+        "a retry answers the first term: {again}"
+    );
     assert_eq!(again["gatekeeper_token"], first["gatekeeper_token"]);
     assert_eq!(key_term(&status(h).await), 2, "no second term");
 
@@ -563,15 +566,18 @@ async fn a_retried_operation_with_a_used_gatekeeper_token_runs_once() {
     assert_eq!(code, 200, "{ak2}");
     assert_eq!(ak1["access_key"], ak2["access_key"], "the same access key");
     assert_eq!(ak1["gatekeeper_token"], ak2["gatekeeper_token"]);
-    let login = |key: &Value| {
-        json!({"access_key": key, "namespace": "team-a", "policies": ["admin"]})
-    };
+    let login =
+        |key: &Value| json!({"access_key": key, "namespace": "team-a", "policies": ["admin"]});
     let (code, body) = h
         .post("/v1/auth/access-key/login", None, login(&ak1["access_key"]))
         .await;
     assert_eq!(code, 200, "the returned key is the installed one: {body}");
     let (code, _) = h
-        .post("/v1/auth/access-key/login", None, login(&init["access_key"]))
+        .post(
+            "/v1/auth/access-key/login",
+            None,
+            login(&init["access_key"]),
+        )
         .await;
     assert_eq!(code, 401, "the old key is replaced");
 
