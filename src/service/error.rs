@@ -32,11 +32,18 @@ pub enum ServiceError {
     /// Input over a size limit.
     #[error("{0}")]
     TooLarge(String),
-    /// The barrier is sealed: only status, health and unseal answer.
-    #[error("kstash is sealed")]
+    /// The barrier is sealed: only status, health and unseal answer. The
+    /// message says how to unseal.
+    #[error(
+        "kstash is sealed: unseal it with a threshold of unseal keys or a gatekeeper token \
+         (`kstash operator unseal`, POST /v1/sys/unseal)"
+    )]
     Sealed,
-    /// Not initialised yet.
-    #[error("kstash is not initialized")]
+    /// Not initialised yet. The message says how to initialise.
+    #[error(
+        "kstash is not initialized: initialize it once with `kstash operator init` \
+         (POST /v1/sys/init), then unseal it"
+    )]
     NotInitialized,
     /// Temporarily unable to serve; retry.
     #[error("{0}")]
@@ -142,6 +149,28 @@ impl From<ProposeError> for ServiceError {
                 }
                 ApplyError::Storage(s) => s.into(),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_and_uninitialised_errors_name_the_fix() {
+        let sealed = ServiceError::Sealed.to_string();
+        for fix in [
+            "unseal keys",
+            "gatekeeper token",
+            "kstash operator unseal",
+            "/v1/sys/unseal",
+        ] {
+            assert!(sealed.contains(fix), "{sealed}");
+        }
+        let fresh = ServiceError::NotInitialized.to_string();
+        for fix in ["kstash operator init", "/v1/sys/init"] {
+            assert!(fresh.contains(fix), "{fresh}");
         }
     }
 }

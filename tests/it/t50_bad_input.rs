@@ -955,6 +955,11 @@ async fn unknown_and_repeated_query_parameters_are_refused() {
         let (code, resp) = n.http.send(method, path, t, body).await;
         assert_eq!(code, 503, "{path}: {resp}");
         assert_error(&resp, "sealed");
+        let message = resp["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("kstash operator unseal") && message.contains("/v1/sys/unseal"),
+            "a sealed error names the fix: {message}"
+        );
     }
     let (code, resp) = n.http.get("/v1/sys/status?colour=red", None).await;
     assert_eq!(code, 400, "an open route still checks: {resp}");
