@@ -17,7 +17,7 @@ use super::command::{
     Response, IDEMPOTENCY_WINDOW_MS,
 };
 use super::listing::{list_level, resume_after, NamePage};
-use crate::acl::{self, Acl, Capability, Policy};
+use crate::acl::{self, Acl, Capability, Denial, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
 
@@ -26,16 +26,60 @@ use crate::storage::{Backend, BatchOp, StorageError};
 /// so it counts). Keeps a rekey's batch small. Minting counts unused tokens
 /// only: used ones give way, oldest first.
 pub const MAX_GATEKEEPER_TOKENS: usize = 64;
-/// Allow a command if the ACL of the token it acts for passes `check`. No
-/// ACL (a command that acts for no token) is refused: fail closed.
+/// The access token a command acts for, as apply checked it: its ACL, its
+/// namespace and its policy names (for the wording of a refusal).
+struct Acting {
+    acl: Acl,
+    namespace: String,
+    policies: Vec<String>,
+}
+
+impl Acting {
+    /// The refusal of `action` on `path` in this token's namespace.
+    fn denial(&self, action: &str, path: &str) -> ApplyError {
+        ApplyError::Forbidden(Denial::new(
+            action,
+            &self.namespace,
+            path,
+            &self.namespace,
+            &self.policies,
+        ))
+    }
+}
+
+/// Allow `action` on `path` if the ACL of the token the command acts for
+/// passes `check`. No token (a command that acts for none) is refused: fail
+/// closed.
 fn permit(
-    acl: &Option<Acl>,
-    what: &str,
+    acting: &Option<Acting>,
+    action: &str,
+    path: &str,
     check: impl FnOnce(&Acl) -> bool,
 ) -> Result<(), ApplyError> {
-    match acl {
-        Some(acl) if check(acl) => Ok(()),
-        _ => Err(ApplyError::Forbidden(what.to_string())),
+    match acting {
+        Some(a) if check(&a.acl) => Ok(()),
+        Some(a) => Err(a.denial(action, path)),
+        None => Err(ApplyError::Forbidden(Denial::new(
+            action,
+            "-",
+            path,
+            "-",
+            &[],
+        ))),
+    }
+}
+
+/// What a command acting for an access token does, and on what, as a
+/// refusal names it. A write is `create or update`: naming one would tell
+/// whether the secret exists.
+fn acting_action(command: &Command) -> (&'static str, String) {
+    match command {
+        Command::PutPolicy { name, .. } | Command::DeletePolicy { name, .. } => {
+            ("manage policies", format!("policies/{name}"))
+        }
+        Command::PutSecret { path, .. } => ("create or update", path.clone()),
+        Command::DeleteSecret { path, .. } => ("delete", path.clone()),
+        _ => ("act", String::new()),
     }
 }
 
@@ -86,9 +130,9 @@ pub enum ApplyError {
     /// The access token behind the command is unknown or expired.
     #[error("access token is invalid or expired")]
     TokenInvalid,
-    /// The token's policies do not allow this.
-    #[error("permission denied: {0}")]
-    Forbidden(String),
+    /// The token's policies do not allow this (worded by [`Denial`]).
+    #[error("{0}")]
+    Forbidden(Denial),
     /// Check-and-set found another version.
     #[error("check-and-set failed: expected version {expected}, found {actual}")]
     CasMismatch {
@@ -137,7 +181,7 @@ impl Rejection {
             ApplyError::AlreadyInitialized => Rejection::AlreadyInitialized,
             ApplyError::NotInitialized => Rejection::NotInitialized,
             ApplyError::TokenInvalid => Rejection::TokenInvalid,
-            ApplyError::Forbidden(m) => Rejection::Forbidden(m),
+            ApplyError::Forbidden(denial) => Rejection::Forbidden(denial.to_string()),
             ApplyError::CasMismatch { expected, actual } => {
                 Rejection::CasMismatch { expected, actual }
             }
@@ -158,7 +202,7 @@ impl From<Rejection> for ApplyError {
             Rejection::AlreadyInitialized => ApplyError::AlreadyInitialized,
             Rejection::NotInitialized => ApplyError::NotInitialized,
             Rejection::TokenInvalid => ApplyError::TokenInvalid,
-            Rejection::Forbidden(m) => ApplyError::Forbidden(m),
+            Rejection::Forbidden(m) => ApplyError::Forbidden(Denial::from_log(m)),
             Rejection::CasMismatch { expected, actual } => {
                 ApplyError::CasMismatch { expected, actual }
             }
@@ -413,19 +457,34 @@ impl State {
         list_level(self.backend.as_ref(), &base, from, limit)
     }
 
-    /// The ACL of `token` as of `now`, if the token is live and locked to
-    /// `namespace`.
-    fn acl_at(&self, token: &[u8; 32], namespace: &str, now: u64) -> Result<Acl, ApplyError> {
+    /// The token `command` acts for as of `now`, if it is live and locked
+    /// to `namespace`.
+    fn acting_at(
+        &self,
+        command: &Command,
+        token: &[u8; 32],
+        namespace: &str,
+        now: u64,
+    ) -> Result<Acting, ApplyError> {
         let record = self.access_token(token)?.ok_or(ApplyError::TokenInvalid)?;
         if record.expires_at_ms <= now {
             return Err(ApplyError::TokenInvalid);
         }
         if record.namespace != namespace {
-            return Err(ApplyError::Forbidden(format!(
-                "token is not valid for namespace {namespace}"
+            let (action, path) = acting_action(command);
+            return Err(ApplyError::Forbidden(Denial::new(
+                action,
+                namespace,
+                &path,
+                &record.namespace,
+                &record.policies,
             )));
         }
-        Ok(self.acl_for(&record)?)
+        Ok(Acting {
+            acl: self.acl_for(&record)?,
+            namespace: record.namespace,
+            policies: record.policies,
+        })
     }
 
     /// Record the first use of gatekeeper token `id` into `batch` and store
@@ -545,8 +604,10 @@ impl State {
         // Invariant 5: a command that acts for an access token applies only
         // while that token is live and in its namespace; each command then
         // checks its own capability against `acl` (`permit`).
-        let acl = match entry.command.acting_for() {
-            Some((token, namespace)) => Some(self.acl_at(token, namespace, now)?),
+        let acting = match entry.command.acting_for() {
+            Some((token, namespace)) => {
+                Some(self.acting_at(&entry.command, token, namespace, now)?)
+            }
             None => None,
         };
         let mut batch = Vec::new();
@@ -781,9 +842,8 @@ impl State {
                 name,
                 policy,
             } => {
-                permit(&acl, "managing policies needs the admin policy", |acl| {
-                    acl.is_admin()
-                })?;
+                let target = format!("policies/{name}");
+                permit(&acting, "manage policies", &target, Acl::is_admin)?;
                 batch.push(put(policy_key(namespace, name), policy));
                 Applied::Done
             }
@@ -792,9 +852,8 @@ impl State {
                 namespace,
                 name,
             } => {
-                permit(&acl, "managing policies needs the admin policy", |acl| {
-                    acl.is_admin()
-                })?;
+                let target = format!("policies/{name}");
+                permit(&acting, "manage policies", &target, Acl::is_admin)?;
                 let key = policy_key(namespace, name);
                 if self.backend.get(&key)?.is_none() {
                     return Err(ApplyError::NotFound);
@@ -811,17 +870,14 @@ impl State {
                 ciphertext,
             } => {
                 let current = self.secret(namespace, path)?;
-                let (cap, what) = match current {
-                    Some(_) => (
-                        Capability::Update,
-                        format!("update of {path} is not allowed"),
-                    ),
-                    None => (
-                        Capability::Create,
-                        format!("create of {path} is not allowed"),
-                    ),
+                let cap = match current {
+                    Some(_) => Capability::Update,
+                    None => Capability::Create,
                 };
-                permit(&acl, &what, |acl| acl.allows(path, cap))?;
+                let action = acting
+                    .as_ref()
+                    .map_or(cap.to_string(), |a| a.acl.write_action(path, cap));
+                permit(&acting, &action, path, |acl| acl.allows(path, cap))?;
                 let actual = current.as_ref().map_or(0, |r| r.version);
                 if let Some(expected) = cas {
                     if *expected != actual {
@@ -847,7 +903,7 @@ impl State {
                 namespace,
                 path,
             } => {
-                permit(&acl, &format!("delete of {path} is not allowed"), |acl| {
+                permit(&acting, "delete", path, |acl| {
                     acl.allows(path, Capability::Delete)
                 })?;
                 let key = kv_key(namespace, path);
@@ -1127,14 +1183,22 @@ mod tests {
             },
         ))
         .unwrap();
-        assert!(matches!(
-            sm.apply(&entry(12, put_secret(reader, "app/x", None))),
-            Err(ApplyError::Forbidden(_))
-        ));
-        assert!(matches!(
-            sm.apply(&entry(12, put_secret(other, "app/x", None))),
-            Err(ApplyError::Forbidden(_))
-        ));
+        // Refusals use the one wording, and a write names no capability
+        // that would tell whether the secret exists.
+        let denied = |r: Result<Applied, ApplyError>| match r {
+            Err(ApplyError::Forbidden(d)) => d.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            denied(sm.apply(&entry(12, put_secret(reader, "app/x", None)))),
+            "permission denied: create or update on ns/app/x is not granted by the token's \
+             policies [ro] in namespace ns"
+        );
+        assert_eq!(
+            denied(sm.apply(&entry(12, put_secret(other, "app/x", None)))),
+            "permission denied: create or update on ns/app/x is not granted by the token's \
+             policies [admin] in namespace other"
+        );
         assert!(matches!(
             sm.apply(&entry(
                 13,

@@ -966,3 +966,106 @@ async fn unknown_and_repeated_query_parameters_are_refused() {
 
     n.server.shutdown().await.unwrap();
 }
+
+/// Steps: an admin writes `app/db` and a read-only policy `ro` on `app/*`
+/// → a `ro` token reads a secret it may not (`other/x`), writes an existing
+/// and a missing secret, deletes, lists; a `ro` token manages policies; a
+/// team-b admin manages team-a's policies → every 403 reads "permission
+/// denied: <action> on <ns>/<path> is not granted by the token's policies
+/// [..] in namespace <ns>", the two writes differ only in their path (no
+/// hint whether a secret exists), and no message holds the secret's value.
+#[tokio::test]
+async fn permission_errors_share_one_wording() {
+    let (n, init, admin) = node().await;
+    let t = Some(admin.as_str());
+    let (code, body) = n
+        .http
+        .put("/v1/kv/app/db", t, json!({"value": "hunter2-value"}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = n
+        .http
+        .put(
+            "/v1/namespaces/team-a/policies/ro",
+            t,
+            json!({"rules": [{"path": "app/*", "capabilities": ["read"]}]}),
+        )
+        .await;
+    assert_eq!(code, 204, "{body}");
+    let ro = n.login(&init["access_key"], "team-a", &["ro"], None).await;
+    let ro = Some(ro.as_str());
+    let b_admin = n
+        .login(&init["access_key"], "team-b", &["admin"], None)
+        .await;
+
+    tracing::info!("--- step: denials of every kind");
+    let value = js(json!({"value": "v"}));
+    type Case<'a> = (Method, &'a str, Option<&'a str>, Option<String>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/v1/kv/other/x",
+            ro,
+            None,
+            "read on team-a/other/x",
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/app/db",
+            ro,
+            value.clone(),
+            "create or update on team-a/app/db",
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/app/new",
+            ro,
+            value.clone(),
+            "create or update on team-a/app/new",
+        ),
+        (
+            Method::DELETE,
+            "/v1/kv/app/db",
+            ro,
+            None,
+            "delete on team-a/app/db",
+        ),
+        (
+            Method::GET,
+            "/v1/kv/app/?list=true",
+            ro,
+            None,
+            "list on team-a/app/",
+        ),
+        (
+            Method::GET,
+            "/v1/namespaces/team-a/policies/ro",
+            ro,
+            None,
+            "manage policies on team-a/policies/ro",
+        ),
+        (
+            Method::DELETE,
+            "/v1/namespaces/team-a/policies/ro",
+            Some(b_admin.as_str()),
+            None,
+            "manage policies on team-a/policies/ro",
+        ),
+    ];
+    for (method, path, token, body, what) in cases {
+        let msg = refused(&n, method.clone(), path, token, body, 403, "forbidden").await;
+        let policies = if token == ro {
+            "[ro] in namespace team-a"
+        } else {
+            "[admin] in namespace team-b"
+        };
+        assert_eq!(
+            msg,
+            format!("permission denied: {what} is not granted by the token's policies {policies}"),
+            "{method} {path}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    n.server.shutdown().await.unwrap();
+}
