@@ -109,3 +109,71 @@ async fn the_default_log_says_what_the_node_does_without_openraft_chatter() {
 fn log_of(cluster: &ProcCluster, id: u64) -> String {
     std::fs::read_to_string(&cluster.node(id).log).unwrap_or_default()
 }
+
+/// Steps: `jepsen/run --help` names `--build-only` and the progress
+/// interval → with stub `docker` (the image is there) and stub `cargo`
+/// (3 s, silent) on PATH, `jepsen/run --build-only --quiet 5` says what it
+/// builds, says it is still at it every second, says when it is done, and
+/// exits 0 without running anything → shellcheck (when installed) finds
+/// nothing in jepsen/run and cluster/build.
+#[test]
+fn jepsen_run_shows_progress_while_it_builds() {
+    use std::process::Command;
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let run = format!("{repo}/jepsen/run");
+    let help = Command::new("bash")
+        .args([&run, "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in ["--build-only", "KSTASH_PROGRESS_EVERY", "--quiet N"] {
+        assert!(help.contains(needle), "--help names {needle}:\n{help}");
+    }
+
+    let stubs = tempfile::Builder::new()
+        .prefix("jepsen-run-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    for (name, body) in [("docker", "exit 0"), ("cargo", "sleep 3")] {
+        let path = stubs.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        stubs.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = Command::new("timeout")
+        .args(["60", "bash", &run, "--build-only", "--quiet", "5"])
+        .env("PATH", path)
+        .env("KSTASH_PROGRESS_EVERY", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for needle in [
+        "image kstash:dev is there",
+        "building the jepsen harness",
+        "still building the jepsen harness",
+        "done in",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("running: kstash-jepsen"), "{stderr}");
+
+    match Command::new("shellcheck")
+        .current_dir(repo)
+        .args(["-x", "jepsen/run", "cluster/build"])
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "shellcheck:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+        Err(e) => eprintln!("shellcheck is not installed ({e}): skipped"),
+    }
+}
