@@ -848,12 +848,14 @@ impl Node {
             // Unseal keys: nothing recorded; install it now.
             (None, _) => {
                 self.raft.propose(Command::RotateAccessKey { hash }).await?;
+                tracing::info!("access key rotated");
                 minted
             }
             // Recorded (and installed) by the token's use: this call's key.
             (Some(GatekeeperOperation::RotateAccessKey { hash: first, .. }), _)
                 if first == hash =>
             {
+                tracing::info!("access key rotated");
                 minted
             }
             // A retry: the first call's key, opened with the token.
@@ -863,7 +865,6 @@ impl Node {
             }
             _ => return Err(ServiceError::Internal),
         };
-        tracing::info!("access key rotated");
         Ok(SysResponse {
             gatekeeper_token: rep,
             access_key: Some(access_key),
