@@ -168,9 +168,9 @@ fn check_query(
         .map_err(|_| ServiceError::bad("the query string is not valid URL encoding"))?;
     let allowed = query_parameters(method, route);
     let takes = if allowed.is_empty() {
-        "this route takes no query parameters".to_string()
+        format!("{method} on this route takes no query parameters")
     } else {
-        format!("this route takes {}", allowed.join(", "))
+        format!("{method} on this route takes {}", allowed.join(", "))
     };
     let shown = |name: &str| -> String { name.chars().take(64).collect() };
     let mut seen: Vec<&str> = Vec::with_capacity(pairs.len());
