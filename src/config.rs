@@ -105,8 +105,14 @@ fn default_sweep_interval() -> Duration {
 fn default_encryption_limit() -> u64 {
     DEFAULT_ENCRYPTION_LIMIT
 }
+/// The default log filter: kstash's own events at `info` (listening,
+/// storage, initialised, unsealed and sealed, leader changes, joins,
+/// snapshots, key rotations), and openraft's internal account of elections
+/// and replication, and the storage and HTTP crates, only from `warn`.
+pub const DEFAULT_LOG: &str = "info,openraft=warn,sled=warn,h2=warn,hyper=warn,tower=warn";
+
 fn default_log() -> String {
-    "info".into()
+    DEFAULT_LOG.into()
 }
 fn default_election_timeout_min_ms() -> u64 {
     1000
@@ -201,7 +207,8 @@ pub struct Config {
     /// 2^32 − 2^20.
     #[serde(default = "default_encryption_limit")]
     pub encryption_limit: u64,
-    /// Log filter (`RUST_LOG` syntax). Default `info`.
+    /// Log filter (`RUST_LOG` syntax). Default [`DEFAULT_LOG`]: `info`, with
+    /// openraft, sled, h2, hyper and tower at `warn`.
     #[serde(default = "default_log")]
     pub log: String,
     /// Cluster port (Raft and node-to-node RPCs, mutual TLS) to bind, e.g.

@@ -43,6 +43,10 @@ pub const TERM_RESERVED_PREFIX: &str = "core/term-reserved/";
 pub const ACTIVE_TERM: &[u8] = b"core/active-term";
 /// `GatekeeperTokenRecord`s by hex id (hash of the token).
 pub const GATEKEEPER_TOKEN_PREFIX: &str = "gatekeeper/tokens/";
+/// What a used gatekeeper token was used for inside its grace window
+/// (`Vec<command::GatekeeperOperation>`), by the token's hex id: a retry of
+/// the same operation gets the first result. Deleted with the token.
+pub const GATEKEEPER_OPERATIONS_PREFIX: &str = "gatekeeper/operations/";
 /// `AccessTokenRecord`s by hex id (hash of the token).
 pub const ACCESS_TOKEN_PREFIX: &str = "auth/tokens/";
 /// Policies: `acl/<namespace>/<name>` → `acl::Policy`.
@@ -81,6 +85,11 @@ pub fn term_reserved_key(term: u32) -> Vec<u8> {
 /// Key of a gatekeeper token record.
 pub fn gatekeeper_token_key(id: &[u8; 32]) -> Vec<u8> {
     format!("{GATEKEEPER_TOKEN_PREFIX}{}", hex::encode(id)).into_bytes()
+}
+
+/// Key of the operations recorded for a used gatekeeper token.
+pub fn gatekeeper_operations_key(id: &[u8; 32]) -> Vec<u8> {
+    format!("{GATEKEEPER_OPERATIONS_PREFIX}{}", hex::encode(id)).into_bytes()
 }
 
 /// Key of an access token record.

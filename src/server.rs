@@ -92,6 +92,7 @@ pub struct Server {
     connections: ConnMetrics,
     serve: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    leader_log: JoinHandle<()>,
     cluster: Option<ClusterPort>,
     join_state: watch::Receiver<JoinState>,
 }
@@ -305,6 +306,7 @@ impl Server {
             replica.clone(),
             config.sweep_interval,
         ));
+        let leader_log = tokio::spawn(log_leader_changes(replica.clone()));
         Ok(Server {
             addr,
             node,
@@ -313,6 +315,7 @@ impl Server {
             connections,
             serve,
             sweeper,
+            leader_log,
             cluster,
             join_state,
         })
@@ -357,6 +360,7 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         self.sweeper.abort();
+        self.leader_log.abort();
         if let Some(cluster) = &self.cluster {
             for task in &cluster.tasks {
                 task.abort();
@@ -582,6 +586,30 @@ async fn sweep_loop(node: Arc<Node>, replica: Arc<Replica>, every: Duration) {
     }
 }
 
+/// Log each change of leader once, at info, as an operator reads it: this
+/// node became the leader, follows node N, or knows no leader any more.
+/// (openraft's own account of elections stays at `warn` by default.)
+async fn log_leader_changes(replica: Arc<Replica>) {
+    let mut server = replica.raft().server_metrics();
+    let mut logged = None;
+    loop {
+        let leader = server.borrow_and_update().current_leader;
+        if logged != Some(leader) {
+            let term = replica.raft_status().term;
+            match leader {
+                Some(id) if id == replica.id() => tracing::info!(term, "became the leader"),
+                Some(id) => tracing::info!(term, leader = id, "following the leader, node {id}"),
+                None if logged.is_some() => tracing::info!(term, "no leader known"),
+                None => {}
+            }
+            logged = Some(leader);
+        }
+        if server.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -603,7 +631,10 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Set up logging from the config's filter (`RUST_LOG` wins when set).
+/// Set up logging from the config's filter (`RUST_LOG` wins when set). The
+/// default ([`crate::config::DEFAULT_LOG`]) keeps openraft and the
+/// transport crates at `warn`: at `info` kstash itself says what the node
+/// does.
 pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));

@@ -38,6 +38,56 @@ pub fn is_builtin(name: &str) -> bool {
     name == ADMIN_POLICY
 }
 
+/// A permission error: the one wording of every 403, wherever a capability
+/// is refused (the service's checks, apply's re-check, policy management):
+///
+/// `permission denied: <action> on <namespace>/<path> is not granted by the
+/// token's policies [<p>, …] in namespace <token namespace>`
+///
+/// It names what was asked and what the token holds, never whether the
+/// target exists (a write is `create or update` unless the token holds one
+/// of them) and never a value. The field is private: [`Denial::new`] is the
+/// only way to make one (and [`Denial::from_log`] to carry one rendered on
+/// another replica through the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial(String);
+
+impl Denial {
+    /// `action` (a capability, `create or update`, `manage policies`) on
+    /// `path` in `namespace`, refused to a token of `token_namespace`
+    /// holding `policies`.
+    pub fn new(
+        action: &str,
+        namespace: &str,
+        path: &str,
+        token_namespace: &str,
+        policies: &[String],
+    ) -> Denial {
+        Denial(format!(
+            "permission denied: {action} on {namespace}/{path} is not granted by the token's \
+             policies [{}] in namespace {token_namespace}",
+            policies.join(", ")
+        ))
+    }
+
+    /// A denial as [`Denial::new`] rendered it on the replica that applied
+    /// the command (a `Rejection` carries it as text through the log).
+    pub fn from_log(rendered: String) -> Denial {
+        Denial(rendered)
+    }
+
+    /// The rendered message.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Why a policy was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AclError {
@@ -275,6 +325,18 @@ pub struct Acl {
 }
 
 impl Acl {
+    /// How a refused write of `path` needing `cap` (create or update) is
+    /// named: `create or update` when this ACL grants neither there (naming
+    /// one would tell whether the secret exists); the one it lacks when it
+    /// grants the other (the outcome of a write tells that anyway).
+    pub fn write_action(&self, path: &str, cap: Capability) -> String {
+        if self.allows(path, Capability::Create) || self.allows(path, Capability::Update) {
+            cap.to_string()
+        } else {
+            "create or update".to_string()
+        }
+    }
+
     /// Build the ACL of a token that holds the built-in admin policy
     /// (`admin`) and/or these stored policies. Rules that would fail
     /// [`Policy::validate`] are skipped (they grant nothing).

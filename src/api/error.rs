@@ -131,3 +131,24 @@ impl IntoResponse for EdgeError {
         (self.status().0, Json(body)).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_error_names_the_fix_in_rest_and_grpc() {
+        let status = to_grpc(ServiceError::Sealed);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .starts_with("sealed: kstash is sealed: unseal it")
+                && status.message().contains("kstash operator unseal"),
+            "{}",
+            status.message()
+        );
+        let resp = ApiError(ServiceError::Sealed).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -137,6 +137,74 @@ async fn refuse_misplaced_idempotency_key(req: Request, next: axum::middleware::
     next.run(req).await
 }
 
+/// The query parameters a route takes, by route template and method; every
+/// other route takes none.
+fn query_parameters(method: &axum::http::Method, route: &str) -> &'static [&'static str] {
+    use axum::http::Method;
+    match (method, route) {
+        (&Method::GET, "/v1/sys/health") => &["standbyok"],
+        (&Method::GET, "/v1/kv" | "/v1/kv/" | "/v1/kv/{*path}") => {
+            &["list", "consistency", "cursor", "limit"]
+        }
+        (&Method::GET, "/v1/namespaces/{ns}/policies") => &["cursor", "limit"],
+        _ => &[],
+    }
+}
+
+/// Check a request's query against the parameters its route takes: an
+/// unknown parameter, or one given twice, is refused (400) like an unknown
+/// body field, naming it and the ones the route takes, so a misspelt
+/// `?limt=5` is never silently ignored. Names are decoded as the handlers'
+/// `Query` decodes them.
+fn check_query(
+    method: &axum::http::Method,
+    route: &str,
+    uri: &axum::http::Uri,
+) -> Result<(), ServiceError> {
+    if uri.query().is_none_or(str::is_empty) {
+        return Ok(());
+    }
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|_| ServiceError::bad("the query string is not valid URL encoding"))?;
+    let allowed = query_parameters(method, route);
+    let takes = if allowed.is_empty() {
+        format!("{method} on this route takes no query parameters")
+    } else {
+        format!("{method} on this route takes {}", allowed.join(", "))
+    };
+    let shown = |name: &str| -> String { name.chars().take(64).collect() };
+    let mut seen: Vec<&str> = Vec::with_capacity(pairs.len());
+    for (name, _) in &pairs {
+        if !allowed.contains(&name.as_str()) {
+            return Err(ServiceError::bad(format!(
+                "unknown query parameter {:?}; {takes}",
+                shown(name)
+            )));
+        }
+        if seen.contains(&name.as_str()) {
+            return Err(ServiceError::bad(format!(
+                "query parameter {:?} is given more than once; give it once",
+                shown(name)
+            )));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+async fn refuse_unknown_query(
+    route: Option<axum::extract::MatchedPath>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(route) = route {
+        if let Err(e) = check_query(req.method(), route.as_str(), req.uri()) {
+            return ApiError(e).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// The access token from `Authorization: Bearer …` or `X-KStash-Token`.
 fn token(headers: &HeaderMap) -> Option<SecretString> {
     if let Some(v) = headers.get("x-kstash-token").and_then(|v| v.to_str().ok()) {
@@ -252,6 +320,7 @@ pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(refuse_misplaced_idempotency_key))
+        .layer(axum::middleware::from_fn(refuse_unknown_query))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -782,7 +851,9 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
             needs `Content-Type: application/json`, even with an empty body (415 \
             `unsupported_media_type` otherwise). Without TLS, only requests whose `Host` is a \
             loopback address, `localhost`, the node's own API host or a name in `allowed_hosts` \
-            are answered (421 `host_not_allowed` otherwise). Every response carries \
+            are answered (421 `host_not_allowed` otherwise). A query parameter the route \
+            does not list, or one given twice, gets 400 `bad_request` naming it (routes \
+            without listed parameters take none). Every response carries \
             `Cache-Control: no-store`."
     ),
     paths(

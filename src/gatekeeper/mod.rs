@@ -36,6 +36,7 @@ pub enum GatekeeperError {
 
 const TOKEN_KEY_INFO: &[u8] = b"kstash gatekeeper token v1";
 const REPLACEMENT_AAD_PREFIX: &[u8] = b"replacement:";
+const ACCESS_KEY_AAD_PREFIX: &[u8] = b"access-key:";
 
 /// A freshly minted gatekeeper token: the secret for the caller and the
 /// record to replicate.
@@ -69,10 +70,41 @@ pub fn unwrap_with_token(token: &SecretString, id: &[u8; 32], wrapped_key: &[u8]
     Key32::from_slice(&plain)
 }
 
-fn replacement_aad(id: &[u8; 32]) -> Vec<u8> {
-    let mut aad = REPLACEMENT_AAD_PREFIX.to_vec();
+/// Associated data of a secret sealed under a used token: what the secret
+/// is, and the token it was sealed under.
+fn sealed_aad(prefix: &[u8], id: &[u8; 32]) -> Vec<u8> {
+    let mut aad = prefix.to_vec();
     aad.extend_from_slice(&keyspace::gatekeeper_token_key(id));
     aad
+}
+
+/// Seal `secret` under the used token (its derived key), bound to `prefix`.
+fn seal_under_token(
+    used: &SecretString,
+    used_id: &[u8; 32],
+    prefix: &[u8],
+    secret: &SecretString,
+) -> Vec<u8> {
+    let derived = secret::derive_key(used, TOKEN_KEY_INFO);
+    secret::seal(
+        &derived,
+        &sealed_aad(prefix, used_id),
+        secret.expose().as_bytes(),
+    )
+}
+
+/// Inverse of [`seal_under_token`].
+fn open_under_token(
+    used: &SecretString,
+    used_id: &[u8; 32],
+    prefix: &[u8],
+    wrapped: &[u8],
+) -> Option<SecretString> {
+    let derived = secret::derive_key(used, TOKEN_KEY_INFO);
+    let plain = secret::open(&derived, &sealed_aad(prefix, used_id), wrapped)?;
+    String::from_utf8(plain.to_vec())
+        .ok()
+        .map(SecretString::new)
 }
 
 /// Seal a used token's replacement under the used token, so a repeated use
@@ -82,12 +114,7 @@ pub fn wrap_replacement(
     used_id: &[u8; 32],
     replacement: &SecretString,
 ) -> Vec<u8> {
-    let derived = secret::derive_key(used, TOKEN_KEY_INFO);
-    secret::seal(
-        &derived,
-        &replacement_aad(used_id),
-        replacement.expose().as_bytes(),
-    )
+    seal_under_token(used, used_id, REPLACEMENT_AAD_PREFIX, replacement)
 }
 
 /// Inverse of [`wrap_replacement`].
@@ -96,11 +123,28 @@ pub fn unwrap_replacement(
     used_id: &[u8; 32],
     wrapped: &[u8],
 ) -> Option<SecretString> {
-    let derived = secret::derive_key(used, TOKEN_KEY_INFO);
-    let plain = secret::open(&derived, &replacement_aad(used_id), wrapped)?;
-    String::from_utf8(plain.to_vec())
-        .ok()
-        .map(SecretString::new)
+    open_under_token(used, used_id, REPLACEMENT_AAD_PREFIX, wrapped)
+}
+
+/// Seal the access key an access-key rotation made with a gatekeeper token
+/// under that token, as [`wrap_replacement`] seals its replacement, so a
+/// retry inside the grace window hands out the same access key. Only the
+/// token's holder can open it; the log and the store see ciphertext.
+pub fn wrap_access_key(
+    used: &SecretString,
+    used_id: &[u8; 32],
+    access_key: &SecretString,
+) -> Vec<u8> {
+    seal_under_token(used, used_id, ACCESS_KEY_AAD_PREFIX, access_key)
+}
+
+/// Inverse of [`wrap_access_key`].
+pub fn unwrap_access_key(
+    used: &SecretString,
+    used_id: &[u8; 32],
+    wrapped: &[u8],
+) -> Option<SecretString> {
+    open_under_token(used, used_id, ACCESS_KEY_AAD_PREFIX, wrapped)
 }
 
 #[cfg(test)]
@@ -132,5 +176,22 @@ mod tests {
         let wrapped = wrap_replacement(&used, &id, &rep);
         assert_eq!(unwrap_replacement(&used, &id, &wrapped).unwrap(), rep);
         assert!(unwrap_replacement(&rep, &id, &wrapped).is_none());
+    }
+
+    #[test]
+    fn an_access_key_sealed_under_a_token_opens_as_nothing_else() {
+        let used = secret::new_bearer(SecretKind::GatekeeperToken);
+        let id = secret::hash_secret(&used);
+        let key = secret::new_bearer(SecretKind::AccessKey);
+        let wrapped = wrap_access_key(&used, &id, &key);
+        assert_eq!(unwrap_access_key(&used, &id, &wrapped).unwrap(), key);
+        assert!(
+            unwrap_replacement(&used, &id, &wrapped).is_none(),
+            "an access key never passes for a replacement"
+        );
+        let rep = wrap_replacement(&used, &id, &key);
+        assert!(unwrap_access_key(&used, &id, &rep).is_none());
+        let other = secret::new_bearer(SecretKind::GatekeeperToken);
+        assert!(unwrap_access_key(&other, &id, &wrapped).is_none());
     }
 }

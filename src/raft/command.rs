@@ -79,6 +79,75 @@ impl std::fmt::Debug for NewGatekeeperToken {
     }
 }
 
+/// The first use of a gatekeeper token: how long the used token still
+/// works, and its replacement (stored, and sealed under the used token).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct FirstUse {
+    /// The grace window, from the entry time.
+    pub grace_ms: u64,
+    /// The replacement sealed under HKDF(used token).
+    #[serde(with = "serde_bytes")]
+    pub replacement_wrapped: Vec<u8>,
+    /// The replacement's record.
+    pub replacement: NewGatekeeperToken,
+}
+
+impl std::fmt::Debug for FirstUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FirstUse(replacement {:?})", self.replacement)
+    }
+}
+
+/// An operation run with a gatekeeper token whose retry inside the token's
+/// grace window must not run it again, with what it fixed before it ran:
+/// the retry answers that. (Seal, unseal, `raft remove` of one id, snapshot
+/// save and renew give the same result when run again, so they are not
+/// recorded.)
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub enum GatekeeperOperation {
+    /// Rotate the keychain to `term`: the active term plus one when the
+    /// use was recorded. The rotation itself is a `RotateKeychain` that the
+    /// service proposes afterwards, and again on a retry only while the
+    /// keychain is still below `term`.
+    Rotate {
+        /// The term the rotation brings the keychain to.
+        term: u32,
+    },
+    /// Rotate the access key: the new key's hash, installed by the same
+    /// command, and the new key sealed under HKDF(used token)
+    /// (`gatekeeper::wrap_access_key`) so a retry can hand it out again.
+    RotateAccessKey {
+        /// SHA-256 of the new access key.
+        hash: [u8; 32],
+        /// The new access key, sealed under the used token.
+        #[serde(with = "serde_bytes")]
+        wrapped: Vec<u8>,
+    },
+}
+
+impl GatekeeperOperation {
+    /// Whether `other` is the same operation (kind and parameters; the
+    /// recorded outcome aside). Neither kind takes parameters.
+    pub fn same_as(&self, other: &GatekeeperOperation) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+impl std::fmt::Display for GatekeeperOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GatekeeperOperation::Rotate { term } => write!(f, "rotate to term {term}"),
+            GatekeeperOperation::RotateAccessKey { .. } => write!(f, "access-key rotate"),
+        }
+    }
+}
+
+impl std::fmt::Debug for GatekeeperOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// The first hex digits of an id, for logs.
 pub fn short(id: &[u8; 32]) -> String {
     hex::encode(&id[..6])
@@ -185,6 +254,20 @@ pub enum Command {
     ///
     /// Appended last: the variant index is the log format.
     ReserveEncryptions { term: u32, count: u64, limit: u64 },
+    /// Use a gatekeeper token for `operation` and record it with the
+    /// token, so a retry of the same operation inside the grace window gets
+    /// the first result instead of running again. `first`: the token's
+    /// first use (refused when it is already used, as `UseGatekeeperToken`);
+    /// `None`: another operation inside its grace window (refused when the
+    /// token is unused, past its window, or already used for this
+    /// operation). An access-key rotation is installed by this command.
+    ///
+    /// Appended last: the variant index is the log format.
+    UseGatekeeperTokenFor {
+        id: [u8; 32],
+        first: Option<FirstUse>,
+        operation: GatekeeperOperation,
+    },
 }
 
 impl Command {
@@ -199,7 +282,8 @@ impl Command {
     /// `CreateAccessToken`; an unsealed barrier: `ReserveEncryptions`), for
     /// `Init` and the leader's `Sweep`, and for
     /// commands about a token's own record, which check it themselves
-    /// (`UseGatekeeperToken`, `RenewAccessToken`, `RevokeAccessToken`).
+    /// (`UseGatekeeperToken`, `UseGatekeeperTokenFor`, `RenewAccessToken`,
+    /// `RevokeAccessToken`).
     /// The match names every variant: a new command must choose.
     pub fn acting_for(&self) -> Option<(&[u8; 32], &str)> {
         match self {
@@ -226,7 +310,8 @@ impl Command {
             | Command::RenewAccessToken { .. }
             | Command::RevokeAccessToken { .. }
             | Command::Sweep
-            | Command::ReserveEncryptions { .. } => None,
+            | Command::ReserveEncryptions { .. }
+            | Command::UseGatekeeperTokenFor { .. } => None,
         }
     }
 }
@@ -279,6 +364,9 @@ impl std::fmt::Display for Command {
                     f,
                     "ReserveEncryptions(term {term}, {count} of limit {limit})"
                 )
+            }
+            Command::UseGatekeeperTokenFor { id, operation, .. } => {
+                write!(f, "UseGatekeeperTokenFor({}, {operation})", short(id))
             }
         }
     }
@@ -426,7 +514,7 @@ pub(crate) mod tests {
     /// The index is the log format: a new variant goes at the end, and
     /// this list (kept complete by the `match`) gains it there.
     /// How many `Command` variants there are; [`variant_index`] names each.
-    pub(crate) const VARIANTS: usize = 16;
+    pub(crate) const VARIANTS: usize = 17;
 
     /// A number per variant. The match names every variant, so a new
     /// command does not compile here until it gets a number, and then
@@ -449,6 +537,7 @@ pub(crate) mod tests {
             Command::DeleteSecret { .. } => 13,
             Command::Sweep => 14,
             Command::ReserveEncryptions { .. } => 15,
+            Command::UseGatekeeperTokenFor { .. } => 16,
         }
     }
 
@@ -533,6 +622,11 @@ pub(crate) mod tests {
                 count: 1,
                 limit: 10,
             },
+            Command::UseGatekeeperTokenFor {
+                id: [44; 32],
+                first: None,
+                operation: GatekeeperOperation::Rotate { term: 2 },
+            },
         ]
     }
 
@@ -570,6 +664,70 @@ pub(crate) mod tests {
             command.to_string(),
             "ReserveEncryptions(term 3, 1024 of limit 4293918720)"
         );
+    }
+
+    #[test]
+    fn a_use_for_an_operation_encodes_as_pinned_and_old_uses_still_decode() {
+        let opts = bincode::DefaultOptions::new();
+        let command = Command::UseGatekeeperTokenFor {
+            id: [1; 32],
+            first: Some(FirstUse {
+                grace_ms: 300,
+                replacement_wrapped: vec![5, 6],
+                replacement: NewGatekeeperToken {
+                    id: [2; 32],
+                    wrapped_key: vec![7],
+                },
+            }),
+            operation: GatekeeperOperation::RotateAccessKey {
+                hash: [3; 32],
+                wrapped: vec![8],
+            },
+        };
+        // Variant 16; id; Some; grace 300 (varint: 251, u16 LE); the
+        // replacement (2 bytes), its id and wrapped key (1 byte); operation
+        // 1 (access-key rotate); hash; wrapped (1 byte).
+        let mut pinned = vec![16];
+        pinned.extend([1; 32]);
+        pinned.extend([1, 251, 0x2c, 0x01, 2, 5, 6]);
+        pinned.extend([2; 32]);
+        pinned.extend([1, 7, 1]);
+        pinned.extend([3; 32]);
+        pinned.extend([1, 8]);
+        assert_eq!(opts.serialize(&command).unwrap(), pinned);
+        assert_eq!(
+            command.to_string(),
+            "UseGatekeeperTokenFor(010101010101, access-key rotate)"
+        );
+        let rotate = Command::UseGatekeeperTokenFor {
+            id: [1; 32],
+            first: None,
+            operation: GatekeeperOperation::Rotate { term: 3 },
+        };
+        let mut pinned = vec![16];
+        pinned.extend([1; 32]);
+        pinned.extend([0, 0, 3]);
+        assert_eq!(opts.serialize(&rotate).unwrap(), pinned);
+        // The plain use keeps variant 4 and its fields.
+        let old = Command::UseGatekeeperToken {
+            id: [1; 32],
+            grace_ms: 300,
+            replacement_wrapped: vec![5, 6],
+            replacement: NewGatekeeperToken {
+                id: [2; 32],
+                wrapped_key: vec![7],
+            },
+        };
+        let mut pinned = vec![4];
+        pinned.extend([1; 32]);
+        pinned.extend([251, 0x2c, 0x01, 2, 5, 6]);
+        pinned.extend([2; 32]);
+        pinned.extend([1, 7]);
+        assert_eq!(opts.serialize(&old).unwrap(), pinned);
+        assert!(matches!(
+            opts.deserialize::<Command>(&pinned).unwrap(),
+            Command::UseGatekeeperToken { grace_ms: 300, .. }
+        ));
     }
 
     #[test]

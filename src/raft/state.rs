@@ -13,10 +13,11 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::command::{
-    Applied, Command, NewGatekeeperToken, Rejection, Request, Response, IDEMPOTENCY_WINDOW_MS,
+    Applied, Command, FirstUse, GatekeeperOperation, NewGatekeeperToken, Rejection, Request,
+    Response, IDEMPOTENCY_WINDOW_MS,
 };
 use super::listing::{list_level, resume_after, NamePage};
-use crate::acl::{self, Acl, Capability, Policy};
+use crate::acl::{self, Acl, Capability, Denial, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
 
@@ -25,38 +26,90 @@ use crate::storage::{Backend, BatchOp, StorageError};
 /// so it counts). Keeps a rekey's batch small. Minting counts unused tokens
 /// only: used ones give way, oldest first.
 pub const MAX_GATEKEEPER_TOKENS: usize = 64;
-/// Allow a command if the ACL of the token it acts for passes `check`. No
-/// ACL (a command that acts for no token) is refused: fail closed.
-fn permit(
-    acl: &Option<Acl>,
-    what: &str,
-    check: impl FnOnce(&Acl) -> bool,
-) -> Result<(), ApplyError> {
-    match acl {
-        Some(acl) if check(acl) => Ok(()),
-        _ => Err(ApplyError::Forbidden(what.to_string())),
+/// The access token a command acts for, as apply checked it: its ACL, its
+/// namespace and its policy names (for the wording of a refusal).
+struct Acting {
+    acl: Acl,
+    namespace: String,
+    policies: Vec<String>,
+}
+
+impl Acting {
+    /// The refusal of `action` on `path` in this token's namespace.
+    fn denial(&self, action: &str, path: &str) -> ApplyError {
+        ApplyError::Forbidden(Denial::new(
+            action,
+            &self.namespace,
+            path,
+            &self.namespace,
+            &self.policies,
+        ))
     }
 }
 
-/// Deletes for up to `count` used gatekeeper tokens, oldest use first (ties
+/// Allow `action` on `path` if the ACL of the token the command acts for
+/// passes `check`. No token (a command that acts for none) is refused: fail
+/// closed.
+fn permit(
+    acting: &Option<Acting>,
+    action: &str,
+    path: &str,
+    check: impl FnOnce(&Acl) -> bool,
+) -> Result<(), ApplyError> {
+    match acting {
+        Some(a) if check(&a.acl) => Ok(()),
+        Some(a) => Err(a.denial(action, path)),
+        None => Err(ApplyError::Forbidden(Denial::new(
+            action,
+            "-",
+            path,
+            "-",
+            &[],
+        ))),
+    }
+}
+
+/// What a command acting for an access token does, and on what, as a
+/// refusal names it. A write is `create or update`: naming one would tell
+/// whether the secret exists.
+fn acting_action(command: &Command) -> (&'static str, String) {
+    match command {
+        Command::PutPolicy { name, .. } | Command::DeletePolicy { name, .. } => {
+            ("manage policies", format!("policies/{name}"))
+        }
+        Command::PutSecret { path, .. } => ("create or update", path.clone()),
+        Command::DeleteSecret { path, .. } => ("delete", path.clone()),
+        _ => ("act", String::new()),
+    }
+}
+
+/// Up to `count` used gatekeeper tokens to give way, oldest use first (ties
 /// by id, so every replica picks the same), never the token `keep`.
 fn evict_used(
     records: &[GatekeeperTokenRecord],
     count: usize,
     keep: Option<&[u8; 32]>,
-) -> Vec<BatchOp> {
+) -> Vec<[u8; 32]> {
     let mut used: Vec<(u64, &[u8; 32])> = records
         .iter()
         .filter(|r| Some(&r.id) != keep)
         .filter_map(|r| r.used.as_ref().map(|u| (u.at_ms, &r.id)))
         .collect();
     used.sort();
-    used.into_iter()
-        .take(count)
-        .map(|(_, id)| BatchOp::Delete {
+    used.into_iter().take(count).map(|(_, id)| *id).collect()
+}
+
+/// Deletes of a gatekeeper token's record and of the operations recorded
+/// with its use.
+fn forget_gatekeeper_token(id: &[u8; 32]) -> [BatchOp; 2] {
+    [
+        BatchOp::Delete {
             key: gatekeeper_token_key(id),
-        })
-        .collect()
+        },
+        BatchOp::Delete {
+            key: gatekeeper_operations_key(id),
+        },
+    ]
 }
 
 /// Most records one sweep removes (keeps every batch under etcd's txn limit).
@@ -77,9 +130,9 @@ pub enum ApplyError {
     /// The access token behind the command is unknown or expired.
     #[error("access token is invalid or expired")]
     TokenInvalid,
-    /// The token's policies do not allow this.
-    #[error("permission denied: {0}")]
-    Forbidden(String),
+    /// The token's policies do not allow this (worded by [`Denial`]).
+    #[error("{0}")]
+    Forbidden(Denial),
     /// Check-and-set found another version.
     #[error("check-and-set failed: expected version {expected}, found {actual}")]
     CasMismatch {
@@ -128,7 +181,7 @@ impl Rejection {
             ApplyError::AlreadyInitialized => Rejection::AlreadyInitialized,
             ApplyError::NotInitialized => Rejection::NotInitialized,
             ApplyError::TokenInvalid => Rejection::TokenInvalid,
-            ApplyError::Forbidden(m) => Rejection::Forbidden(m),
+            ApplyError::Forbidden(denial) => Rejection::Forbidden(denial.to_string()),
             ApplyError::CasMismatch { expected, actual } => {
                 Rejection::CasMismatch { expected, actual }
             }
@@ -149,7 +202,7 @@ impl From<Rejection> for ApplyError {
             Rejection::AlreadyInitialized => ApplyError::AlreadyInitialized,
             Rejection::NotInitialized => ApplyError::NotInitialized,
             Rejection::TokenInvalid => ApplyError::TokenInvalid,
-            Rejection::Forbidden(m) => ApplyError::Forbidden(m),
+            Rejection::Forbidden(m) => ApplyError::Forbidden(Denial::from_log(m)),
             Rejection::CasMismatch { expected, actual } => {
                 ApplyError::CasMismatch { expected, actual }
             }
@@ -270,6 +323,17 @@ impl State {
         id: &[u8; 32],
     ) -> Result<Option<GatekeeperTokenRecord>, StorageError> {
         self.get(&gatekeeper_token_key(id))
+    }
+
+    /// What a used gatekeeper token was used for inside its grace window
+    /// (operations whose retry must not run again; at most one of each kind).
+    pub fn gatekeeper_operations(
+        &self,
+        id: &[u8; 32],
+    ) -> Result<Vec<GatekeeperOperation>, StorageError> {
+        Ok(self
+            .get(&gatekeeper_operations_key(id))?
+            .unwrap_or_default())
     }
 
     /// Every gatekeeper token.
@@ -393,19 +457,72 @@ impl State {
         list_level(self.backend.as_ref(), &base, from, limit)
     }
 
-    /// The ACL of `token` as of `now`, if the token is live and locked to
-    /// `namespace`.
-    fn acl_at(&self, token: &[u8; 32], namespace: &str, now: u64) -> Result<Acl, ApplyError> {
+    /// The token `command` acts for as of `now`, if it is live and locked
+    /// to `namespace`.
+    fn acting_at(
+        &self,
+        command: &Command,
+        token: &[u8; 32],
+        namespace: &str,
+        now: u64,
+    ) -> Result<Acting, ApplyError> {
         let record = self.access_token(token)?.ok_or(ApplyError::TokenInvalid)?;
         if record.expires_at_ms <= now {
             return Err(ApplyError::TokenInvalid);
         }
         if record.namespace != namespace {
-            return Err(ApplyError::Forbidden(format!(
-                "token is not valid for namespace {namespace}"
+            let (action, path) = acting_action(command);
+            return Err(ApplyError::Forbidden(Denial::new(
+                action,
+                namespace,
+                &path,
+                &record.namespace,
+                &record.policies,
             )));
         }
-        Ok(self.acl_for(&record)?)
+        Ok(Acting {
+            acl: self.acl_for(&record)?,
+            namespace: record.namespace,
+            policies: record.policies,
+        })
+    }
+
+    /// Record the first use of gatekeeper token `id` into `batch` and store
+    /// its replacement. Refused when the token is unknown or already used.
+    /// Returns whether the used token keeps its grace window: the
+    /// replacement is one record more, so at the cap the oldest used tokens
+    /// lose the rest of theirs, and with none to give way this use keeps
+    /// none itself (its record is deleted).
+    fn first_use(
+        &self,
+        id: &[u8; 32],
+        first: &FirstUse,
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<bool, ApplyError> {
+        let mut record = self
+            .gatekeeper_token(id)?
+            .ok_or(ApplyError::GatekeeperTokenInvalid)?;
+        if record.used.is_some() {
+            return Err(ApplyError::GatekeeperTokenInvalid);
+        }
+        let existing = self.gatekeeper_tokens()?;
+        let over = (existing.len() + 1).saturating_sub(MAX_GATEKEEPER_TOKENS);
+        let evicted = evict_used(&existing, over, Some(id));
+        let kept = evicted.len() >= over;
+        if kept {
+            record.used = Some(GatekeeperTokenUse {
+                at_ms: now,
+                grace_until_ms: now.saturating_add(first.grace_ms),
+                replacement_wrapped: first.replacement_wrapped.clone(),
+            });
+            batch.push(put(gatekeeper_token_key(id), &record));
+        } else {
+            batch.extend(forget_gatekeeper_token(id));
+        }
+        batch.extend(evicted.iter().flat_map(forget_gatekeeper_token));
+        batch.push(put_gatekeeper_token(&first.replacement, now));
+        Ok(kept)
     }
 
     /// Apply one entry: validate it against the stored state, then write one
@@ -487,8 +604,10 @@ impl State {
         // Invariant 5: a command that acts for an access token applies only
         // while that token is live and in its namespace; each command then
         // checks its own capability against `acl` (`permit`).
-        let acl = match entry.command.acting_for() {
-            Some((token, namespace)) => Some(self.acl_at(token, namespace, now)?),
+        let acting = match entry.command.acting_for() {
+            Some((token, namespace)) => {
+                Some(self.acting_at(&entry.command, token, namespace, now)?)
+            }
             None => None,
         };
         let mut batch = Vec::new();
@@ -583,11 +702,10 @@ impl State {
                     key: KEYCHAIN.to_vec(),
                     value: keychain.clone(),
                 });
-                for (key, _) in self
-                    .backend
-                    .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
-                {
-                    batch.push(BatchOp::Delete { key });
+                for prefix in [GATEKEEPER_TOKEN_PREFIX, GATEKEEPER_OPERATIONS_PREFIX] {
+                    for (key, _) in self.backend.scan_prefix(prefix.as_bytes(), None)? {
+                        batch.push(BatchOp::Delete { key });
+                    }
                 }
                 batch.extend(
                     gatekeeper_tokens
@@ -605,7 +723,11 @@ impl State {
                 // Used tokens waiting out their grace window make room: a
                 // renew loop never blocks minting.
                 let over = (existing.len() + tokens.len()).saturating_sub(MAX_GATEKEEPER_TOKENS);
-                batch.extend(evict_used(&existing, over, None));
+                batch.extend(
+                    evict_used(&existing, over, None)
+                        .iter()
+                        .flat_map(forget_gatekeeper_token),
+                );
                 batch.extend(tokens.iter().map(|t| put_gatekeeper_token(t, now)));
                 Applied::Done
             }
@@ -615,38 +737,54 @@ impl State {
                 replacement_wrapped,
                 replacement,
             } => {
-                let mut record = self
-                    .gatekeeper_token(id)?
-                    .ok_or(ApplyError::GatekeeperTokenInvalid)?;
-                if record.used.is_some() {
-                    return Err(ApplyError::GatekeeperTokenInvalid);
+                let first = FirstUse {
+                    grace_ms: *grace_ms,
+                    replacement_wrapped: replacement_wrapped.clone(),
+                    replacement: replacement.clone(),
+                };
+                self.first_use(id, &first, now, &mut batch)?;
+                Applied::Done
+            }
+            Command::UseGatekeeperTokenFor {
+                id,
+                first,
+                operation,
+            } => {
+                let mut operations = self.gatekeeper_operations(id)?;
+                let kept = match first {
+                    Some(first) => self.first_use(id, first, now, &mut batch)?,
+                    None => {
+                        let record = self
+                            .gatekeeper_token(id)?
+                            .ok_or(ApplyError::GatekeeperTokenInvalid)?;
+                        let in_grace = record.used.is_some_and(|u| now < u.grace_until_ms);
+                        // One record per kind: a second one is a retry the
+                        // proposer did not see recorded yet; it reads again.
+                        if !in_grace || operations.iter().any(|o| o.same_as(operation)) {
+                            return Err(ApplyError::GatekeeperTokenInvalid);
+                        }
+                        true
+                    }
+                };
+                if kept {
+                    operations.push(operation.clone());
+                    batch.push(put(gatekeeper_operations_key(id), &operations));
                 }
-                // The replacement is one record more: at the cap, the oldest
-                // used tokens lose the rest of their grace window, and with
-                // none to give way this use keeps no grace window itself.
-                let existing = self.gatekeeper_tokens()?;
-                let over = (existing.len() + 1).saturating_sub(MAX_GATEKEEPER_TOKENS);
-                let evicted = evict_used(&existing, over, Some(id));
-                if evicted.len() < over {
-                    batch.push(BatchOp::Delete {
-                        key: gatekeeper_token_key(id),
-                    });
-                } else {
-                    record.used = Some(GatekeeperTokenUse {
-                        at_ms: now,
-                        grace_until_ms: now.saturating_add(*grace_ms),
-                        replacement_wrapped: replacement_wrapped.clone(),
-                    });
-                    batch.push(put(gatekeeper_token_key(id), &record));
+                if let GatekeeperOperation::RotateAccessKey { hash, .. } = operation {
+                    batch.push(put(
+                        ACCESS_KEY.to_vec(),
+                        &AccessKeyRecord {
+                            hash: *hash,
+                            created_at_ms: now,
+                        },
+                    ));
                 }
-                batch.extend(evicted);
-                batch.push(put_gatekeeper_token(replacement, now));
                 Applied::Done
             }
             Command::RevokeGatekeeperToken { id } => {
                 let key = gatekeeper_token_key(id);
                 let found = self.backend.get(&key)?.is_some();
-                batch.push(BatchOp::Delete { key });
+                batch.extend(forget_gatekeeper_token(id));
                 Applied::Deleted(found)
             }
             Command::RotateAccessKey { hash } => {
@@ -704,9 +842,8 @@ impl State {
                 name,
                 policy,
             } => {
-                permit(&acl, "managing policies needs the admin policy", |acl| {
-                    acl.is_admin()
-                })?;
+                let target = format!("policies/{name}");
+                permit(&acting, "manage policies", &target, Acl::is_admin)?;
                 batch.push(put(policy_key(namespace, name), policy));
                 Applied::Done
             }
@@ -715,9 +852,8 @@ impl State {
                 namespace,
                 name,
             } => {
-                permit(&acl, "managing policies needs the admin policy", |acl| {
-                    acl.is_admin()
-                })?;
+                let target = format!("policies/{name}");
+                permit(&acting, "manage policies", &target, Acl::is_admin)?;
                 let key = policy_key(namespace, name);
                 if self.backend.get(&key)?.is_none() {
                     return Err(ApplyError::NotFound);
@@ -734,17 +870,14 @@ impl State {
                 ciphertext,
             } => {
                 let current = self.secret(namespace, path)?;
-                let (cap, what) = match current {
-                    Some(_) => (
-                        Capability::Update,
-                        format!("update of {path} is not allowed"),
-                    ),
-                    None => (
-                        Capability::Create,
-                        format!("create of {path} is not allowed"),
-                    ),
+                let cap = match current {
+                    Some(_) => Capability::Update,
+                    None => Capability::Create,
                 };
-                permit(&acl, &what, |acl| acl.allows(path, cap))?;
+                let action = acting
+                    .as_ref()
+                    .map_or(cap.to_string(), |a| a.acl.write_action(path, cap));
+                permit(&acting, &action, path, |acl| acl.allows(path, cap))?;
                 let actual = current.as_ref().map_or(0, |r| r.version);
                 if let Some(expected) = cas {
                     if *expected != actual {
@@ -770,7 +903,7 @@ impl State {
                 namespace,
                 path,
             } => {
-                permit(&acl, &format!("delete of {path} is not allowed"), |acl| {
+                permit(&acting, "delete", path, |acl| {
                     acl.allows(path, Capability::Delete)
                 })?;
                 let key = kv_key(namespace, path);
@@ -809,7 +942,7 @@ impl State {
                 {
                     let record: AccessTokenRecord = keyspace::decode(&value)?;
                     if record.expires_at_ms <= now {
-                        if batch.len() == SWEEP_BATCH {
+                        if batch.len() >= SWEEP_BATCH {
                             more = true;
                             break;
                         }
@@ -826,11 +959,15 @@ impl State {
                         .as_ref()
                         .is_some_and(|u| u.grace_until_ms <= now)
                     {
-                        if batch.len() == SWEEP_BATCH {
+                        if batch.len() >= SWEEP_BATCH {
                             more = true;
                             break;
                         }
                         batch.push(BatchOp::Delete { key });
+                        let operations = gatekeeper_operations_key(&record.id);
+                        if self.backend.get(&operations)?.is_some() {
+                            batch.push(BatchOp::Delete { key: operations });
+                        }
                     }
                 }
                 for (key, value) in self
@@ -839,7 +976,7 @@ impl State {
                 {
                     let record: IdempotencyRecord = keyspace::decode(&value)?;
                     if record.expires_at_ms <= now {
-                        if batch.len() == SWEEP_BATCH {
+                        if batch.len() >= SWEEP_BATCH {
                             more = true;
                             break;
                         }
@@ -1046,14 +1183,22 @@ mod tests {
             },
         ))
         .unwrap();
-        assert!(matches!(
-            sm.apply(&entry(12, put_secret(reader, "app/x", None))),
-            Err(ApplyError::Forbidden(_))
-        ));
-        assert!(matches!(
-            sm.apply(&entry(12, put_secret(other, "app/x", None))),
-            Err(ApplyError::Forbidden(_))
-        ));
+        // Refusals use the one wording, and a write names no capability
+        // that would tell whether the secret exists.
+        let denied = |r: Result<Applied, ApplyError>| match r {
+            Err(ApplyError::Forbidden(d)) => d.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            denied(sm.apply(&entry(12, put_secret(reader, "app/x", None)))),
+            "permission denied: create or update on ns/app/x is not granted by the token's \
+             policies [ro] in namespace ns"
+        );
+        assert_eq!(
+            denied(sm.apply(&entry(12, put_secret(other, "app/x", None)))),
+            "permission denied: create or update on ns/app/x is not granted by the token's \
+             policies [admin] in namespace other"
+        );
         assert!(matches!(
             sm.apply(&entry(
                 13,
@@ -1357,6 +1502,150 @@ mod tests {
             "swept after its grace window"
         );
         assert!(sm.gatekeeper_token(&[8; 32]).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_token_records_each_operation_once_inside_its_grace_window() {
+        // Steps: mint a token; use it for a rotation to term 2 (first use):
+        // recorded with the use; the same operation again is refused and
+        // changes nothing; an access-key rotation (another operation) runs
+        // inside the window: recorded, access key installed; again: refused;
+        // a further operation after the window, or for an unknown token, is
+        // refused; the sweep removes the token and its operations.
+        use crate::raft::command::{FirstUse, GatekeeperOperation};
+        let (sm, backend) = sm();
+        sm.apply(&entry(5, mint([[7; 32]]))).unwrap();
+        let rotate = GatekeeperOperation::Rotate { term: 2 };
+        let access = GatekeeperOperation::RotateAccessKey {
+            hash: [9; 32],
+            wrapped: vec![1, 2],
+        };
+        let first = FirstUse {
+            grace_ms: 100,
+            replacement_wrapped: vec![1],
+            replacement: NewGatekeeperToken {
+                id: [8; 32],
+                wrapped_key: vec![2],
+            },
+        };
+        let use_for = |first: Option<FirstUse>, operation: &GatekeeperOperation| {
+            Command::UseGatekeeperTokenFor {
+                id: [7; 32],
+                first,
+                operation: operation.clone(),
+            }
+        };
+        sm.apply(&entry(10, use_for(Some(first.clone()), &rotate)))
+            .unwrap();
+        let used = sm.gatekeeper_token(&[7; 32]).unwrap().unwrap().used;
+        assert_eq!(used.unwrap().grace_until_ms, 110);
+        assert!(sm.gatekeeper_token(&[8; 32]).unwrap().is_some());
+        assert_eq!(
+            sm.gatekeeper_operations(&[7; 32]).unwrap(),
+            std::slice::from_ref(&rotate)
+        );
+
+        let before = backend.dump();
+        let again = GatekeeperOperation::Rotate { term: 3 };
+        for refused in [
+            use_for(None, &again),
+            use_for(Some(first.clone()), &again),
+            use_for(Some(first.clone()), &access),
+        ] {
+            assert!(
+                matches!(
+                    sm.apply(&entry(20, refused.clone())),
+                    Err(ApplyError::GatekeeperTokenInvalid)
+                ),
+                "{refused}"
+            );
+            assert!(backend.dump() == before, "{refused} changed nothing");
+        }
+
+        sm.apply(&entry(30, use_for(None, &access))).unwrap();
+        assert_eq!(sm.access_key().unwrap().unwrap().hash, [9; 32]);
+        assert_eq!(
+            sm.gatekeeper_operations(&[7; 32]).unwrap(),
+            [rotate.clone(), access.clone()]
+        );
+        let before = backend.dump();
+        assert!(matches!(
+            sm.apply(&entry(40, use_for(None, &access))),
+            Err(ApplyError::GatekeeperTokenInvalid)
+        ));
+        assert!(backend.dump() == before);
+
+        assert!(matches!(
+            sm.apply(&entry(110, use_for(None, &access))),
+            Err(ApplyError::GatekeeperTokenInvalid)
+        ));
+        let unknown = Command::UseGatekeeperTokenFor {
+            id: [6; 32],
+            first: None,
+            operation: rotate.clone(),
+        };
+        assert!(matches!(
+            sm.apply(&entry(50, unknown)),
+            Err(ApplyError::GatekeeperTokenInvalid)
+        ));
+
+        sm.apply(&entry(110, Command::Sweep)).unwrap();
+        assert!(sm.gatekeeper_token(&[7; 32]).unwrap().is_none());
+        assert!(sm.gatekeeper_operations(&[7; 32]).unwrap().is_empty());
+        assert!(
+            backend
+                .dump()
+                .iter()
+                .all(|(k, _)| !k.starts_with(GATEKEEPER_OPERATIONS_PREFIX.as_bytes())),
+            "the sweep removed the operations with the token"
+        );
+    }
+
+    #[test]
+    fn revoke_and_rekey_forget_a_tokens_operations() {
+        use crate::raft::command::{FirstUse, GatekeeperOperation};
+        let (sm, backend) = sm();
+        sm.apply(&entry(5, mint([[7; 32], [6; 32]]))).unwrap();
+        for id in [[7; 32], [6; 32]] {
+            sm.apply(&entry(
+                10,
+                Command::UseGatekeeperTokenFor {
+                    id,
+                    first: Some(FirstUse {
+                        grace_ms: 100,
+                        replacement_wrapped: vec![1],
+                        replacement: NewGatekeeperToken {
+                            id: [id[0] + 10; 32],
+                            wrapped_key: vec![2],
+                        },
+                    }),
+                    operation: GatekeeperOperation::Rotate { term: 2 },
+                },
+            ))
+            .unwrap();
+        }
+        sm.apply(&entry(11, Command::RevokeGatekeeperToken { id: [7; 32] }))
+            .unwrap();
+        assert!(sm.gatekeeper_operations(&[7; 32]).unwrap().is_empty());
+        assert_eq!(sm.gatekeeper_operations(&[6; 32]).unwrap().len(), 1);
+        sm.apply(&entry(
+            12,
+            Command::Rekey {
+                shares: 1,
+                threshold: 1,
+                wrapped_root: vec![1],
+                keychain: vec![2],
+                gatekeeper_tokens: vec![],
+            },
+        ))
+        .unwrap();
+        assert!(
+            backend
+                .dump()
+                .iter()
+                .all(|(k, _)| !k.starts_with(b"gatekeeper/")),
+            "a rekey leaves no token and no operation"
+        );
     }
 
     /// A gatekeeper token with id `[a, b, 0, …]`.

@@ -443,7 +443,7 @@ impl StateMachineStore {
             crate::data_dir::write_durably(&self.dir, CURRENT, &bytes)
                 .map_err(|e| snapshot_err(Some(&meta), e))?;
         }
-        tracing::debug!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
         Ok(typ::Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),

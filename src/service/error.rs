@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::acl::{AclError, PathError};
+use crate::acl::{AclError, Denial, PathError};
 use crate::barrier::BarrierError;
 use crate::gatekeeper::GatekeeperError;
 use crate::raft::state::ApplyError;
@@ -20,9 +20,10 @@ pub enum ServiceError {
     /// Missing, unknown or expired credentials.
     #[error("{0}")]
     Unauthorized(String),
-    /// Valid credentials that do not allow this.
+    /// Valid credentials that do not allow this; always worded by
+    /// [`Denial`].
     #[error("{0}")]
-    Forbidden(String),
+    Forbidden(Denial),
     /// The target does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -32,11 +33,18 @@ pub enum ServiceError {
     /// Input over a size limit.
     #[error("{0}")]
     TooLarge(String),
-    /// The barrier is sealed: only status, health and unseal answer.
-    #[error("kstash is sealed")]
+    /// The barrier is sealed: only status, health and unseal answer. The
+    /// message says how to unseal.
+    #[error(
+        "kstash is sealed: unseal it with a threshold of unseal keys or a gatekeeper token \
+         (`kstash operator unseal`, POST /v1/sys/unseal)"
+    )]
     Sealed,
-    /// Not initialised yet.
-    #[error("kstash is not initialized")]
+    /// Not initialised yet. The message says how to initialise.
+    #[error(
+        "kstash is not initialized: initialize it once with `kstash operator init` \
+         (POST /v1/sys/init), then unseal it"
+    )]
     NotInitialized,
     /// Temporarily unable to serve; retry.
     #[error("{0}")]
@@ -135,9 +143,7 @@ impl From<ProposeError> for ServiceError {
                 ApplyError::AlreadyInitialized => ServiceError::Conflict(a.to_string()),
                 ApplyError::NotInitialized => ServiceError::NotInitialized,
                 ApplyError::TokenInvalid => ServiceError::Unauthorized(a.to_string()),
-                ApplyError::Forbidden(m) => {
-                    ServiceError::Forbidden(format!("permission denied: {m}"))
-                }
+                ApplyError::Forbidden(denial) => ServiceError::Forbidden(denial),
                 ApplyError::CasMismatch { .. } => ServiceError::Conflict(a.to_string()),
                 ApplyError::NotFound => ServiceError::NotFound(a.to_string()),
                 ApplyError::GatekeeperTokenInvalid => ServiceError::Unauthorized(a.to_string()),
@@ -148,6 +154,78 @@ impl From<ProposeError> for ServiceError {
                 }
                 ApplyError::Storage(s) => s.into(),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Denial;
+
+    /// Every source file of the crate, with its path.
+    fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.display().to_string(), text));
+            }
+        }
+    }
+
+    #[test]
+    fn every_permission_error_is_worded_by_denial_new() {
+        // A 403 holds a `Denial` (the type says so), whose field is private:
+        // `Denial::new` words it, and `Denial::from_log` only carries one
+        // rendered by `new` on another replica back from the log. So the
+        // wording lives in one place, and nothing else writes it.
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        assert!(files.len() > 30, "the scan found the sources");
+        for (path, text) in &files {
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            let wordings = code.matches("\"permission denied").count();
+            let from_log = code.matches("Denial::from_log(").count();
+            if path.ends_with("src/acl/mod.rs") {
+                assert_eq!(wordings, 1, "the one wording, in Denial::new");
+            } else {
+                assert_eq!(wordings, 0, "{path} words a permission error itself");
+            }
+            if path.ends_with("src/raft/state.rs") {
+                assert_eq!(from_log, 1, "{path}: only a Rejection comes back as text");
+            } else {
+                assert_eq!(from_log, 0, "{path} makes a Denial from text");
+            }
+        }
+        let denial = Denial::new("read", "team-a", "app/db", "team-a", &["app-ro".into()]);
+        let forbidden = ServiceError::Forbidden(denial).to_string();
+        assert_eq!(
+            forbidden,
+            "permission denied: read on team-a/app/db is not granted by the token's policies \
+             [app-ro] in namespace team-a"
+        );
+    }
+
+    #[test]
+    fn sealed_and_uninitialised_errors_name_the_fix() {
+        let sealed = ServiceError::Sealed.to_string();
+        for fix in [
+            "unseal keys",
+            "gatekeeper token",
+            "kstash operator unseal",
+            "/v1/sys/unseal",
+        ] {
+            assert!(sealed.contains(fix), "{sealed}");
+        }
+        let fresh = ServiceError::NotInitialized.to_string();
+        for fix in ["kstash operator init", "/v1/sys/init"] {
+            assert!(fresh.contains(fix), "{fresh}");
         }
     }
 }

@@ -6,12 +6,26 @@ use zeroize::Zeroizing;
 
 use super::types::*;
 use super::{Caller, Node, ServiceError};
-use crate::acl::{path, Capability};
+use crate::acl::{path, Capability, Denial};
 use crate::barrier::BarrierError;
 use crate::clock::rfc3339;
 use crate::keyspace;
 use crate::raft::command::{Applied, Command};
 use crate::secret::SecretString;
+
+impl Caller {
+    /// The refusal of `action` on `path` in `namespace` to this caller: the
+    /// one wording of permission errors ([`Denial`]).
+    pub(super) fn denied(&self, action: &str, namespace: &str, path: &str) -> ServiceError {
+        ServiceError::Forbidden(Denial::new(
+            action,
+            namespace,
+            path,
+            &self.record.namespace,
+            &self.record.policies,
+        ))
+    }
+}
 
 impl Node {
     // ----- kv ---------------------------------------------------------------
@@ -20,9 +34,7 @@ impl Node {
         if caller.acl.allows(path, cap) {
             Ok(())
         } else {
-            Err(ServiceError::Forbidden(format!(
-                "permission denied: {cap} on {path:?}"
-            )))
+            Err(caller.denied(&cap.to_string(), &caller.record.namespace, path))
         }
     }
 
@@ -39,7 +51,10 @@ impl Node {
         } else {
             Capability::Create
         };
-        Self::allow(caller, path, cap)?;
+        if !caller.acl.allows(path, cap) {
+            let action = caller.acl.write_action(path, cap);
+            return Err(caller.denied(&action, &caller.record.namespace, path));
+        }
         match cas {
             Some(expected) if expected != current => Err(ServiceError::Conflict(format!(
                 "check-and-set failed: expected version {expected}, found {current}"

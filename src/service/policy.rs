@@ -9,18 +9,13 @@ use crate::secret::SecretString;
 impl Node {
     // ----- policies ---------------------------------------------------------
 
-    /// Check that `caller` may manage `namespace`'s policies.
-    fn policy_admin(caller: Caller, namespace: &str) -> Result<Caller, ServiceError> {
+    /// Check that `caller` may manage `namespace`'s policies (`target`:
+    /// `policies/<name>`, or `policies/` for the list): a token of that
+    /// namespace with the admin policy.
+    fn policy_admin(caller: Caller, namespace: &str, target: &str) -> Result<Caller, ServiceError> {
         path::validate_namespace(namespace)?;
-        if caller.record.namespace != namespace {
-            return Err(ServiceError::Forbidden(format!(
-                "token is not valid for namespace {namespace}"
-            )));
-        }
-        if !caller.acl.is_admin() {
-            return Err(ServiceError::Forbidden(
-                "managing policies needs the admin policy".into(),
-            ));
+        if caller.record.namespace != namespace || !caller.acl.is_admin() {
+            return Err(caller.denied("manage policies", namespace, target));
         }
         Ok(caller)
     }
@@ -35,8 +30,9 @@ impl Node {
         policy: Policy,
         key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
-        let caller = Self::policy_admin(self.guard(token).await?, namespace)?;
         path::validate_policy_name(name)?;
+        let target = format!("policies/{name}");
+        let caller = Self::policy_admin(self.guard(token).await?, namespace, &target)?;
         if acl::is_builtin(name) {
             return Err(ServiceError::bad(format!(
                 "policy {name} is built in and cannot be changed"
@@ -69,11 +65,12 @@ impl Node {
         name: &str,
     ) -> Result<PolicyResponse, ServiceError> {
         path::validate_namespace(namespace)?;
+        path::validate_policy_name(name)?;
         Self::policy_admin(
             self.reader(token, Consistency::Linearizable).await?,
             namespace,
+            &format!("policies/{name}"),
         )?;
-        path::validate_policy_name(name)?;
         if acl::is_builtin(name) {
             return Ok(PolicyResponse {
                 name: name.into(),
@@ -112,6 +109,7 @@ impl Node {
         Self::policy_admin(
             self.reader(token, Consistency::Linearizable).await?,
             namespace,
+            "policies/",
         )?;
         let limit = page.limit();
         let stored = self.sm().policy_names(namespace, cursor, limit)?;
@@ -139,8 +137,9 @@ impl Node {
         name: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
-        let caller = Self::policy_admin(self.guard(token).await?, namespace)?;
         path::validate_policy_name(name)?;
+        let target = format!("policies/{name}");
+        let caller = Self::policy_admin(self.guard(token).await?, namespace, &target)?;
         if acl::is_builtin(name) {
             return Err(ServiceError::bad(format!(
                 "policy {name} is built in and cannot be deleted"

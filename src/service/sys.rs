@@ -8,7 +8,7 @@ use crate::barrier::{self, BarrierError, Keychain};
 use crate::clock::rfc3339;
 use crate::gatekeeper::{self, shamir, GatekeeperError};
 use crate::keyspace;
-use crate::raft::command::{Applied, Command};
+use crate::raft::command::{Applied, Command, FirstUse, GatekeeperOperation};
 use crate::raft::state::MAX_GATEKEEPER_TOKENS;
 use crate::secret::{self, Key32, SecretKind, SecretString};
 
@@ -324,46 +324,115 @@ impl Node {
 
     /// Use a gatekeeper token: returns the gatekeeper key and the token's
     /// replacement. The first use records the use through the log; a repeat
-    /// inside the grace window returns the same replacement.
+    /// inside the grace window returns the same replacement (and the
+    /// operation it serves runs again: seal, unseal, `raft peers`, `raft
+    /// remove` of one id, snapshot save and renew give the same result when
+    /// run twice).
     pub(super) async fn use_gatekeeper_token(
         &self,
         token: &SecretString,
     ) -> Result<(Key32, SecretString), ServiceError> {
+        let (gk, rep, _) = self.use_token(token, None).await?;
+        Ok((gk, rep))
+    }
+
+    /// Use a gatekeeper token for `operation`, whose retry must not run it
+    /// again: the operation is recorded with the use (one log entry), and
+    /// returned. A retry of the same operation inside the token's grace
+    /// window proposes nothing and gets the first call's recorded operation
+    /// back (and the same replacement); its caller answers that result. A
+    /// different operation inside the window is recorded and runs.
+    async fn use_gatekeeper_token_for(
+        &self,
+        token: &SecretString,
+        operation: GatekeeperOperation,
+    ) -> Result<(Key32, SecretString, GatekeeperOperation), ServiceError> {
+        let (gk, rep, recorded) = self.use_token(token, Some(&operation)).await?;
+        Ok((gk, rep, recorded.ok_or(ServiceError::Internal)?))
+    }
+
+    /// [`Node::use_gatekeeper_token`], recording `operation` with the use
+    /// when given (see [`Node::use_gatekeeper_token_for`]).
+    async fn use_token(
+        &self,
+        token: &SecretString,
+        operation: Option<&GatekeeperOperation>,
+    ) -> Result<(Key32, SecretString, Option<GatekeeperOperation>), ServiceError> {
+        use crate::raft::state::ApplyError;
+        use crate::raft::ProposeError;
         let invalid =
             || ServiceError::Unauthorized("gatekeeper token is invalid, used or expired".into());
         if !secret::looks_like(SecretKind::GatekeeperToken, token.expose()) {
             return Err(invalid());
         }
         let id = secret::hash_secret(token);
-        for _ in 0..2 {
+        // A round ends early only when a concurrent call with the same token
+        // got its entry in first; the next round reads what it recorded.
+        for _ in 0..3 {
             let record = self.sm().gatekeeper_token(&id)?.ok_or_else(invalid)?;
             let gk = gatekeeper::unwrap_with_token(token, &id, &record.wrapped_key)
                 .ok_or_else(invalid)?;
-            if let Some(used) = &record.used {
+            let command = if let Some(used) = &record.used {
                 if self.now() >= used.grace_until_ms {
                     return Err(invalid());
                 }
                 let rep = gatekeeper::unwrap_replacement(token, &id, &used.replacement_wrapped)
                     .ok_or_else(invalid)?;
-                return Ok((gk, rep));
-            }
-            let minted = gatekeeper::mint_token(&gk);
-            let replacement_wrapped = gatekeeper::wrap_replacement(token, &id, &minted.token);
-            match self
-                .raft
-                .propose(Command::UseGatekeeperToken {
-                    id,
+                let Some(operation) = operation else {
+                    return Ok((gk, rep, None));
+                };
+                let first = self
+                    .sm()
+                    .gatekeeper_operations(&id)?
+                    .into_iter()
+                    .find(|o| o.same_as(operation));
+                if let Some(first) = first {
+                    tracing::info!(
+                        operation = %first,
+                        "gatekeeper token reused inside its grace window: answering the first result"
+                    );
+                    return Ok((gk, rep, Some(first)));
+                }
+                match self
+                    .raft
+                    .propose(Command::UseGatekeeperTokenFor {
+                        id,
+                        first: None,
+                        operation: operation.clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => return Ok((gk, rep, Some(operation.clone()))),
+                    Err(ProposeError::Rejected(ApplyError::GatekeeperTokenInvalid)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                let minted = gatekeeper::mint_token(&gk);
+                let first = FirstUse {
                     grace_ms: ms(self.settings.gatekeeper_grace),
-                    replacement_wrapped,
+                    replacement_wrapped: gatekeeper::wrap_replacement(token, &id, &minted.token),
                     replacement: minted.record,
-                })
-                .await
-            {
-                Ok(_) => return Ok((gk, minted.token)),
+                };
+                let command = match operation {
+                    None => Command::UseGatekeeperToken {
+                        id,
+                        grace_ms: first.grace_ms,
+                        replacement_wrapped: first.replacement_wrapped,
+                        replacement: first.replacement,
+                    },
+                    Some(operation) => Command::UseGatekeeperTokenFor {
+                        id,
+                        first: Some(first),
+                        operation: operation.clone(),
+                    },
+                };
+                (command, minted.token)
+            };
+            let (command, replacement) = command;
+            match self.raft.propose(command).await {
+                Ok(_) => return Ok((gk, replacement, operation.cloned())),
                 // Used concurrently: read again and take the grace path.
-                Err(crate::raft::ProposeError::Rejected(
-                    crate::raft::state::ApplyError::GatekeeperTokenInvalid,
-                )) => continue,
+                Err(ProposeError::Rejected(ApplyError::GatekeeperTokenInvalid)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -384,6 +453,33 @@ impl Node {
             }
             (None, false) => Ok((self.gatekeeper_key_from_keys(&auth.keys)?, None)),
             _ => Err(ServiceError::bad("give either gatekeeper_token or keys")),
+        }
+    }
+
+    /// [`Node::authorize_gatekeeper`] for an operation whose retry must not
+    /// run again. With a gatekeeper token, `operation` (given the token and
+    /// its id) is recorded with the token's use and comes back, or on a
+    /// retry inside the grace window the first call's recorded operation
+    /// does (see [`Node::use_gatekeeper_token_for`]). With unseal keys
+    /// nothing is recorded: `None`.
+    async fn authorize_gatekeeper_for(
+        &self,
+        auth: &GatekeeperAuth,
+        operation: impl FnOnce(&SecretString, &[u8; 32]) -> GatekeeperOperation,
+    ) -> Result<(Key32, Option<SecretString>, Option<GatekeeperOperation>), ServiceError> {
+        match (&auth.gatekeeper_token, auth.keys.is_empty()) {
+            (Some(token), true) => {
+                let id = secret::hash_secret(token);
+                let (gk, rep, recorded) = self
+                    .use_gatekeeper_token_for(token, operation(token, &id))
+                    .await?;
+                self.root_from(&gk).map_err(|_| ServiceError::Internal)?;
+                Ok((gk, Some(rep), Some(recorded)))
+            }
+            _ => {
+                let (gk, rep) = self.authorize_gatekeeper(auth).await?;
+                Ok((gk, rep, None))
+            }
         }
     }
 
@@ -409,11 +505,33 @@ impl Node {
     }
 
     /// Add a new encryption key term (gatekeeper token or unseal keys).
+    ///
+    /// With a gatekeeper token, the term this rotation makes (the active
+    /// term plus one, after catching up) is recorded with the token's use,
+    /// and the keychain is rotated only while it is below that term: a
+    /// retry with the same token inside its grace window (the first answer
+    /// was lost) answers the same term and adds none, unless the first call
+    /// failed before rotating, in which case the retry rotates.
     pub async fn rotate(&self, auth: GatekeeperAuth) -> Result<SysResponse, ServiceError> {
         self.require_unsealed()?;
-        let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
+        self.catch_up_keychain().await?;
+        let next = self
+            .barrier
+            .active_term()
+            .ok_or(ServiceError::Sealed)?
+            .saturating_add(1);
+        let (gk, rep, recorded) = self
+            .authorize_gatekeeper_for(&auth, |_, _| GatekeeperOperation::Rotate { term: next })
+            .await?;
         drop(gk);
-        let term = self.rotate_keychain(None).await?;
+        let term = match recorded {
+            None => self.rotate_keychain(None).await?,
+            Some(GatekeeperOperation::Rotate { term }) => {
+                self.rotate_keychain(Some(term.saturating_sub(1))).await?;
+                term
+            }
+            Some(_) => return Err(ServiceError::Internal),
+        };
         Ok(SysResponse {
             gatekeeper_token: rep,
             key_term: Some(term),
@@ -423,8 +541,10 @@ impl Node {
 
     /// Rotate the keychain with the in-memory root key; also what a write
     /// does when the active term reaches its encryption limit.
-    /// With `exhausted = Some(term)`, rotates only if `term` is still the
-    /// active one, so writers that hit the limit together rotate once.
+    /// With `exhausted = Some(term)`, rotates only while the active term is
+    /// not past `term`, so writers that hit the limit together rotate once
+    /// (and a gatekeeper-token rotate retried inside its grace window
+    /// reaches its recorded term once).
     /// Apply accepts only the rotation to the term after the active one, so
     /// when another node rotated first this node takes that keychain; an
     /// automatic rotation then is done, an operator's rotates once more.
@@ -435,7 +555,7 @@ impl Node {
         let _guard = self.keychain_lock.lock().await;
         for _ in 0..MAX_ROTATION_ROUNDS {
             if let (Some(old), Some(now)) = (exhausted, self.barrier.active_term()) {
-                if old != now {
+                if now > old {
                     return Ok(now);
                 }
             }
@@ -716,15 +836,36 @@ impl Node {
         auth: GatekeeperAuth,
     ) -> Result<SysResponse, ServiceError> {
         self.require_unsealed()?;
-        let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
-        drop(gk);
-        let access_key = secret::new_bearer(SecretKind::AccessKey);
-        self.raft
-            .propose(Command::RotateAccessKey {
-                hash: secret::hash_secret(&access_key),
+        let minted = secret::new_bearer(SecretKind::AccessKey);
+        let hash = secret::hash_secret(&minted);
+        let (gk, rep, recorded) = self
+            .authorize_gatekeeper_for(&auth, |token, id| GatekeeperOperation::RotateAccessKey {
+                hash,
+                wrapped: gatekeeper::wrap_access_key(token, id, &minted),
             })
             .await?;
-        tracing::info!("access key rotated");
+        drop(gk);
+        let access_key = match (recorded, &auth.gatekeeper_token) {
+            // Unseal keys: nothing recorded; install it now.
+            (None, _) => {
+                self.raft.propose(Command::RotateAccessKey { hash }).await?;
+                tracing::info!("access key rotated");
+                minted
+            }
+            // Recorded (and installed) by the token's use: this call's key.
+            (Some(GatekeeperOperation::RotateAccessKey { hash: first, .. }), _)
+                if first == hash =>
+            {
+                tracing::info!("access key rotated");
+                minted
+            }
+            // A retry: the first call's key, opened with the token.
+            (Some(GatekeeperOperation::RotateAccessKey { wrapped, .. }), Some(token)) => {
+                let id = secret::hash_secret(token);
+                gatekeeper::unwrap_access_key(token, &id, &wrapped).ok_or(ServiceError::Internal)?
+            }
+            _ => return Err(ServiceError::Internal),
+        };
         Ok(SysResponse {
             gatekeeper_token: rep,
             access_key: Some(access_key),

@@ -31,3 +31,4 @@ mod t80_processes;
 mod t82_health;
 mod t84_connections;
 mod t86_http_edges;
+mod t88_operator_log;

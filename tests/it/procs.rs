@@ -396,6 +396,13 @@ impl ProcCluster {
     /// [`ProcCluster::start`] with `extra` flags appended to every node's
     /// `kstash server` command line (e.g. `--encryption-limit 10`).
     pub async fn start_with(name: &str, extra: &[&str]) -> ProcCluster {
+        let log_level = std::env::var("KSTASH_IT_LOG").unwrap_or_else(|_| "info".into());
+        Self::start_with_log(name, extra, Some(&log_level)).await
+    }
+
+    /// [`ProcCluster::start_with`] with the log filter `log` (`--log`), or
+    /// with none: the nodes then log at the config's default.
+    pub async fn start_with_log(name: &str, extra: &[&str], log: Option<&str>) -> ProcCluster {
         let root = tempfile::Builder::new()
             .prefix(&format!("{name}-"))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -404,7 +411,6 @@ impl ProcCluster {
             .expect("kstash operator cluster-certs");
         // API ports of nodes 1, 2, 3, then their cluster ports.
         let ports = free_ports(6);
-        let log_level = std::env::var("KSTASH_IT_LOG").unwrap_or_else(|_| "info".into());
         let mut nodes = Vec::new();
         for id in 1..=3u64 {
             let api_addr: SocketAddr = format!("127.0.0.1:{}", ports[id as usize - 1])
@@ -441,9 +447,10 @@ impl ProcCluster {
                 ELECTION_MAX_MS.to_string().into(),
                 "--heartbeat-interval-ms".into(),
                 HEARTBEAT_MS.to_string().into(),
-                "--log".into(),
-                log_level.clone().into(),
             ];
+            if let Some(log) = log {
+                args.extend(["--log".into(), log.into()]);
+            }
             args.extend(extra.iter().map(OsString::from));
             if id == 1 {
                 args.push("--bootstrap".into());

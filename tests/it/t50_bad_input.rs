@@ -781,3 +781,291 @@ async fn more_malformed_requests() {
 
     n.server.shutdown().await.unwrap();
 }
+
+/// Every REST route and the methods it answers, with a concrete path; kept
+/// in step with `rest::ROUTES` by the test below.
+const ROUTE_METHODS: &[(&str, &str, &[&str])] = &[
+    ("/v1/sys/health", "/v1/sys/health", &["GET"]),
+    ("/livez", "/livez", &["GET"]),
+    ("/readyz", "/readyz", &["GET"]),
+    ("/v1/sys/status", "/v1/sys/status", &["GET"]),
+    ("/v1/sys/init", "/v1/sys/init", &["POST"]),
+    ("/v1/sys/unseal", "/v1/sys/unseal", &["POST"]),
+    ("/v1/sys/seal", "/v1/sys/seal", &["POST"]),
+    ("/v1/sys/rotate", "/v1/sys/rotate", &["POST"]),
+    ("/v1/sys/rekey", "/v1/sys/rekey", &["POST"]),
+    (
+        "/v1/sys/access-key/rotate",
+        "/v1/sys/access-key/rotate",
+        &["POST"],
+    ),
+    ("/v1/sys/raft/peers", "/v1/sys/raft/peers", &["POST"]),
+    ("/v1/sys/raft/remove", "/v1/sys/raft/remove", &["POST"]),
+    ("/v1/sys/snapshot", "/v1/sys/snapshot", &["POST"]),
+    (
+        "/v1/sys/gatekeeper-tokens",
+        "/v1/sys/gatekeeper-tokens",
+        &["POST"],
+    ),
+    (
+        "/v1/sys/gatekeeper-tokens/list",
+        "/v1/sys/gatekeeper-tokens/list",
+        &["POST"],
+    ),
+    (
+        "/v1/sys/gatekeeper-tokens/renew",
+        "/v1/sys/gatekeeper-tokens/renew",
+        &["POST"],
+    ),
+    (
+        "/v1/sys/gatekeeper-tokens/revoke",
+        "/v1/sys/gatekeeper-tokens/revoke",
+        &["POST"],
+    ),
+    (
+        "/v1/auth/access-key/login",
+        "/v1/auth/access-key/login",
+        &["POST"],
+    ),
+    ("/v1/auth/token/renew", "/v1/auth/token/renew", &["POST"]),
+    ("/v1/auth/token/revoke", "/v1/auth/token/revoke", &["POST"]),
+    ("/v1/auth/token/self", "/v1/auth/token/self", &["GET"]),
+    (
+        "/v1/namespaces/{ns}/policies",
+        "/v1/namespaces/team-a/policies",
+        &["GET"],
+    ),
+    (
+        "/v1/namespaces/{ns}/policies/{name}",
+        "/v1/namespaces/team-a/policies/p",
+        &["GET", "PUT", "DELETE"],
+    ),
+    ("/v1/kv", "/v1/kv", &["GET"]),
+    ("/v1/kv/", "/v1/kv/", &["GET"]),
+    (
+        "/v1/kv/{*path}",
+        "/v1/kv/app/x",
+        &["GET", "PUT", "POST", "DELETE"],
+    ),
+    ("/v1/openapi.json", "/v1/openapi.json", &["GET"]),
+    ("/metrics", "/metrics", &["GET"]),
+];
+
+/// The query parameters a route and method take (the rest take none).
+fn takes(method: &str, route: &str) -> &'static [&'static str] {
+    match (method, route) {
+        ("GET", "/v1/sys/health") => &["standbyok"],
+        ("GET", "/v1/kv" | "/v1/kv/" | "/v1/kv/{*path}") => {
+            &["list", "consistency", "cursor", "limit"]
+        }
+        ("GET", "/v1/namespaces/{ns}/policies") => &["cursor", "limit"],
+        _ => &[],
+    }
+}
+
+/// Steps: every route × method with `?colour=red` (and with a known
+/// parameter plus `colour`) → 400 naming `colour` and the parameters the
+/// route takes, backend unchanged → a known parameter given twice → 400 →
+/// known parameters alone still work → seal: an unknown parameter on a gated
+/// route still gets 503 `sealed` first.
+#[tokio::test]
+async fn unknown_and_repeated_query_parameters_are_refused() {
+    let (n, init, admin) = node().await;
+    let t = Some(admin.as_str());
+    let routed: Vec<&str> = ROUTE_METHODS.iter().map(|(r, _, _)| *r).collect();
+    assert_eq!(
+        routed,
+        kstash::api::rest::ROUTES,
+        "the table covers every route"
+    );
+
+    tracing::info!("--- step: an unknown parameter on every route and method");
+    for (route, path, methods) in ROUTE_METHODS {
+        for method in *methods {
+            let m: Method = method.parse().unwrap();
+            let body = (m != Method::GET && m != Method::DELETE).then(|| "{}".to_string());
+            for query in ["colour=red", "colour", "list=true&colour=1"] {
+                if query.starts_with("list") && !takes(method, route).contains(&"list") {
+                    continue;
+                }
+                let msg = refused(
+                    &n,
+                    m.clone(),
+                    &format!("{path}?{query}"),
+                    t,
+                    body.clone(),
+                    400,
+                    "bad_request",
+                )
+                .await;
+                assert!(msg.contains("\"colour\""), "{method} {route}: {msg}");
+                let allowed = takes(method, route);
+                if allowed.is_empty() {
+                    assert!(
+                        msg.contains("no query parameters"),
+                        "{method} {route}: {msg}"
+                    );
+                } else {
+                    assert!(
+                        msg.contains(&allowed.join(", ")),
+                        "{method} {route} names what it takes: {msg}"
+                    );
+                }
+            }
+        }
+    }
+
+    tracing::info!("--- step: a known parameter given twice");
+    for path in [
+        "/v1/kv/app/?list=true&list=true",
+        "/v1/kv/app/?list=true&limit=1&limit=2",
+        "/v1/sys/health?standbyok=true&standbyok=false",
+        "/v1/namespaces/team-a/policies?limit=1&limit=1",
+    ] {
+        let msg = refused(&n, Method::GET, path, t, None, 400, "bad_request").await;
+        assert!(msg.contains("more than once"), "{path}: {msg}");
+    }
+
+    tracing::info!("--- step: known parameters still work");
+    let (code, body) = n.http.put("/v1/kv/app/x", t, json!({"value": "v"})).await;
+    assert_eq!(code, 200, "{body}");
+    for path in [
+        "/v1/kv/app/?list=true&limit=5&consistency=stale",
+        "/v1/kv/app/x?consistency=linearizable",
+        "/v1/sys/health?standbyok=true",
+        "/v1/namespaces/team-a/policies?limit=10",
+        "/v1/sys/status?",
+    ] {
+        let (code, body) = n.http.get(path, t).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+
+    tracing::info!("--- step: a sealed node answers sealed before it reads the query");
+    let keys = &init["unseal_keys"].as_array().unwrap()[..2];
+    let (code, body) = n
+        .http
+        .post("/v1/sys/seal", None, json!({ "keys": keys }))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    for (method, path) in [
+        (Method::GET, "/v1/kv/app/x?colour=red"),
+        (Method::POST, "/v1/sys/rotate?colour=red"),
+    ] {
+        let body = (method == Method::POST).then(|| "{}".to_string());
+        let (code, resp) = n.http.send(method, path, t, body).await;
+        assert_eq!(code, 503, "{path}: {resp}");
+        assert_error(&resp, "sealed");
+        let message = resp["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("kstash operator unseal") && message.contains("/v1/sys/unseal"),
+            "a sealed error names the fix: {message}"
+        );
+    }
+    let (code, resp) = n.http.get("/v1/sys/status?colour=red", None).await;
+    assert_eq!(code, 400, "an open route still checks: {resp}");
+
+    n.server.shutdown().await.unwrap();
+}
+
+/// Steps: an admin writes `app/db` and a read-only policy `ro` on `app/*`
+/// → a `ro` token reads a secret it may not (`other/x`), writes an existing
+/// and a missing secret, deletes, lists; a `ro` token manages policies; a
+/// team-b admin manages team-a's policies → every 403 reads "permission
+/// denied: <action> on <ns>/<path> is not granted by the token's policies
+/// [..] in namespace <ns>", the two writes differ only in their path (no
+/// hint whether a secret exists), and no message holds the secret's value.
+#[tokio::test]
+async fn permission_errors_share_one_wording() {
+    let (n, init, admin) = node().await;
+    let t = Some(admin.as_str());
+    let (code, body) = n
+        .http
+        .put("/v1/kv/app/db", t, json!({"value": "hunter2-value"}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = n
+        .http
+        .put(
+            "/v1/namespaces/team-a/policies/ro",
+            t,
+            json!({"rules": [{"path": "app/*", "capabilities": ["read"]}]}),
+        )
+        .await;
+    assert_eq!(code, 204, "{body}");
+    let ro = n.login(&init["access_key"], "team-a", &["ro"], None).await;
+    let ro = Some(ro.as_str());
+    let b_admin = n
+        .login(&init["access_key"], "team-b", &["admin"], None)
+        .await;
+
+    tracing::info!("--- step: denials of every kind");
+    let value = js(json!({"value": "v"}));
+    type Case<'a> = (Method, &'a str, Option<&'a str>, Option<String>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/v1/kv/other/x",
+            ro,
+            None,
+            "read on team-a/other/x",
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/app/db",
+            ro,
+            value.clone(),
+            "create or update on team-a/app/db",
+        ),
+        (
+            Method::PUT,
+            "/v1/kv/app/new",
+            ro,
+            value.clone(),
+            "create or update on team-a/app/new",
+        ),
+        (
+            Method::DELETE,
+            "/v1/kv/app/db",
+            ro,
+            None,
+            "delete on team-a/app/db",
+        ),
+        (
+            Method::GET,
+            "/v1/kv/app/?list=true",
+            ro,
+            None,
+            "list on team-a/app/",
+        ),
+        (
+            Method::GET,
+            "/v1/namespaces/team-a/policies/ro",
+            ro,
+            None,
+            "manage policies on team-a/policies/ro",
+        ),
+        (
+            Method::DELETE,
+            "/v1/namespaces/team-a/policies/ro",
+            Some(b_admin.as_str()),
+            None,
+            "manage policies on team-a/policies/ro",
+        ),
+    ];
+    for (method, path, token, body, what) in cases {
+        let msg = refused(&n, method.clone(), path, token, body, 403, "forbidden").await;
+        let policies = if token == ro {
+            "[ro] in namespace team-a"
+        } else {
+            "[admin] in namespace team-b"
+        };
+        assert_eq!(
+            msg,
+            format!("permission denied: {what} is not granted by the token's policies {policies}"),
+            "{method} {path}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    n.server.shutdown().await.unwrap();
+}

@@ -492,3 +492,166 @@ impl ClusterNode {
         login["token"].as_str().unwrap().to_string()
     }
 }
+
+// ----- a gatekeeper token reused inside its grace window ---------------------
+
+/// Steps: init 3/2 with three gatekeeper tokens, unseal → rotate with T:
+/// term 2 and a replacement R → rotate with T again (the first answer was
+/// "lost"): term 2 again, R again, the keychain still at term 2 →
+/// access-key rotate with U twice: the same new access key both times, it
+/// logs in, the old one does not (one rotation) → access-key rotate with T
+/// (a different operation than T's first): it runs, a new key, R again →
+/// seal with T (used, inside its window): it runs, the node is sealed →
+/// unseal with T: open again → a rotate whose use was recorded but that
+/// never rotated (the first call died there; proposed by hand): the retry
+/// rotates once.
+#[tokio::test]
+async fn a_retried_operation_with_a_used_gatekeeper_token_runs_once() {
+    use kstash::gatekeeper;
+    use kstash::raft::command::{Command, FirstUse, GatekeeperOperation, NewGatekeeperToken};
+    use kstash::secret::{self, SecretKind, SecretString};
+
+    let n = crate::common::TestNode::start().await;
+    let h = &n.http;
+    let (code, init) = h
+        .post(
+            "/v1/sys/init",
+            None,
+            json!({"shares": 3, "threshold": 2, "gatekeeper_tokens": 3}),
+        )
+        .await;
+    assert_eq!(code, 200, "{init}");
+    for k in &init["unseal_keys"].as_array().unwrap()[..2] {
+        let (code, body) = h.post("/v1/sys/unseal", None, json!({ "key": k })).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let t = init["gatekeeper_tokens"][0].clone();
+    let u = init["gatekeeper_tokens"][1].clone();
+    let w = init["gatekeeper_tokens"][2].as_str().unwrap().to_string();
+    let key_term = |st: &Value| st["key_term"].as_u64().unwrap();
+
+    tracing::info!("--- step: rotate with T, twice");
+    let (code, first) = h
+        .post("/v1/sys/rotate", None, json!({"gatekeeper_token": t}))
+        .await;
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(first["key_term"], 2, "{first}");
+    let (code, again) = h
+        .post("/v1/sys/rotate", None, json!({"gatekeeper_token": t}))
+        .await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(
+        again["key_term"], 2,
+        "a retry answers the first term: {again}"
+    );
+    assert_eq!(again["gatekeeper_token"], first["gatekeeper_token"]);
+    assert_eq!(key_term(&status(h).await), 2, "no second term");
+
+    tracing::info!("--- step: access-key rotate with U, twice");
+    let (code, ak1) = h
+        .post(
+            "/v1/sys/access-key/rotate",
+            None,
+            json!({"gatekeeper_token": u}),
+        )
+        .await;
+    assert_eq!(code, 200, "{ak1}");
+    let (code, ak2) = h
+        .post(
+            "/v1/sys/access-key/rotate",
+            None,
+            json!({"gatekeeper_token": u}),
+        )
+        .await;
+    assert_eq!(code, 200, "{ak2}");
+    assert_eq!(ak1["access_key"], ak2["access_key"], "the same access key");
+    assert_eq!(ak1["gatekeeper_token"], ak2["gatekeeper_token"]);
+    let login =
+        |key: &Value| json!({"access_key": key, "namespace": "team-a", "policies": ["admin"]});
+    let (code, body) = h
+        .post("/v1/auth/access-key/login", None, login(&ak1["access_key"]))
+        .await;
+    assert_eq!(code, 200, "the returned key is the installed one: {body}");
+    let (code, _) = h
+        .post(
+            "/v1/auth/access-key/login",
+            None,
+            login(&init["access_key"]),
+        )
+        .await;
+    assert_eq!(code, 401, "the old key is replaced");
+
+    tracing::info!("--- step: another operation with T runs");
+    let (code, ak3) = h
+        .post(
+            "/v1/sys/access-key/rotate",
+            None,
+            json!({"gatekeeper_token": t}),
+        )
+        .await;
+    assert_eq!(code, 200, "{ak3}");
+    assert_ne!(ak3["access_key"], ak1["access_key"], "it ran: {ak3}");
+    assert_eq!(ak3["gatekeeper_token"], first["gatekeeper_token"]);
+    let (code, body) = h
+        .post("/v1/auth/access-key/login", None, login(&ak3["access_key"]))
+        .await;
+    assert_eq!(code, 200, "{body}");
+
+    tracing::info!("--- step: seal with T (used, inside its window) runs; unseal with T");
+    let (code, body) = h
+        .post("/v1/sys/seal", None, json!({"gatekeeper_token": t}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["gatekeeper_token"], first["gatekeeper_token"]);
+    assert_eq!(status(h).await["sealed"], true);
+    let (code, body) = h
+        .post("/v1/sys/unseal", None, json!({"gatekeeper_token": t}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status(h).await["sealed"], false);
+    assert_eq!(key_term(&status(h).await), 2);
+
+    tracing::info!("--- step: a recorded rotate that never rotated is run by its retry");
+    let w = SecretString::new(w);
+    let id = secret::hash_secret(&w);
+    let replacement = secret::new_bearer(SecretKind::GatekeeperToken);
+    n.server
+        .replica()
+        .propose(Command::UseGatekeeperTokenFor {
+            id,
+            first: Some(FirstUse {
+                grace_ms: 60_000,
+                replacement_wrapped: gatekeeper::wrap_replacement(&w, &id, &replacement),
+                replacement: NewGatekeeperToken {
+                    id: secret::hash_secret(&replacement),
+                    wrapped_key: vec![0],
+                },
+            }),
+            operation: GatekeeperOperation::Rotate { term: 3 },
+        })
+        .await
+        .expect("the use is recorded");
+    assert_eq!(key_term(&status(h).await), 2, "recorded, not rotated");
+    let (code, body) = h
+        .post(
+            "/v1/sys/rotate",
+            None,
+            json!({"gatekeeper_token": w.expose()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["key_term"], 3, "{body}");
+    assert_eq!(body["gatekeeper_token"], replacement.expose());
+    assert_eq!(key_term(&status(h).await), 3);
+    let (code, body) = h
+        .post(
+            "/v1/sys/rotate",
+            None,
+            json!({"gatekeeper_token": w.expose()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(key_term(&status(h).await), 3, "once");
+
+    n.server.shutdown().await.unwrap();
+}
