@@ -1165,7 +1165,7 @@ mod tests {
         let service = [
             S::BadRequest(String::new()),
             S::Unauthorized(String::new()),
-            S::Forbidden(String::new()),
+            S::Forbidden(crate::acl::Denial::new("read", "ns", "p", "ns", &[])),
             S::NotFound(String::new()),
             S::Conflict(String::new()),
             S::TooLarge(String::new()),

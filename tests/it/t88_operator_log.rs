@@ -34,7 +34,7 @@ async fn the_default_log_says_what_the_node_does_without_openraft_chatter() {
             .await;
         assert_eq!(code, 200, "{body}");
     }
-    cluster.wait_voters(&keys, SETTLE).await;
+    cluster.wait_voters(SETTLE).await;
     let token = procs::login(&api, &init["access_key"], "default").await;
     let value = "log-probe-value-5e1f";
     let (code, body) = api
