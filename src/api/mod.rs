@@ -67,34 +67,22 @@ pub fn router_with(
     )
 }
 
-/// Routes that answer while sealed: status, health, the membership view
-/// (Raft's own state, no barrier), init, unseal, and the content-free
-/// documents (OpenAPI, metrics, probes, gRPC reflection, which describes
-/// only the public proto).
+/// Routes that answer while sealed: what answers on a removed node
+/// ([`answers_when_removed`]: status, health, the membership view, which is
+/// Raft's own state and needs no barrier, and the content-free documents),
+/// plus init and unseal.
 pub fn answers_while_sealed(path: &str) -> bool {
-    grpc::REFLECTION_METHODS.contains(&path)
+    answers_when_removed(path)
         || matches!(
             path,
-            "/v1/sys/status"
-                | "/v1/sys/health"
-                | "/v1/sys/raft/peers"
-                | "/v1/sys/init"
-                | "/v1/sys/unseal"
-                | "/v1/openapi.json"
-                | "/metrics"
-                | "/livez"
-                | "/readyz"
-                | "/kstash.v1.Sys/Status"
-                | "/kstash.v1.Sys/Health"
-                | "/kstash.v1.Sys/RaftPeers"
-                | "/kstash.v1.Sys/Init"
-                | "/kstash.v1.Sys/Unseal"
+            "/v1/sys/init" | "/v1/sys/unseal" | "/kstash.v1.Sys/Init" | "/kstash.v1.Sys/Unseal"
         )
 }
 
 /// Routes that answer on a node removed from the cluster: what tells an
 /// operator what happened (status, health, probes, the membership view) and
-/// the content-free documents.
+/// the content-free documents (OpenAPI, metrics, gRPC reflection, which
+/// describes only the public proto).
 pub fn answers_when_removed(path: &str) -> bool {
     grpc::REFLECTION_METHODS.contains(&path)
         || matches!(
