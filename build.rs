@@ -33,6 +33,8 @@ const SECRET_BEARING: &[&str] = &[
     ".kstash.v1.RevokeTokenRequest",
     ".kstash.v1.PutSecretRequest",
     ".kstash.v1.SecretResponse",
+    // The replacement gatekeeper token of a snapshot save.
+    ".kstash.v1.SnapshotFile",
     // Carries an unseal key or a gatekeeper token in `Unseal`;
     // `src/raft/cluster.rs` prints only its length.
     ".kstash.cluster.v1.Envelope",

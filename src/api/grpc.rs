@@ -319,15 +319,23 @@ fn token_info_pb(i: t::TokenInfo) -> pb::TokenInfo {
 }
 
 /// `Debug` for messages that carry secrets (built without one, see
-/// `build.rs`): the type name only.
+/// `build.rs`): the type name only. Also lists them in `REDACTED`, which a
+/// test checks against every message of the proto that has a secret field
+/// (the compiler already keeps this list and `build.rs`'s in step: a message
+/// in only one of them has no `Debug`, or two).
 macro_rules! redacted_debug {
-    ($($ty:ident),* $(,)?) => {$(
-        impl fmt::Debug for pb::$ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(concat!(stringify!($ty), " { <redacted> }"))
+    ($($ty:ident),* $(,)?) => {
+        $(
+            impl fmt::Debug for pb::$ty {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str(concat!(stringify!($ty), " { <redacted> }"))
+                }
             }
-        }
-    )*};
+        )*
+        /// The `kstash.v1` messages whose `Debug` prints nothing but their name.
+        #[cfg(test)]
+        const REDACTED: &[&str] = &[$(stringify!($ty)),*];
+    };
 }
 
 redacted_debug!(
@@ -348,6 +356,7 @@ redacted_debug!(
     RevokeTokenRequest,
     PutSecretRequest,
     SecretResponse,
+    SnapshotFile,
 );
 
 // ----- Sys ------------------------------------------------------------------------
@@ -1161,6 +1170,65 @@ mod tests {
         assert_eq!(files, [("kstash/v1/kstash.proto", "kstash.v1")]);
         let services: Vec<&str> = set.file[0].service.iter().map(|s| s.name()).collect();
         assert_eq!(services, ["Sys", "Auth", "Policies", "Kv"]);
+    }
+
+    /// Field names that carry a secret in `kstash.v1` when they are strings
+    /// or bytes: unseal keys, gatekeeper tokens, the access key, access
+    /// tokens, secret values.
+    const SECRET_FIELDS: &[&str] = &[
+        "key",
+        "keys",
+        "unseal_keys",
+        "gatekeeper_token",
+        "gatekeeper_tokens",
+        "access_key",
+        "token",
+        "value",
+    ];
+
+    /// (message, field) pairs named like a secret that hold none, and why.
+    const NOT_SECRET: &[(&str, &str, &str)] = &[(
+        "KeyList",
+        "keys",
+        "the names of secrets under a prefix, not unseal keys",
+    )];
+
+    #[test]
+    fn every_message_with_a_secret_field_is_redacted() {
+        use prost::Message;
+        use prost_types::field_descriptor_proto::Type;
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let mut secret_bearing = Vec::new();
+        for message in set.file.iter().flat_map(|f| &f.message_type) {
+            let secret = message.field.iter().any(|f| {
+                matches!(f.r#type(), Type::String | Type::Bytes)
+                    && SECRET_FIELDS.contains(&f.name())
+                    && !NOT_SECRET
+                        .iter()
+                        .any(|(m, n, _)| *m == message.name() && *n == f.name())
+            });
+            if secret {
+                secret_bearing.push(message.name());
+            }
+        }
+        secret_bearing.sort_unstable();
+        let mut redacted = REDACTED.to_vec();
+        redacted.sort_unstable();
+        assert_eq!(
+            secret_bearing, redacted,
+            "a message with a secret field must be in build.rs SECRET_BEARING and in \
+             redacted_debug! (and only those)"
+        );
+        // The exceptions still name real fields of real messages.
+        for (m, n, _) in NOT_SECRET {
+            let message = set
+                .file
+                .iter()
+                .flat_map(|f| &f.message_type)
+                .find(|x| x.name() == *m)
+                .unwrap_or_else(|| panic!("NOT_SECRET names {m}, which the proto lacks"));
+            assert!(message.field.iter().any(|f| f.name() == *n), "{m}.{n}");
+        }
     }
 
     #[test]
