@@ -8,6 +8,7 @@ pub mod api;
 pub mod barrier;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod data_dir;

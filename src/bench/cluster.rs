@@ -27,8 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::cli::wire::{InitRequest, LoginRequest, Status, UnsealRequest};
-use crate::cli::{Client, ClientOptions};
+use crate::client::wire::{InitRequest, LoginRequest, Status, UnsealRequest};
+use crate::client::{Client, ClientOptions};
 use crate::secret::SecretString;
 
 /// Longest wait for a cluster to serve: members up, leader elected, and for

@@ -7,13 +7,11 @@ use anyhow::{bail, Context};
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::client::{Client, ClientOptions};
 use super::output::{line, note, print_json, print_raw, Format, Table};
 use super::prompt::{
     enough_keys, gatekeeper_token_file, keys_file, prompt_keys, read_stdin, secret_arg, secret_env,
     secret_file,
 };
-use super::wire::*;
 use super::{
     AccessKeyCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs, GatekeeperAuthArgs,
     GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KvCommand, LoginArgs, OperatorCommand,
@@ -21,6 +19,8 @@ use super::{
 };
 use crate::bench::compare::{CompareOptions, Plan};
 use crate::bench::Store;
+use crate::client::wire::*;
+use crate::client::{Client, ClientError, ClientOptions};
 use crate::secret::SecretString;
 
 /// Environment variable holding a gatekeeper token.
@@ -40,7 +40,7 @@ ends. Use the replacement above from now on.";
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    super::client::install_crypto_provider();
+    crate::client::install_crypto_provider();
     if let Command::Server(args) = &cli.command {
         let config = args.resolve().context("invalid server configuration")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -885,13 +885,8 @@ async fn kv(client: &Client, fmt: Format, cmd: KvCommand) -> anyhow::Result<()> 
 
 /// A 404 for `path` where names exist below `path/` says how to list them;
 /// any other error, or a failed look below, is returned as it was.
-async fn folder_hint(
-    client: &Client,
-    path: &str,
-    stale: bool,
-    e: super::ClientError,
-) -> anyhow::Error {
-    if !matches!(e, super::ClientError::Api { status: 404, .. }) {
+async fn folder_hint(client: &Client, path: &str, stale: bool, e: ClientError) -> anyhow::Error {
+    if !matches!(e, ClientError::Api { status: 404, .. }) {
         return e.into();
     }
     let folder = format!("{path}/");
@@ -947,9 +942,7 @@ async fn pages<F, Fut>(
 ) -> anyhow::Result<(Vec<String>, Option<String>)>
 where
     F: FnMut(Option<String>) -> Fut,
-    Fut: std::future::Future<
-        Output = Result<(Vec<String>, bool, Option<String>), super::ClientError>,
-    >,
+    Fut: std::future::Future<Output = Result<(Vec<String>, bool, Option<String>), ClientError>>,
 {
     let mut names = Vec::new();
     let mut cursor = page.cursor.clone();

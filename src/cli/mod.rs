@@ -11,11 +11,9 @@
 //! - Results go to stdout; notes and warnings to stderr.
 
 mod certs;
-pub mod client;
 mod commands;
 mod output;
 mod prompt;
-pub mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +22,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use certs::ClusterCertsArgs;
-pub use client::{Client, ClientError, ClientOptions};
 pub use output::Format;
 
 use crate::bench::{Store, Workload};
@@ -55,7 +52,7 @@ pub struct GlobalArgs {
         global = true,
         env = "KSTASH_ADDR",
         value_delimiter = ',',
-        default_value = client::DEFAULT_ADDRESS,
+        default_value = crate::client::DEFAULT_ADDRESS,
         value_name = "URL,..."
     )]
     pub address: Vec<String>,

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use kstash::cli::client::{Client, ClientError, ClientOptions};
-use kstash::cli::wire::PutSecretRequest;
+use kstash::client::wire::PutSecretRequest;
+use kstash::client::{Client, ClientError, ClientOptions};
 use kstash::secret::SecretString;
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -41,7 +41,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::wire::*;
+pub mod wire;
+
+use self::wire::*;
 use crate::secret::SecretString;
 
 /// Default server address.
