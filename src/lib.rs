@@ -18,4 +18,5 @@ pub mod raft;
 pub mod secret;
 pub mod server;
 pub mod service;
+pub mod state;
 pub mod storage;

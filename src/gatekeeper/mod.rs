@@ -9,8 +9,8 @@ pub mod shamir;
 use thiserror::Error;
 
 use crate::keyspace;
-use crate::raft::command::NewGatekeeperToken;
 use crate::secret::{self, Key32, SecretKind, SecretString};
+use crate::state::command::NewGatekeeperToken;
 
 /// Errors from unseal-key handling.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -32,10 +32,10 @@ use thiserror::Error;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use zeroize::Zeroize;
 
-use super::command::{Request, Response};
 use super::tls::ClusterTls;
 use super::types::{typ, NodeInfo};
 use crate::secret::SecretString;
+use crate::state::command::{Request, Response};
 
 /// The generated messages, client and server of package `kstash.cluster.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -666,7 +666,7 @@ impl tokio::io::AsyncWrite for Capped {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::command::{Command, Rejection};
+    use crate::state::command::{Command, Rejection};
 
     #[test]
     fn envelopes_round_trip_and_are_bounded() {

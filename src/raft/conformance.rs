@@ -9,9 +9,9 @@ use std::sync::Arc;
 use openraft::testing::{StoreBuilder, Suite};
 
 use super::log_store::LogStore;
-use super::state::State;
 use super::state_machine::StateMachineStore;
 use super::types::{typ, TypeConfig};
+use crate::state::State;
 use crate::storage::memory::MemoryBackend;
 use crate::storage::Backend;
 

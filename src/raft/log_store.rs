@@ -933,7 +933,7 @@ mod tests {
     use openraft::{Entry, EntryPayload, Membership, Vote};
 
     use super::*;
-    use crate::raft::command::{Batch, Command, Request};
+    use crate::state::command::{Batch, Command, Request};
 
     const NODE: u64 = 1;
 

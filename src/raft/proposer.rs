@@ -30,10 +30,10 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::command::{Batch, Command, Idempotency, Request, Response};
 use super::replica::hint_of;
 use super::types::{typ, NodeInfo};
 use crate::clock::Clock;
+use crate::state::command::{Batch, Command, Idempotency, Request, Response};
 
 /// Log entries being written at once by one node.
 pub const MAX_IN_FLIGHT: usize = 2;

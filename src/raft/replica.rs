@@ -60,18 +60,18 @@ use super::cluster::{
     ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, MembershipExchange,
     PeerStatus, ReadIndexReply,
 };
-use super::command::{Applied, Command, Idempotency, Request};
 use super::forwarder::Forwarder;
 use super::log_store::LogStore;
 use super::network::{Network, PeerClient, PeerError};
 use super::proposer::{LocalWrite, Proposer};
 use super::read_rounds::Rounds;
 use super::removal::{judge, Removal};
-use super::state::State;
 use super::state_machine::{ApplyHook, StateMachineStore};
 use super::types::{typ, NodeInfo, TypeConfig};
 use super::ProposeError;
 use crate::clock::Clock;
+use crate::state::command::{Applied, Command, Idempotency, Request};
+use crate::state::State;
 use crate::storage::Backend;
 
 /// How many times a follower follows "not the leader, try node N" answers

@@ -25,10 +25,10 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use super::command::{Applied, Batch, Request, Response, Responses};
-use super::state::State;
 use super::types::{typ, TypeConfig};
 use crate::keyspace::{self, RAFT_APPLIED_PART, RAFT_LAST_APPLIED, RAFT_MEMBERSHIP};
+use crate::state::command::{Applied, Batch, Request, Response, Responses};
+use crate::state::State;
 use crate::storage::{BatchOp, KvPairs};
 
 /// Format byte of snapshot files.
@@ -553,7 +553,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::command::Command;
+    use crate::state::command::Command;
     use crate::storage::memory::MemoryBackend;
     use crate::storage::Backend;
     use openraft::{CommittedLeaderId, LogId, Membership};
@@ -620,7 +620,7 @@ mod tests {
         assert_eq!(responses[2], vec![Ok(Applied::Done)]);
         assert_eq!(
             responses[3],
-            vec![Err(crate::raft::command::Rejection::AlreadyInitialized)]
+            vec![Err(crate::state::command::Rejection::AlreadyInitialized)]
         );
         let (applied, m) = sm.applied_state().await.unwrap();
         assert_eq!(
@@ -823,7 +823,7 @@ mod tests {
             responses,
             vec![vec![
                 Ok(Applied::Version(1)),
-                Err(crate::raft::command::Rejection::CasMismatch {
+                Err(crate::state::command::Rejection::CasMismatch {
                     expected: 0,
                     actual: 1
                 }),

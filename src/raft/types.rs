@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{Batch, Responses};
+use crate::state::command::{Batch, Responses};
 
 /// How a peer is reached (its client API address and its cluster address),
 /// and which data dir it runs on.

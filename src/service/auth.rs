@@ -7,8 +7,8 @@ use super::types::*;
 use super::{ms, Caller, Node, ServiceError, MAX_TOKEN_POLICIES};
 use crate::acl::{self, path};
 use crate::clock::rfc3339;
-use crate::raft::command::Command;
 use crate::secret::{self, SecretKind, SecretString};
+use crate::state::command::Command;
 
 impl Node {
     // ----- auth -----------------------------------------------------------

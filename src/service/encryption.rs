@@ -10,9 +10,9 @@
 
 use super::{Node, ServiceError};
 use crate::barrier::BarrierError;
-use crate::raft::command::{Applied, Command};
-use crate::raft::state::ApplyError;
 use crate::raft::ProposeError;
+use crate::state::command::{Applied, Command};
+use crate::state::ApplyError;
 
 /// Most encryptions one reservation asks for: one extra log entry per this
 /// many writes on a busy node, and at most this many lost when a node

@@ -6,8 +6,8 @@ use thiserror::Error;
 use crate::acl::{AclError, Denial, PathError};
 use crate::barrier::BarrierError;
 use crate::gatekeeper::GatekeeperError;
-use crate::raft::state::ApplyError;
 use crate::raft::ProposeError;
+use crate::state::ApplyError;
 use crate::storage::StorageError;
 
 /// What went wrong, as a client should see it. Messages never contain
@@ -197,7 +197,7 @@ mod tests {
             } else {
                 assert_eq!(wordings, 0, "{path} words a permission error itself");
             }
-            if path.ends_with("src/raft/state.rs") {
+            if path.ends_with("src/state/mod.rs") {
                 assert_eq!(from_log, 1, "{path}: only a Rejection comes back as text");
             } else {
                 assert_eq!(from_log, 0, "{path} makes a Denial from text");

@@ -1,7 +1,7 @@
 //! Periodic commands: the sweep of expired tokens.
 
 use super::{Node, ServiceError};
-use crate::raft::command::{Applied, Command};
+use crate::state::command::{Applied, Command};
 
 impl Node {
     // ----- housekeeping -------------------------------------------------------

@@ -10,8 +10,8 @@ use crate::acl::{path, Capability, Denial};
 use crate::barrier::BarrierError;
 use crate::clock::rfc3339;
 use crate::keyspace;
-use crate::raft::command::{Applied, Command};
 use crate::secret::SecretString;
+use crate::state::command::{Applied, Command};
 
 impl Caller {
     /// The refusal of `action` on `path` in `namespace` to this caller: the
@@ -246,7 +246,7 @@ impl Node {
     /// Names one level below `prefix` in the caller's namespace, one page
     /// of them (`consistency` as for a read). Reads keys only, skips each
     /// folder's subtree and stops at the page's limit; see
-    /// [`crate::raft::listing::list_level`]. Nothing under the prefix is
+    /// [`crate::state::listing::list_level`]. Nothing under the prefix is
     /// `NotFound` on a first page; a later page (with a cursor) may be empty.
     pub async fn list_secrets(
         &self,

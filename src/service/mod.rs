@@ -30,10 +30,10 @@ use crate::barrier::{self, Barrier};
 use crate::clock::Clock;
 use crate::gatekeeper::shamir;
 use crate::keyspace::AccessTokenRecord;
-use crate::raft::command::Idempotency;
 use crate::raft::replica::Replica;
-use crate::raft::state::State;
 use crate::secret::SecretString;
+use crate::state::command::Idempotency;
+use crate::state::State;
 
 /// Most gatekeeper tokens one call may mint.
 pub const MAX_MINT: u32 = 16;

@@ -3,8 +3,8 @@
 use super::types::*;
 use super::{Caller, Node, ServiceError};
 use crate::acl::{self, path, Capability, Policy};
-use crate::raft::command::Command;
 use crate::secret::SecretString;
+use crate::state::command::Command;
 
 impl Node {
     // ----- policies ---------------------------------------------------------

@@ -8,9 +8,9 @@ use crate::barrier::{self, BarrierError, Keychain};
 use crate::clock::rfc3339;
 use crate::gatekeeper::{self, shamir, GatekeeperError};
 use crate::keyspace;
-use crate::raft::command::{Applied, Command, FirstUse, GatekeeperOperation};
-use crate::raft::state::MAX_GATEKEEPER_TOKENS;
 use crate::secret::{self, Key32, SecretKind, SecretString};
+use crate::state::command::{Applied, Command, FirstUse, GatekeeperOperation};
+use crate::state::MAX_GATEKEEPER_TOKENS;
 
 /// How long a peer may take to apply a passed-on unseal secret (a token
 /// first needs a linearizable read there).
@@ -358,8 +358,8 @@ impl Node {
         token: &SecretString,
         operation: Option<&GatekeeperOperation>,
     ) -> Result<(Key32, SecretString, Option<GatekeeperOperation>), ServiceError> {
-        use crate::raft::state::ApplyError;
         use crate::raft::ProposeError;
+        use crate::state::ApplyError;
         let invalid =
             || ServiceError::Unauthorized("gatekeeper token is invalid, used or expired".into());
         if !secret::looks_like(SecretKind::GatekeeperToken, token.expose()) {
@@ -573,9 +573,10 @@ impl Node {
                     tracing::info!(term, "encryption key rotated");
                     return Ok(term);
                 }
-                Err(crate::raft::ProposeError::Rejected(
-                    crate::raft::state::ApplyError::StaleTerm { active, .. },
-                )) => {
+                Err(crate::raft::ProposeError::Rejected(crate::state::ApplyError::StaleTerm {
+                    active,
+                    ..
+                })) => {
                     tracing::debug!(term, active, "another node rotated first");
                     self.catch_up_keychain().await?;
                 }

@@ -12,15 +12,15 @@ use kstash::raft::cluster::{
     ForwardRequest, HandlerFuture, JoinReply, JoinRequest, MembershipExchange, PeerStatus,
     ReadIndexReply, UnsealReply, UnsealRequest, WireError, MAX_ENVELOPE_BYTES,
 };
-use kstash::raft::command::{Applied, Command, Request};
 use kstash::raft::forwarder::{Forwarder, MAX_IN_FLIGHT as FORWARDS_IN_FLIGHT};
 use kstash::raft::log_store::LogStore;
 use kstash::raft::network::{Network, PeerError};
-use kstash::raft::state::State;
 use kstash::raft::state_machine::StateMachineStore;
 use kstash::raft::tls::{make_cluster_certs, CertFiles, ClusterTls};
 use kstash::raft::types::{typ, NodeInfo};
 use kstash::secret::SecretString;
+use kstash::state::command::{Applied, Command, Request};
+use kstash::state::State;
 use kstash::storage::memory::MemoryBackend;
 use openraft::error::RPCError;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};

@@ -508,8 +508,8 @@ impl ClusterNode {
 #[tokio::test]
 async fn a_retried_operation_with_a_used_gatekeeper_token_runs_once() {
     use kstash::gatekeeper;
-    use kstash::raft::command::{Command, FirstUse, GatekeeperOperation, NewGatekeeperToken};
     use kstash::secret::{self, SecretKind, SecretString};
+    use kstash::state::command::{Command, FirstUse, GatekeeperOperation, NewGatekeeperToken};
 
     let n = crate::common::TestNode::start().await;
     let h = &n.http;

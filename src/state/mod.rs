@@ -1,4 +1,6 @@
-//! The state machine: applies log entries to a storage backend.
+//! The kstash domain state machine: applies log entries to a storage
+//! backend. `src/raft/` replicates the entries; this module decides what
+//! they mean.
 //!
 //! Invariant: `apply` is a deterministic function of (stored state, entry):
 //! time comes from the entry, never the clock; nothing random; a rejected
@@ -8,18 +10,21 @@
 //! Architecture invariant: this file never imports the barrier; it moves
 //! ciphertext it cannot read.
 
+pub mod command;
+pub mod listing;
+
 use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::command::{
-    Applied, Command, FirstUse, GatekeeperOperation, NewGatekeeperToken, Rejection, Request,
-    Response, IDEMPOTENCY_WINDOW_MS,
-};
-use super::listing::{list_level, resume_after, NamePage};
 use crate::acl::{self, Acl, Capability, Denial, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
+use command::{
+    Applied, Command, FirstUse, GatekeeperOperation, NewGatekeeperToken, Rejection, Request,
+    Response, IDEMPOTENCY_WINDOW_MS,
+};
+use listing::{list_level, resume_after, NamePage};
 
 /// Most gatekeeper-token records that may exist at once, unused or used and
 /// inside their grace window (a used token still unseals during its window,
@@ -997,7 +1002,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::acl::Rule;
-    use crate::raft::command::tests::one_of_each;
+    use crate::state::command::tests::one_of_each;
     use crate::storage::memory::MemoryBackend;
 
     fn entry(time_ms: u64, command: Command) -> Request {
@@ -1408,7 +1413,7 @@ mod tests {
         Request {
             time_ms,
             command,
-            idempotency: Some(crate::raft::command::Idempotency {
+            idempotency: Some(crate::state::command::Idempotency {
                 id: [id; 32],
                 fingerprint: [fingerprint; 32],
             }),
@@ -1417,7 +1422,7 @@ mod tests {
 
     #[test]
     fn a_repeated_idempotency_key_gets_the_first_outcome() {
-        use crate::raft::command::IDEMPOTENCY_WINDOW_MS as WINDOW;
+        use crate::state::command::IDEMPOTENCY_WINDOW_MS as WINDOW;
         let (sm, backend) = sm();
         let t = token(&sm, 1, "ns", &["admin"], 10, 10 * WINDOW);
         let first = sm.apply(&keyed(11, put_secret(t, "k", None), 1, 1));
@@ -1512,7 +1517,7 @@ mod tests {
         // inside the window: recorded, access key installed; again: refused;
         // a further operation after the window, or for an unknown token, is
         // refused; the sweep removes the token and its operations.
-        use crate::raft::command::{FirstUse, GatekeeperOperation};
+        use crate::state::command::{FirstUse, GatekeeperOperation};
         let (sm, backend) = sm();
         sm.apply(&entry(5, mint([[7; 32]]))).unwrap();
         let rotate = GatekeeperOperation::Rotate { term: 2 };
@@ -1603,7 +1608,7 @@ mod tests {
 
     #[test]
     fn revoke_and_rekey_forget_a_tokens_operations() {
-        use crate::raft::command::{FirstUse, GatekeeperOperation};
+        use crate::state::command::{FirstUse, GatekeeperOperation};
         let (sm, backend) = sm();
         sm.apply(&entry(5, mint([[7; 32], [6; 32]]))).unwrap();
         for id in [[7; 32], [6; 32]] {

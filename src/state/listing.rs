@@ -105,7 +105,7 @@ mod tests {
 
     use super::*;
     use crate::keyspace::{kv_key, policy_key};
-    use crate::raft::state::State;
+    use crate::state::State;
     use crate::storage::memory::MemoryBackend;
     use crate::storage::{BatchOp, KvPairs};
 
