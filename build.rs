@@ -33,6 +33,8 @@ const SECRET_BEARING: &[&str] = &[
     ".kstash.v1.RevokeTokenRequest",
     ".kstash.v1.PutSecretRequest",
     ".kstash.v1.SecretResponse",
+    // The string an operator HMACs: a token or key they hold.
+    ".kstash.v1.AuditHashRequest",
     // The replacement gatekeeper token of a snapshot save.
     ".kstash.v1.SnapshotFile",
     // Carries an unseal key or a gatekeeper token in `Unseal`;

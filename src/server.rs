@@ -276,7 +276,10 @@ impl Server {
         };
         let metrics = Arc::new(crate::api::metrics::Metrics::new());
         let connections = metrics.connections.clone();
-        let app = crate::api::router_with(node.clone(), hosts, metrics).into_make_service();
+        let audit = Arc::new(crate::guard::audit::AuditLog::disabled());
+        let door = crate::api::door(node.clone(), audit, &metrics, false);
+        let app = crate::api::router_with(door, hosts, metrics)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let acceptor = ConnAcceptor::new(limits, connections.clone());
         let handle = axum_server::Handle::new();
         let mut server = axum_server::from_tcp(listener)?;

@@ -24,6 +24,9 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, tonic::Code) {
         // Unavailable here for good, and nothing was done: load balancers
         // and clients move on to another node.
         ServiceError::Removed(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+        // Nothing was done; this node serves again once its audit device
+        // can write.
+        ServiceError::AuditFailed => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
         ServiceError::Integrity => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::DataLoss),
         ServiceError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
     }

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::acl::{self, Capability, Policy};
 use crate::api::error::to_grpc;
+use crate::guard::{Call, CallContext, Door, Operation, Presented, Transport};
 use crate::secret::SecretString;
 use crate::service::types::{self as t, ListPage, Ttl};
 use crate::service::{Node, ServiceError, Settings};
@@ -110,6 +111,7 @@ pub const KSTASH_METHODS: &[&str] = &[
     "/kstash.v1.Sys/RaftRemove",
     "/kstash.v1.Sys/SaveSnapshot",
     "/kstash.v1.Sys/Health",
+    "/kstash.v1.Sys/AuditHash",
     "/kstash.v1.Auth/Login",
     "/kstash.v1.Auth/RenewToken",
     "/kstash.v1.Auth/RevokeToken",
@@ -127,25 +129,25 @@ pub const KSTASH_METHODS: &[&str] = &[
 /// Every gRPC service, and reflection over them, as an axum router without
 /// a fallback, so it merges with the REST router (gRPC paths are
 /// `/kstash.v1.<Service>/<Method>` and `/grpc.reflection.<v>.ServerReflection/…`).
-pub fn router(node: Arc<Node>) -> axum::Router {
-    let limit = decoding_limit(node.settings());
+pub fn router(door: Arc<Door>) -> axum::Router {
+    let limit = decoding_limit(door.node().settings());
     // `Routes::default()` installs a fallback, and axum refuses to merge two
     // routers that both have one; start from a bare router instead.
     tonic::service::Routes::from(axum::Router::new())
         .add_service(
-            pb::sys_server::SysServer::new(SysService::new(node.clone()))
+            pb::sys_server::SysServer::new(SysService::new(door.clone()))
                 .max_decoding_message_size(limit),
         )
         .add_service(
-            pb::auth_server::AuthServer::new(AuthService::new(node.clone()))
+            pb::auth_server::AuthServer::new(AuthService::new(door.clone()))
                 .max_decoding_message_size(limit),
         )
         .add_service(
-            pb::policies_server::PoliciesServer::new(PoliciesService::new(node.clone()))
+            pb::policies_server::PoliciesServer::new(PoliciesService::new(door.clone()))
                 .max_decoding_message_size(limit),
         )
         .add_service(
-            pb::kv_server::KvServer::new(KvService::new(node)).max_decoding_message_size(limit),
+            pb::kv_server::KvServer::new(KvService::new(door)).max_decoding_message_size(limit),
         )
         .add_service(reflection().build_v1().expect(REFLECTION_BUILDS))
         .add_service(reflection().build_v1alpha().expect(REFLECTION_BUILDS))
@@ -180,13 +182,13 @@ pub fn access_token(metadata: &MetadataMap) -> Option<SecretString> {
     Some(SecretString::new(t.trim().to_string()))
 }
 
-fn bad(msg: String) -> Status {
-    to_grpc(ServiceError::BadRequest(msg))
+fn bad(msg: String) -> ServiceError {
+    ServiceError::BadRequest(msg)
 }
 
 /// A duration field: whole seconds (`"3600"`) or a duration (`"1h"`),
 /// parsed exactly as REST parses it.
-fn ttl(field: &str, value: Option<String>) -> Result<Option<Ttl>, Status> {
+fn ttl(field: &str, value: Option<String>) -> Result<Option<Ttl>, ServiceError> {
     value
         .map(|s| {
             serde_json::from_value::<Ttl>(serde_json::Value::String(s))
@@ -196,15 +198,15 @@ fn ttl(field: &str, value: Option<String>) -> Result<Option<Ttl>, Status> {
 }
 
 /// An optional idempotency key field (empty = none), checked.
-fn idempotency_key(field: &str) -> Result<Option<t::IdempotencyKey>, Status> {
+fn idempotency_key(field: &str) -> Result<Option<t::IdempotencyKey>, ServiceError> {
     if field.is_empty() {
         return Ok(None);
     }
-    t::IdempotencyKey::parse(field).map(Some).map_err(to_grpc)
+    t::IdempotencyKey::parse(field).map(Some)
 }
 
 /// The `consistency` enum of a read.
-fn consistency(value: i32) -> Result<t::Consistency, Status> {
+fn consistency(value: i32) -> Result<t::Consistency, ServiceError> {
     match pb::Consistency::try_from(value) {
         Ok(pb::Consistency::Linearizable) => Ok(t::Consistency::Linearizable),
         Ok(pb::Consistency::Stale) => Ok(t::Consistency::Stale),
@@ -269,7 +271,7 @@ fn sys_pb(r: t::SysResponse) -> pb::SysResponse {
 }
 
 /// A policy from its message; capability names are those of REST's JSON.
-fn policy(rules: Vec<pb::Rule>) -> Result<Policy, Status> {
+fn policy(rules: Vec<pb::Rule>) -> Result<Policy, ServiceError> {
     let rules = rules
         .into_iter()
         .enumerate()
@@ -288,7 +290,7 @@ fn policy(rules: Vec<pb::Rule>) -> Result<Policy, Status> {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(acl::Rule { path: r.path, capabilities })
         })
-        .collect::<Result<Vec<_>, Status>>()?;
+        .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(Policy { rules })
 }
 
@@ -357,29 +359,70 @@ redacted_debug!(
     PutSecretRequest,
     SecretResponse,
     SnapshotFile,
+    AuditHashRequest,
 );
+
+// ----- the front door -----------------------------------------------------------
+
+/// Every gRPC call's transport.
+const GRPC: Transport = Transport::Grpc;
+
+/// The call context of a request (set for every request by the API's
+/// layer; a fresh one if it is missing).
+fn context<T>(request: &Request<T>) -> CallContext {
+    request
+        .extensions()
+        .get::<CallContext>()
+        .cloned()
+        .unwrap_or_else(|| CallContext::new(request.remote_addr()))
+}
+
+/// A call's outcome as gRPC answers it.
+fn answer<T>(result: Result<T, ServiceError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(to_grpc)
+}
+
+/// One `kstash.v1` service's handle on the front door.
+#[derive(Debug, Clone)]
+struct Front {
+    door: Arc<Door>,
+}
+
+impl Front {
+    fn node(&self) -> &Arc<Node> {
+        self.door.node()
+    }
+}
 
 // ----- Sys ------------------------------------------------------------------------
 
 /// `kstash.v1.Sys`: operator operations.
 #[derive(Debug, Clone)]
-pub struct SysService {
-    node: Arc<Node>,
-}
+pub struct SysService(Front);
 
 impl SysService {
-    /// The service over `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        SysService { node }
+    /// The service behind `door`.
+    pub fn new(door: Arc<Door>) -> Self {
+        SysService(Front { door })
     }
 }
 
 #[tonic::async_trait]
 impl pb::sys_server::Sys for SysService {
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Status"))]
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::Status>, Status> {
-        let s = self.node.cluster_status().await.map_err(to_grpc)?;
-        Ok(Response::new(status_pb(s)))
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::Status>, Status> {
+        let ctx = context(&request);
+        let call = Call::new(Operation::Status, GRPC, &ctx);
+        let node = self.0.node();
+        answer(
+            self.0
+                .door
+                .run(call, async { Ok(status_pb(node.cluster_status().await?)) })
+                .await,
+        )
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Init"))]
@@ -387,18 +430,28 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::InitRequest>,
     ) -> Result<Response<pb::InitResponse>, Status> {
+        let ctx = context(&request);
         let r = request.into_inner();
         let req = t::InitRequest {
             shares: r.shares,
             threshold: r.threshold,
             gatekeeper_tokens: r.gatekeeper_tokens.unwrap_or(1),
         };
-        let out = self.node.init(req).await.map_err(to_grpc)?;
-        Ok(Response::new(pb::InitResponse {
-            unseal_keys: reveal(out.unseal_keys),
-            access_key: out.access_key.expose().to_string(),
-            gatekeeper_tokens: reveal(out.gatekeeper_tokens),
-        }))
+        let call = Call::new(Operation::Init, GRPC, &ctx);
+        let node = self.0.node();
+        answer(
+            self.0
+                .door
+                .run(call, async {
+                    let out = node.init(req).await?;
+                    Ok(pb::InitResponse {
+                        unseal_keys: reveal(out.unseal_keys),
+                        access_key: out.access_key.expose().to_string(),
+                        gatekeeper_tokens: reveal(out.gatekeeper_tokens),
+                    })
+                })
+                .await,
+        )
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Unseal"))]
@@ -406,17 +459,30 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::UnsealRequest>,
     ) -> Result<Response<pb::UnsealResponse>, Status> {
+        let ctx = context(&request);
         let r = request.into_inner();
         let req = t::UnsealRequest {
             key: r.key.map(SecretString::new),
             gatekeeper_token: r.gatekeeper_token.map(SecretString::new),
             reset: r.reset,
         };
-        let out = self.node.unseal(req).await.map_err(to_grpc)?;
-        Ok(Response::new(pb::UnsealResponse {
-            status: Some(status_pb(out.status)),
-            gatekeeper_token: reveal_opt(out.gatekeeper_token),
-        }))
+        let presented: Vec<Presented<'_>> = req
+            .gatekeeper_token
+            .iter()
+            .map(Presented::GatekeeperToken)
+            .chain(req.key.iter().map(Presented::UnsealKey))
+            .collect();
+        let call = Call::new(Operation::Unseal, GRPC, &ctx).presenting(presented);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let out = self.0.node().unseal(req).await?;
+            Ok(pb::UnsealResponse {
+                status: Some(status_pb(out.status)),
+                gatekeeper_token: reveal_opt(out.gatekeeper_token),
+            })
+        }
+        .await;
+        answer(admitted.finish(result))
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Seal"))]
@@ -424,12 +490,11 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::GatekeeperAuth>,
     ) -> Result<Response<pb::SysResponse>, Status> {
-        let out = self
-            .node
-            .seal(gatekeeper_auth(request.into_inner()))
+        self.0
+            .gatekeeper_call(Operation::Seal, request, |node, auth| async move {
+                node.seal(auth).await
+            })
             .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(sys_pb(out)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Rotate"))]
@@ -437,12 +502,11 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::GatekeeperAuth>,
     ) -> Result<Response<pb::SysResponse>, Status> {
-        let out = self
-            .node
-            .rotate(gatekeeper_auth(request.into_inner()))
+        self.0
+            .gatekeeper_call(Operation::Rotate, request, |node, auth| async move {
+                node.rotate(auth).await
+            })
             .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(sys_pb(out)))
     }
 
     #[tracing::instrument(
@@ -453,24 +517,34 @@ impl pb::sys_server::Sys for SysService {
     )]
     async fn raft_peers(
         &self,
-        _request: Request<pb::RaftPeersRequest>,
+        request: Request<pb::RaftPeersRequest>,
     ) -> Result<Response<pb::RaftPeersResponse>, Status> {
-        let out = self.node.raft_peers();
-        Ok(Response::new(pb::RaftPeersResponse {
-            node_id: out.node_id,
-            peers: out
-                .peers
-                .into_iter()
-                .map(|p| pb::RaftPeer {
-                    id: p.id,
-                    api_addr: p.api_addr,
-                    cluster_addr: p.cluster_addr,
-                    role: p.role,
-                    leader: p.leader,
-                    matched_index: p.matched_index,
+        let ctx = context(&request);
+        let call = Call::new(Operation::RaftPeers, GRPC, &ctx);
+        let node = self.0.node();
+        answer(
+            self.0
+                .door
+                .run(call, async {
+                    let out = node.raft_peers();
+                    Ok(pb::RaftPeersResponse {
+                        node_id: out.node_id,
+                        peers: out
+                            .peers
+                            .into_iter()
+                            .map(|p| pb::RaftPeer {
+                                id: p.id,
+                                api_addr: p.api_addr,
+                                cluster_addr: p.cluster_addr,
+                                role: p.role,
+                                leader: p.leader,
+                                matched_index: p.matched_index,
+                            })
+                            .collect(),
+                    })
                 })
-                .collect(),
-        }))
+                .await,
+        )
     }
 
     #[tracing::instrument(
@@ -483,13 +557,14 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::RaftRemoveRequest>,
     ) -> Result<Response<pb::SysResponse>, Status> {
+        let ctx = context(&request);
         let req = request.into_inner();
-        let out = self
-            .node
-            .raft_remove(req.node_id, gatekeeper_auth(req.auth.unwrap_or_default()))
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(sys_pb(out)))
+        let auth = gatekeeper_auth(req.auth.unwrap_or_default());
+        let call = Call::new(Operation::RaftRemove, GRPC, &ctx)
+            .presenting(Presented::gatekeeper_auth(&auth));
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self.0.node().raft_remove(req.node_id, auth).await;
+        answer(admitted.finish(result.map(sys_pb)))
     }
 
     #[tracing::instrument(
@@ -502,15 +577,16 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::GatekeeperAuth>,
     ) -> Result<Response<pb::SnapshotFile>, Status> {
-        let out = self
-            .node
-            .save_snapshot(gatekeeper_auth(request.into_inner()))
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::SnapshotFile {
+        let ctx = context(&request);
+        let auth = gatekeeper_auth(request.into_inner());
+        let call = Call::new(Operation::SaveSnapshot, GRPC, &ctx)
+            .presenting(Presented::gatekeeper_auth(&auth));
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self.0.node().save_snapshot(auth).await;
+        answer(admitted.finish(result.map(|out| pb::SnapshotFile {
             data: out.bytes,
             gatekeeper_token: reveal_opt(out.gatekeeper_token),
-        }))
+        })))
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Rekey"))]
@@ -518,6 +594,7 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::RekeyRequest>,
     ) -> Result<Response<pb::RekeyResponse>, Status> {
+        let ctx = context(&request);
         let r = request.into_inner();
         let req = t::RekeyRequest {
             keys: secrets(r.keys),
@@ -525,11 +602,14 @@ impl pb::sys_server::Sys for SysService {
             threshold: r.threshold,
             gatekeeper_tokens: r.gatekeeper_tokens.unwrap_or(1),
         };
-        let out = self.node.rekey(req).await.map_err(to_grpc)?;
-        Ok(Response::new(pb::RekeyResponse {
+        let call =
+            Call::new(Operation::Rekey, GRPC, &ctx).presenting(Presented::unseal_keys(&req.keys));
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self.0.node().rekey(req).await;
+        answer(admitted.finish(result.map(|out| pb::RekeyResponse {
             unseal_keys: reveal(out.unseal_keys),
             gatekeeper_tokens: reveal(out.gatekeeper_tokens),
-        }))
+        })))
     }
 
     #[tracing::instrument(
@@ -542,12 +622,13 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::GatekeeperAuth>,
     ) -> Result<Response<pb::SysResponse>, Status> {
-        let out = self
-            .node
-            .rotate_access_key(gatekeeper_auth(request.into_inner()))
+        self.0
+            .gatekeeper_call(
+                Operation::RotateAccessKey,
+                request,
+                |node, auth| async move { node.rotate_access_key(auth).await },
+            )
             .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(sys_pb(out)))
     }
 
     #[tracing::instrument(
@@ -560,20 +641,22 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::MintGatekeeperTokensRequest>,
     ) -> Result<Response<pb::MintGatekeeperTokensResponse>, Status> {
+        let ctx = context(&request);
         let r = request.into_inner();
         let req = t::MintGatekeeperTokensRequest {
             keys: secrets(r.keys),
             count: r.count.unwrap_or(1),
         };
-        let out = self
-            .node
-            .mint_gatekeeper_tokens(req)
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::MintGatekeeperTokensResponse {
-            gatekeeper_tokens: reveal(out.gatekeeper_tokens),
-            ids: out.ids,
-        }))
+        let call = Call::new(Operation::MintGatekeeperTokens, GRPC, &ctx)
+            .presenting(Presented::unseal_keys(&req.keys));
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self.0.node().mint_gatekeeper_tokens(req).await;
+        answer(
+            admitted.finish(result.map(|out| pb::MintGatekeeperTokensResponse {
+                gatekeeper_tokens: reveal(out.gatekeeper_tokens),
+                ids: out.ids,
+            })),
+        )
     }
 
     #[tracing::instrument(
@@ -586,25 +669,27 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::KeysRequest>,
     ) -> Result<Response<pb::GatekeeperTokenList>, Status> {
+        let ctx = context(&request);
         let req = t::KeysRequest {
             keys: secrets(request.into_inner().keys),
         };
-        let out = self
-            .node
-            .list_gatekeeper_tokens(req)
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::GatekeeperTokenList {
-            tokens: out
-                .into_iter()
-                .map(|i| pb::GatekeeperTokenInfo {
-                    id: i.id,
-                    created_at: i.created_at,
-                    used_at: i.used_at,
-                    grace_until: i.grace_until,
-                })
-                .collect(),
-        }))
+        let call = Call::new(Operation::ListGatekeeperTokens, GRPC, &ctx)
+            .presenting(Presented::unseal_keys(&req.keys));
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self.0.node().list_gatekeeper_tokens(req).await;
+        answer(admitted.finish(result.map(|out| {
+            pb::GatekeeperTokenList {
+                tokens: out
+                    .into_iter()
+                    .map(|i| pb::GatekeeperTokenInfo {
+                        id: i.id,
+                        created_at: i.created_at,
+                        used_at: i.used_at,
+                        grace_until: i.grace_until,
+                    })
+                    .collect(),
+            }
+        })))
     }
 
     #[tracing::instrument(
@@ -617,13 +702,13 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::RenewGatekeeperTokenRequest>,
     ) -> Result<Response<pb::SysResponse>, Status> {
+        let ctx = context(&request);
         let token = SecretString::new(request.into_inner().gatekeeper_token);
-        let out = self
-            .node
-            .renew_gatekeeper_token(token)
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(sys_pb(out)))
+        let call = Call::new(Operation::RenewGatekeeperToken, GRPC, &ctx)
+            .presenting([Presented::GatekeeperToken(&token)]);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self.0.node().renew_gatekeeper_token(token).await;
+        answer(admitted.finish(result.map(sys_pb)))
     }
 
     #[tracing::instrument(
@@ -636,23 +721,83 @@ impl pb::sys_server::Sys for SysService {
         &self,
         request: Request<pb::RevokeGatekeeperTokenRequest>,
     ) -> Result<Response<pb::RevokeGatekeeperTokenResponse>, Status> {
+        let ctx = context(&request);
         let r = request.into_inner();
         let req = t::RevokeGatekeeperTokenRequest {
             gatekeeper_token: r.gatekeeper_token.map(SecretString::new),
             id: r.id,
             keys: secrets(r.keys),
         };
-        self.node
-            .revoke_gatekeeper_token(req)
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::RevokeGatekeeperTokenResponse {}))
+        let presented: Vec<Presented<'_>> = req
+            .gatekeeper_token
+            .iter()
+            .map(Presented::GatekeeperToken)
+            .chain(Presented::unseal_keys(&req.keys))
+            .collect();
+        let call = Call::new(Operation::RevokeGatekeeperToken, GRPC, &ctx).presenting(presented);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self.0.node().revoke_gatekeeper_token(req).await;
+        answer(admitted.finish(result.map(|()| pb::RevokeGatekeeperTokenResponse {})))
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Sys/Health"))]
-    async fn health(&self, _: Request<pb::HealthRequest>) -> Result<Response<pb::Status>, Status> {
-        let s = self.node.status().map_err(to_grpc)?;
-        Ok(Response::new(status_pb(s)))
+    async fn health(
+        &self,
+        request: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::Status>, Status> {
+        let ctx = context(&request);
+        let call = Call::new(Operation::Health, GRPC, &ctx);
+        let node = self.0.node();
+        answer(
+            self.0
+                .door
+                .run(call, async { Ok(status_pb(node.status()?)) })
+                .await,
+        )
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Sys/AuditHash")
+    )]
+    async fn audit_hash(
+        &self,
+        request: Request<pb::AuditHashRequest>,
+    ) -> Result<Response<pb::AuditHashResponse>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let input = SecretString::new(request.into_inner().input);
+        let call = Call::new(Operation::AuditHash, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Stale);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = admitted
+            .holder()
+            .and_then(|h| self.0.node().audit_hash(h, &input));
+        answer(admitted.finish(result.map(|out| pb::AuditHashResponse { hash: out.hash })))
+    }
+}
+
+impl Front {
+    /// A call authorised by a gatekeeper token or unseal keys
+    /// ([`pb::GatekeeperAuth`]) whose answer is a [`pb::SysResponse`].
+    async fn gatekeeper_call<F, Fut>(
+        &self,
+        operation: Operation,
+        request: Request<pb::GatekeeperAuth>,
+        op: F,
+    ) -> Result<Response<pb::SysResponse>, Status>
+    where
+        F: FnOnce(Arc<Node>, t::GatekeeperAuth) -> Fut,
+        Fut: std::future::Future<Output = Result<t::SysResponse, ServiceError>>,
+    {
+        let ctx = context(&request);
+        let auth = gatekeeper_auth(request.into_inner());
+        let call = Call::new(operation, GRPC, &ctx).presenting(Presented::gatekeeper_auth(&auth));
+        let admitted = self.door.admit(call).await.map_err(to_grpc)?;
+        let result = op(self.node().clone(), auth).await;
+        answer(admitted.finish(result.map(sys_pb)))
     }
 }
 
@@ -660,14 +805,12 @@ impl pb::sys_server::Sys for SysService {
 
 /// `kstash.v1.Auth`: access tokens.
 #[derive(Debug, Clone)]
-pub struct AuthService {
-    node: Arc<Node>,
-}
+pub struct AuthService(Front);
 
 impl AuthService {
-    /// The service over `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        AuthService { node }
+    /// The service behind `door`.
+    pub fn new(door: Arc<Door>) -> Self {
+        AuthService(Front { door })
     }
 }
 
@@ -678,22 +821,32 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let ctx = context(&request);
         let r = request.into_inner();
         let access_key = SecretString::new(r.access_key);
-        let req = t::LoginRequest {
-            access_key,
-            namespace: r.namespace,
-            policies: r.policies,
-            ttl: ttl("ttl", r.ttl)?,
-        };
-        let out = self.node.login(req).await.map_err(to_grpc)?;
-        Ok(Response::new(pb::LoginResponse {
-            token: out.token.expose().to_string(),
-            expires_at: out.expires_at,
-            namespace: out.namespace,
-            policies: out.policies,
-            warnings: out.warnings,
-        }))
+        let namespace = r.namespace;
+        let call = Call::new(Operation::Login, GRPC, &ctx)
+            .presenting([Presented::AccessKey(&access_key)])
+            .namespace(&namespace);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let req = t::LoginRequest {
+                access_key,
+                namespace,
+                policies: r.policies,
+                ttl: ttl("ttl", r.ttl)?,
+            };
+            let out = self.0.node().login(req).await?;
+            Ok(pb::LoginResponse {
+                token: out.token.expose().to_string(),
+                expires_at: out.expires_at,
+                namespace: out.namespace,
+                policies: out.policies,
+                warnings: out.warnings,
+            })
+        }
+        .await;
+        answer(admitted.finish(result))
     }
 
     #[tracing::instrument(
@@ -706,16 +859,21 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::RenewTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
-        let req = t::RenewRequest {
-            increment: ttl("increment", request.into_inner().increment)?,
-        };
-        let out = self
-            .node
-            .renew_token(token.as_ref(), req)
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(token_info_pb(out)))
+        let increment = request.into_inner().increment;
+        let call = Call::new(Operation::RenewToken, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Stale);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let req = t::RenewRequest {
+                increment: ttl("increment", increment)?,
+            };
+            let out = self.0.node().renew_token(admitted.holder()?, req).await?;
+            Ok(token_info_pb(out))
+        }
+        .await;
+        answer(admitted.finish(result))
     }
 
     #[tracing::instrument(
@@ -728,15 +886,25 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let req = t::RevokeRequest {
             token: request.into_inner().token.map(SecretString::new),
         };
-        self.node
-            .revoke_token(token.as_ref(), req)
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::RevokeTokenResponse {}))
+        let call = Call::new(Operation::RevokeToken, GRPC, &ctx);
+        // A token in the body proves itself; without one, the bearer's own
+        // token is revoked and must be live.
+        let call = match &req.token {
+            Some(other) => call.presenting([Presented::AccessToken(other)]),
+            None => call.bearer(token.as_ref(), t::Consistency::Stale),
+        };
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self
+            .0
+            .node()
+            .revoke_token(admitted.principal().token_holder(), req)
+            .await;
+        answer(admitted.finish(result.map(|()| pb::RevokeTokenResponse {})))
     }
 
     #[tracing::instrument(
@@ -749,13 +917,16 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::LookupSelfRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
-        let out = self
-            .node
-            .lookup_token(token.as_ref())
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(token_info_pb(out)))
+        let call = Call::new(Operation::LookupToken, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Linearizable);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = admitted
+            .holder()
+            .and_then(|h| self.0.node().lookup_token(h))
+            .map(token_info_pb);
+        answer(admitted.finish(result))
     }
 }
 
@@ -763,14 +934,12 @@ impl pb::auth_server::Auth for AuthService {
 
 /// `kstash.v1.Policies`: a namespace's policies.
 #[derive(Debug, Clone)]
-pub struct PoliciesService {
-    node: Arc<Node>,
-}
+pub struct PoliciesService(Front);
 
 impl PoliciesService {
-    /// The service over `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        PoliciesService { node }
+    /// The service behind `door`.
+    pub fn new(door: Arc<Door>) -> Self {
+        PoliciesService(Front { door })
     }
 }
 
@@ -786,15 +955,25 @@ impl pb::policies_server::Policies for PoliciesService {
         &self,
         request: Request<pb::PutPolicyRequest>,
     ) -> Result<Response<pb::PutPolicyResponse>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let r = request.into_inner();
-        let p = policy(r.rules)?;
-        let key = idempotency_key(&r.idempotency_key)?;
-        self.node
-            .put_policy(token.as_ref(), &r.namespace, &r.name, p, key.as_ref())
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::PutPolicyResponse {}))
+        let target = format!("policies/{}", r.name);
+        let call = Call::new(Operation::PutPolicy, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Stale)
+            .namespace(&r.namespace)
+            .path(&target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let p = policy(r.rules)?;
+            let key = idempotency_key(&r.idempotency_key)?;
+            self.0
+                .node()
+                .put_policy(admitted.holder()?, &r.namespace, &r.name, p, key.as_ref())
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|()| pb::PutPolicyResponse {})))
     }
 
     #[tracing::instrument(
@@ -807,18 +986,27 @@ impl pb::policies_server::Policies for PoliciesService {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyResponse>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let r = request.into_inner();
-        let out = self
-            .node
-            .get_policy(token.as_ref(), &r.namespace, &r.name)
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::PolicyResponse {
+        let target = format!("policies/{}", r.name);
+        let call = Call::new(Operation::GetPolicy, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Linearizable)
+            .namespace(&r.namespace)
+            .path(&target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            self.0
+                .node()
+                .get_policy(admitted.holder()?, &r.namespace, &r.name)
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::PolicyResponse {
             name: out.name,
             builtin: out.builtin,
             rules: rules_pb(out.policy),
-        }))
+        })))
     }
 
     #[tracing::instrument(
@@ -831,18 +1019,25 @@ impl pb::policies_server::Policies for PoliciesService {
         &self,
         request: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::PolicyList>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let r = request.into_inner();
-        let out = self
-            .node
-            .list_policies(token.as_ref(), &r.namespace, &page(r.cursor, r.limit))
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::PolicyList {
+        let call = Call::new(Operation::ListPolicies, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Linearizable)
+            .namespace(&r.namespace);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            self.0
+                .node()
+                .list_policies(admitted.holder()?, &r.namespace, &page(r.cursor, r.limit))
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::PolicyList {
             policies: out.policies,
             truncated: out.truncated,
             cursor: out.cursor.unwrap_or_default(),
-        }))
+        })))
     }
 
     #[tracing::instrument(
@@ -855,14 +1050,24 @@ impl pb::policies_server::Policies for PoliciesService {
         &self,
         request: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let r = request.into_inner();
-        let key = idempotency_key(&r.idempotency_key)?;
-        self.node
-            .delete_policy(token.as_ref(), &r.namespace, &r.name, key.as_ref())
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::DeletePolicyResponse {}))
+        let target = format!("policies/{}", r.name);
+        let call = Call::new(Operation::DeletePolicy, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Stale)
+            .namespace(&r.namespace)
+            .path(&target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let key = idempotency_key(&r.idempotency_key)?;
+            self.0
+                .node()
+                .delete_policy(admitted.holder()?, &r.namespace, &r.name, key.as_ref())
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|()| pb::DeletePolicyResponse {})))
     }
 }
 
@@ -870,14 +1075,12 @@ impl pb::policies_server::Policies for PoliciesService {
 
 /// `kstash.v1.Kv`: secrets in the caller's namespace.
 #[derive(Debug, Clone)]
-pub struct KvService {
-    node: Arc<Node>,
-}
+pub struct KvService(Front);
 
 impl KvService {
-    /// The service over `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        KvService { node }
+    /// The service behind `door`.
+    pub fn new(door: Arc<Door>) -> Self {
+        KvService(Front { door })
     }
 }
 
@@ -899,14 +1102,14 @@ fn put_value(bytes: Vec<u8>) -> (Option<SecretString>, Option<SecretString>) {
 }
 
 /// The bytes of a value the service returned.
-fn get_value(r: &t::SecretResponse) -> Result<Vec<u8>, Status> {
+fn get_value(r: &t::SecretResponse) -> Result<Vec<u8>, ServiceError> {
     match (&r.value, &r.value_base64) {
         (Some(v), _) => Ok(v.expose().as_bytes().to_vec()),
         (None, Some(b)) => base64::engine::general_purpose::STANDARD
             .decode(b.expose())
             .map_err(|_| {
                 tracing::error!("the service returned a value_base64 that is not base64");
-                to_grpc(ServiceError::Internal)
+                ServiceError::Internal
             }),
         (None, None) => Ok(Vec::new()),
     }
@@ -919,23 +1122,32 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::PutSecretRequest>,
     ) -> Result<Response<pb::PutSecretResponse>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let r = request.into_inner();
-        let (value, value_base64) = put_value(r.value);
-        let req = t::PutSecretRequest {
-            value,
-            value_base64,
-            cas: r.cas,
-        };
-        let key = idempotency_key(&r.idempotency_key)?;
-        let out = self
-            .node
-            .put_secret(token.as_ref(), &r.path, req, key.as_ref())
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::PutSecretResponse {
+        let raw = Zeroizing::new(r.value);
+        let call = Call::new(Operation::PutSecret, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Stale)
+            .path(&r.path)
+            .value(&raw);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let (value, value_base64) = put_value(raw.to_vec());
+            let req = t::PutSecretRequest {
+                value,
+                value_base64,
+                cas: r.cas,
+            };
+            let key = idempotency_key(&r.idempotency_key)?;
+            self.0
+                .node()
+                .put_secret(admitted.holder()?, &r.path, req, key.as_ref())
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::PutSecretResponse {
             version: out.version,
-        }))
+        })))
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Kv/Get"))]
@@ -943,19 +1155,33 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::GetSecretRequest>,
     ) -> Result<Response<pb::SecretResponse>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let r = request.into_inner();
-        let out = self
-            .node
-            .get_secret(token.as_ref(), &r.path, consistency(r.consistency)?)
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::SecretResponse {
-            value: get_value(&out)?,
-            version: out.version,
-            created_at: out.created_at,
-            updated_at: out.updated_at,
-        }))
+        let level = consistency(r.consistency);
+        let call = Call::new(Operation::GetSecret, GRPC, &ctx)
+            .bearer(
+                token.as_ref(),
+                *level.as_ref().unwrap_or(&t::Consistency::Linearizable),
+            )
+            .path(&r.path);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            level?;
+            let out = self
+                .0
+                .node()
+                .get_secret(admitted.holder()?, &r.path)
+                .await?;
+            Ok(pb::SecretResponse {
+                value: get_value(&out)?,
+                version: out.version,
+                created_at: out.created_at,
+                updated_at: out.updated_at,
+            })
+        }
+        .await;
+        answer(admitted.finish(result))
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Kv/Delete"))]
@@ -963,14 +1189,22 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::DeleteSecretRequest>,
     ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let r = request.into_inner();
-        let key = idempotency_key(&r.idempotency_key)?;
-        self.node
-            .delete_secret(token.as_ref(), &r.path, key.as_ref())
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::DeleteSecretResponse {}))
+        let call = Call::new(Operation::DeleteSecret, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Stale)
+            .path(&r.path);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let key = idempotency_key(&r.idempotency_key)?;
+            self.0
+                .node()
+                .delete_secret(admitted.holder()?, &r.path, key.as_ref())
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|()| pb::DeleteSecretResponse {})))
     }
 
     #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Kv/List"))]
@@ -978,23 +1212,30 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::ListSecretsRequest>,
     ) -> Result<Response<pb::KeyList>, Status> {
+        let ctx = context(&request);
         let token = access_token(request.metadata());
         let r = request.into_inner();
-        let out = self
-            .node
-            .list_secrets(
+        let level = consistency(r.consistency);
+        let call = Call::new(Operation::ListSecrets, GRPC, &ctx)
+            .bearer(
                 token.as_ref(),
-                &r.prefix,
-                consistency(r.consistency)?,
-                &page(r.cursor, r.limit),
+                *level.as_ref().unwrap_or(&t::Consistency::Linearizable),
             )
-            .await
-            .map_err(to_grpc)?;
-        Ok(Response::new(pb::KeyList {
+            .path(&r.prefix);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            level?;
+            self.0
+                .node()
+                .list_secrets(admitted.holder()?, &r.prefix, &page(r.cursor, r.limit))
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::KeyList {
             keys: out.keys,
             truncated: out.truncated,
             cursor: out.cursor.unwrap_or_default(),
-        }))
+        })))
     }
 }
 
@@ -1069,7 +1310,7 @@ mod tests {
             Some(Ttl(std::time::Duration::from_secs(90)))
         );
         assert_eq!(
-            ttl("ttl", Some("soon".into())).unwrap_err().code(),
+            to_grpc(ttl("ttl", Some("soon".into())).unwrap_err()).code(),
             tonic::Code::InvalidArgument
         );
         assert_eq!(ttl("ttl", None).unwrap(), None);
@@ -1088,7 +1329,7 @@ mod tests {
             capabilities: vec!["sudo".into()],
         }])
         .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(to_grpc(e).code(), tonic::Code::InvalidArgument);
     }
 
     /// `/<package>.<Service>/<Method>` of every `rpc` in the client proto.
@@ -1184,6 +1425,7 @@ mod tests {
         "access_key",
         "token",
         "value",
+        "input",
     ];
 
     /// (message, field) pairs named like a secret that hold none, and why.

@@ -120,6 +120,7 @@ pub struct Metrics {
     pub initialized: Gauge,
     /// Client connections: open now, and shed by reason.
     pub connections: super::conn::ConnMetrics,
+    operations: Arc<crate::guard::metrics::OperationMetrics>,
 }
 
 impl Default for Metrics {
@@ -130,6 +131,11 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A fresh registry with every kstash metric.
+    /// The operation metrics the front door feeds (TEMPORARY until merge).
+    pub fn operations(&self) -> Arc<crate::guard::metrics::OperationMetrics> {
+        self.operations.clone()
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kstash");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -155,6 +161,7 @@ impl Metrics {
             sealed,
             initialized,
             connections,
+            operations: Arc::new(crate::guard::metrics::OperationMetrics::new()),
         }
     }
 

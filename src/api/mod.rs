@@ -23,6 +23,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::guard::audit::AuditLog;
+use crate::guard::{CallContext, Door};
 use crate::service::{Node, ServiceError};
 
 /// Which `Host` values the client port answers.
@@ -35,25 +37,48 @@ pub enum HostCheck {
     Only(Arc<edges::AllowedHosts>),
 }
 
-/// Every route of the client port: REST, OpenAPI, metrics and gRPC.
+/// Every route of the client port: REST, OpenAPI, metrics and gRPC, with
+/// no audit device.
 ///
 /// Layers are applied after routing (`Router::layer`), so each sees the
-/// matched route template. From the outside in: metrics, `no-store`, the
-/// Host check (plaintext only), gRPC's Content-Type check, the sealed gate
-/// (JSON routes check theirs in `rest::Body`).
+/// matched route template. From the outside in: metrics, the call context
+/// (request id, peer), `no-store`, the Host check (plaintext only), gRPC's
+/// Content-Type check, the sealed gate (JSON routes check theirs in
+/// `rest::Body`). Every operation then passes the front door
+/// ([`crate::guard::Door`]).
 pub fn router(node: Arc<Node>, hosts: HostCheck) -> axum::Router {
-    router_with(node, hosts, Arc::new(metrics::Metrics::new()))
+    let metrics = Arc::new(metrics::Metrics::new());
+    let door = door(node, Arc::new(AuditLog::disabled()), &metrics, false);
+    router_with(door, hosts, metrics)
 }
 
-/// [`router`] serving `metrics` (whose connection metrics the client port's
-/// acceptor feeds).
-pub fn router_with(
+/// The front door of `node` for this API: records to `audit`, counts in
+/// `metrics`' operation metrics, statuses by [`error::status_of`].
+pub fn door(
     node: Arc<Node>,
+    audit: Arc<AuditLog>,
+    metrics: &metrics::Metrics,
+    hmac_values: bool,
+) -> Arc<Door> {
+    Arc::new(Door::new(
+        node,
+        audit,
+        metrics.operations(),
+        hmac_values,
+        |e| error::status_of(e).0.as_u16(),
+    ))
+}
+
+/// [`router`] through `door`, serving `metrics` (whose connection metrics
+/// the client port's acceptor feeds).
+pub fn router_with(
+    door: Arc<Door>,
     hosts: HostCheck,
     metrics: Arc<metrics::Metrics>,
 ) -> axum::Router {
-    let mut app = rest::router(node.clone(), metrics.clone())
-        .merge(grpc::router(node.clone()))
+    let node = door.node().clone();
+    let mut app = rest::router(door.clone(), metrics.clone())
+        .merge(grpc::router(door))
         .layer(axum::middleware::from_fn_with_state(node, sealed_gate))
         .layer(axum::middleware::from_fn(edges::require_grpc_content_type));
     if let HostCheck::Only(allowed) = hosts {
@@ -62,9 +87,35 @@ pub fn router_with(
             edges::check_host,
         ));
     }
-    app.layer(axum::middleware::from_fn(edges::no_store)).layer(
-        axum::middleware::from_fn_with_state(metrics, metrics::track),
-    )
+    app.layer(axum::middleware::from_fn(edges::no_store))
+        .layer(axum::middleware::from_fn(call_context))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+}
+
+/// The response header (and gRPC metadata) carrying a request's id, as
+/// its audit records name it.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Give every request its [`CallContext`] (a fresh request id, the peer's
+/// address) and send the id back in `x-request-id`, so a client can find
+/// its call in the audit log. A client's own `x-request-id` is not taken:
+/// the id is the node's, unique and unforgeable.
+async fn call_context(mut req: Request, next: Next) -> Response {
+    let remote = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let context = CallContext::new(remote);
+    let id = axum::http::HeaderValue::from_str(&context.request_id).ok();
+    req.extensions_mut().insert(context);
+    let mut resp = next.run(req).await;
+    if let Some(id) = id {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    resp
 }
 
 /// Routes that answer while sealed: what answers on a removed node

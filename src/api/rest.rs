@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use super::error::{ApiError, ErrorBody};
 use super::metrics::Metrics;
 use crate::acl::{path, Policy};
+use crate::guard::{Call, CallContext, Door, Operation, Presented, Transport};
 use crate::secret::SecretString;
 use crate::service::admin::{PeersResponse, RemoveRequest};
 use crate::service::types::*;
@@ -23,39 +24,68 @@ use crate::service::{Node, ServiceError, MAX_LIST};
 
 #[derive(Clone)]
 struct AppState {
-    node: Arc<Node>,
+    door: Arc<Door>,
     metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    fn node(&self) -> &Arc<Node> {
+        self.door.node()
+    }
+}
+
+/// Every REST call's transport.
+const REST: Transport = Transport::Rest;
+
+/// The request's context (id, peer), set for every request by
+/// [`super::call_context`]; a fresh one if the layer is missing.
+struct Ctx(CallContext);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Ctx(parts
+            .extensions
+            .get::<CallContext>()
+            .cloned()
+            .unwrap_or_else(|| CallContext::new(None))))
+    }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A JSON body whose rejections use our error format. It must be declared
-/// `Content-Type: application/json` (415 otherwise, before it is read: a
-/// browser's cross-site request cannot say so without a CORS preflight,
-/// which kstash never answers). An empty body is read as `{}` so optional
-/// bodies can be left out.
-struct Body<T>(T);
+/// A JSON body, decoded or the error that says why not. It must be
+/// declared `Content-Type: application/json` (415 otherwise, before it is
+/// read: a browser's cross-site request cannot say so without a CORS
+/// preflight, which kstash never answers). A body that does not read or
+/// decode is handed to the handler as its error, so the call still passes
+/// the front door and is recorded. An empty body is read as `{}` so
+/// optional bodies can be left out.
+struct Body<T>(Result<T, ServiceError>);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         super::edges::require_json(req.headers()).map_err(IntoResponse::into_response)?;
-        Self::read(req, state)
-            .await
-            .map_err(IntoResponse::into_response)
+        Ok(Body(read_json(req, state).await))
     }
 }
 
-impl<T: DeserializeOwned> Body<T> {
-    async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Self, ApiError> {
+async fn read_json<S: Send + Sync, T: DeserializeOwned>(
+    req: Request,
+    state: &S,
+) -> Result<T, ServiceError> {
+    {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError(ServiceError::TooLarge("request body is too large".into()))
+                ServiceError::TooLarge("request body is too large".into())
             } else {
-                ApiError(ServiceError::bad(format!(
-                    "could not read the request body: {e}"
-                )))
+                ServiceError::bad(format!("could not read the request body: {e}"))
             }
         })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -63,11 +93,11 @@ impl<T: DeserializeOwned> Body<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(bytes).map(Body).map_err(|e| {
-            ApiError(ServiceError::bad(format!(
+        serde_json::from_slice(bytes).map_err(|e| {
+            ServiceError::bad(format!(
                 "invalid JSON body: {}",
                 redact_quoted(&e.to_string())
-            )))
+            ))
         })
     }
 }
@@ -97,13 +127,13 @@ fn redact_quoted(msg: &str) -> String {
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// The `Idempotency-Key` header, checked; one value at most.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ServiceError> {
     let mut values = headers.get_all(IDEMPOTENCY_HEADER).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ServiceError::bad("give at most one Idempotency-Key header").into());
+        return Err(ServiceError::bad("give at most one Idempotency-Key header"));
     }
     let text = value.to_str().map_err(|_| {
         ServiceError::bad("idempotency key may only hold A-Z, a-z, 0-9, '-', '_', '.' and ':'")
@@ -255,6 +285,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/sys/gatekeeper-tokens/list",
     "/v1/sys/gatekeeper-tokens/renew",
     "/v1/sys/gatekeeper-tokens/revoke",
+    "/v1/sys/audit/hash",
     "/v1/auth/access-key/login",
     "/v1/auth/token/renew",
     "/v1/auth/token/revoke",
@@ -268,11 +299,11 @@ pub const ROUTES: &[&str] = &[
     "/metrics",
 ];
 
-/// The REST router.
-pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
+/// The REST router: every operation through `door`.
+pub fn router(door: Arc<Door>, metrics: Arc<Metrics>) -> Router {
     // A value's JSON form can be up to six times its size (`\u0000` escapes).
-    let limit = node.settings().max_value_bytes * 6 + (64 << 10);
-    let state = AppState { node, metrics };
+    let limit = door.node().settings().max_value_bytes * 6 + (64 << 10);
+    let state = AppState { door, metrics };
     Router::new()
         .route("/v1/sys/health", get(health))
         .route("/livez", get(livez))
@@ -300,6 +331,7 @@ pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
             "/v1/sys/gatekeeper-tokens/revoke",
             post(revoke_gatekeeper_token),
         )
+        .route("/v1/sys/audit/hash", post(audit_hash))
         .route("/v1/auth/access-key/login", post(login))
         .route("/v1/auth/token/renew", post(renew_token))
         .route("/v1/auth/token/revoke", post(revoke_token))
@@ -352,13 +384,24 @@ struct HealthQuery {
 #[utoipa::path(get, path = "/v1/sys/health", tag = "sys",
     params(("standbyok" = Option<bool>, Query, description = "answer 200 instead of 429 on a follower")),
     responses((status = 200, body = Status), (status = 429, body = Status), (status = 501, body = Status), (status = 503, body = Status)))]
-async fn health(State(s): State<AppState>, Query(q): Query<HealthQuery>) -> ApiResult<Response> {
-    let standby_ok = match q.standbyok.as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(_) => return Err(ServiceError::bad("standbyok must be true or false").into()),
-    };
-    let st = s.node.status()?;
+async fn health(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Query(q): Query<HealthQuery>,
+) -> ApiResult<Response> {
+    let call = Call::new(Operation::Health, REST, &ctx);
+    let node = s.node();
+    let (st, standby_ok) = s
+        .door
+        .run(call, async {
+            let standby_ok = match q.standbyok.as_deref() {
+                None | Some("false") | Some("0") => false,
+                Some("true") | Some("1") | Some("") => true,
+                Some(_) => return Err(ServiceError::bad("standbyok must be true or false")),
+            };
+            Ok((node.status()?, standby_ok))
+        })
+        .await?;
     let code = match readiness(&st) {
         Err(Unready::NotInitialized) => StatusCode::NOT_IMPLEMENTED,
         Err(Unready::Removed | Unready::Sealed | Unready::NoLeader) => {
@@ -408,10 +451,10 @@ async fn livez() -> &'static str {
     responses((status = 200, description = "`ready`", content_type = "text/plain", body = String),
         (status = 503, description = "`not ready: <reason>`", content_type = "text/plain", body = String)))]
 async fn readyz(State(s): State<AppState>) -> Response {
-    let why = match s.node.status() {
+    let why = match s.node().status() {
         Ok(st) => match readiness(&st) {
             Ok(()) => return (StatusCode::OK, "ready\n").into_response(),
-            Err(Unready::Removed) => match s.node.removed() {
+            Err(Unready::Removed) => match s.node().removed() {
                 Some(e) => format!("removed: {e}"),
                 None => "removed".into(),
             },
@@ -430,8 +473,10 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 /// Status: initialised, sealed, progress, peers. No authentication.
 #[utoipa::path(get, path = "/v1/sys/status", tag = "sys", responses((status = 200, body = Status)))]
-async fn status(State(s): State<AppState>) -> ApiResult<Json<Status>> {
-    Ok(Json(s.node.cluster_status().await?))
+async fn status(State(s): State<AppState>, Ctx(ctx): Ctx) -> ApiResult<Json<Status>> {
+    let call = Call::new(Operation::Status, REST, &ctx);
+    let node = s.node();
+    Ok(Json(s.door.run(call, node.cluster_status()).await?))
 }
 
 /// Initialise: returns the unseal keys, access key and gatekeeper tokens once.
@@ -439,9 +484,12 @@ async fn status(State(s): State<AppState>) -> ApiResult<Json<Status>> {
     responses((status = 200, body = InitResponse), (status = 409, body = ErrorBody)))]
 async fn init(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<InitRequest>,
 ) -> ApiResult<Json<InitResponse>> {
-    Ok(Json(s.node.init(req).await?))
+    let admitted = s.door.admit(Call::new(Operation::Init, REST, &ctx)).await?;
+    let result = async { s.node().init(req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Unseal with one unseal key (progress kept) or one gatekeeper token.
@@ -449,9 +497,38 @@ async fn init(
     responses((status = 200, body = UnsealResponse), (status = 400, body = ErrorBody)))]
 async fn unseal(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<UnsealRequest>,
 ) -> ApiResult<Json<UnsealResponse>> {
-    Ok(Json(s.node.unseal(req).await?))
+    let presented = req.as_ref().ok().map(|r| {
+        r.gatekeeper_token
+            .iter()
+            .map(Presented::GatekeeperToken)
+            .chain(r.key.iter().map(Presented::UnsealKey))
+            .collect::<Vec<_>>()
+    });
+    let call = Call::new(Operation::Unseal, REST, &ctx).presenting(presented.unwrap_or_default());
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().unseal(req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// The secrets a gatekeeper-authorised body presents (none when it did not
+/// decode).
+fn presented_auth(auth: &Result<GatekeeperAuth, ServiceError>) -> Vec<Presented<'_>> {
+    auth.as_ref()
+        .map(Presented::gatekeeper_auth)
+        .unwrap_or_default()
+}
+
+/// The unseal keys a body presents (none when it did not decode).
+fn presented_keys<T>(
+    body: &Result<T, ServiceError>,
+    keys: impl Fn(&T) -> &[SecretString],
+) -> Vec<Presented<'_>> {
+    body.as_ref()
+        .map(|b| Presented::unseal_keys(keys(b)).collect())
+        .unwrap_or_default()
 }
 
 /// Seal (gatekeeper token or unseal keys).
@@ -459,9 +536,13 @@ async fn unseal(
     responses((status = 200, body = SysResponse)))]
 async fn seal(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<GatekeeperAuth>,
 ) -> ApiResult<Json<SysResponse>> {
-    Ok(Json(s.node.seal(req).await?))
+    let call = Call::new(Operation::Seal, REST, &ctx).presenting(presented_auth(&req));
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().seal(req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Rotate the encryption key: a new term for new writes.
@@ -469,9 +550,13 @@ async fn seal(
     responses((status = 200, body = SysResponse)))]
 async fn rotate(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<GatekeeperAuth>,
 ) -> ApiResult<Json<SysResponse>> {
-    Ok(Json(s.node.rotate(req).await?))
+    let call = Call::new(Operation::Rotate, REST, &ctx).presenting(presented_auth(&req));
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().rotate(req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Rekey: new unseal keys from a threshold of current ones.
@@ -479,9 +564,14 @@ async fn rotate(
     responses((status = 200, body = RekeyResponse)))]
 async fn rekey(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<RekeyRequest>,
 ) -> ApiResult<Json<RekeyResponse>> {
-    Ok(Json(s.node.rekey(req).await?))
+    let call = Call::new(Operation::Rekey, REST, &ctx)
+        .presenting(presented_keys(&req, |r: &RekeyRequest| &r.keys));
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().rekey(req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Rotate the access key.
@@ -489,9 +579,13 @@ async fn rekey(
     responses((status = 200, body = SysResponse)))]
 async fn rotate_access_key(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<GatekeeperAuth>,
 ) -> ApiResult<Json<SysResponse>> {
-    Ok(Json(s.node.rotate_access_key(req).await?))
+    let call = Call::new(Operation::RotateAccessKey, REST, &ctx).presenting(presented_auth(&req));
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().rotate_access_key(req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// The cluster's members as this node sees them: id, addresses, voter or
@@ -499,8 +593,12 @@ async fn rotate_access_key(
 /// status; answers while sealed and writes nothing.
 #[utoipa::path(get, path = "/v1/sys/raft/peers", tag = "sys",
     responses((status = 200, body = PeersResponse)))]
-async fn raft_peers(State(s): State<AppState>) -> Json<PeersResponse> {
-    Json(s.node.raft_peers())
+async fn raft_peers(State(s): State<AppState>, Ctx(ctx): Ctx) -> ApiResult<Json<PeersResponse>> {
+    let call = Call::new(Operation::RaftPeers, REST, &ctx);
+    let node = s.node();
+    Ok(Json(
+        s.door.run(call, async { Ok(node.raft_peers()) }).await?,
+    ))
 }
 
 /// Remove a member (on the leader; a follower answers 503 naming it).
@@ -508,10 +606,22 @@ async fn raft_peers(State(s): State<AppState>) -> Json<PeersResponse> {
     responses((status = 200, body = SysResponse)))]
 async fn raft_remove(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<RemoveRequest>,
 ) -> ApiResult<Json<SysResponse>> {
-    let (id, auth) = req.into_auth();
-    Ok(Json(s.node.raft_remove(id, auth).await?))
+    let req = req.map(RemoveRequest::into_auth);
+    let presented = req
+        .as_ref()
+        .map(|(_, auth)| Presented::gatekeeper_auth(auth))
+        .unwrap_or_default();
+    let call = Call::new(Operation::RaftRemove, REST, &ctx).presenting(presented);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let (id, auth) = req?;
+        s.node().raft_remove(id, auth).await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Header carrying the replacement gatekeeper token of a snapshot save.
@@ -524,9 +634,13 @@ pub const GATEKEEPER_TOKEN_HEADER: &str = "x-kstash-gatekeeper-token";
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>)))]
 async fn save_snapshot(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<GatekeeperAuth>,
 ) -> ApiResult<Response> {
-    let saved = s.node.save_snapshot(req).await?;
+    let call = Call::new(Operation::SaveSnapshot, REST, &ctx).presenting(presented_auth(&req));
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().save_snapshot(req?).await }.await;
+    let saved = admitted.finish(result)?;
     let mut resp = saved.bytes.into_response();
     let headers = resp.headers_mut();
     headers.insert(
@@ -547,9 +661,16 @@ async fn save_snapshot(
     responses((status = 200, body = MintGatekeeperTokensResponse)))]
 async fn mint_gatekeeper_tokens(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<MintGatekeeperTokensRequest>,
 ) -> ApiResult<Json<MintGatekeeperTokensResponse>> {
-    Ok(Json(s.node.mint_gatekeeper_tokens(req).await?))
+    let call = Call::new(Operation::MintGatekeeperTokens, REST, &ctx)
+        .presenting(presented_keys(&req, |r: &MintGatekeeperTokensRequest| {
+            &r.keys
+        }));
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().mint_gatekeeper_tokens(req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Gatekeeper token ids and times.
@@ -563,10 +684,15 @@ struct GatekeeperTokenList {
     responses((status = 200, body = GatekeeperTokenList)))]
 async fn list_gatekeeper_tokens(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<KeysRequest>,
 ) -> ApiResult<Json<GatekeeperTokenList>> {
+    let call = Call::new(Operation::ListGatekeeperTokens, REST, &ctx)
+        .presenting(presented_keys(&req, |r: &KeysRequest| &r.keys));
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().list_gatekeeper_tokens(req?).await }.await;
     Ok(Json(GatekeeperTokenList {
-        tokens: s.node.list_gatekeeper_tokens(req).await?,
+        tokens: admitted.finish(result)?,
     }))
 }
 
@@ -583,11 +709,17 @@ struct GatekeeperTokenBody {
     responses((status = 200, body = SysResponse)))]
 async fn renew_gatekeeper_token(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<GatekeeperTokenBody>,
 ) -> ApiResult<Json<SysResponse>> {
-    Ok(Json(
-        s.node.renew_gatekeeper_token(req.gatekeeper_token).await?,
-    ))
+    let presented = req
+        .as_ref()
+        .map(|r| vec![Presented::GatekeeperToken(&r.gatekeeper_token)])
+        .unwrap_or_default();
+    let call = Call::new(Operation::RenewGatekeeperToken, REST, &ctx).presenting(presented);
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().renew_gatekeeper_token(req?.gatekeeper_token).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Revoke a gatekeeper token (the token itself, or its id with unseal keys).
@@ -595,10 +727,42 @@ async fn renew_gatekeeper_token(
     responses((status = 204)))]
 async fn revoke_gatekeeper_token(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<RevokeGatekeeperTokenRequest>,
 ) -> ApiResult<Response> {
-    s.node.revoke_gatekeeper_token(req).await?;
+    let presented = req
+        .as_ref()
+        .map(|r| {
+            r.gatekeeper_token
+                .iter()
+                .map(Presented::GatekeeperToken)
+                .chain(Presented::unseal_keys(&r.keys))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let call = Call::new(Operation::RevokeGatekeeperToken, REST, &ctx).presenting(presented);
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().revoke_gatekeeper_token(req?).await }.await;
+    admitted.finish(result)?;
     Ok(no_content())
+}
+
+/// HMAC a string under the cluster's audit key, as the audit log shows a
+/// secret: find a known token or key in the log (admin tokens only).
+#[utoipa::path(post, path = "/v1/sys/audit/hash", tag = "sys", request_body = AuditHashRequest,
+    responses((status = 200, body = AuditHashResponse), (status = 403, body = ErrorBody)))]
+async fn audit_hash(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Body(req): Body<AuditHashRequest>,
+) -> ApiResult<Json<AuditHashResponse>> {
+    let token = token(&headers);
+    let call =
+        Call::new(Operation::AuditHash, REST, &ctx).bearer(token.as_ref(), Consistency::Stale);
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().audit_hash(admitted.holder()?, &req?.input) }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Mint an access token with the access key.
@@ -606,9 +770,20 @@ async fn revoke_gatekeeper_token(
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
 async fn login(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    Ok(Json(s.node.login(req).await?))
+    let presented = req
+        .as_ref()
+        .map(|r| vec![Presented::AccessKey(&r.access_key)])
+        .unwrap_or_default();
+    let mut call = Call::new(Operation::Login, REST, &ctx).presenting(presented);
+    if let Ok(r) = &req {
+        call = call.namespace(&r.namespace);
+    }
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().login(req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Renew the caller's token.
@@ -616,12 +791,16 @@ async fn login(
     responses((status = 200, body = TokenInfo)))]
 async fn renew_token(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Body(req): Body<RenewRequest>,
 ) -> ApiResult<Json<TokenInfo>> {
-    Ok(Json(
-        s.node.renew_token(token(&headers).as_ref(), req).await?,
-    ))
+    let token = token(&headers);
+    let call =
+        Call::new(Operation::RenewToken, REST, &ctx).bearer(token.as_ref(), Consistency::Stale);
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().renew_token(admitted.holder()?, req?).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Revoke the caller's token (or the one in the body).
@@ -629,17 +808,44 @@ async fn renew_token(
     responses((status = 204)))]
 async fn revoke_token(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Body(req): Body<RevokeRequest>,
 ) -> ApiResult<Response> {
-    s.node.revoke_token(token(&headers).as_ref(), req).await?;
+    let token = token(&headers);
+    let call = Call::new(Operation::RevokeToken, REST, &ctx);
+    // A token in the body proves itself; without one, the bearer's own
+    // token is revoked and must be live.
+    let call = match &req {
+        Ok(RevokeRequest { token: Some(other) }) => {
+            call.presenting([Presented::AccessToken(other)])
+        }
+        _ => call.bearer(token.as_ref(), Consistency::Stale),
+    };
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        s.node()
+            .revoke_token(admitted.principal().token_holder(), req?)
+            .await
+    }
+    .await;
+    admitted.finish(result)?;
     Ok(no_content())
 }
 
 /// What the caller's token is.
 #[utoipa::path(get, path = "/v1/auth/token/self", tag = "auth", responses((status = 200, body = TokenInfo)))]
-async fn lookup_self(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Json<TokenInfo>> {
-    Ok(Json(s.node.lookup_token(token(&headers).as_ref()).await?))
+async fn lookup_self(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+) -> ApiResult<Json<TokenInfo>> {
+    let token = token(&headers);
+    let call = Call::new(Operation::LookupToken, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Linearizable);
+    let admitted = s.door.admit(call).await?;
+    let result = admitted.holder().and_then(|h| s.node().lookup_token(h));
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// A namespace's policies (admin only), one page in name order: at most
@@ -650,30 +856,41 @@ async fn lookup_self(State(s): State<AppState>, headers: HeaderMap) -> ApiResult
     responses((status = 200, body = PolicyList)))]
 async fn list_policies(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Path(ns): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<PolicyList>> {
-    let page = list_page(q.cursor, q.limit.as_deref())?;
-    Ok(Json(
-        s.node
-            .list_policies(token(&headers).as_ref(), &ns, &page)
-            .await?,
-    ))
+    let token = token(&headers);
+    let call = Call::new(Operation::ListPolicies, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Linearizable)
+        .namespace(&ns);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let page = list_page(q.cursor, q.limit.as_deref())?;
+        s.node().list_policies(admitted.holder()?, &ns, &page).await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Read a policy (admin only).
 #[utoipa::path(get, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", responses((status = 200, body = PolicyResponse)))]
 async fn get_policy(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<PolicyResponse>> {
-    Ok(Json(
-        s.node
-            .get_policy(token(&headers).as_ref(), &ns, &name)
-            .await?,
-    ))
+    let token = token(&headers);
+    let target = format!("policies/{name}");
+    let call = Call::new(Operation::GetPolicy, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Linearizable)
+        .namespace(&ns)
+        .path(&target);
+    let admitted = s.door.admit(call).await?;
+    let result = async { s.node().get_policy(admitted.holder()?, &ns, &name).await }.await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Create or replace a policy (admin only).
@@ -682,14 +899,26 @@ async fn get_policy(
     responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn put_policy(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
     Body(policy): Body<Policy>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
-    s.node
-        .put_policy(token(&headers).as_ref(), &ns, &name, policy, key.as_ref())
-        .await?;
+    let token = token(&headers);
+    let target = format!("policies/{name}");
+    let call = Call::new(Operation::PutPolicy, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Stale)
+        .namespace(&ns)
+        .path(&target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .put_policy(admitted.holder()?, &ns, &name, policy?, key.as_ref())
+            .await
+    }
+    .await;
+    admitted.finish(result)?;
     Ok(no_content())
 }
 
@@ -697,13 +926,25 @@ async fn put_policy(
 #[utoipa::path(delete, path = "/v1/namespaces/{ns}/policies/{name}", tag = "policies", params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome; the same key with another request (another value included) gets 409 conflict")), responses((status = 204)))]
 async fn delete_policy(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
-    s.node
-        .delete_policy(token(&headers).as_ref(), &ns, &name, key.as_ref())
-        .await?;
+    let token = token(&headers);
+    let target = format!("policies/{name}");
+    let call = Call::new(Operation::DeletePolicy, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Stale)
+        .namespace(&ns)
+        .path(&target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .delete_policy(admitted.holder()?, &ns, &name, key.as_ref())
+            .await
+    }
+    .await;
+    admitted.finish(result)?;
     Ok(no_content())
 }
 
@@ -748,6 +989,18 @@ struct PageQuery {
     limit: Option<String>,
 }
 
+/// The path a kv call names, for its audit record: decoded when it
+/// decodes, else as sent.
+fn recorded_path<'a>(
+    decoded: &'a Result<String, ServiceError>,
+    uri: &'a axum::http::Uri,
+) -> &'a str {
+    match decoded {
+        Ok(p) => p,
+        Err(_) => uri.path(),
+    }
+}
+
 /// Read a secret, or list one level under a prefix with `?list=true`.
 ///
 /// A listing returns at most `limit` names (default and most: 10 000); when
@@ -760,33 +1013,44 @@ struct PageQuery {
     responses((status = 200, description = "the secret, or with `list=true` one page of names (`truncated` and `cursor` say whether and where it goes on)", body = KvGetResponse), (status = 404, body = ErrorBody)))]
 async fn kv_get(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let path = kv_path(&uri)?;
+    let path = kv_path(&uri);
     let token = token(&headers);
-    let consistency = Consistency::parse(q.consistency.as_deref().unwrap_or(""))?;
-    match q.list.as_deref() {
-        Some("true") | Some("1") | Some("") => Ok(Json(
-            s.node
-                .list_secrets(
-                    token.as_ref(),
-                    &path,
-                    consistency,
-                    &list_page(q.cursor, q.limit.as_deref())?,
-                )
-                .await?,
+    let list = match q.list.as_deref() {
+        Some("true") | Some("1") | Some("") => Ok(true),
+        None | Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(ServiceError::bad("list must be true or false")),
+    };
+    let consistency = Consistency::parse(q.consistency.as_deref().unwrap_or(""));
+    let operation = if list == Ok(true) {
+        Operation::ListSecrets
+    } else {
+        Operation::GetSecret
+    };
+    let call = Call::new(operation, REST, &ctx)
+        .bearer(
+            token.as_ref(),
+            *consistency.as_ref().unwrap_or(&Consistency::Linearizable),
         )
-        .into_response()),
-        None | Some("false") | Some("0") => Ok(Json(
-            s.node
-                .get_secret(token.as_ref(), &path, consistency)
-                .await?,
-        )
-        .into_response()),
-        Some(_) => Err(ServiceError::bad("list must be true or false").into()),
+        .path(recorded_path(&path, &uri));
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let path = path?;
+        consistency?;
+        let holder = admitted.holder()?;
+        Ok(if list? {
+            let page = list_page(q.cursor, q.limit.as_deref())?;
+            Json(s.node().list_secrets(holder, &path, &page).await?).into_response()
+        } else {
+            Json(s.node().get_secret(holder, &path).await?).into_response()
+        })
     }
+    .await;
+    Ok(admitted.finish(result)?)
 }
 
 /// Write a secret (`PUT`, or `POST` for clients that cannot send `PUT`).
@@ -795,17 +1059,34 @@ async fn kv_get(
     responses((status = 200, body = PutSecretResponse), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn kv_put(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     Body(req): Body<PutSecretRequest>,
 ) -> ApiResult<Json<PutSecretResponse>> {
-    let path = kv_path(&uri)?;
-    let key = idempotency_key(&headers)?;
-    Ok(Json(
-        s.node
-            .put_secret(token(&headers).as_ref(), &path, req, key.as_ref())
-            .await?,
-    ))
+    let path = kv_path(&uri);
+    let token = token(&headers);
+    let mut call = Call::new(Operation::PutSecret, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Stale)
+        .path(recorded_path(&path, &uri));
+    if let Ok(PutSecretRequest { value: Some(v), .. }) = &req {
+        call = call.value(v.expose().as_bytes());
+    } else if let Ok(PutSecretRequest {
+        value_base64: Some(v),
+        ..
+    }) = &req
+    {
+        call = call.value(v.expose().as_bytes());
+    }
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .put_secret(admitted.holder()?, &path?, req?, key.as_ref())
+            .await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
 }
 
 /// Delete a secret.
@@ -814,14 +1095,24 @@ async fn kv_put(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn kv_delete(
     State(s): State<AppState>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Response> {
-    let path = kv_path(&uri)?;
-    let key = idempotency_key(&headers)?;
-    s.node
-        .delete_secret(token(&headers).as_ref(), &path, key.as_ref())
-        .await?;
+    let path = kv_path(&uri);
+    let token = token(&headers);
+    let call = Call::new(Operation::DeleteSecret, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Stale)
+        .path(recorded_path(&path, &uri));
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .delete_secret(admitted.holder()?, &path?, key.as_ref())
+            .await
+    }
+    .await;
+    admitted.finish(result)?;
     Ok(no_content())
 }
 
@@ -829,7 +1120,7 @@ async fn kv_delete(
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    if let Ok(st) = s.node.status() {
+    if let Ok(st) = s.node().status() {
         s.metrics.sealed.set(st.sealed as i64);
         s.metrics.initialized.set(st.initialized as i64);
     }
@@ -872,6 +1163,7 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         list_gatekeeper_tokens,
         renew_gatekeeper_token,
         revoke_gatekeeper_token,
+        audit_hash,
         login,
         renew_token,
         revoke_token,

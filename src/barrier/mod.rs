@@ -297,20 +297,44 @@ impl Barrier {
     /// the same value without keeping the value, and a guess at the value
     /// cannot be checked against it offline.
     pub fn keyed_digest(&self, domain: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], BarrierError> {
-        use hkdf::hmac::{Hmac, Mac};
-        let open = self.current().ok_or(BarrierError::Sealed)?;
-        let first = open.keychain.terms.first().ok_or(BarrierError::Sealed)?;
-        let mut key = Zeroizing::new([0u8; 32]);
-        hkdf::Hkdf::<sha2::Sha256>::new(None, &first.key)
-            .expand(b"kstash barrier keyed digest v1", &mut key[..])
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key[..])
-            .expect("HMAC takes a key of any length");
+        use hkdf::hmac::Mac;
+        let mut mac = self.first_term_mac(b"kstash barrier keyed digest v1")?;
         for part in std::iter::once(domain).chain(parts.iter().copied()) {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
         }
         Ok(mac.finalize().into_bytes().into())
+    }
+
+    /// HMAC-SHA256 of `value` under the cluster's **audit key**: a key
+    /// derived (HKDF) from the keychain's first term, so it lives only in
+    /// the barrier, every node of the cluster has the same one, and it
+    /// stays across rotations and rekeys. The audit log shows every secret
+    /// a caller presents as this HMAC, and `kstash audit hash` computes it
+    /// for a known string; without the keychain nobody can, so a guess at
+    /// a secret cannot be checked against the log offline.
+    pub fn audit_hmac(&self, value: &[u8]) -> Result<[u8; 32], BarrierError> {
+        use hkdf::hmac::Mac;
+        let mut mac = self.first_term_mac(b"kstash audit key v1")?;
+        mac.update(value);
+        Ok(mac.finalize().into_bytes().into())
+    }
+
+    /// An HMAC-SHA256 under a key derived for `purpose` from the first
+    /// term of the keychain (the same on every node, for good).
+    fn first_term_mac(
+        &self,
+        purpose: &[u8],
+    ) -> Result<hkdf::hmac::Hmac<sha2::Sha256>, BarrierError> {
+        use hkdf::hmac::{Hmac, Mac};
+        let open = self.current().ok_or(BarrierError::Sealed)?;
+        let first = open.keychain.terms.first().ok_or(BarrierError::Sealed)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &first.key)
+            .expand(purpose, &mut key[..])
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Ok(<Hmac<sha2::Sha256> as Mac>::new_from_slice(&key[..])
+            .expect("HMAC takes a key of any length"))
     }
 
     /// Whether this node must reserve encryptions under `term` before it can

@@ -13,9 +13,10 @@ use super::prompt::{
     secret_file,
 };
 use super::{
-    AccessKeyCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs, GatekeeperAuthArgs,
-    GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KvCommand, LoginArgs, OperatorCommand,
-    PageArgs, PolicyCommand, RaftCommand, SecretField, SnapshotCommand, TokenCommand,
+    AccessKeyCommand, AuditCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs,
+    GatekeeperAuthArgs, GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KvCommand, LoginArgs,
+    OperatorCommand, PageArgs, PolicyCommand, RaftCommand, SecretField, SnapshotCommand,
+    TokenCommand,
 };
 use crate::bench::compare::{CompareOptions, Plan};
 use crate::bench::Store;
@@ -90,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Token(c) => token(&client, fmt, c).await,
             Command::Policy(c) => policy(&client, fmt, c).await,
             Command::Kv(c) => kv(&client, fmt, c).await,
+            Command::Audit(c) => audit(&client, fmt, c).await,
         }
     })
 }
@@ -634,6 +636,20 @@ async fn login(client: &Client, fmt: Format, args: LoginArgs) -> anyhow::Result<
                 .kv("Namespace", &resp.namespace)
                 .kv("Policies", resp.policies.join(", "));
             t.print()?;
+        }
+    }
+    Ok(())
+}
+
+async fn audit(client: &Client, fmt: Format, cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Hash { value } => {
+            let input = secret_arg(value, "string to hash")?;
+            let out = client.audit_hash(&input).await?;
+            match fmt {
+                Format::Json => print_json(&out)?,
+                Format::Table => line(&out.hash)?,
+            }
         }
     }
     Ok(())

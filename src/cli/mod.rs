@@ -96,6 +96,9 @@ pub enum Command {
     /// Read and write secrets in the token's namespace.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Work with the audit log (uses --token / KSTASH_TOKEN: an admin token).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Load a cluster (over gRPC, with the token) and report ops/s and
     /// latency percentiles.
     Bench(BenchArgs),
@@ -470,6 +473,19 @@ pub enum TokenCommand {
         /// The token to revoke.
         #[arg(value_name = "TOKEN")]
         target: Option<String>,
+    },
+}
+
+/// `kstash audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the HMAC the audit log shows for VALUE (`hmac-sha256:<hex>`,
+    /// the same on every node), to find a leaked token or key in the log.
+    /// Without VALUE (or with `-`) it is read without echo.
+    Hash {
+        /// The string to hash, exactly as it was sent.
+        #[arg(value_name = "VALUE")]
+        value: Option<String>,
     },
 }
 

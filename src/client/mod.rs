@@ -142,7 +142,7 @@ impl Fate {
 /// - every other answer (2xx, 4xx, 500, …) is the request's outcome.
 pub fn fate_of_answer(status: u16, code: &str) -> Fate {
     match (status, code) {
-        (503, "sealed" | "removed") => Fate::NotApplied,
+        (503, "sealed" | "removed" | "audit_failed") => Fate::NotApplied,
         (503, _) => Fate::Unknown,
         _ => Fate::Final,
     }
@@ -797,6 +797,13 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/sys/audit/hash`: the audit log's HMAC of `input`.
+    pub async fn audit_hash(&self, input: &SecretString) -> Result<AuditHashResponse, ClientError> {
+        let path = "/v1/sys/audit/hash";
+        let body = json_body(&AuditHashRequest { input });
+        self.json(Method::POST, path, Some(body), Auth::Token).await
+    }
+
     /// `GET /v1/auth/token/self`.
     pub async fn token_self(&self) -> Result<TokenInfo, ClientError> {
         self.json(Method::GET, "/v1/auth/token/self", None, Auth::Token)
@@ -1159,6 +1166,7 @@ mod tests {
             | S::TooLarge(_)
             | S::Sealed
             | S::Removed(_)
+            | S::AuditFailed
             | S::NotInitialized
             | S::Unavailable(_)
             | S::Integrity
@@ -1173,6 +1181,7 @@ mod tests {
             S::TooLarge(String::new()),
             S::Sealed,
             S::Removed(String::new()),
+            S::AuditFailed,
             S::NotInitialized,
             S::Unavailable(String::new()),
             S::Integrity,

@@ -319,6 +319,20 @@ pub struct RevokeRequest<'a> {
     pub token: Option<&'a SecretString>,
 }
 
+/// `POST /v1/sys/audit/hash`.
+#[derive(Serialize, Debug)]
+pub struct AuditHashRequest<'a> {
+    /// The string to HMAC.
+    pub input: &'a SecretString,
+}
+
+/// The audit log's HMAC of a string.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AuditHashResponse {
+    /// `hmac-sha256:<hex>`.
+    pub hash: String,
+}
+
 /// What a token knows about itself.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {

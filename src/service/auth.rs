@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use super::types::*;
-use super::{ms, Caller, Node, ServiceError, MAX_TOKEN_POLICIES};
+use super::{ms, Node, ServiceError, MAX_TOKEN_POLICIES};
 use crate::acl::{self, path};
 use crate::clock::rfc3339;
+use crate::guard::TokenHolder;
+use crate::keyspace::AccessTokenRecord;
 use crate::secret::{self, SecretKind, SecretString};
 use crate::state::command::Command;
 
@@ -86,8 +88,9 @@ impl Node {
         Ok(())
     }
 
-    /// The guard: the barrier must be open and the token live.
-    pub(super) fn caller(&self, token: Option<&SecretString>) -> Result<Caller, ServiceError> {
+    /// The token check as of this node's state: the barrier must be open
+    /// and the token live.
+    fn holder(&self, token: Option<&SecretString>) -> Result<TokenHolder, ServiceError> {
         self.require_unsealed()?;
         let token =
             token.ok_or_else(|| ServiceError::Unauthorized("missing access token".into()))?;
@@ -101,17 +104,20 @@ impl Node {
             return Err(invalid());
         }
         let acl = self.sm().acl_for(&record)?;
-        Ok(Caller { id, record, acl })
+        Ok(TokenHolder { id, record, acl })
     }
 
-    /// The guard, for calls that may wait: like [`Node::caller`], but a
+    /// The token check for calls that may wait: like [`Node::holder`], but a
     /// well-formed access token that is unknown or expired here gets one
     /// linearizable read (this node catches up with the leader, bounded by
     /// the leader wait) and one more look before the answer is 401. So a
     /// token minted or renewed through another node works here at once.
     /// Costs a quorum round only for tokens that fail locally.
-    pub(super) async fn guard(&self, token: Option<&SecretString>) -> Result<Caller, ServiceError> {
-        match self.caller(token) {
+    async fn holder_caught_up(
+        &self,
+        token: Option<&SecretString>,
+    ) -> Result<TokenHolder, ServiceError> {
+        match self.holder(token) {
             Err(ServiceError::Unauthorized(reason))
                 if token
                     .is_some_and(|t| secret::looks_like(SecretKind::AccessToken, t.expose())) =>
@@ -120,19 +126,42 @@ impl Node {
                     tracing::debug!(error = %e, "token not found here and the leader not reached");
                     return Err(ServiceError::Unauthorized(reason));
                 }
-                self.caller(token)
+                self.holder(token)
             }
             other => other,
+        }
+    }
+
+    /// Authenticate a bearer access token for the front door
+    /// ([`crate::guard::Door`]). `Stale`: as of this node's state, catching
+    /// up once when the token is unknown here (writes: apply checks the
+    /// token again). `Linearizable`: as of a state that reflects every write
+    /// acknowledged before the call, so a token revoked or a policy changed
+    /// through another node counts here too (reads).
+    pub async fn authenticate(
+        &self,
+        token: Option<&SecretString>,
+        consistency: Consistency,
+    ) -> Result<TokenHolder, ServiceError> {
+        let holder = self.holder_caught_up(token).await?;
+        match consistency {
+            Consistency::Stale => Ok(holder),
+            Consistency::Linearizable => {
+                self.linearize().await?;
+                self.holder(token)
+            }
         }
     }
 
     /// Extend the caller's token.
     pub async fn renew_token(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         req: RenewRequest,
     ) -> Result<TokenInfo, ServiceError> {
-        let caller = self.guard(token).await?;
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         let inc = req
             .increment
             .map_or(Duration::from_millis(caller.record.ttl_ms), |t| t.0);
@@ -144,19 +173,26 @@ impl Node {
             })
             .await?;
         // This node applied the renewal before the proposal returned.
-        Ok(self.token_info(&self.caller(token)?))
+        let record = self.sm().access_token(&caller.id)?.ok_or_else(|| {
+            ServiceError::Unauthorized("access token is invalid or expired".into())
+        })?;
+        Ok(self.token_info(caller.id, &record))
     }
 
-    /// Revoke the caller's token, or another one given in the request.
+    /// Revoke the caller's token (`caller`, authenticated by the front
+    /// door), or another one given in the request.
     ///
     /// A token given in the body proves nothing about its caller, so it is
     /// looked up first: only a token that exists is revoked through the log,
     /// and the answer is the same whether it existed or not.
     pub async fn revoke_token(
         &self,
-        token: Option<&SecretString>,
+        caller: Option<&TokenHolder>,
         req: RevokeRequest,
     ) -> Result<(), ServiceError> {
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         let id = match req.token {
             Some(other) => {
                 self.require_unsealed()?;
@@ -172,7 +208,11 @@ impl Node {
                 }
                 id
             }
-            None => self.guard(token).await?.id,
+            None => {
+                caller
+                    .ok_or_else(|| ServiceError::Unauthorized("missing access token".into()))?
+                    .id
+            }
         };
         self.raft.propose(Command::RevokeAccessToken { id }).await?;
         Ok(())
@@ -194,18 +234,15 @@ impl Node {
     }
 
     /// What the caller's token is.
-    pub async fn lookup_token(
-        &self,
-        token: Option<&SecretString>,
-    ) -> Result<TokenInfo, ServiceError> {
-        let caller = self.reader(token, Consistency::Linearizable).await?;
-        Ok(self.token_info(&caller))
+    /// What the caller's token is (`caller`: authenticated linearizably).
+    pub fn lookup_token(&self, caller: &TokenHolder) -> Result<TokenInfo, ServiceError> {
+        self.require_unsealed()?;
+        Ok(self.token_info(caller.id, &caller.record))
     }
 
-    fn token_info(&self, caller: &Caller) -> TokenInfo {
-        let r = &caller.record;
+    fn token_info(&self, id: [u8; 32], r: &AccessTokenRecord) -> TokenInfo {
         TokenInfo {
-            accessor: hex::encode(&caller.id[..8]),
+            accessor: hex::encode(&id[..8]),
             namespace: r.namespace.clone(),
             policies: r.policies.clone(),
             created_at: rfc3339(r.created_at_ms),

@@ -54,6 +54,14 @@ pub enum ServiceError {
     /// node of the cluster can take the same request.
     #[error("{0}")]
     Removed(String),
+    /// Audit is on and no audit device could record the request, so it was
+    /// refused before anything ran (fail closed). Nothing was done; the
+    /// same request succeeds once the device is writable again.
+    #[error(
+        "the audit log cannot record this request, so it was refused and nothing was done; \
+         make the audit file writable again (see this node's log)"
+    )]
+    AuditFailed,
     /// A stored value failed authentication: tampered with, or moved to
     /// another path or namespace.
     #[error("stored value failed its integrity check (tampered with or moved)")]
@@ -77,6 +85,7 @@ impl ServiceError {
             ServiceError::NotInitialized => "not_initialized",
             ServiceError::Unavailable(_) => "unavailable",
             ServiceError::Removed(_) => "removed",
+            ServiceError::AuditFailed => "audit_failed",
             ServiceError::Integrity => "integrity",
             ServiceError::Internal => "internal",
         }

@@ -5,43 +5,38 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::types::*;
-use super::{Caller, Node, ServiceError};
-use crate::acl::{path, Capability, Denial};
+use super::{idempotency, Node, ServiceError};
+use crate::acl::{path, Capability};
 use crate::barrier::BarrierError;
 use crate::clock::rfc3339;
+use crate::guard::TokenHolder;
 use crate::keyspace;
 use crate::secret::SecretString;
 use crate::state::command::{Applied, Command};
 
-impl Caller {
-    /// The refusal of `action` on `path` in `namespace` to this caller: the
-    /// one wording of permission errors ([`Denial`]).
-    pub(super) fn denied(&self, action: &str, namespace: &str, path: &str) -> ServiceError {
-        ServiceError::Forbidden(Denial::new(
-            action,
-            namespace,
-            path,
-            &self.record.namespace,
-            &self.record.policies,
-        ))
-    }
-}
-
 impl Node {
     // ----- kv ---------------------------------------------------------------
 
-    pub(super) fn allow(caller: &Caller, path: &str, cap: Capability) -> Result<(), ServiceError> {
+    pub(super) fn allow(
+        caller: &TokenHolder,
+        path: &str,
+        cap: Capability,
+    ) -> Result<(), ServiceError> {
         if caller.acl.allows(path, cap) {
             Ok(())
         } else {
-            Err(caller.denied(&cap.to_string(), &caller.record.namespace, path))
+            Err(ServiceError::Forbidden(caller.denial(
+                &cap.to_string(),
+                &caller.record.namespace,
+                path,
+            )))
         }
     }
 
     /// The capability (create or update) and check-and-set checks of a
     /// write, against the secret's version `current` (0 = absent).
     fn put_precheck(
-        caller: &Caller,
+        caller: &TokenHolder,
         path: &str,
         cas: Option<u64>,
         current: u64,
@@ -53,7 +48,11 @@ impl Node {
         };
         if !caller.acl.allows(path, cap) {
             let action = caller.acl.write_action(path, cap);
-            return Err(caller.denied(&action, &caller.record.namespace, path));
+            return Err(ServiceError::Forbidden(caller.denial(
+                &action,
+                &caller.record.namespace,
+                path,
+            )));
         }
         match cas {
             Some(expected) if expected != current => Err(ServiceError::Conflict(format!(
@@ -67,12 +66,14 @@ impl Node {
     /// repeat of the same write within its window gets the first outcome.
     pub async fn put_secret(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         raw_path: &str,
         req: PutSecretRequest,
         key: Option<&IdempotencyKey>,
     ) -> Result<PutSecretResponse, ServiceError> {
-        let caller = self.guard(token).await?;
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         let path = path::canonical_path(raw_path)?;
         let value: Zeroizing<Vec<u8>> = match (req.value, req.value_base64) {
             (Some(v), None) => Zeroizing::new(v.expose().as_bytes().to_vec()),
@@ -98,7 +99,8 @@ impl Node {
         let cas = req.cas.map(|c| c.to_be_bytes());
         // The value is part of the request: the same key with another value
         // is another request (409), never silently answered with the first.
-        let idempotency = caller.idempotency(
+        let idempotency = idempotency(
+            caller,
             &self.barrier,
             key,
             "put-secret",
@@ -127,7 +129,7 @@ impl Node {
                 .sm()
                 .secret(&namespace, &path)?
                 .map_or(0, |r| r.version);
-            if let Err(e) = Self::put_precheck(&caller, &path, req.cas, version) {
+            if let Err(e) = Self::put_precheck(caller, &path, req.cas, version) {
                 let may_write = caller.acl.allows(&path, Capability::Create)
                     || caller.acl.allows(&path, Capability::Update);
                 if !may_write {
@@ -139,7 +141,7 @@ impl Node {
                     .sm()
                     .secret(&namespace, &path)?
                     .map_or(0, |r| r.version);
-                Self::put_precheck(&caller, &path, req.cas, version)?;
+                Self::put_precheck(caller, &path, req.cas, version)?;
             }
         }
         let storage_key = keyspace::kv_key(&namespace, &path);
@@ -169,13 +171,14 @@ impl Node {
     /// own state.
     pub async fn get_secret(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         raw_path: &str,
-        consistency: Consistency,
     ) -> Result<SecretResponse, ServiceError> {
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         let path = path::canonical_path(raw_path)?;
-        let caller = self.reader(token, consistency).await?;
-        Self::allow(&caller, &path, Capability::Read)?;
+        Self::allow(caller, &path, Capability::Read)?;
         let namespace = &caller.record.namespace;
         let record = self
             .sm()
@@ -217,15 +220,22 @@ impl Node {
     /// [`Node::put_secret`]).
     pub async fn delete_secret(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         raw_path: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
-        let caller = self.guard(token).await?;
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         let path = path::canonical_path(raw_path)?;
-        Self::allow(&caller, &path, Capability::Delete)?;
-        let idempotency =
-            caller.idempotency(&self.barrier, key, "delete-secret", &[path.as_bytes()])?;
+        Self::allow(caller, &path, Capability::Delete)?;
+        let idempotency = idempotency(
+            caller,
+            &self.barrier,
+            key,
+            "delete-secret",
+            &[path.as_bytes()],
+        )?;
         self.raft
             .propose_with(
                 Command::DeleteSecret {
@@ -250,18 +260,19 @@ impl Node {
     /// `NotFound` on a first page; a later page (with a cursor) may be empty.
     pub async fn list_secrets(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         raw_prefix: &str,
-        consistency: Consistency,
         page: &ListPage,
     ) -> Result<KeyList, ServiceError> {
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         let prefix = path::list_prefix(raw_prefix)?;
         let cursor = page.cursor();
         if let Some(c) = cursor {
             check_cursor(&prefix, c)?;
         }
-        let caller = self.reader(token, consistency).await?;
-        Self::allow(&caller, &prefix, Capability::List)?;
+        Self::allow(caller, &prefix, Capability::List)?;
         let found =
             self.sm()
                 .secret_names(&caller.record.namespace, &prefix, cursor, page.limit())?;

@@ -8,6 +8,7 @@
 //! message is free of secrets; a failed call changes nothing.
 
 pub mod admin;
+mod audit;
 mod auth;
 mod cluster;
 mod encryption;
@@ -25,13 +26,12 @@ use sha2::{Digest, Sha256};
 
 pub use error::ServiceError;
 
-use crate::acl::Acl;
 use crate::barrier::{self, Barrier};
 use crate::clock::Clock;
 use crate::gatekeeper::shamir;
-use crate::keyspace::AccessTokenRecord;
+use crate::guard::TokenHolder;
 use crate::raft::replica::Replica;
-use crate::secret::SecretString;
+
 use crate::state::command::Idempotency;
 use crate::state::State;
 
@@ -85,42 +85,33 @@ struct Progress {
     last_key_ms: u64,
 }
 
-/// A caller authenticated by an access token.
-struct Caller {
-    id: [u8; 32],
-    record: AccessTokenRecord,
-    acl: Acl,
-}
-
-impl Caller {
-    /// The log's form of the caller's idempotency key for a request of
-    /// `kind` on `target` (every part of what the request does: path, CAS,
-    /// the value itself, policy rules). The id is a hash scoped to this
-    /// caller's token; the fingerprint is a keyed digest of the id and the
-    /// request ([`Barrier::keyed_digest`]), so the log never holds a plain
-    /// hash of a secret value that a guess could be checked against.
-    fn idempotency(
-        &self,
-        barrier: &Barrier,
-        key: Option<&types::IdempotencyKey>,
-        kind: &str,
-        target: &[&[u8]],
-    ) -> Result<Option<Idempotency>, ServiceError> {
-        let Some(key) = key else {
-            return Ok(None);
-        };
-        let mut id = Sha256::new();
-        id.update(b"kstash idempotency id v1\0");
-        id.update(self.id);
-        id.update(key.as_str().as_bytes());
-        let id: [u8; 32] = id.finalize().into();
-        let parts: Vec<&[u8]> = [&id[..], kind.as_bytes(), self.record.namespace.as_bytes()]
-            .into_iter()
-            .chain(target.iter().copied())
-            .collect();
-        let fingerprint = barrier.keyed_digest(b"kstash idempotency request v2", &parts)?;
-        Ok(Some(Idempotency { id, fingerprint }))
-    }
+/// The log's form of `holder`'s idempotency key for a request of `kind` on
+/// `target` (every part of what the request does: path, CAS, the value
+/// itself, policy rules). The id is a hash scoped to the holder's token;
+/// the fingerprint is a keyed digest of the id and the request
+/// ([`Barrier::keyed_digest`]), so the log never holds a plain hash of a
+/// secret value that a guess could be checked against.
+fn idempotency(
+    holder: &TokenHolder,
+    barrier: &Barrier,
+    key: Option<&types::IdempotencyKey>,
+    kind: &str,
+    target: &[&[u8]],
+) -> Result<Option<Idempotency>, ServiceError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let mut id = Sha256::new();
+    id.update(b"kstash idempotency id v1\0");
+    id.update(holder.id);
+    id.update(key.as_str().as_bytes());
+    let id: [u8; 32] = id.finalize().into();
+    let parts: Vec<&[u8]> = [&id[..], kind.as_bytes(), holder.record.namespace.as_bytes()]
+        .into_iter()
+        .chain(target.iter().copied())
+        .collect();
+    let fingerprint = barrier.keyed_digest(b"kstash idempotency request v2", &parts)?;
+    Ok(Some(Idempotency { id, fingerprint }))
 }
 
 /// One kstash node's services.
@@ -191,22 +182,14 @@ impl Node {
         self.raft.linearize().await.map_err(ServiceError::from)
     }
 
-    /// The caller of a read, as of a state that reflects every write
-    /// acknowledged before the call (so a token revoked or a policy changed
-    /// through another node counts here too); a stale read takes this
-    /// node's own state as it is.
-    async fn reader(
-        &self,
-        token: Option<&SecretString>,
-        consistency: types::Consistency,
-    ) -> Result<Caller, ServiceError> {
-        let caller = self.guard(token).await?;
-        match consistency {
-            types::Consistency::Stale => Ok(caller),
-            types::Consistency::Linearizable => {
-                self.linearize().await?;
-                self.caller(token)
-            }
-        }
+    /// The clock's reading, ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.now()
+    }
+
+    /// HMAC-SHA256 of `value` under the cluster's audit key, or `None`
+    /// while sealed (the key lives in the barrier).
+    pub fn audit_hmac(&self, value: &[u8]) -> Option<[u8; 32]> {
+        self.barrier.audit_hmac(value).ok()
     }
 }

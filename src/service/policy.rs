@@ -1,9 +1,9 @@
 //! A namespace's policies, managed by its admin tokens.
 
 use super::types::*;
-use super::{Caller, Node, ServiceError};
+use super::{idempotency, Node, ServiceError};
 use crate::acl::{self, path, Capability, Policy};
-use crate::secret::SecretString;
+use crate::guard::TokenHolder;
 use crate::state::command::Command;
 
 impl Node {
@@ -12,27 +12,38 @@ impl Node {
     /// Check that `caller` may manage `namespace`'s policies (`target`:
     /// `policies/<name>`, or `policies/` for the list): a token of that
     /// namespace with the admin policy.
-    fn policy_admin(caller: Caller, namespace: &str, target: &str) -> Result<Caller, ServiceError> {
+    fn policy_admin(
+        caller: &TokenHolder,
+        namespace: &str,
+        target: &str,
+    ) -> Result<(), ServiceError> {
         path::validate_namespace(namespace)?;
         if caller.record.namespace != namespace || !caller.acl.is_admin() {
-            return Err(caller.denied("manage policies", namespace, target));
+            return Err(ServiceError::Forbidden(caller.denial(
+                "manage policies",
+                namespace,
+                target,
+            )));
         }
-        Ok(caller)
+        Ok(())
     }
 
     /// Create or replace a policy (idempotency key as for
     /// [`Node::put_secret`]).
     pub async fn put_policy(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         namespace: &str,
         name: &str,
         policy: Policy,
         key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         path::validate_policy_name(name)?;
         let target = format!("policies/{name}");
-        let caller = Self::policy_admin(self.guard(token).await?, namespace, &target)?;
+        Self::policy_admin(caller, namespace, &target)?;
         if acl::is_builtin(name) {
             return Err(ServiceError::bad(format!(
                 "policy {name} is built in and cannot be changed"
@@ -41,8 +52,13 @@ impl Node {
         policy.validate()?;
         let policy = policy.normalized();
         let rules = serde_json::to_vec(&policy).map_err(|_| ServiceError::Internal)?;
-        let idempotency =
-            caller.idempotency(&self.barrier, key, "put-policy", &[name.as_bytes(), &rules])?;
+        let idempotency = idempotency(
+            caller,
+            &self.barrier,
+            key,
+            "put-policy",
+            &[name.as_bytes(), &rules],
+        )?;
         self.raft
             .propose_with(
                 Command::PutPolicy {
@@ -60,17 +76,16 @@ impl Node {
     /// Read a policy (linearizable).
     pub async fn get_policy(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         namespace: &str,
         name: &str,
     ) -> Result<PolicyResponse, ServiceError> {
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         path::validate_namespace(namespace)?;
         path::validate_policy_name(name)?;
-        Self::policy_admin(
-            self.reader(token, Consistency::Linearizable).await?,
-            namespace,
-            &format!("policies/{name}"),
-        )?;
+        Self::policy_admin(caller, namespace, &format!("policies/{name}"))?;
         if acl::is_builtin(name) {
             return Ok(PolicyResponse {
                 name: name.into(),
@@ -97,20 +112,19 @@ impl Node {
     /// of them (linearizable). Reads keys only and stops at the page's limit.
     pub async fn list_policies(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         namespace: &str,
         page: &ListPage,
     ) -> Result<PolicyList, ServiceError> {
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         path::validate_namespace(namespace)?;
         let cursor = page.cursor();
         if let Some(c) = cursor {
             path::validate_policy_name(c)?;
         }
-        Self::policy_admin(
-            self.reader(token, Consistency::Linearizable).await?,
-            namespace,
-            "policies/",
-        )?;
+        Self::policy_admin(caller, namespace, "policies/")?;
         let limit = page.limit();
         let stored = self.sm().policy_names(namespace, cursor, limit)?;
         // The built-in `admin` takes its place in name order, so a cursor
@@ -132,21 +146,29 @@ impl Node {
     /// Delete a policy (idempotency key as for [`Node::put_secret`]).
     pub async fn delete_policy(
         &self,
-        token: Option<&SecretString>,
+        caller: &TokenHolder,
         namespace: &str,
         name: &str,
         key: Option<&IdempotencyKey>,
     ) -> Result<(), ServiceError> {
+        // The holder was authenticated a moment ago; the barrier may
+        // have been sealed since.
+        self.require_unsealed()?;
         path::validate_policy_name(name)?;
         let target = format!("policies/{name}");
-        let caller = Self::policy_admin(self.guard(token).await?, namespace, &target)?;
+        Self::policy_admin(caller, namespace, &target)?;
         if acl::is_builtin(name) {
             return Err(ServiceError::bad(format!(
                 "policy {name} is built in and cannot be deleted"
             )));
         }
-        let idempotency =
-            caller.idempotency(&self.barrier, key, "delete-policy", &[name.as_bytes()])?;
+        let idempotency = idempotency(
+            caller,
+            &self.barrier,
+            key,
+            "delete-policy",
+            &[name.as_bytes()],
+        )?;
         self.raft
             .propose_with(
                 Command::DeletePolicy {

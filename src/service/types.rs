@@ -511,3 +511,19 @@ impl Consistency {
         }
     }
 }
+
+/// `POST /v1/sys/audit/hash`: a string to HMAC as the audit log does.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditHashRequest {
+    /// The string (a token, a key, a value), exactly as it was sent.
+    #[schema(value_type = String)]
+    pub input: SecretString,
+}
+
+/// The HMAC of an [`AuditHashRequest`]'s input.
+#[derive(Serialize, Debug, ToSchema)]
+pub struct AuditHashResponse {
+    /// `hmac-sha256:<64 hex digits>`, as it appears in the audit log.
+    pub hash: String,
+}

@@ -822,6 +822,7 @@ const ROUTE_METHODS: &[(&str, &str, &[&str])] = &[
         "/v1/sys/gatekeeper-tokens/revoke",
         &["POST"],
     ),
+    ("/v1/sys/audit/hash", "/v1/sys/audit/hash", &["POST"]),
     (
         "/v1/auth/access-key/login",
         "/v1/auth/access-key/login",

@@ -1,0 +1,172 @@
+//! The operations of kstash: one name per thing a caller can do, the same
+//! over REST and gRPC.
+//!
+//! Invariant: the set is fixed at build time; every audit record and every
+//! operation metric names one of [`Operation::ALL`], so no caller can grow
+//! a label set or write a name of its own into the audit log.
+
+/// One operation of the client API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `GET /v1/sys/status`, `Sys/Status`.
+    Status,
+    /// `GET /v1/sys/health`, `Sys/Health`.
+    Health,
+    /// `GET /v1/sys/raft/peers`, `Sys/RaftPeers`.
+    RaftPeers,
+    /// `POST /v1/sys/init`.
+    Init,
+    /// `POST /v1/sys/unseal`.
+    Unseal,
+    /// `POST /v1/sys/seal`.
+    Seal,
+    /// `POST /v1/sys/rotate`.
+    Rotate,
+    /// `POST /v1/sys/rekey`.
+    Rekey,
+    /// `POST /v1/sys/access-key/rotate`.
+    RotateAccessKey,
+    /// `POST /v1/sys/raft/remove`.
+    RaftRemove,
+    /// `POST /v1/sys/snapshot`.
+    SaveSnapshot,
+    /// `POST /v1/sys/gatekeeper-tokens`.
+    MintGatekeeperTokens,
+    /// `POST /v1/sys/gatekeeper-tokens/list`.
+    ListGatekeeperTokens,
+    /// `POST /v1/sys/gatekeeper-tokens/renew`.
+    RenewGatekeeperToken,
+    /// `POST /v1/sys/gatekeeper-tokens/revoke`.
+    RevokeGatekeeperToken,
+    /// `POST /v1/sys/audit/hash`.
+    AuditHash,
+    /// `POST /v1/auth/access-key/login`.
+    Login,
+    /// `POST /v1/auth/token/renew`.
+    RenewToken,
+    /// `POST /v1/auth/token/revoke`.
+    RevokeToken,
+    /// `GET /v1/auth/token/self`.
+    LookupToken,
+    /// `GET /v1/namespaces/{ns}/policies`.
+    ListPolicies,
+    /// `GET /v1/namespaces/{ns}/policies/{name}`.
+    GetPolicy,
+    /// `PUT /v1/namespaces/{ns}/policies/{name}`.
+    PutPolicy,
+    /// `DELETE /v1/namespaces/{ns}/policies/{name}`.
+    DeletePolicy,
+    /// `GET /v1/kv/{path}`.
+    GetSecret,
+    /// `GET /v1/kv/{prefix}?list=true`.
+    ListSecrets,
+    /// `PUT /v1/kv/{path}`.
+    PutSecret,
+    /// `DELETE /v1/kv/{path}`.
+    DeleteSecret,
+}
+
+impl Operation {
+    /// Every operation, in the order above.
+    pub const ALL: &'static [Operation] = &[
+        Operation::Status,
+        Operation::Health,
+        Operation::RaftPeers,
+        Operation::Init,
+        Operation::Unseal,
+        Operation::Seal,
+        Operation::Rotate,
+        Operation::Rekey,
+        Operation::RotateAccessKey,
+        Operation::RaftRemove,
+        Operation::SaveSnapshot,
+        Operation::MintGatekeeperTokens,
+        Operation::ListGatekeeperTokens,
+        Operation::RenewGatekeeperToken,
+        Operation::RevokeGatekeeperToken,
+        Operation::AuditHash,
+        Operation::Login,
+        Operation::RenewToken,
+        Operation::RevokeToken,
+        Operation::LookupToken,
+        Operation::ListPolicies,
+        Operation::GetPolicy,
+        Operation::PutPolicy,
+        Operation::DeletePolicy,
+        Operation::GetSecret,
+        Operation::ListSecrets,
+        Operation::PutSecret,
+        Operation::DeleteSecret,
+    ];
+
+    /// The name in audit records and the `operation` label of metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Status => "sys.status",
+            Operation::Health => "sys.health",
+            Operation::RaftPeers => "sys.raft.peers",
+            Operation::Init => "sys.init",
+            Operation::Unseal => "sys.unseal",
+            Operation::Seal => "sys.seal",
+            Operation::Rotate => "sys.rotate",
+            Operation::Rekey => "sys.rekey",
+            Operation::RotateAccessKey => "sys.access_key.rotate",
+            Operation::RaftRemove => "sys.raft.remove",
+            Operation::SaveSnapshot => "sys.snapshot",
+            Operation::MintGatekeeperTokens => "sys.gatekeeper_tokens.mint",
+            Operation::ListGatekeeperTokens => "sys.gatekeeper_tokens.list",
+            Operation::RenewGatekeeperToken => "sys.gatekeeper_tokens.renew",
+            Operation::RevokeGatekeeperToken => "sys.gatekeeper_tokens.revoke",
+            Operation::AuditHash => "sys.audit.hash",
+            Operation::Login => "auth.access_key.login",
+            Operation::RenewToken => "auth.token.renew",
+            Operation::RevokeToken => "auth.token.revoke",
+            Operation::LookupToken => "auth.token.lookup",
+            Operation::ListPolicies => "policy.list",
+            Operation::GetPolicy => "policy.get",
+            Operation::PutPolicy => "policy.put",
+            Operation::DeletePolicy => "policy.delete",
+            Operation::GetSecret => "kv.get",
+            Operation::ListSecrets => "kv.list",
+            Operation::PutSecret => "kv.put",
+            Operation::DeleteSecret => "kv.delete",
+        }
+    }
+
+    /// Whether the audit log records it. Status, health and the membership
+    /// view carry no credential and reveal nothing the node does not show
+    /// anyone (they also answer while sealed, when no audit key exists);
+    /// they are counted in the metrics only. Everything else is recorded.
+    pub fn audited(self) -> bool {
+        !matches!(
+            self,
+            Operation::Status | Operation::Health | Operation::RaftPeers
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_all_is_complete() {
+        let mut names: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "two operations share a name");
+        // ALL holds every variant once, in declaration order.
+        for (i, op) in Operation::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, i, "{op:?}");
+        }
+        assert_eq!(count, Operation::DeleteSecret as usize + 1);
+        for name in names {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'),
+                "{name}"
+            );
+        }
+    }
+}
