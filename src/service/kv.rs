@@ -148,7 +148,7 @@ impl Node {
             .raft
             .propose_with(
                 Command::PutSecret {
-                    token: caller.id,
+                    by: crate::state::command::Actor::AccessToken { id: caller.id },
                     namespace,
                     path,
                     cas: req.cas,
@@ -229,7 +229,7 @@ impl Node {
         self.raft
             .propose_with(
                 Command::DeleteSecret {
-                    token: caller.id,
+                    by: crate::state::command::Actor::AccessToken { id: caller.id },
                     namespace: caller.record.namespace.clone(),
                     path: path.clone(),
                 },

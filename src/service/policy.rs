@@ -46,7 +46,7 @@ impl Node {
         self.raft
             .propose_with(
                 Command::PutPolicy {
-                    token: caller.id,
+                    by: crate::state::command::Actor::AccessToken { id: caller.id },
                     namespace: namespace.into(),
                     name: name.into(),
                     policy,
@@ -150,7 +150,7 @@ impl Node {
         self.raft
             .propose_with(
                 Command::DeletePolicy {
-                    token: caller.id,
+                    by: crate::state::command::Actor::AccessToken { id: caller.id },
                     namespace: namespace.into(),
                     name: name.into(),
                 },

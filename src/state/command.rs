@@ -153,6 +153,57 @@ pub fn short(id: &[u8; 32]) -> String {
     hex::encode(&id[..6])
 }
 
+/// Who a replicated command acts for: a reference to the principal the
+/// guard authenticated, which apply authorizes again (DESIGN invariant 5).
+/// `State::acting_at` has one arm per kind.
+///
+/// Log format: an `AccessToken` is written exactly as the `token: [u8; 32]`
+/// field it replaced (its 32 bytes, no variant tag), so the logs, snapshots
+/// and peers of earlier releases read unchanged (the pinned encodings in
+/// this file's tests are the proof). bincode is not self-describing: a
+/// reader cannot tell from the bytes which kind of principal follows, so a
+/// new kind of acting principal needs a new log format version (a tagged
+/// encoding under a new format byte, or new `Command` variants appended at
+/// the end), not just a new variant here.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An access token, by its id.
+    AccessToken {
+        /// SHA-256 of the access token.
+        id: [u8; 32],
+    },
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Actor::AccessToken { id } => id.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <[u8; 32]>::deserialize(deserializer).map(|id| Actor::AccessToken { id })
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::AccessToken { id } => write!(f, "access token {}", short(id)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::AccessToken { id } => write!(f, "AccessToken({})", short(id)),
+        }
+    }
+}
+
 /// Every replicated mutation.
 #[derive(Serialize, Deserialize, Clone)]
 pub enum Command {
@@ -213,23 +264,23 @@ pub enum Command {
     RenewAccessToken { id: [u8; 32], ttl_ms: u64 },
     /// Delete an access token.
     RevokeAccessToken { id: [u8; 32] },
-    /// Create or replace a policy, on behalf of `token`.
+    /// Create or replace a policy, on behalf of `by`.
     PutPolicy {
-        token: [u8; 32],
+        by: Actor,
         namespace: String,
         name: String,
         policy: Policy,
     },
-    /// Delete a policy, on behalf of `token`.
+    /// Delete a policy, on behalf of `by`.
     DeletePolicy {
-        token: [u8; 32],
+        by: Actor,
         namespace: String,
         name: String,
     },
-    /// Write a secret's ciphertext, on behalf of `token`. `cas`: the version
+    /// Write a secret's ciphertext, on behalf of `by`. `cas`: the version
     /// the caller expects (0 = must not exist).
     PutSecret {
-        token: [u8; 32],
+        by: Actor,
         namespace: String,
         path: String,
         cas: Option<u64>,
@@ -237,9 +288,9 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         ciphertext: Vec<u8>,
     },
-    /// Delete a secret, on behalf of `token`.
+    /// Delete a secret, on behalf of `by`.
     DeleteSecret {
-        token: [u8; 32],
+        by: Actor,
         namespace: String,
         path: String,
     },
@@ -271,10 +322,11 @@ pub enum Command {
 }
 
 impl Command {
-    /// The access token a command acts for, and the namespace it acts in.
-    /// Apply checks, at the entry's time and before anything else, that such
-    /// a token is live and locked to that namespace, and hands its ACL to
-    /// the command (invariant 5: authorization is decided twice).
+    /// The principal a command acts for, and the namespace it acts in.
+    /// Apply checks, at the entry's time and before anything else, that
+    /// such a principal is live and locked to that namespace (for an access
+    /// token: its record), and hands its ACL to the command (invariant 5:
+    /// authorization is decided twice).
     ///
     /// `None` for commands whose proof never enters the log (the gatekeeper
     /// key: `RotateKeychain`, `Rekey`, `MintGatekeeperTokens`,
@@ -285,20 +337,12 @@ impl Command {
     /// (`UseGatekeeperToken`, `UseGatekeeperTokenFor`, `RenewAccessToken`,
     /// `RevokeAccessToken`).
     /// The match names every variant: a new command must choose.
-    pub fn acting_for(&self) -> Option<(&[u8; 32], &str)> {
+    pub fn acting_for(&self) -> Option<(&Actor, &str)> {
         match self {
-            Command::PutPolicy {
-                token, namespace, ..
-            }
-            | Command::DeletePolicy {
-                token, namespace, ..
-            }
-            | Command::PutSecret {
-                token, namespace, ..
-            }
-            | Command::DeleteSecret {
-                token, namespace, ..
-            } => Some((token, namespace)),
+            Command::PutPolicy { by, namespace, .. }
+            | Command::DeletePolicy { by, namespace, .. }
+            | Command::PutSecret { by, namespace, .. }
+            | Command::DeleteSecret { by, namespace, .. } => Some((by, namespace)),
             Command::Init { .. }
             | Command::RotateKeychain { .. }
             | Command::Rekey { .. }
@@ -485,7 +529,7 @@ pub(crate) mod tests {
         for len in [0, 1, 250, 251, 300, 65_536] {
             let ciphertext: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let new = Command::PutSecret {
-                token: [7; 32],
+                by: Actor::AccessToken { id: [7; 32] },
                 namespace: "team-a".into(),
                 path: "db/password".into(),
                 cas: Some(4),
@@ -596,7 +640,7 @@ pub(crate) mod tests {
             },
             Command::RevokeAccessToken { id: [43; 32] },
             Command::PutPolicy {
-                token,
+                by: Actor::AccessToken { id: token },
                 namespace: ns.into(),
                 name: "p".into(),
                 policy: Policy {
@@ -607,12 +651,12 @@ pub(crate) mod tests {
                 },
             },
             Command::DeletePolicy {
-                token,
+                by: Actor::AccessToken { id: token },
                 namespace: ns.into(),
                 name: "p".into(),
             },
             Command::PutSecret {
-                token,
+                by: Actor::AccessToken { id: token },
                 namespace: ns.into(),
                 path: "app/x".into(),
                 cas: None,
@@ -620,7 +664,7 @@ pub(crate) mod tests {
                 ciphertext: vec![9; 40],
             },
             Command::DeleteSecret {
-                token,
+                by: Actor::AccessToken { id: token },
                 namespace: ns.into(),
                 path: "app/x".into(),
             },
@@ -866,6 +910,27 @@ pub(crate) mod tests {
             opts.deserialize::<Command>(&pinned).unwrap(),
             Command::UseGatekeeperToken { grace_ms: 300, .. }
         ));
+    }
+
+    #[test]
+    fn an_actor_is_written_as_the_token_field_it_replaced_and_printed_short() {
+        // Steps: an access-token actor encodes as its 32 bytes alone (the
+        // old `token: [u8; 32]` field, no tag) and decodes back; its Debug
+        // and Display, and those of a command acting for it, show only the
+        // short prefix.
+        let id = pinned_token();
+        let by = Actor::AccessToken { id };
+        let opts = bincode::DefaultOptions::new();
+        assert_eq!(opts.serialize(&by).unwrap(), id);
+        assert_eq!(opts.deserialize::<Actor>(&id).unwrap(), by);
+        assert_eq!(format!("{by:?}"), "AccessToken(a0a1a2a3a4a5)");
+        assert_eq!(by.to_string(), "access token a0a1a2a3a4a5");
+        let full = hex::encode(&id[..7]);
+        for command in one_of_each(id, "team-a") {
+            for shown in [command.to_string(), format!("{command:?}")] {
+                assert!(!shown.contains(&full), "{shown} shows the token id");
+            }
+        }
     }
 
     #[test]

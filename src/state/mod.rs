@@ -21,7 +21,7 @@ use crate::acl::{self, Acl, Capability, Denial, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
 use command::{
-    Applied, Command, FirstUse, GatekeeperOperation, NewGatekeeperToken, Rejection, Request,
+    Actor, Applied, Command, FirstUse, GatekeeperOperation, NewGatekeeperToken, Rejection, Request,
     Response, IDEMPOTENCY_WINDOW_MS,
 };
 use listing::{list_level, resume_after, NamePage};
@@ -31,7 +31,7 @@ use listing::{list_level, resume_after, NamePage};
 /// so it counts). Keeps a rekey's batch small. Minting counts unused tokens
 /// only: used ones give way, oldest first.
 pub const MAX_GATEKEEPER_TOKENS: usize = 64;
-/// The access token a command acts for, as apply checked it: its ACL, its
+/// The principal a command acts for, as apply checked it: its ACL, its
 /// namespace and its policy names (for the wording of a refusal).
 struct Acting {
     acl: Acl,
@@ -462,16 +462,19 @@ impl State {
         list_level(self.backend.as_ref(), &base, from, limit)
     }
 
-    /// The token `command` acts for as of `now`, if it is live and locked
-    /// to `namespace`.
+    /// The principal `command` acts for (`by`) as of `now`, if it is live
+    /// and locked to `namespace`. One arm per kind of [`Actor`]: an access
+    /// token by its stored record.
     fn acting_at(
         &self,
         command: &Command,
-        token: &[u8; 32],
+        by: &Actor,
         namespace: &str,
         now: u64,
     ) -> Result<Acting, ApplyError> {
-        let record = self.access_token(token)?.ok_or(ApplyError::TokenInvalid)?;
+        let record = match by {
+            Actor::AccessToken { id } => self.access_token(id)?.ok_or(ApplyError::TokenInvalid)?,
+        };
         if record.expires_at_ms <= now {
             return Err(ApplyError::TokenInvalid);
         }
@@ -610,13 +613,11 @@ impl State {
             (_, false) => return Err(ApplyError::NotInitialized),
             _ => {}
         }
-        // Invariant 5: a command that acts for an access token applies only
-        // while that token is live and in its namespace; each command then
-        // checks its own capability against `acl` (`permit`).
+        // Invariant 5: a command that acts for a principal applies only
+        // while that principal is live and in its namespace; each command
+        // then checks its own capability against `acl` (`permit`).
         let acting = match entry.command.acting_for() {
-            Some((token, namespace)) => {
-                Some(self.acting_at(&entry.command, token, namespace, now)?)
-            }
+            Some((by, namespace)) => Some(self.acting_at(&entry.command, by, namespace, now)?),
             None => None,
         };
         let mut batch = Vec::new();
@@ -692,18 +693,18 @@ impl State {
             }
             Command::RevokeAccessToken { id } => self.plan_revoke_access_token(id, b),
             Command::PutPolicy {
-                token: _,
+                by: _,
                 namespace,
                 name,
                 policy,
             } => plan_put_policy(&acting, namespace, name, policy, b),
             Command::DeletePolicy {
-                token: _,
+                by: _,
                 namespace,
                 name,
             } => self.plan_delete_policy(&acting, namespace, name, b),
             Command::PutSecret {
-                token: _,
+                by: _,
                 namespace,
                 path,
                 cas,
@@ -711,7 +712,7 @@ impl State {
                 ciphertext,
             } => self.plan_put_secret(&acting, namespace, path, *cas, *term, ciphertext, now, b),
             Command::DeleteSecret {
-                token: _,
+                by: _,
                 namespace,
                 path,
             } => self.plan_delete_secret(&acting, namespace, path, b),
@@ -1248,7 +1249,7 @@ mod tests {
 
     fn put_secret(token: [u8; 32], path: &str, cas: Option<u64>) -> Command {
         Command::PutSecret {
-            token,
+            by: Actor::AccessToken { id: token },
             namespace: "ns".into(),
             path: path.into(),
             cas,
@@ -1380,7 +1381,7 @@ mod tests {
         sm.apply(&entry(
             11,
             Command::PutPolicy {
-                token: admin,
+                by: Actor::AccessToken { id: admin },
                 namespace: "ns".into(),
                 name: "ro".into(),
                 policy: ro.clone(),
@@ -1407,7 +1408,7 @@ mod tests {
             sm.apply(&entry(
                 13,
                 Command::PutPolicy {
-                    token: reader,
+                    by: Actor::AccessToken { id: reader },
                     namespace: "ns".into(),
                     name: "x".into(),
                     policy: ro
@@ -1446,7 +1447,7 @@ mod tests {
             "every write counts toward its term"
         );
         let d = Command::DeleteSecret {
-            token: t,
+            by: Actor::AccessToken { id: t },
             namespace: "ns".into(),
             path: "k".into(),
         };
