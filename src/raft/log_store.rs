@@ -980,7 +980,7 @@ mod tests {
                     time_ms: 1_700_000_000_000,
                     idempotency: None,
                     command: Command::PutSecret {
-                        token: [7; 32],
+                        by: crate::state::command::Actor::AccessToken { id: [7; 32] },
                         namespace: "team".into(),
                         path: format!("blob/{index}"),
                         cas: None,

@@ -792,7 +792,7 @@ mod tests {
         request(
             2,
             Command::PutSecret {
-                token: [5; 32],
+                by: crate::state::command::Actor::AccessToken { id: [5; 32] },
                 namespace: "ns".into(),
                 path: path.into(),
                 cas,

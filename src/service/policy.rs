@@ -62,7 +62,7 @@ impl Node {
         self.raft
             .propose_with(
                 Command::PutPolicy {
-                    token: caller.id,
+                    by: crate::state::command::Actor::AccessToken { id: caller.id },
                     namespace: namespace.into(),
                     name: name.into(),
                     policy,
@@ -172,7 +172,7 @@ impl Node {
         self.raft
             .propose_with(
                 Command::DeletePolicy {
-                    token: caller.id,
+                    by: crate::state::command::Actor::AccessToken { id: caller.id },
                     namespace: namespace.into(),
                     name: name.into(),
                 },

@@ -153,6 +153,57 @@ pub fn short(id: &[u8; 32]) -> String {
     hex::encode(&id[..6])
 }
 
+/// Who a replicated command acts for: a reference to the principal the
+/// guard authenticated, which apply authorizes again (DESIGN invariant 5).
+/// `State::acting_at` has one arm per kind.
+///
+/// Log format: an `AccessToken` is written exactly as the `token: [u8; 32]`
+/// field it replaced (its 32 bytes, no variant tag), so the logs, snapshots
+/// and peers of earlier releases read unchanged (the pinned encodings in
+/// this file's tests are the proof). bincode is not self-describing: a
+/// reader cannot tell from the bytes which kind of principal follows, so a
+/// new kind of acting principal needs a new log format version (a tagged
+/// encoding under a new format byte, or new `Command` variants appended at
+/// the end), not just a new variant here.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An access token, by its id.
+    AccessToken {
+        /// SHA-256 of the access token.
+        id: [u8; 32],
+    },
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Actor::AccessToken { id } => id.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <[u8; 32]>::deserialize(deserializer).map(|id| Actor::AccessToken { id })
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::AccessToken { id } => write!(f, "access token {}", short(id)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::AccessToken { id } => write!(f, "AccessToken({})", short(id)),
+        }
+    }
+}
+
 /// Every replicated mutation.
 #[derive(Serialize, Deserialize, Clone)]
 pub enum Command {
@@ -213,23 +264,23 @@ pub enum Command {
     RenewAccessToken { id: [u8; 32], ttl_ms: u64 },
     /// Delete an access token.
     RevokeAccessToken { id: [u8; 32] },
-    /// Create or replace a policy, on behalf of `token`.
+    /// Create or replace a policy, on behalf of `by`.
     PutPolicy {
-        token: [u8; 32],
+        by: Actor,
         namespace: String,
         name: String,
         policy: Policy,
     },
-    /// Delete a policy, on behalf of `token`.
+    /// Delete a policy, on behalf of `by`.
     DeletePolicy {
-        token: [u8; 32],
+        by: Actor,
         namespace: String,
         name: String,
     },
-    /// Write a secret's ciphertext, on behalf of `token`. `cas`: the version
+    /// Write a secret's ciphertext, on behalf of `by`. `cas`: the version
     /// the caller expects (0 = must not exist).
     PutSecret {
-        token: [u8; 32],
+        by: Actor,
         namespace: String,
         path: String,
         cas: Option<u64>,
@@ -237,9 +288,9 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         ciphertext: Vec<u8>,
     },
-    /// Delete a secret, on behalf of `token`.
+    /// Delete a secret, on behalf of `by`.
     DeleteSecret {
-        token: [u8; 32],
+        by: Actor,
         namespace: String,
         path: String,
     },
@@ -271,10 +322,11 @@ pub enum Command {
 }
 
 impl Command {
-    /// The access token a command acts for, and the namespace it acts in.
-    /// Apply checks, at the entry's time and before anything else, that such
-    /// a token is live and locked to that namespace, and hands its ACL to
-    /// the command (invariant 5: authorization is decided twice).
+    /// The principal a command acts for, and the namespace it acts in.
+    /// Apply checks, at the entry's time and before anything else, that
+    /// such a principal is live and locked to that namespace (for an access
+    /// token: its record), and hands its ACL to the command (invariant 5:
+    /// authorization is decided twice).
     ///
     /// `None` for commands whose proof never enters the log (the gatekeeper
     /// key: `RotateKeychain`, `Rekey`, `MintGatekeeperTokens`,
@@ -285,20 +337,12 @@ impl Command {
     /// (`UseGatekeeperToken`, `UseGatekeeperTokenFor`, `RenewAccessToken`,
     /// `RevokeAccessToken`).
     /// The match names every variant: a new command must choose.
-    pub fn acting_for(&self) -> Option<(&[u8; 32], &str)> {
+    pub fn acting_for(&self) -> Option<(&Actor, &str)> {
         match self {
-            Command::PutPolicy {
-                token, namespace, ..
-            }
-            | Command::DeletePolicy {
-                token, namespace, ..
-            }
-            | Command::PutSecret {
-                token, namespace, ..
-            }
-            | Command::DeleteSecret {
-                token, namespace, ..
-            } => Some((token, namespace)),
+            Command::PutPolicy { by, namespace, .. }
+            | Command::DeletePolicy { by, namespace, .. }
+            | Command::PutSecret { by, namespace, .. }
+            | Command::DeleteSecret { by, namespace, .. } => Some((by, namespace)),
             Command::Init { .. }
             | Command::RotateKeychain { .. }
             | Command::Rekey { .. }
@@ -448,6 +492,7 @@ pub type Responses = Vec<Response>;
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::acl::{Capability, Rule};
     use bincode::Options;
 
     /// `Command` as releases before `serde_bytes` encoded it: the same
@@ -484,7 +529,7 @@ pub(crate) mod tests {
         for len in [0, 1, 250, 251, 300, 65_536] {
             let ciphertext: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let new = Command::PutSecret {
-                token: [7; 32],
+                by: Actor::AccessToken { id: [7; 32] },
                 namespace: "team-a".into(),
                 path: "db/password".into(),
                 cas: Some(4),
@@ -543,7 +588,9 @@ pub(crate) mod tests {
 
     /// One sample of every command, in variant order (checked below); those
     /// that act for an access token act for `token` in `ns`, on the secret
-    /// `app/x` and the policy `p` (the state tests apply them).
+    /// `app/x` and the policy `p` (the state tests apply them). Fields of
+    /// one type hold different values, so the pinned encodings
+    /// ([`GOLDEN`]) also catch two fields swapped.
     pub(crate) fn one_of_each(token: [u8; 32], ns: &str) -> Vec<Command> {
         let gk = |b: u8| NewGatekeeperToken {
             id: [b; 32],
@@ -551,20 +598,20 @@ pub(crate) mod tests {
         };
         vec![
             Command::Init {
-                shares: 1,
-                threshold: 1,
+                shares: 3,
+                threshold: 2,
                 wrapped_root: vec![1],
                 keychain: vec![2],
                 access_key_hash: [3; 32],
-                gatekeeper_tokens: vec![],
+                gatekeeper_tokens: vec![gk(39)],
             },
             Command::RotateKeychain {
                 term: 2,
                 keychain: vec![2],
             },
             Command::Rekey {
-                shares: 1,
-                threshold: 1,
+                shares: 5,
+                threshold: 4,
                 wrapped_root: vec![1],
                 keychain: vec![2],
                 gatekeeper_tokens: vec![gk(40)],
@@ -583,9 +630,9 @@ pub(crate) mod tests {
             Command::CreateAccessToken {
                 id: [43; 32],
                 namespace: ns.into(),
-                policies: vec![],
+                policies: vec!["p".into()],
                 ttl_ms: 10,
-                max_ttl_ms: 10,
+                max_ttl_ms: 20,
             },
             Command::RenewAccessToken {
                 id: [43; 32],
@@ -593,18 +640,23 @@ pub(crate) mod tests {
             },
             Command::RevokeAccessToken { id: [43; 32] },
             Command::PutPolicy {
-                token,
+                by: Actor::AccessToken { id: token },
                 namespace: ns.into(),
                 name: "p".into(),
-                policy: Policy { rules: vec![] },
+                policy: Policy {
+                    rules: vec![Rule {
+                        path: "app/*".into(),
+                        capabilities: vec![Capability::Read, Capability::List],
+                    }],
+                },
             },
             Command::DeletePolicy {
-                token,
+                by: Actor::AccessToken { id: token },
                 namespace: ns.into(),
                 name: "p".into(),
             },
             Command::PutSecret {
-                token,
+                by: Actor::AccessToken { id: token },
                 namespace: ns.into(),
                 path: "app/x".into(),
                 cas: None,
@@ -612,14 +664,14 @@ pub(crate) mod tests {
                 ciphertext: vec![9; 40],
             },
             Command::DeleteSecret {
-                token,
+                by: Actor::AccessToken { id: token },
                 namespace: ns.into(),
                 path: "app/x".into(),
             },
             Command::Sweep,
             Command::ReserveEncryptions {
                 term: 1,
-                count: 1,
+                count: 2,
                 limit: 10,
             },
             Command::UseGatekeeperTokenFor {
@@ -628,6 +680,136 @@ pub(crate) mod tests {
                 operation: GatekeeperOperation::Rotate { term: 2 },
             },
         ]
+    }
+
+    /// The envelope sample: a [`Batch`] of two requests, the first with an
+    /// idempotency key and a gatekeeper token's first use (every optional
+    /// part present), the second a bare `Sweep`.
+    pub(crate) fn pinned_batch() -> Batch {
+        Batch {
+            requests: vec![
+                Request {
+                    time_ms: 1_700_000_000_000,
+                    command: Command::UseGatekeeperTokenFor {
+                        id: [0x44; 32],
+                        first: Some(FirstUse {
+                            grace_ms: 300_000,
+                            replacement_wrapped: vec![5, 6],
+                            replacement: NewGatekeeperToken {
+                                id: [0x45; 32],
+                                wrapped_key: vec![7],
+                            },
+                        }),
+                        operation: GatekeeperOperation::RotateAccessKey {
+                            hash: [0x46; 32],
+                            wrapped: vec![8],
+                        },
+                    },
+                    idempotency: Some(Idempotency {
+                        id: [0x11; 32],
+                        fingerprint: [0x22; 32],
+                    }),
+                },
+                Request {
+                    time_ms: 1_700_000_000_001,
+                    command: Command::Sweep,
+                    idempotency: None,
+                },
+            ],
+        }
+    }
+
+    /// The access token the pinned samples act for: every byte different,
+    /// so its place and order show in the golden bytes.
+    fn pinned_token() -> [u8; 32] {
+        std::array::from_fn(|i| 0xa0 + i as u8)
+    }
+
+    /// The log format: the exact bincode bytes (`DefaultOptions`, as
+    /// `keyspace::encode` writes them after its format byte) of
+    /// `one_of_each(pinned_token(), "team-a")`, one per variant in variant
+    /// order. Written once from the code and never regenerated: a failure
+    /// here means yesterday's log would no longer read, or would read as
+    /// something else. A new variant appends its sample and its bytes.
+    const GOLDEN: [&str; VARIANTS] = [
+        // Init(2 of 3)
+        "0003020101010203030303030303030303030303030303030303030303030303030303030303030127272727272727272727272727272727272727272727272727272727272727270127",
+        // RotateKeychain(term 2)
+        "01020102",
+        // Rekey(4 of 5)
+        "020504010101020128282828282828282828282828282828282828282828282828282828282828280128",
+        // MintGatekeeperTokens(1)
+        "030129292929292929292929292929292929292929292929292929292929292929290129",
+        // UseGatekeeperToken
+        "0429292929292929292929292929292929292929292929292929292929292929290a01012a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a012a",
+        // RevokeGatekeeperToken
+        "052a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a",
+        // RotateAccessKey
+        "060404040404040404040404040404040404040404040404040404040404040404",
+        // CreateAccessToken
+        "072b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b067465616d2d610101700a14",
+        // RenewAccessToken
+        "082b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b0a",
+        // RevokeAccessToken
+        "092b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b",
+        // PutPolicy: the acting token, then namespace, name, policy
+        // (one rule: path, capabilities read and list)
+        "0aa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d61017001056170702f2a020004",
+        // DeletePolicy
+        "0ba0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d610170",
+        // PutSecret: the acting token, namespace, path, no CAS, term 1,
+        // 40 bytes of ciphertext
+        "0ca0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d61056170702f7800012809090909090909090909090909090909090909090909090909090909090909090909090909090909",
+        // DeleteSecret
+        "0da0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d61056170702f78",
+        // Sweep
+        "0e",
+        // ReserveEncryptions(term 1, 2 of limit 10)
+        "0f01020a",
+        // UseGatekeeperTokenFor(rotate to term 2)
+        "102c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c000002",
+    ];
+
+    /// The log entry's payload, [`pinned_batch`], pinned the same way: the
+    /// request count; per request its time, command and idempotency key.
+    const GOLDEN_BATCH: &str = "02fd0068e5cf8b01000010444444444444444444444444444444444444444444444444444444444444444401fce09304000205064545454545454545454545454545454545454545454545454545454545454545010701464646464646464646464646464646464646464646464646464646464646464601080111111111111111111111111111111111111111111111111111111111111111112222222222222222222222222222222222222222222222222222222222222222fd0168e5cf8b0100000e00";
+
+    /// `golden` behind the log store's format byte, as a stored record.
+    fn stored(golden: &str) -> Vec<u8> {
+        let mut record = vec![crate::keyspace::FORMAT_V1];
+        record.extend(hex::decode(golden).expect("golden is hex"));
+        record
+    }
+
+    #[test]
+    fn every_command_encodes_byte_for_byte_as_pinned() {
+        // Steps: encode each sample as the log store does and compare with
+        // its golden bytes; decode each golden record (no byte left over)
+        // and check it is the same command (its encoding and its Display).
+        let all = one_of_each(pinned_token(), "team-a");
+        assert_eq!(all.len(), GOLDEN.len(), "one golden per variant");
+        for (command, golden) in all.iter().zip(GOLDEN) {
+            let record = crate::keyspace::encode(command);
+            assert_eq!(
+                hex::encode(&record[1..]),
+                golden,
+                "{command}: the log format changed"
+            );
+            let read: Command = crate::keyspace::decode(&stored(golden))
+                .unwrap_or_else(|e| panic!("{command}: golden bytes do not decode: {e}"));
+            assert_eq!(crate::keyspace::encode(&read), record, "{command}");
+            assert_eq!(read.to_string(), command.to_string());
+        }
+    }
+
+    #[test]
+    fn the_batch_envelope_encodes_byte_for_byte_as_pinned() {
+        let batch = pinned_batch();
+        let record = crate::keyspace::encode(&batch);
+        assert_eq!(hex::encode(&record[1..]), GOLDEN_BATCH);
+        let read: Batch = crate::keyspace::decode(&stored(GOLDEN_BATCH)).unwrap();
+        assert_eq!(crate::keyspace::encode(&read), record);
+        assert_eq!(format!("{read:?}"), format!("{batch:?}"));
     }
 
     #[test]
@@ -728,6 +910,27 @@ pub(crate) mod tests {
             opts.deserialize::<Command>(&pinned).unwrap(),
             Command::UseGatekeeperToken { grace_ms: 300, .. }
         ));
+    }
+
+    #[test]
+    fn an_actor_is_written_as_the_token_field_it_replaced_and_printed_short() {
+        // Steps: an access-token actor encodes as its 32 bytes alone (the
+        // old `token: [u8; 32]` field, no tag) and decodes back; its Debug
+        // and Display, and those of a command acting for it, show only the
+        // short prefix.
+        let id = pinned_token();
+        let by = Actor::AccessToken { id };
+        let opts = bincode::DefaultOptions::new();
+        assert_eq!(opts.serialize(&by).unwrap(), id);
+        assert_eq!(opts.deserialize::<Actor>(&id).unwrap(), by);
+        assert_eq!(format!("{by:?}"), "AccessToken(a0a1a2a3a4a5)");
+        assert_eq!(by.to_string(), "access token a0a1a2a3a4a5");
+        let full = hex::encode(&id[..7]);
+        for command in one_of_each(id, "team-a") {
+            for shown in [command.to_string(), format!("{command:?}")] {
+                assert!(!shown.contains(&full), "{shown} shows the token id");
+            }
+        }
     }
 
     #[test]

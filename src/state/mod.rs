@@ -21,7 +21,7 @@ use crate::acl::{self, Acl, Capability, Denial, Policy};
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
 use command::{
-    Applied, Command, FirstUse, GatekeeperOperation, NewGatekeeperToken, Rejection, Request,
+    Actor, Applied, Command, FirstUse, GatekeeperOperation, NewGatekeeperToken, Rejection, Request,
     Response, IDEMPOTENCY_WINDOW_MS,
 };
 use listing::{list_level, resume_after, NamePage};
@@ -31,7 +31,7 @@ use listing::{list_level, resume_after, NamePage};
 /// so it counts). Keeps a rekey's batch small. Minting counts unused tokens
 /// only: used ones give way, oldest first.
 pub const MAX_GATEKEEPER_TOKENS: usize = 64;
-/// The access token a command acts for, as apply checked it: its ACL, its
+/// The principal a command acts for, as apply checked it: its ACL, its
 /// namespace and its policy names (for the wording of a refusal).
 struct Acting {
     acl: Acl,
@@ -462,16 +462,19 @@ impl State {
         list_level(self.backend.as_ref(), &base, from, limit)
     }
 
-    /// The token `command` acts for as of `now`, if it is live and locked
-    /// to `namespace`.
+    /// The principal `command` acts for (`by`) as of `now`, if it is live
+    /// and locked to `namespace`. One arm per kind of [`Actor`]: an access
+    /// token by its stored record.
     fn acting_at(
         &self,
         command: &Command,
-        token: &[u8; 32],
+        by: &Actor,
         namespace: &str,
         now: u64,
     ) -> Result<Acting, ApplyError> {
-        let record = self.access_token(token)?.ok_or(ApplyError::TokenInvalid)?;
+        let record = match by {
+            Actor::AccessToken { id } => self.access_token(id)?.ok_or(ApplyError::TokenInvalid)?,
+        };
         if record.expires_at_ms <= now {
             return Err(ApplyError::TokenInvalid);
         }
@@ -596,7 +599,11 @@ impl State {
         }))
     }
 
-    /// Validate `entry` against the stored state and compute its batch.
+    /// Validate `entry` against the stored state and compute its batch: the
+    /// checks every command shares (initialised; invariant 5 for a command
+    /// that acts for a principal), then the command's own `plan_*` (a
+    /// method when it reads the stored state, a plain function when it
+    /// does not). A rejection discards whatever the batch held.
     fn plan(&self, entry: &Request) -> Result<(Vec<BatchOp>, Applied), ApplyError> {
         let now = entry.time_ms;
         let initialized = self.backend.get(INIT)?.is_some();
@@ -606,16 +613,15 @@ impl State {
             (_, false) => return Err(ApplyError::NotInitialized),
             _ => {}
         }
-        // Invariant 5: a command that acts for an access token applies only
-        // while that token is live and in its namespace; each command then
-        // checks its own capability against `acl` (`permit`).
+        // Invariant 5: a command that acts for a principal applies only
+        // while that principal is live and in its namespace; each command
+        // then checks its own capability against `acl` (`permit`).
         let acting = match entry.command.acting_for() {
-            Some((token, namespace)) => {
-                Some(self.acting_at(&entry.command, token, namespace, now)?)
-            }
+            Some((by, namespace)) => Some(self.acting_at(&entry.command, by, namespace, now)?),
             None => None,
         };
         let mut batch = Vec::new();
+        let b = &mut batch;
         let applied = match &entry.command {
             Command::Init {
                 shares,
@@ -624,60 +630,18 @@ impl State {
                 keychain,
                 access_key_hash,
                 gatekeeper_tokens,
-            } => {
-                batch.push(put(
-                    INIT.to_vec(),
-                    &InitRecord {
-                        shares: *shares,
-                        threshold: *threshold,
-                        initialized_at_ms: now,
-                        rekeyed_at_ms: now,
-                    },
-                ));
-                batch.push(BatchOp::Put {
-                    key: ROOT_KEY.to_vec(),
-                    value: wrapped_root.clone(),
-                });
-                batch.push(BatchOp::Put {
-                    key: KEYCHAIN.to_vec(),
-                    value: keychain.clone(),
-                });
-                batch.push(put(ACTIVE_TERM.to_vec(), &1u32));
-                batch.push(put(
-                    ACCESS_KEY.to_vec(),
-                    &AccessKeyRecord {
-                        hash: *access_key_hash,
-                        created_at_ms: now,
-                    },
-                ));
-                if gatekeeper_tokens.len() > MAX_GATEKEEPER_TOKENS {
-                    return Err(ApplyError::TooManyGatekeeperTokens);
-                }
-                batch.extend(
-                    gatekeeper_tokens
-                        .iter()
-                        .map(|t| put_gatekeeper_token(t, now)),
-                );
-                Applied::Done
-            }
+            } => plan_init(
+                *shares,
+                *threshold,
+                wrapped_root,
+                keychain,
+                access_key_hash,
+                gatekeeper_tokens,
+                now,
+                b,
+            ),
             Command::RotateKeychain { term, keychain } => {
-                // Two nodes that rotate at once both propose the next term
-                // with a different key: the first wins, the second would
-                // overwrite it (and every value written under it).
-                if let Some(active) = self.active_term()? {
-                    if *term != active.saturating_add(1) {
-                        return Err(ApplyError::StaleTerm {
-                            term: *term,
-                            active,
-                        });
-                    }
-                }
-                batch.push(BatchOp::Put {
-                    key: KEYCHAIN.to_vec(),
-                    value: keychain.clone(),
-                });
-                batch.push(put(ACTIVE_TERM.to_vec(), term));
-                Applied::Done
+                self.plan_rotate_keychain(*term, keychain, b)
             }
             Command::Rekey {
                 shares,
@@ -685,56 +649,17 @@ impl State {
                 wrapped_root,
                 keychain,
                 gatekeeper_tokens,
-            } => {
-                let old: InitRecord = self.get(INIT)?.ok_or(ApplyError::NotInitialized)?;
-                if gatekeeper_tokens.len() > MAX_GATEKEEPER_TOKENS {
-                    return Err(ApplyError::TooManyGatekeeperTokens);
-                }
-                batch.push(put(
-                    INIT.to_vec(),
-                    &InitRecord {
-                        shares: *shares,
-                        threshold: *threshold,
-                        rekeyed_at_ms: now,
-                        ..old
-                    },
-                ));
-                batch.push(BatchOp::Put {
-                    key: ROOT_KEY.to_vec(),
-                    value: wrapped_root.clone(),
-                });
-                batch.push(BatchOp::Put {
-                    key: KEYCHAIN.to_vec(),
-                    value: keychain.clone(),
-                });
-                for prefix in [GATEKEEPER_TOKEN_PREFIX, GATEKEEPER_OPERATIONS_PREFIX] {
-                    for (key, _) in self.backend.scan_prefix(prefix.as_bytes(), None)? {
-                        batch.push(BatchOp::Delete { key });
-                    }
-                }
-                batch.extend(
-                    gatekeeper_tokens
-                        .iter()
-                        .map(|t| put_gatekeeper_token(t, now)),
-                );
-                Applied::Done
-            }
+            } => self.plan_rekey(
+                *shares,
+                *threshold,
+                wrapped_root,
+                keychain,
+                gatekeeper_tokens,
+                now,
+                b,
+            ),
             Command::MintGatekeeperTokens { tokens } => {
-                let existing = self.gatekeeper_tokens()?;
-                let unused = existing.iter().filter(|r| r.used.is_none()).count();
-                if unused + tokens.len() > MAX_GATEKEEPER_TOKENS {
-                    return Err(ApplyError::TooManyGatekeeperTokens);
-                }
-                // Used tokens waiting out their grace window make room: a
-                // renew loop never blocks minting.
-                let over = (existing.len() + tokens.len()).saturating_sub(MAX_GATEKEEPER_TOKENS);
-                batch.extend(
-                    evict_used(&existing, over, None)
-                        .iter()
-                        .flat_map(forget_gatekeeper_token),
-                );
-                batch.extend(tokens.iter().map(|t| put_gatekeeper_token(t, now)));
-                Applied::Done
+                self.plan_mint_gatekeeper_tokens(tokens, now, b)
             }
             Command::UseGatekeeperToken {
                 id,
@@ -747,255 +672,530 @@ impl State {
                     replacement_wrapped: replacement_wrapped.clone(),
                     replacement: replacement.clone(),
                 };
-                self.first_use(id, &first, now, &mut batch)?;
-                Applied::Done
+                self.plan_use_gatekeeper_token(id, &first, now, b)
             }
             Command::UseGatekeeperTokenFor {
                 id,
                 first,
                 operation,
-            } => {
-                let mut operations = self.gatekeeper_operations(id)?;
-                let kept = match first {
-                    Some(first) => self.first_use(id, first, now, &mut batch)?,
-                    None => {
-                        let record = self
-                            .gatekeeper_token(id)?
-                            .ok_or(ApplyError::GatekeeperTokenInvalid)?;
-                        let in_grace = record.used.is_some_and(|u| now < u.grace_until_ms);
-                        // One record per kind: a second one is a retry the
-                        // proposer did not see recorded yet; it reads again.
-                        if !in_grace || operations.iter().any(|o| o.same_as(operation)) {
-                            return Err(ApplyError::GatekeeperTokenInvalid);
-                        }
-                        true
-                    }
-                };
-                if kept {
-                    operations.push(operation.clone());
-                    batch.push(put(gatekeeper_operations_key(id), &operations));
-                }
-                if let GatekeeperOperation::RotateAccessKey { hash, .. } = operation {
-                    batch.push(put(
-                        ACCESS_KEY.to_vec(),
-                        &AccessKeyRecord {
-                            hash: *hash,
-                            created_at_ms: now,
-                        },
-                    ));
-                }
-                Applied::Done
-            }
-            Command::RevokeGatekeeperToken { id } => {
-                let key = gatekeeper_token_key(id);
-                let found = self.backend.get(&key)?.is_some();
-                batch.extend(forget_gatekeeper_token(id));
-                Applied::Deleted(found)
-            }
-            Command::RotateAccessKey { hash } => {
-                batch.push(put(
-                    ACCESS_KEY.to_vec(),
-                    &AccessKeyRecord {
-                        hash: *hash,
-                        created_at_ms: now,
-                    },
-                ));
-                Applied::Done
-            }
+            } => self.plan_use_gatekeeper_token_for(id, first.as_ref(), operation, now, b),
+            Command::RevokeGatekeeperToken { id } => self.plan_revoke_gatekeeper_token(id, b),
+            Command::RotateAccessKey { hash } => plan_rotate_access_key(hash, now, b),
             Command::CreateAccessToken {
                 id,
                 namespace,
                 policies,
                 ttl_ms,
                 max_ttl_ms,
-            } => {
-                batch.push(put(
-                    access_token_key(id),
-                    &AccessTokenRecord {
-                        namespace: namespace.clone(),
-                        policies: policies.clone(),
-                        created_at_ms: now,
-                        expires_at_ms: now.saturating_add(*ttl_ms),
-                        ttl_ms: *ttl_ms,
-                        max_expires_at_ms: now.saturating_add(*max_ttl_ms),
-                    },
-                ));
-                Applied::Done
-            }
+            } => plan_create_access_token(id, namespace, policies, *ttl_ms, *max_ttl_ms, now, b),
             Command::RenewAccessToken { id, ttl_ms } => {
-                let mut record = self.access_token(id)?.ok_or(ApplyError::TokenInvalid)?;
-                if record.expires_at_ms <= now {
-                    return Err(ApplyError::TokenInvalid);
-                }
-                record.expires_at_ms = now
-                    .saturating_add(*ttl_ms)
-                    .min(record.max_expires_at_ms)
-                    .max(record.expires_at_ms);
-                let expires = record.expires_at_ms;
-                batch.push(put(access_token_key(id), &record));
-                Applied::ExpiresAt(expires)
+                self.plan_renew_access_token(id, *ttl_ms, now, b)
             }
-            Command::RevokeAccessToken { id } => {
-                let key = access_token_key(id);
-                let found = self.backend.get(&key)?.is_some();
-                batch.push(BatchOp::Delete { key });
-                Applied::Deleted(found)
-            }
+            Command::RevokeAccessToken { id } => self.plan_revoke_access_token(id, b),
             Command::PutPolicy {
-                token: _,
+                by: _,
                 namespace,
                 name,
                 policy,
-            } => {
-                let target = format!("policies/{name}");
-                permit(&acting, "manage policies", &target, Acl::is_admin)?;
-                batch.push(put(policy_key(namespace, name), policy));
-                Applied::Done
-            }
+            } => plan_put_policy(&acting, namespace, name, policy, b),
             Command::DeletePolicy {
-                token: _,
+                by: _,
                 namespace,
                 name,
-            } => {
-                let target = format!("policies/{name}");
-                permit(&acting, "manage policies", &target, Acl::is_admin)?;
-                let key = policy_key(namespace, name);
-                if self.backend.get(&key)?.is_none() {
-                    return Err(ApplyError::NotFound);
-                }
-                batch.push(BatchOp::Delete { key });
-                Applied::Deleted(true)
-            }
+            } => self.plan_delete_policy(&acting, namespace, name, b),
             Command::PutSecret {
-                token: _,
+                by: _,
                 namespace,
                 path,
                 cas,
                 term,
                 ciphertext,
-            } => {
-                let current = self.secret(namespace, path)?;
-                let cap = match current {
-                    Some(_) => Capability::Update,
-                    None => Capability::Create,
-                };
-                let action = acting
-                    .as_ref()
-                    .map_or(cap.to_string(), |a| a.acl.write_action(path, cap));
-                permit(&acting, &action, path, |acl| acl.allows(path, cap))?;
-                let actual = current.as_ref().map_or(0, |r| r.version);
-                if let Some(expected) = cas {
-                    if *expected != actual {
-                        return Err(ApplyError::CasMismatch {
-                            expected: *expected,
-                            actual,
-                        });
-                    }
-                }
-                let record = KvRecord {
-                    version: actual + 1,
-                    ciphertext: ciphertext.clone(),
-                    created_at_ms: current.as_ref().map_or(now, |r| r.created_at_ms),
-                    updated_at_ms: now,
-                };
-                let usage = self.term_usage(*term)?;
-                batch.push(put(kv_key(namespace, path), &record));
-                batch.push(put(term_usage_key(*term), &(usage + 1)));
-                Applied::Version(record.version)
-            }
+            } => self.plan_put_secret(&acting, namespace, path, *cas, *term, ciphertext, now, b),
             Command::DeleteSecret {
-                token: _,
+                by: _,
                 namespace,
                 path,
-            } => {
-                permit(&acting, "delete", path, |acl| {
-                    acl.allows(path, Capability::Delete)
-                })?;
-                let key = kv_key(namespace, path);
-                if self.backend.get(&key)?.is_none() {
-                    return Err(ApplyError::NotFound);
-                }
-                batch.push(BatchOp::Delete { key });
-                Applied::Deleted(true)
-            }
+            } => self.plan_delete_secret(&acting, namespace, path, b),
             Command::ReserveEncryptions { term, count, limit } => {
-                if let Some(active) = self.active_term()? {
-                    if *term != active {
-                        return Err(ApplyError::StaleTerm {
-                            term: *term,
-                            active,
-                        });
-                    }
-                }
-                let limit = (*limit).min(MAX_ENCRYPTION_LIMIT);
-                let start = self.term_reserved(*term)?;
-                let granted = (*count).min(limit.saturating_sub(start));
-                if granted == 0 {
-                    return Err(ApplyError::TermExhausted { term: *term });
-                }
-                batch.push(put(term_reserved_key(*term), &(start + granted)));
-                Applied::Reserved {
-                    start,
-                    count: granted,
-                }
+                self.plan_reserve_encryptions(*term, *count, *limit, b)
             }
-            Command::Sweep => {
-                let mut more = false;
-                for (key, value) in self
-                    .backend
-                    .scan_prefix(ACCESS_TOKEN_PREFIX.as_bytes(), None)?
-                {
-                    let record: AccessTokenRecord = keyspace::decode(&value)?;
-                    if record.expires_at_ms <= now {
-                        if batch.len() >= SWEEP_BATCH {
-                            more = true;
-                            break;
-                        }
-                        batch.push(BatchOp::Delete { key });
-                    }
-                }
-                for (key, value) in self
-                    .backend
-                    .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
-                {
-                    let record: GatekeeperTokenRecord = keyspace::decode(&value)?;
-                    if record
-                        .used
-                        .as_ref()
-                        .is_some_and(|u| u.grace_until_ms <= now)
-                    {
-                        if batch.len() >= SWEEP_BATCH {
-                            more = true;
-                            break;
-                        }
-                        batch.push(BatchOp::Delete { key });
-                        let operations = gatekeeper_operations_key(&record.id);
-                        if self.backend.get(&operations)?.is_some() {
-                            batch.push(BatchOp::Delete { key: operations });
-                        }
-                    }
-                }
-                for (key, value) in self
-                    .backend
-                    .scan_prefix(IDEMPOTENCY_PREFIX.as_bytes(), None)?
-                {
-                    let record: IdempotencyRecord = keyspace::decode(&value)?;
-                    if record.expires_at_ms <= now {
-                        if batch.len() >= SWEEP_BATCH {
-                            more = true;
-                            break;
-                        }
-                        batch.push(BatchOp::Delete { key });
-                    }
-                }
-                Applied::Swept {
-                    removed: batch.len(),
-                    more,
-                }
-            }
-        };
+            Command::Sweep => self.plan_sweep(now, b),
+        }?;
         Ok((batch, applied))
     }
+
+    /// `RotateKeychain`: install the next term's keychain. Refused unless
+    /// `term` follows the active one: two nodes that rotate at once both
+    /// propose the next term with a different key; the first wins, the
+    /// second would overwrite it (and every value written under it).
+    fn plan_rotate_keychain(
+        &self,
+        term: u32,
+        keychain: &[u8],
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        if let Some(active) = self.active_term()? {
+            if term != active.saturating_add(1) {
+                return Err(ApplyError::StaleTerm { term, active });
+            }
+        }
+        batch.push(BatchOp::Put {
+            key: KEYCHAIN.to_vec(),
+            value: keychain.to_vec(),
+        });
+        batch.push(put(ACTIVE_TERM.to_vec(), &term));
+        Ok(Applied::Done)
+    }
+
+    /// `Rekey`: new Shamir parameters, root key and keychain wrapping; every
+    /// gatekeeper token and its recorded operations go, `gatekeeper_tokens`
+    /// replace them.
+    // One argument per field of the command, as every `plan_*` takes them.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_rekey(
+        &self,
+        shares: u8,
+        threshold: u8,
+        wrapped_root: &[u8],
+        keychain: &[u8],
+        gatekeeper_tokens: &[NewGatekeeperToken],
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let old: InitRecord = self.get(INIT)?.ok_or(ApplyError::NotInitialized)?;
+        if gatekeeper_tokens.len() > MAX_GATEKEEPER_TOKENS {
+            return Err(ApplyError::TooManyGatekeeperTokens);
+        }
+        batch.push(put(
+            INIT.to_vec(),
+            &InitRecord {
+                shares,
+                threshold,
+                rekeyed_at_ms: now,
+                ..old
+            },
+        ));
+        batch.push(BatchOp::Put {
+            key: ROOT_KEY.to_vec(),
+            value: wrapped_root.to_vec(),
+        });
+        batch.push(BatchOp::Put {
+            key: KEYCHAIN.to_vec(),
+            value: keychain.to_vec(),
+        });
+        for prefix in [GATEKEEPER_TOKEN_PREFIX, GATEKEEPER_OPERATIONS_PREFIX] {
+            for (key, _) in self.backend.scan_prefix(prefix.as_bytes(), None)? {
+                batch.push(BatchOp::Delete { key });
+            }
+        }
+        batch.extend(
+            gatekeeper_tokens
+                .iter()
+                .map(|t| put_gatekeeper_token(t, now)),
+        );
+        Ok(Applied::Done)
+    }
+
+    /// `MintGatekeeperTokens`: store `tokens`, refused past
+    /// [`MAX_GATEKEEPER_TOKENS`] unused ones. Used tokens waiting out their
+    /// grace window make room, oldest first: a renew loop never blocks
+    /// minting.
+    fn plan_mint_gatekeeper_tokens(
+        &self,
+        tokens: &[NewGatekeeperToken],
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let existing = self.gatekeeper_tokens()?;
+        let unused = existing.iter().filter(|r| r.used.is_none()).count();
+        if unused + tokens.len() > MAX_GATEKEEPER_TOKENS {
+            return Err(ApplyError::TooManyGatekeeperTokens);
+        }
+        let over = (existing.len() + tokens.len()).saturating_sub(MAX_GATEKEEPER_TOKENS);
+        batch.extend(
+            evict_used(&existing, over, None)
+                .iter()
+                .flat_map(forget_gatekeeper_token),
+        );
+        batch.extend(tokens.iter().map(|t| put_gatekeeper_token(t, now)));
+        Ok(Applied::Done)
+    }
+
+    /// `UseGatekeeperToken`: the token's first use (see [`State::first_use`]).
+    fn plan_use_gatekeeper_token(
+        &self,
+        id: &[u8; 32],
+        first: &FirstUse,
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        self.first_use(id, first, now, batch)?;
+        Ok(Applied::Done)
+    }
+
+    /// `UseGatekeeperTokenFor`: use the token for `operation` (its first use,
+    /// or another operation inside its grace window) and record the
+    /// operation with it; an access-key rotation is installed here.
+    fn plan_use_gatekeeper_token_for(
+        &self,
+        id: &[u8; 32],
+        first: Option<&FirstUse>,
+        operation: &GatekeeperOperation,
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let mut operations = self.gatekeeper_operations(id)?;
+        let kept = match first {
+            Some(first) => self.first_use(id, first, now, batch)?,
+            None => {
+                let record = self
+                    .gatekeeper_token(id)?
+                    .ok_or(ApplyError::GatekeeperTokenInvalid)?;
+                let in_grace = record.used.is_some_and(|u| now < u.grace_until_ms);
+                // One record per kind: a second one is a retry the
+                // proposer did not see recorded yet; it reads again.
+                if !in_grace || operations.iter().any(|o| o.same_as(operation)) {
+                    return Err(ApplyError::GatekeeperTokenInvalid);
+                }
+                true
+            }
+        };
+        if kept {
+            operations.push(operation.clone());
+            batch.push(put(gatekeeper_operations_key(id), &operations));
+        }
+        if let GatekeeperOperation::RotateAccessKey { hash, .. } = operation {
+            batch.push(put(
+                ACCESS_KEY.to_vec(),
+                &AccessKeyRecord {
+                    hash: *hash,
+                    created_at_ms: now,
+                },
+            ));
+        }
+        Ok(Applied::Done)
+    }
+
+    /// `RevokeGatekeeperToken`: forget the token and its operations; answers
+    /// whether it existed.
+    fn plan_revoke_gatekeeper_token(
+        &self,
+        id: &[u8; 32],
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let key = gatekeeper_token_key(id);
+        let found = self.backend.get(&key)?.is_some();
+        batch.extend(forget_gatekeeper_token(id));
+        Ok(Applied::Deleted(found))
+    }
+
+    /// `RenewAccessToken`: extend a live token by `ttl_ms` from the entry
+    /// time, capped at its maximum lifetime and never shortened.
+    fn plan_renew_access_token(
+        &self,
+        id: &[u8; 32],
+        ttl_ms: u64,
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let mut record = self.access_token(id)?.ok_or(ApplyError::TokenInvalid)?;
+        if record.expires_at_ms <= now {
+            return Err(ApplyError::TokenInvalid);
+        }
+        record.expires_at_ms = now
+            .saturating_add(ttl_ms)
+            .min(record.max_expires_at_ms)
+            .max(record.expires_at_ms);
+        let expires = record.expires_at_ms;
+        batch.push(put(access_token_key(id), &record));
+        Ok(Applied::ExpiresAt(expires))
+    }
+
+    /// `RevokeAccessToken`: delete the token; answers whether it existed.
+    fn plan_revoke_access_token(
+        &self,
+        id: &[u8; 32],
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let key = access_token_key(id);
+        let found = self.backend.get(&key)?.is_some();
+        batch.push(BatchOp::Delete { key });
+        Ok(Applied::Deleted(found))
+    }
+
+    /// `DeletePolicy`, for an admin of the namespace: refused when the
+    /// policy does not exist.
+    fn plan_delete_policy(
+        &self,
+        acting: &Option<Acting>,
+        namespace: &str,
+        name: &str,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let target = format!("policies/{name}");
+        permit(acting, "manage policies", &target, Acl::is_admin)?;
+        let key = policy_key(namespace, name);
+        if self.backend.get(&key)?.is_none() {
+            return Err(ApplyError::NotFound);
+        }
+        batch.push(BatchOp::Delete { key });
+        Ok(Applied::Deleted(true))
+    }
+
+    /// `PutSecret`: the acting token needs `create` for a new secret and
+    /// `update` for an existing one; `cas`, when given, must name the
+    /// stored version (0: absent). Counts the write toward its key term.
+    // One argument per field of the command, as every `plan_*` takes them.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_put_secret(
+        &self,
+        acting: &Option<Acting>,
+        namespace: &str,
+        path: &str,
+        cas: Option<u64>,
+        term: u32,
+        ciphertext: &[u8],
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let current = self.secret(namespace, path)?;
+        let cap = match current {
+            Some(_) => Capability::Update,
+            None => Capability::Create,
+        };
+        let action = acting
+            .as_ref()
+            .map_or(cap.to_string(), |a| a.acl.write_action(path, cap));
+        permit(acting, &action, path, |acl| acl.allows(path, cap))?;
+        let actual = current.as_ref().map_or(0, |r| r.version);
+        if let Some(expected) = cas {
+            if expected != actual {
+                return Err(ApplyError::CasMismatch { expected, actual });
+            }
+        }
+        let record = KvRecord {
+            version: actual + 1,
+            ciphertext: ciphertext.to_vec(),
+            created_at_ms: current.as_ref().map_or(now, |r| r.created_at_ms),
+            updated_at_ms: now,
+        };
+        let usage = self.term_usage(term)?;
+        batch.push(put(kv_key(namespace, path), &record));
+        batch.push(put(term_usage_key(term), &(usage + 1)));
+        Ok(Applied::Version(record.version))
+    }
+
+    /// `DeleteSecret`: the acting token needs `delete`; refused when the
+    /// secret does not exist.
+    fn plan_delete_secret(
+        &self,
+        acting: &Option<Acting>,
+        namespace: &str,
+        path: &str,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        permit(acting, "delete", path, |acl| {
+            acl.allows(path, Capability::Delete)
+        })?;
+        let key = kv_key(namespace, path);
+        if self.backend.get(&key)?.is_none() {
+            return Err(ApplyError::NotFound);
+        }
+        batch.push(BatchOp::Delete { key });
+        Ok(Applied::Deleted(true))
+    }
+
+    /// `ReserveEncryptions`: grant up to `count` encryptions under the
+    /// active term, never past `limit` (itself capped at
+    /// [`MAX_ENCRYPTION_LIMIT`]) in total (invariant 9).
+    fn plan_reserve_encryptions(
+        &self,
+        term: u32,
+        count: u64,
+        limit: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        if let Some(active) = self.active_term()? {
+            if term != active {
+                return Err(ApplyError::StaleTerm { term, active });
+            }
+        }
+        let limit = limit.min(MAX_ENCRYPTION_LIMIT);
+        let start = self.term_reserved(term)?;
+        let granted = count.min(limit.saturating_sub(start));
+        if granted == 0 {
+            return Err(ApplyError::TermExhausted { term });
+        }
+        batch.push(put(term_reserved_key(term), &(start + granted)));
+        Ok(Applied::Reserved {
+            start,
+            count: granted,
+        })
+    }
+
+    /// `Sweep`: delete, as of `now`, expired access tokens, used gatekeeper
+    /// tokens past their grace window (with their operations) and expired
+    /// idempotency records, at most [`SWEEP_BATCH`] operations at a time.
+    /// `batch` comes in empty: its length is what the sweep removed.
+    fn plan_sweep(&self, now: u64, batch: &mut Vec<BatchOp>) -> Result<Applied, ApplyError> {
+        let mut more = false;
+        for (key, value) in self
+            .backend
+            .scan_prefix(ACCESS_TOKEN_PREFIX.as_bytes(), None)?
+        {
+            let record: AccessTokenRecord = keyspace::decode(&value)?;
+            if record.expires_at_ms <= now {
+                if batch.len() >= SWEEP_BATCH {
+                    more = true;
+                    break;
+                }
+                batch.push(BatchOp::Delete { key });
+            }
+        }
+        for (key, value) in self
+            .backend
+            .scan_prefix(GATEKEEPER_TOKEN_PREFIX.as_bytes(), None)?
+        {
+            let record: GatekeeperTokenRecord = keyspace::decode(&value)?;
+            if record
+                .used
+                .as_ref()
+                .is_some_and(|u| u.grace_until_ms <= now)
+            {
+                if batch.len() >= SWEEP_BATCH {
+                    more = true;
+                    break;
+                }
+                batch.push(BatchOp::Delete { key });
+                let operations = gatekeeper_operations_key(&record.id);
+                if self.backend.get(&operations)?.is_some() {
+                    batch.push(BatchOp::Delete { key: operations });
+                }
+            }
+        }
+        for (key, value) in self
+            .backend
+            .scan_prefix(IDEMPOTENCY_PREFIX.as_bytes(), None)?
+        {
+            let record: IdempotencyRecord = keyspace::decode(&value)?;
+            if record.expires_at_ms <= now {
+                if batch.len() >= SWEEP_BATCH {
+                    more = true;
+                    break;
+                }
+                batch.push(BatchOp::Delete { key });
+            }
+        }
+        Ok(Applied::Swept {
+            removed: batch.len(),
+            more,
+        })
+    }
+}
+
+/// `Init`: the init record, root key, keychain (term 1), access key and
+/// first gatekeeper tokens (at most [`MAX_GATEKEEPER_TOKENS`]).
+// One argument per field of the command, as every `plan_*` takes them.
+#[allow(clippy::too_many_arguments)]
+fn plan_init(
+    shares: u8,
+    threshold: u8,
+    wrapped_root: &[u8],
+    keychain: &[u8],
+    access_key_hash: &[u8; 32],
+    gatekeeper_tokens: &[NewGatekeeperToken],
+    now: u64,
+    batch: &mut Vec<BatchOp>,
+) -> Result<Applied, ApplyError> {
+    batch.push(put(
+        INIT.to_vec(),
+        &InitRecord {
+            shares,
+            threshold,
+            initialized_at_ms: now,
+            rekeyed_at_ms: now,
+        },
+    ));
+    batch.push(BatchOp::Put {
+        key: ROOT_KEY.to_vec(),
+        value: wrapped_root.to_vec(),
+    });
+    batch.push(BatchOp::Put {
+        key: KEYCHAIN.to_vec(),
+        value: keychain.to_vec(),
+    });
+    batch.push(put(ACTIVE_TERM.to_vec(), &1u32));
+    batch.push(put(
+        ACCESS_KEY.to_vec(),
+        &AccessKeyRecord {
+            hash: *access_key_hash,
+            created_at_ms: now,
+        },
+    ));
+    if gatekeeper_tokens.len() > MAX_GATEKEEPER_TOKENS {
+        return Err(ApplyError::TooManyGatekeeperTokens);
+    }
+    batch.extend(
+        gatekeeper_tokens
+            .iter()
+            .map(|t| put_gatekeeper_token(t, now)),
+    );
+    Ok(Applied::Done)
+}
+
+/// `RotateAccessKey`: replace the access key's hash.
+fn plan_rotate_access_key(
+    hash: &[u8; 32],
+    now: u64,
+    batch: &mut Vec<BatchOp>,
+) -> Result<Applied, ApplyError> {
+    batch.push(put(
+        ACCESS_KEY.to_vec(),
+        &AccessKeyRecord {
+            hash: *hash,
+            created_at_ms: now,
+        },
+    ));
+    Ok(Applied::Done)
+}
+
+/// `CreateAccessToken`: store the token's record, expiring `ttl_ms` from
+/// the entry time and at most `max_ttl_ms` from it.
+fn plan_create_access_token(
+    id: &[u8; 32],
+    namespace: &str,
+    policies: &[String],
+    ttl_ms: u64,
+    max_ttl_ms: u64,
+    now: u64,
+    batch: &mut Vec<BatchOp>,
+) -> Result<Applied, ApplyError> {
+    batch.push(put(
+        access_token_key(id),
+        &AccessTokenRecord {
+            namespace: namespace.to_owned(),
+            policies: policies.to_vec(),
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(ttl_ms),
+            ttl_ms,
+            max_expires_at_ms: now.saturating_add(max_ttl_ms),
+        },
+    ));
+    Ok(Applied::Done)
+}
+
+/// `PutPolicy`, for an admin of the namespace: create or replace it.
+fn plan_put_policy(
+    acting: &Option<Acting>,
+    namespace: &str,
+    name: &str,
+    policy: &Policy,
+    batch: &mut Vec<BatchOp>,
+) -> Result<Applied, ApplyError> {
+    let target = format!("policies/{name}");
+    permit(acting, "manage policies", &target, Acl::is_admin)?;
+    batch.push(put(policy_key(namespace, name), policy));
+    Ok(Applied::Done)
 }
 
 #[cfg(test)]
@@ -1049,7 +1249,7 @@ mod tests {
 
     fn put_secret(token: [u8; 32], path: &str, cas: Option<u64>) -> Command {
         Command::PutSecret {
-            token,
+            by: Actor::AccessToken { id: token },
             namespace: "ns".into(),
             path: path.into(),
             cas,
@@ -1181,7 +1381,7 @@ mod tests {
         sm.apply(&entry(
             11,
             Command::PutPolicy {
-                token: admin,
+                by: Actor::AccessToken { id: admin },
                 namespace: "ns".into(),
                 name: "ro".into(),
                 policy: ro.clone(),
@@ -1208,7 +1408,7 @@ mod tests {
             sm.apply(&entry(
                 13,
                 Command::PutPolicy {
-                    token: reader,
+                    by: Actor::AccessToken { id: reader },
                     namespace: "ns".into(),
                     name: "x".into(),
                     policy: ro
@@ -1247,7 +1447,7 @@ mod tests {
             "every write counts toward its term"
         );
         let d = Command::DeleteSecret {
-            token: t,
+            by: Actor::AccessToken { id: t },
             namespace: "ns".into(),
             path: "k".into(),
         };

@@ -624,7 +624,7 @@ async fn peers_talk_over_mutual_tls_and_strangers_get_nothing() {
         request: Request {
             time_ms: 1,
             command: Command::PutSecret {
-                token: [0; 32],
+                by: kstash::state::command::Actor::AccessToken { id: [0; 32] },
                 namespace: "ns".into(),
                 path: "big".into(),
                 cas: None,
