@@ -7,15 +7,18 @@
 //! log names a principal by [`Principal::kind`] and an HMAC of the secret
 //! it presented, never the secret.
 //!
-//! This module is a leaf (it imports `acl` and `keyspace` only), so the service layer can take a principal without importing the
+//! This module is a leaf (it imports `acl`, `keyspace` and the command's `Actor`
+//! only), so the service layer can take a principal without importing the
 //! front door that makes it.
 
 use crate::acl::{Acl, Denial};
 use crate::keyspace::AccessTokenRecord;
+use crate::state::command::Actor;
 
 /// Whoever calls an operation. A new kind of caller (a Kubernetes service
 /// account's login, a plugin socket's peer) is a new variant here, and each
-/// `match` on it (the audit record, apply's check of the command's actor) must decide
+/// `match` on it (the audit record, the [`Actor`] a command carries, which
+/// apply checks) must decide
 /// what it may do.
 #[derive(Debug)]
 pub enum Principal {
@@ -83,6 +86,12 @@ impl std::fmt::Debug for TokenHolder {
 }
 
 impl TokenHolder {
+    /// The reference a replicated command carries, so apply authorizes it
+    /// again against the token state in the log (DESIGN invariant 5).
+    pub fn actor(&self) -> Actor {
+        Actor::AccessToken { id: self.id }
+    }
+
     /// The refusal of `action` on `path` in `namespace` to this token: the
     /// one wording of permission errors ([`Denial`]).
     pub fn denial(&self, action: &str, namespace: &str, path: &str) -> Denial {

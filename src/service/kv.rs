@@ -150,7 +150,7 @@ impl Node {
             .raft
             .propose_with(
                 Command::PutSecret {
-                    by: crate::state::command::Actor::AccessToken { id: caller.id },
+                    by: caller.actor(),
                     namespace,
                     path,
                     cas: req.cas,
@@ -239,7 +239,7 @@ impl Node {
         self.raft
             .propose_with(
                 Command::DeleteSecret {
-                    by: crate::state::command::Actor::AccessToken { id: caller.id },
+                    by: caller.actor(),
                     namespace: caller.record.namespace.clone(),
                     path: path.clone(),
                 },

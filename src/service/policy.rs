@@ -62,7 +62,7 @@ impl Node {
         self.raft
             .propose_with(
                 Command::PutPolicy {
-                    by: crate::state::command::Actor::AccessToken { id: caller.id },
+                    by: caller.actor(),
                     namespace: namespace.into(),
                     name: name.into(),
                     policy,
@@ -172,7 +172,7 @@ impl Node {
         self.raft
             .propose_with(
                 Command::DeletePolicy {
-                    by: crate::state::command::Actor::AccessToken { id: caller.id },
+                    by: caller.actor(),
                     namespace: namespace.into(),
                     name: name.into(),
                 },
