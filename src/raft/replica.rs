@@ -248,6 +248,36 @@ pub enum JoinError {
     Unavailable(String),
 }
 
+/// Why an operator's call on the cluster ([`Replica::remove_node`],
+/// [`Replica::save_snapshot`]) failed, in kstash's terms: callers outside
+/// `src/raft/` never see an openraft error.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RaftAdminError {
+    /// The node id is not a member of this node's view of the membership.
+    #[error("node {0} is not a member")]
+    NotMember(typ::NodeId),
+    /// Removing it would leave the cluster with no voter.
+    #[error("node {0} is the last voter; a cluster cannot remove its last voter")]
+    LastVoter(typ::NodeId),
+    /// openraft could not do it now (not the leader any more, no quorum,
+    /// shutting down, a snapshot not built in time); the message says which.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One member of the cluster with what this node knows of it, for the
+/// operator's `raft peers` view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    /// The member: id, addresses, voter or learner.
+    pub member: Member,
+    /// Whether it leads, as [`Replica::raft_status`] reports the leader.
+    pub leader: bool,
+    /// Highest log index known to match the leader's log (known on the
+    /// leader only).
+    pub matched_index: Option<u64>,
+}
+
 /// One member of the cluster, as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1218,6 +1248,85 @@ impl Replica {
         }
     }
 
+    // ----- operator calls: peers, removing a member, saving a snapshot ----------
+
+    /// Every member of the cluster as this node sees it ([`Self::members`]),
+    /// with the leader marked and, on the leader, each one's matched log
+    /// index. Reads Raft's own state only: it writes nothing.
+    pub fn peers(&self) -> Vec<PeerView> {
+        let leader = self.raft_status().leader;
+        let matched: BTreeMap<typ::NodeId, Option<u64>> = self
+            .raft
+            .metrics()
+            .borrow()
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        self.members()
+            .into_iter()
+            .map(|member| PeerView {
+                leader: leader == Some(member.id),
+                matched_index: matched.get(&member.id).copied().flatten(),
+                member,
+            })
+            .collect()
+    }
+
+    /// Whether [`Self::remove_node`] would accept `node_id` now: it is a
+    /// member, and not the last voter. Returns the member. (A caller checks
+    /// this before spending a credential on a removal.)
+    pub fn check_removable(&self, node_id: typ::NodeId) -> Result<Member, RaftAdminError> {
+        let members = self.members();
+        let target = members
+            .iter()
+            .find(|m| m.id == node_id)
+            .cloned()
+            .ok_or(RaftAdminError::NotMember(node_id))?;
+        let voters = members.iter().filter(|m| m.voter).count();
+        if target.voter && voters <= 1 {
+            return Err(RaftAdminError::LastVoter(node_id));
+        }
+        Ok(target)
+    }
+
+    /// Remove `node_id` from the cluster, on the leader
+    /// ([`Self::check_removable`] first, then [`Self::remove_member`]).
+    /// Returns the log index of the membership that removed it.
+    pub async fn remove_node(&self, node_id: typ::NodeId) -> Result<u64, RaftAdminError> {
+        let target = self.check_removable(node_id)?;
+        let log_id = self
+            .remove_member(node_id, target.voter)
+            .await
+            .map_err(|e| RaftAdminError::Unavailable(e.to_string()))?;
+        Ok(log_id.index)
+    }
+
+    /// Build a fresh snapshot on this node, covering at least what it has
+    /// applied now, waiting at most `wait` for it, and return its file
+    /// (`snapshots/current.snap`: Raft metadata and the backend's pairs,
+    /// which are ciphertext written by the barrier).
+    pub async fn save_snapshot(&self, wait: Duration) -> Result<Vec<u8>, RaftAdminError> {
+        let applied = self.raft.metrics().borrow().last_applied;
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| RaftAdminError::Unavailable(format!("cannot trigger a snapshot: {e}")))?;
+        self.raft
+            .wait(Some(wait))
+            .metrics(|m| m.snapshot >= applied, "snapshot reaches last applied")
+            .await
+            .map_err(|e| RaftAdminError::Unavailable(format!("snapshot not built in time: {e}")))?;
+        let snapshot = self
+            .raft
+            .get_snapshot()
+            .await
+            .map_err(|e| RaftAdminError::Unavailable(format!("cannot read the snapshot: {e}")))?
+            .ok_or_else(|| RaftAdminError::Unavailable("no snapshot yet".into()))?;
+        Ok(snapshot.snapshot.into_inner())
+    }
+
     // ----- removal: noticing it, and staying out ---------------------------------
 
     /// Why this node serves nothing, once it learned it was removed.
@@ -1563,6 +1672,35 @@ mod tests {
             cluster_addr: "127.0.0.1:2".into(),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn operator_calls_speak_kstash_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = lone_replica(dir.path()).await;
+        replica
+            .bootstrap_single(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let peers = replica.peers();
+        assert_eq!(peers.len(), 1, "{peers:?}");
+        assert_eq!(peers[0].member.id, 1);
+        assert!(peers[0].member.voter && peers[0].leader, "{peers:?}");
+        // Checked before anything is proposed (or a credential spent).
+        assert_eq!(
+            replica.check_removable(9),
+            Err(RaftAdminError::NotMember(9))
+        );
+        assert_eq!(
+            replica.remove_node(1).await,
+            Err(RaftAdminError::LastVoter(1))
+        );
+        let file = replica
+            .save_snapshot(Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(!file.is_empty());
+        replica.shutdown().await;
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use thiserror::Error;
 use crate::acl::{AclError, Denial, PathError};
 use crate::barrier::BarrierError;
 use crate::gatekeeper::GatekeeperError;
+use crate::raft::replica::RaftAdminError;
 use crate::raft::{OutcomeUnknown, ProposeError};
 use crate::state::ApplyError;
 use crate::storage::StorageError;
@@ -147,6 +148,16 @@ impl From<BarrierError> for ServiceError {
     }
 }
 
+impl From<RaftAdminError> for ServiceError {
+    fn from(e: RaftAdminError) -> Self {
+        match e {
+            RaftAdminError::NotMember(_) => ServiceError::NotFound(e.to_string()),
+            RaftAdminError::LastVoter(_) => ServiceError::Conflict(e.to_string()),
+            RaftAdminError::Unavailable(m) => ServiceError::Unavailable(m),
+        }
+    }
+}
+
 impl From<ProposeError> for ServiceError {
     fn from(e: ProposeError) -> Self {
         match e {
@@ -258,6 +269,21 @@ mod tests {
         ] {
             assert!(message.contains(says), "{message}");
         }
+    }
+
+    #[test]
+    fn raft_admin_errors_keep_their_statuses() {
+        let e = ServiceError::from(RaftAdminError::NotMember(9));
+        assert_eq!(e, ServiceError::NotFound("node 9 is not a member".into()));
+        let e = ServiceError::from(RaftAdminError::LastVoter(1));
+        assert_eq!(
+            e,
+            ServiceError::Conflict(
+                "node 1 is the last voter; a cluster cannot remove its last voter".into()
+            )
+        );
+        let e = ServiceError::from(RaftAdminError::Unavailable("no snapshot yet".into()));
+        assert_eq!(e, ServiceError::Unavailable("no snapshot yet".into()));
     }
 
     #[test]
