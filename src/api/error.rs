@@ -21,6 +21,12 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, tonic::Code) {
         ServiceError::Sealed | ServiceError::NotInitialized | ServiceError::Unavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
         }
+        // A 503 as before the outcome had its own kind; clients tell it
+        // apart by its code (`outcome_unknown`), and resend it only when
+        // a repeat cannot apply twice.
+        ServiceError::OutcomeUnknown(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+        }
         // Unavailable here for good, and nothing was done: load balancers
         // and clients move on to another node.
         ServiceError::Removed(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
@@ -153,5 +159,41 @@ mod tests {
         );
         let resp = ApiError(ServiceError::Sealed).into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_outcome_keeps_its_own_code_in_rest_and_grpc() {
+        use crate::raft::OutcomeUnknown;
+        let not_sent = ServiceError::Unavailable("no leader is known; retry".into());
+        let unknown = ServiceError::OutcomeUnknown(OutcomeUnknown::new("no answer within 5s"));
+        // The same statuses as before: 503 and UNAVAILABLE for both.
+        for e in [&not_sent, &unknown] {
+            assert_eq!(
+                status_of(e),
+                (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+            );
+        }
+        // Told apart by their codes, in gRPC's message prefix ...
+        let grpc = to_grpc(unknown.clone());
+        assert!(
+            grpc.message().starts_with(
+                "outcome_unknown: no answer within 5s; the write may or may not have been applied"
+            ),
+            "{}",
+            grpc.message()
+        );
+        assert!(to_grpc(not_sent.clone())
+            .message()
+            .starts_with("unavailable: "));
+        // ... and in REST's body.
+        for (e, code) in [(unknown, "outcome_unknown"), (not_sent, "unavailable")] {
+            let resp = ApiError(e).into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"]["code"], code, "{body}");
+        }
     }
 }

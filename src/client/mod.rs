@@ -9,8 +9,9 @@
 //!   answers): a request that surely did nothing ([`Fate::NotApplied`]: no
 //!   connection was made, or the node answered 503 `sealed` or `removed`
 //!   from a gate that runs before anything else) goes on to the next
-//!   address. A request whose effect is unknown ([`Fate::Unknown`]: any
-//!   other 503, a timeout or a reset after sending) is resent only when
+//!   address. A request whose effect is unknown ([`Fate::Unknown`]: 503
+//!   `outcome_unknown`, any other 503, a timeout or a reset after sending)
+//!   is resent only when
 //!   resending cannot apply it twice: reads, and writes carrying an
 //!   idempotency key. Writes of secrets and policies always carry one (the
 //!   caller's, or a fresh key per call); other writes (login, sys calls) are
@@ -137,8 +138,12 @@ impl Fate {
 ///   the body or the token are looked at; 503 `removed` from a node that is
 ///   no longer a member, before the request reaches the service: nothing
 ///   was done;
-/// - any other 503 (`unavailable`: no leader, no quorum, a forward that
-///   timed out; `not_initialized`) may come after a write was proposed;
+/// - 503 `outcome_unknown` says the write entered, or may have entered,
+///   the Raft log and its answer was lost (a commit or a forward that timed
+///   out, a leader change while it waited);
+/// - any other 503 (`unavailable`: no leader, no quorum; `not_initialized`)
+///   is read the same way: `unavailable` also reports a storage failure
+///   at apply, after the write entered the log;
 /// - every other answer (2xx, 4xx, 500, …) is the request's outcome.
 pub fn fate_of_answer(status: u16, code: &str) -> Fate {
     match (status, code) {
@@ -1169,6 +1174,7 @@ mod tests {
             | S::AuditFailed
             | S::NotInitialized
             | S::Unavailable(_)
+            | S::OutcomeUnknown(_)
             | S::Integrity
             | S::Internal => (),
         };
@@ -1184,6 +1190,7 @@ mod tests {
             S::AuditFailed,
             S::NotInitialized,
             S::Unavailable(String::new()),
+            S::OutcomeUnknown(crate::raft::OutcomeUnknown::new("")),
             S::Integrity,
             S::Internal,
         ];
@@ -1373,9 +1380,14 @@ mod tests {
             r#"{"error":{"code":"removed","message":"node 3 was removed from the cluster"}}"#,
         )
         .await;
+        let unavailable = fixed_answer(
+            "503 Service Unavailable",
+            r#"{"error":{"code":"unavailable","message":"no leader is known; retry"}}"#,
+        )
+        .await;
         let unknown = fixed_answer(
             "503 Service Unavailable",
-            r#"{"error":{"code":"unavailable","message":"may or may not have been applied"}}"#,
+            r#"{"error":{"code":"outcome_unknown","message":"the write may or may not have been applied"}}"#,
         )
         .await;
         let next = fixed_answer(
@@ -1409,11 +1421,13 @@ mod tests {
             matches!(&e, ClientError::Api { code, .. } if code == "unauthorized"),
             "{e}"
         );
-        let e = client(unknown).login(&login).await.unwrap_err();
-        assert!(
-            matches!(&e, ClientError::Api { code, .. } if code == "unavailable"),
-            "{e}"
-        );
+        for (first, stays) in [(unavailable, "unavailable"), (unknown, "outcome_unknown")] {
+            let e = client(first).login(&login).await.unwrap_err();
+            assert!(
+                matches!(&e, ClientError::Api { code, .. } if code == stays),
+                "{e}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,10 @@
 //!   failure when the batch got no answer. The retry rules stay the
 //!   caller's ([`super::replica::Replica::propose_with`]): a batch that was
 //!   never delivered fails every request with the same "unreachable" error.
+//! - What a failed forward means for its request is decided in one place,
+//!   [`surely_not_logged`]: only a call that was never delivered, or that
+//!   the peer refused before its log, surely did nothing; every other
+//!   failure leaves the outcome unknown.
 //! - At most [`MAX_IN_FLIGHT`] calls are under way at once; with fewer
 //!   requests waiting nothing is held back, so a lone request is sent at
 //!   once, alone, as a plain `Forward` (from the caller's own task when
@@ -24,7 +28,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::cluster::{ForwardReply, ForwardRequest};
+use super::cluster::{ClusterError, ForwardReply, ForwardRequest};
 use super::network::{PeerClient, PeerError};
 use super::proposer::{weight, MAX_BATCH_BYTES, MAX_BATCH_REQUESTS};
 
@@ -96,6 +100,26 @@ impl Forwarder {
                 reason: "the forwarding call was dropped; its outcome is unknown".into(),
             })
         })
+    }
+}
+
+/// Whether a failed forward surely never entered the leader's log, so it
+/// may be sent again to any node: the call was never delivered
+/// ([`PeerError::Unreachable`]: no connection, refused, or this node is
+/// shutting down and never sent it), or the peer answered that it does not
+/// lead or that the hop budget is spent (it proposes nothing then; openraft
+/// says "not the leader" only before appending or after truncating).
+/// Anything else (a timeout, a broken or dropped call, an unreadable reply,
+/// or the leader's own failure, which travels as `Unavailable` whether or
+/// not the entry was appended) may follow an append: its outcome is unknown.
+pub fn surely_not_logged(e: &PeerError) -> bool {
+    match e {
+        PeerError::Unreachable { .. } => true,
+        PeerError::Remote { source, .. } => matches!(
+            source,
+            ClusterError::NotLeader { .. } | ClusterError::HopsExhausted
+        ),
+        PeerError::Timeout { .. } | PeerError::Network { .. } | PeerError::Wire { .. } => false,
     }
 }
 
@@ -176,6 +200,64 @@ async fn send(mut batch: Vec<Job>) {
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::raft::cluster::WireError;
+
+    fn remote(source: ClusterError) -> PeerError {
+        PeerError::Remote {
+            peer: "n2".into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn only_an_undelivered_or_refused_forward_is_surely_not_logged() {
+        let peer = || "n2".to_string();
+        let not_logged = [
+            PeerError::Unreachable {
+                peer: peer(),
+                reason: "connection refused".into(),
+            },
+            remote(ClusterError::NotLeader {
+                leader_id: Some(3),
+                leader: None,
+            }),
+            remote(ClusterError::HopsExhausted),
+        ];
+        for e in &not_logged {
+            assert!(surely_not_logged(e), "{e}");
+        }
+        let unknown = [
+            PeerError::Timeout {
+                peer: peer(),
+                timeout: Duration::from_secs(5),
+            },
+            // What `Forwarder::forward` answers when its call was dropped.
+            PeerError::Network {
+                peer: peer(),
+                reason: "the forwarding call was dropped".into(),
+            },
+            PeerError::Wire {
+                peer: peer(),
+                source: WireError::Malformed("1 outcomes for 2 forwarded requests".into()),
+            },
+            // The leader's own failure: the entry may have been appended.
+            remote(ClusterError::Unavailable(
+                "the write was not committed within 5s".into(),
+            )),
+            remote(ClusterError::Internal("panic".into())),
+            remote(ClusterError::Sealed),
+        ];
+        for e in &unknown {
+            assert!(!surely_not_logged(e), "{e}");
         }
     }
 }

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::replica::hint_of;
 use super::types::{typ, NodeInfo};
+use super::OutcomeUnknown;
 use crate::clock::Clock;
 use crate::state::command::{Batch, Command, Idempotency, Request, Response};
 
@@ -52,8 +53,13 @@ pub enum LocalWrite {
     /// Not the leader (or no longer, and the entry was not appended or was
     /// truncated): nothing was applied.
     NotLeader(Option<(typ::NodeId, NodeInfo)>),
-    /// Anything else; the outcome may be unknown.
-    Failed(String),
+    /// Never written: the node is shutting down and the request was not
+    /// queued. Nothing was applied.
+    NotSent(String),
+    /// The request was handed to openraft (or may have been) and its answer
+    /// was lost: not committed within the leader wait, openraft failed, or
+    /// the caller's wait ended first. It may or may not be applied.
+    Unknown(OutcomeUnknown),
 }
 
 /// A request waiting for an entry.
@@ -125,26 +131,56 @@ impl Proposer {
                 let time_ms = self.clock.now_ms();
                 write_entry(&self.raft, time_ms, vec![pending], self.leader_wait).await;
                 drop(slot);
-                return outcome.await.unwrap_or_else(|_| {
-                    LocalWrite::Failed(
-                        "the proposal was dropped; it may or may not be applied".into(),
-                    )
-                });
+                return outcome.await.unwrap_or_else(|_| dropped());
             }
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
         if self.queue.send(pending).is_err() {
-            return LocalWrite::Failed("the node is shutting down".into());
+            // Not queued: the drain task is gone, nothing was proposed.
+            return LocalWrite::NotSent("the node is shutting down".into());
         }
         match tokio::time::timeout(self.leader_wait, outcome).await {
             Ok(Ok(written)) => written,
-            Ok(Err(_)) => {
-                LocalWrite::Failed("the proposal was dropped; it may or may not be applied".into())
-            }
-            Err(_) => LocalWrite::Failed(format!(
-                "the write was not committed within {:?}; it may or may not be applied",
-                self.leader_wait
-            )),
+            Ok(Err(_)) => dropped(),
+            // The request may already be in an entry being written.
+            Err(_) => not_committed_within(self.leader_wait),
+        }
+    }
+}
+
+/// A request whose answer never came back from the entry it was in (the
+/// task writing it ended): it may have been appended.
+fn dropped() -> LocalWrite {
+    LocalWrite::Unknown(OutcomeUnknown::new("the proposal was dropped"))
+}
+
+/// A request that was not committed within the leader wait: it may still
+/// commit.
+fn not_committed_within(leader_wait: Duration) -> LocalWrite {
+    LocalWrite::Unknown(OutcomeUnknown::new(format!(
+        "the write was not committed within {leader_wait:?}"
+    )))
+}
+
+/// What every request of an entry is told when `client_write` gave no
+/// answer per request: `None` when it did not finish within the leader
+/// wait. Only "not the leader" says the entry was not appended (or was
+/// truncated); every other failure may follow an append.
+fn entry_failed(
+    written: Option<Result<(typ::LogId, usize), typ::RaftError<typ::ClientWriteError>>>,
+    requests: usize,
+    leader_wait: Duration,
+) -> LocalWrite {
+    match written {
+        None => not_committed_within(leader_wait),
+        Some(Ok((log_id, answers))) => LocalWrite::Unknown(OutcomeUnknown::new(format!(
+            "log entry {log_id} answered {answers} of {requests} requests"
+        ))),
+        Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            LocalWrite::NotLeader(hint_of(f))
+        }
+        Some(Err(e)) => {
+            LocalWrite::Unknown(OutcomeUnknown::new(format!("the log entry failed: {e}")))
         }
     }
 }
@@ -227,21 +263,69 @@ async fn write_entry(raft: &typ::Raft, time_ms: u64, batch: Vec<Pending>, leader
             }
             return;
         }
-        Ok(Ok(written)) => LocalWrite::Failed(format!(
-            "log entry {} answered {} of {} requests; their outcome is unknown",
-            written.log_id,
-            written.data.len(),
-            replies.len()
-        )),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            LocalWrite::NotLeader(hint_of(f))
-        }
-        Ok(Err(e)) => LocalWrite::Failed(e.to_string()),
-        Err(_) => LocalWrite::Failed(format!(
-            "the write was not committed within {leader_wait:?}; it may or may not be applied"
-        )),
+        Ok(written) => entry_failed(
+            Some(written.map(|w| (w.log_id, w.data.len()))),
+            replies.len(),
+            leader_wait,
+        ),
+        Err(_) => entry_failed(None, replies.len(), leader_wait),
     };
     for reply in replies {
         let _ = reply.send(failed.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::error::{Fatal, ForwardToLeader};
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn log_id(index: u64) -> typ::LogId {
+        openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+    }
+
+    #[test]
+    fn only_not_the_leader_says_an_entry_was_not_written() {
+        let not_leader = ForwardToLeader {
+            leader_id: Some(2),
+            leader_node: Some(NodeInfo::default()),
+        };
+        let refused = entry_failed(
+            Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(
+                not_leader,
+            )))),
+            3,
+            WAIT,
+        );
+        assert!(
+            matches!(&refused, LocalWrite::NotLeader(Some((2, _)))),
+            "{refused:?}"
+        );
+
+        // Every other way an entry can fail may follow its append.
+        let timed_out = entry_failed(None, 3, WAIT);
+        let stopped = entry_failed(Some(Err(RaftError::Fatal(Fatal::Stopped))), 3, WAIT);
+        let short = entry_failed(Some(Ok((log_id(7), 2))), 3, WAIT);
+        for (failed, reason) in [
+            (timed_out, "not committed within 5s"),
+            (stopped, "the log entry failed"),
+            (short, "answered 2 of 3 requests"),
+        ] {
+            match failed {
+                LocalWrite::Unknown(unknown) => {
+                    assert!(unknown.reason().contains(reason), "{unknown}");
+                    assert!(
+                        unknown
+                            .to_string()
+                            .contains("may or may not have been applied"),
+                        "{unknown}"
+                    );
+                }
+                other => panic!("{reason}: {other:?} is not an unknown outcome"),
+            }
+        }
+        assert!(matches!(dropped(), LocalWrite::Unknown(_)));
     }
 }

@@ -11,18 +11,22 @@
 //! - A proposal is acknowledged only after openraft reports it committed and
 //!   applied on the leader; a forwarded one also waits (bounded) until this
 //!   node has applied it (read-your-writes on the node the client talks to).
-//! - A forwarded proposal is retried only when it surely was not applied:
-//!   the peer was never reached, or it answered "not the leader" (openraft
-//!   answers that only before appending, or after truncating the entry). A
-//!   call that broke or timed out after sending is reported as unavailable
-//!   with an unknown outcome, never retried.
+//! - A forwarded proposal is retried only when it surely was not applied
+//!   ([`super::forwarder::surely_not_logged`]): the peer was never reached,
+//!   or it answered "not the leader" (openraft answers that only before
+//!   appending, or after truncating the entry). A call that broke or timed
+//!   out after sending is [`ProposeError::OutcomeUnknown`], never retried
+//!   (unless it carries an idempotency key: a repeat is answered, not
+//!   applied; if the wait then runs out, the outcome is still unknown).
 //! - A linearizable read on a follower gets a read index from the leader
 //!   (which confirms its leadership with a quorum) and waits until this
 //!   node has applied up to it. Reads waiting at the same time share one
 //!   confirmation (on the leader) and one `ReadIndex` call (on a follower),
 //!   but only one that started after they came (`read_rounds.rs`).
 //! - Every wait is bounded (`ReplicaConfig::leader_wait`); running out is
-//!   [`ProposeError::Unavailable`] (HTTP 503).
+//!   [`ProposeError::NotSent`] when no attempt may have entered the log,
+//!   else [`ProposeError::OutcomeUnknown`] (both HTTP 503, with distinct
+//!   codes).
 //! - Invariant 6 ([`Replica::run_election_guard`]): an initialised but
 //!   sealed node keeps openraft's elections off while a leader exists or
 //!   was seen recently; a sealed leader stops its heartbeats once an
@@ -60,6 +64,7 @@ use super::cluster::{
     ClusterError, ForwardReply, ForwardRequest, JoinReply, JoinRequest, MembershipExchange,
     PeerStatus, ReadIndexReply,
 };
+use super::forwarder::surely_not_logged;
 use super::forwarder::Forwarder;
 use super::log_store::LogStore;
 use super::network::{Network, PeerClient, PeerError};
@@ -68,7 +73,7 @@ use super::read_rounds::Rounds;
 use super::removal::{judge, Removal};
 use super::state_machine::{ApplyHook, StateMachineStore};
 use super::types::{typ, NodeInfo, TypeConfig};
-use super::ProposeError;
+use super::{OutcomeUnknown, ProposeError};
 use crate::clock::Clock;
 use crate::state::command::{Applied, Command, Idempotency, Request};
 use crate::state::State;
@@ -243,6 +248,36 @@ pub enum JoinError {
     Unavailable(String),
 }
 
+/// Why an operator's call on the cluster ([`Replica::remove_node`],
+/// [`Replica::save_snapshot`]) failed, in kstash's terms: callers outside
+/// `src/raft/` never see an openraft error.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RaftAdminError {
+    /// The node id is not a member of this node's view of the membership.
+    #[error("node {0} is not a member")]
+    NotMember(typ::NodeId),
+    /// Removing it would leave the cluster with no voter.
+    #[error("node {0} is the last voter; a cluster cannot remove its last voter")]
+    LastVoter(typ::NodeId),
+    /// openraft could not do it now (not the leader any more, no quorum,
+    /// shutting down, a snapshot not built in time); the message says which.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One member of the cluster with what this node knows of it, for the
+/// operator's `raft peers` view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    /// The member: id, addresses, voter or learner.
+    pub member: Member,
+    /// Whether it leads, as [`Replica::raft_status`] reports the leader.
+    pub leader: bool,
+    /// Highest log index known to match the leader's log (known on the
+    /// leader only).
+    pub matched_index: Option<u64>,
+}
+
 /// One member of the cluster, as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -274,11 +309,15 @@ enum Try<T> {
     /// Finished: the answer, or an error that trying again cannot fix.
     Done(Result<T, ProposeError>),
     /// Not done (`why`, for the error if time runs out); `to`: the leader
-    /// to try next, when known.
+    /// to try next, when known. Nothing entered the log.
     Again {
         why: String,
         to: Option<(typ::NodeId, NodeInfo)>,
     },
+    /// Not done, and the attempt may have entered the log (its answer was
+    /// lost); tried again only because a repeat is answered, not applied
+    /// (an idempotency key). If time runs out, the outcome is unknown.
+    Resend { why: String },
 }
 
 /// One leadership confirmation on this node ([`Replica::read_round`]).
@@ -637,7 +676,8 @@ impl Replica {
                         why: format!("node {} lost the leadership", self.id),
                         to: hint,
                     },
-                    LocalWrite::Failed(e) => Try::Done(Err(ProposeError::Unavailable(e))),
+                    LocalWrite::NotSent(why) => Try::Done(Err(ProposeError::NotSent(why))),
+                    LocalWrite::Unknown(unknown) => Try::Done(Err(unknown.into())),
                 }
             })
         };
@@ -659,11 +699,9 @@ impl Replica {
                     why = self.leader_moved_from(peer.id(), deadline) => {
                         let why = format!("forwarding to {}: {why}", peer.addr());
                         return if idempotency.is_some() {
-                            Try::Again { why, to: None }
+                            Try::Resend { why }
                         } else {
-                            Try::Done(Err(ProposeError::Unavailable(format!(
-                                "{why}; the write may or may not have been applied"
-                            ))))
+                            Try::Done(Err(OutcomeUnknown::new(why).into()))
                         };
                     }
                 };
@@ -674,23 +712,14 @@ impl Replica {
                     }
                     Err(e) => {
                         let why = format!("forwarding to {}: {e}", peer.addr());
-                        let retry = match e.remote() {
-                            Some(ClusterError::NotLeader { .. } | ClusterError::HopsExhausted) => {
-                                true
-                            }
-                            // Never delivered: safe to send again.
-                            None => {
-                                matches!(e, PeerError::Unreachable { .. }) || idempotency.is_some()
-                            }
-                            // Fate unknown, but a repeat is answered, not applied.
-                            Some(_) => idempotency.is_some(),
-                        };
                         match redirect(&e, &peer, redirects) {
                             Some(to) => Try::Again { why, to: Some(to) },
-                            None if retry => Try::Again { why, to: None },
-                            None => Try::Done(Err(ProposeError::Unavailable(format!(
-                                "{why}; the write may or may not have been applied"
-                            )))),
+                            // Never delivered, or refused before the log:
+                            // safe to send again.
+                            None if surely_not_logged(&e) => Try::Again { why, to: None },
+                            // Fate unknown, but a repeat is answered, not applied.
+                            None if idempotency.is_some() => Try::Resend { why },
+                            None => Try::Done(Err(OutcomeUnknown::new(why).into())),
                         }
                     }
                 }
@@ -731,7 +760,9 @@ impl Replica {
     /// and the deadline) otherwise. Follows leader hints (at most
     /// [`FORWARD_HOPS`] redirects from peers) and tries again, pausing
     /// while no leader is known, until the leader wait ends; `what` opens
-    /// the error then.
+    /// the error then: [`ProposeError::NotSent`], or
+    /// [`ProposeError::OutcomeUnknown`] once an attempt may have entered
+    /// the log ([`Try::Resend`]).
     async fn at_leader<'a, T>(
         &self,
         what: &str,
@@ -742,6 +773,7 @@ impl Replica {
         let mut hint: Option<(typ::NodeId, NodeInfo)> = None;
         let mut redirects = 0u8;
         let mut last = String::from("no leader is known");
+        let mut maybe_logged = false;
         loop {
             let attempt = match hint.take().or_else(|| self.leader()) {
                 Some((id, _)) if id == self.id => match local(deadline).await {
@@ -750,11 +782,13 @@ impl Replica {
                         why,
                         to: to.filter(|(l, _)| *l != self.id),
                     },
+                    // Only a forward is resent.
+                    Try::Resend { why } => Try::Resend { why },
                     done => done,
                 },
                 Some((id, node)) => {
                     let Some(net) = &self.peers else {
-                        return Err(ProposeError::Unavailable(format!(
+                        return Err(ProposeError::NotSent(format!(
                             "node {} is not the leader (node {id} is) and has no cluster network",
                             self.id
                         )));
@@ -776,13 +810,19 @@ impl Replica {
                     last = why;
                     hint = to;
                 }
+                Try::Resend { why } => {
+                    last = why;
+                    maybe_logged = true;
+                }
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(ProposeError::Unavailable(format!(
-                    "{what} within {:?} ({last}); retry",
-                    self.leader_wait
-                )));
+                let why = format!("{what} within {:?} ({last})", self.leader_wait);
+                return Err(if maybe_logged {
+                    OutcomeUnknown::new(why).into()
+                } else {
+                    ProposeError::NotSent(format!("{why}; retry"))
+                });
             }
             if hint.is_none() {
                 tokio::time::sleep(RETRY_PAUSE.min(deadline - now)).await;
@@ -811,7 +851,7 @@ impl Replica {
             Err(_) => format!("waited {:?}", started.elapsed()),
         };
         let last = data.borrow().last_applied.map_or(0, |l| l.index);
-        Err(ProposeError::Unavailable(format!(
+        Err(ProposeError::NotSent(format!(
             "node {} has not applied log index {index} in time ({outcome}; applied {last})",
             self.id
         )))
@@ -877,7 +917,7 @@ impl Replica {
                             Some(to) => Try::Again { why, to: Some(to) },
                             // A read changes nothing: any retryable failure may be retried.
                             None if e.is_retryable() => Try::Again { why, to: None },
-                            None => Try::Done(Err(ProposeError::Unavailable(format!(
+                            None => Try::Done(Err(ProposeError::NotSent(format!(
                                 "cannot confirm a linearizable read: {why}"
                             )))),
                         }
@@ -905,7 +945,10 @@ impl Replica {
                 leader_id: hint.as_ref().map(|(id, _)| *id),
                 leader: hint.map(|(_, node)| node),
             }),
-            LocalWrite::Failed(e) => Err(ClusterError::Unavailable(e)),
+            // The follower cannot tell these apart (the cluster wire has no
+            // variant for it) and treats both as an unknown outcome.
+            LocalWrite::NotSent(why) => Err(ClusterError::Unavailable(why)),
+            LocalWrite::Unknown(unknown) => Err(ClusterError::Unavailable(unknown.to_string())),
         }
     }
 
@@ -1203,6 +1246,85 @@ impl Replica {
                 heartbeat = want_heartbeat;
             }
         }
+    }
+
+    // ----- operator calls: peers, removing a member, saving a snapshot ----------
+
+    /// Every member of the cluster as this node sees it ([`Self::members`]),
+    /// with the leader marked and, on the leader, each one's matched log
+    /// index. Reads Raft's own state only: it writes nothing.
+    pub fn peers(&self) -> Vec<PeerView> {
+        let leader = self.raft_status().leader;
+        let matched: BTreeMap<typ::NodeId, Option<u64>> = self
+            .raft
+            .metrics()
+            .borrow()
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        self.members()
+            .into_iter()
+            .map(|member| PeerView {
+                leader: leader == Some(member.id),
+                matched_index: matched.get(&member.id).copied().flatten(),
+                member,
+            })
+            .collect()
+    }
+
+    /// Whether [`Self::remove_node`] would accept `node_id` now: it is a
+    /// member, and not the last voter. Returns the member. (A caller checks
+    /// this before spending a credential on a removal.)
+    pub fn check_removable(&self, node_id: typ::NodeId) -> Result<Member, RaftAdminError> {
+        let members = self.members();
+        let target = members
+            .iter()
+            .find(|m| m.id == node_id)
+            .cloned()
+            .ok_or(RaftAdminError::NotMember(node_id))?;
+        let voters = members.iter().filter(|m| m.voter).count();
+        if target.voter && voters <= 1 {
+            return Err(RaftAdminError::LastVoter(node_id));
+        }
+        Ok(target)
+    }
+
+    /// Remove `node_id` from the cluster, on the leader
+    /// ([`Self::check_removable`] first, then [`Self::remove_member`]).
+    /// Returns the log index of the membership that removed it.
+    pub async fn remove_node(&self, node_id: typ::NodeId) -> Result<u64, RaftAdminError> {
+        let target = self.check_removable(node_id)?;
+        let log_id = self
+            .remove_member(node_id, target.voter)
+            .await
+            .map_err(|e| RaftAdminError::Unavailable(e.to_string()))?;
+        Ok(log_id.index)
+    }
+
+    /// Build a fresh snapshot on this node, covering at least what it has
+    /// applied now, waiting at most `wait` for it, and return its file
+    /// (`snapshots/current.snap`: Raft metadata and the backend's pairs,
+    /// which are ciphertext written by the barrier).
+    pub async fn save_snapshot(&self, wait: Duration) -> Result<Vec<u8>, RaftAdminError> {
+        let applied = self.raft.metrics().borrow().last_applied;
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| RaftAdminError::Unavailable(format!("cannot trigger a snapshot: {e}")))?;
+        self.raft
+            .wait(Some(wait))
+            .metrics(|m| m.snapshot >= applied, "snapshot reaches last applied")
+            .await
+            .map_err(|e| RaftAdminError::Unavailable(format!("snapshot not built in time: {e}")))?;
+        let snapshot = self
+            .raft
+            .get_snapshot()
+            .await
+            .map_err(|e| RaftAdminError::Unavailable(format!("cannot read the snapshot: {e}")))?
+            .ok_or_else(|| RaftAdminError::Unavailable("no snapshot yet".into()))?;
+        Ok(snapshot.snapshot.into_inner())
     }
 
     // ----- removal: noticing it, and staying out ---------------------------------
@@ -1527,6 +1649,125 @@ impl RaftNetwork<TypeConfig> for NoConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::storage::memory::MemoryBackend;
+
+    /// A replica with no peers and a short leader wait, in `dir`.
+    async fn lone_replica(dir: &Path) -> Arc<Replica> {
+        let mut config = ReplicaConfig::single(1, "127.0.0.1:1".into(), dir.to_path_buf());
+        config.leader_wait = Duration::from_millis(400);
+        Replica::start(
+            config,
+            Arc::new(MemoryBackend::new()),
+            Arc::new(SystemClock),
+            NoPeers,
+            None,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn absent_node() -> NodeInfo {
+        NodeInfo {
+            cluster_addr: "127.0.0.1:2".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn operator_calls_speak_kstash_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = lone_replica(dir.path()).await;
+        replica
+            .bootstrap_single(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let peers = replica.peers();
+        assert_eq!(peers.len(), 1, "{peers:?}");
+        assert_eq!(peers[0].member.id, 1);
+        assert!(peers[0].member.voter && peers[0].leader, "{peers:?}");
+        // Checked before anything is proposed (or a credential spent).
+        assert_eq!(
+            replica.check_removable(9),
+            Err(RaftAdminError::NotMember(9))
+        );
+        assert_eq!(
+            replica.remove_node(1).await,
+            Err(RaftAdminError::LastVoter(1))
+        );
+        let file = replica
+            .save_snapshot(Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(!file.is_empty());
+        replica.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_with_no_leader_in_time_was_not_sent() {
+        // Two voters, and the other one never answers: no leader is ever
+        // elected, so nothing enters the log.
+        let dir = tempfile::tempdir().unwrap();
+        let replica = lone_replica(dir.path()).await;
+        let members = BTreeMap::from([(1, replica.node().clone()), (2, absent_node())]);
+        replica.raft().initialize(members).await.unwrap();
+        let e = replica.propose(Command::Sweep).await.unwrap_err();
+        assert!(matches!(e, ProposeError::NotSent(_)), "{e:?}");
+        assert!(e.is_retryable());
+        assert!(
+            e.to_string().contains("no leader accepted the write"),
+            "{e}"
+        );
+        replica.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_appended_but_never_committed_has_an_unknown_outcome() {
+        // A lone leader starts making an absent learner a voter: the joint
+        // membership needs the absent node, so every entry after it is
+        // appended and never committed.
+        let dir = tempfile::tempdir().unwrap();
+        let replica = lone_replica(dir.path()).await;
+        replica
+            .bootstrap_single(Duration::from_secs(10))
+            .await
+            .unwrap();
+        // Committed and applied: apply answers (here, refuses) it.
+        let answered = replica.propose(Command::Sweep).await;
+        assert!(
+            matches!(answered, Ok(_) | Err(ProposeError::Rejected(_))),
+            "{answered:?}"
+        );
+        replica
+            .raft()
+            .add_learner(2, absent_node(), false)
+            .await
+            .unwrap();
+        let raft = replica.raft().clone();
+        let change = tokio::spawn(async move {
+            raft.change_membership(ChangeMembers::AddVoterIds([2].into()), false)
+                .await
+        });
+        replica
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.membership_config.membership().get_joint_config().len() > 1,
+                "the joint membership is appended",
+            )
+            .await
+            .unwrap();
+        let e = replica.propose(Command::Sweep).await.unwrap_err();
+        match &e {
+            ProposeError::OutcomeUnknown(unknown) => {
+                assert!(unknown.reason().contains("not committed within"), "{e}")
+            }
+            other => panic!("{other:?} is not an unknown outcome"),
+        }
+        assert!(!e.is_retryable());
+        change.abort();
+        replica.shutdown().await;
+    }
 
     #[test]
     fn the_node_id_file_is_made_once_and_guards_the_data_dir() {

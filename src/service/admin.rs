@@ -4,9 +4,10 @@
 //! writes nothing); every other call here is authorised like the other sys
 //! operations (a gatekeeper token or a threshold of unseal keys), and a
 //! saved snapshot is the state machine's own file, which holds ciphertext
-//! only (backend pairs are written by the barrier).
+//! only (backend pairs are written by the barrier). This file speaks to the
+//! replica in kstash's types only (`Replica::peers`, `remove_node`,
+//! `save_snapshot`): only `src/raft/` names openraft.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -93,24 +94,17 @@ impl Node {
     /// touches the barrier, so it answers while sealed, and appends nothing
     /// to the log.
     pub fn raft_peers(&self) -> PeersResponse {
-        let metrics = self.raft.raft().metrics().borrow().clone();
-        let leader = self.raft.raft_status().leader;
-        let matched: BTreeMap<u64, Option<u64>> = metrics
-            .replication
-            .as_ref()
-            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
-            .unwrap_or_default();
         let peers = self
             .raft
-            .members()
+            .peers()
             .into_iter()
-            .map(|m| Peer {
-                id: m.id,
-                api_addr: m.node.api_addr.clone(),
-                cluster_addr: m.node.cluster_addr.clone(),
-                role: if m.voter { "voter" } else { "learner" }.into(),
-                leader: leader == Some(m.id),
-                matched_index: matched.get(&m.id).copied().flatten(),
+            .map(|p| Peer {
+                id: p.member.id,
+                api_addr: p.member.node.api_addr,
+                cluster_addr: p.member.node.cluster_addr,
+                role: if p.member.voter { "voter" } else { "learner" }.into(),
+                leader: p.leader,
+                matched_index: p.matched_index,
             })
             .collect();
         PeersResponse {
@@ -128,26 +122,13 @@ impl Node {
         auth: GatekeeperAuth,
     ) -> Result<SysResponse, ServiceError> {
         self.require_leader()?;
-        let members = self.raft.members();
-        let target = members
-            .iter()
-            .find(|m| m.id == node_id)
-            .ok_or_else(|| ServiceError::NotFound(format!("node {node_id} is not a member")))?;
-        let voters = members.iter().filter(|m| m.voter).count();
-        if target.voter && voters <= 1 {
-            return Err(ServiceError::Conflict(format!(
-                "node {node_id} is the last voter; a cluster cannot remove its last voter"
-            )));
-        }
+        // Before the credential is spent: a doomed removal uses no token.
+        self.raft.check_removable(node_id)?;
         let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
         drop(gk);
         // The replica also tells the removed node, so it stops serving.
-        let log_id = self
-            .raft
-            .remove_member(node_id, target.voter)
-            .await
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-        tracing::info!(node_id, log_index = log_id.index, "member removed");
+        let log_index = self.raft.remove_node(node_id).await?;
+        tracing::info!(node_id, log_index, "member removed");
         Ok(SysResponse {
             gatekeeper_token: rep,
             ..Default::default()
@@ -160,23 +141,9 @@ impl Node {
     pub async fn save_snapshot(&self, auth: GatekeeperAuth) -> Result<SavedSnapshot, ServiceError> {
         let (gk, rep) = self.authorize_gatekeeper(&auth).await?;
         drop(gk);
-        let raft = self.raft.raft();
-        let applied = raft.metrics().borrow().last_applied;
-        raft.trigger()
-            .snapshot()
-            .await
-            .map_err(|e| ServiceError::Unavailable(format!("cannot trigger a snapshot: {e}")))?;
-        raft.wait(Some(SNAPSHOT_WAIT))
-            .metrics(|m| m.snapshot >= applied, "snapshot reaches last applied")
-            .await
-            .map_err(|e| ServiceError::Unavailable(format!("snapshot not built in time: {e}")))?;
-        let snapshot = raft
-            .get_snapshot()
-            .await
-            .map_err(|e| ServiceError::Unavailable(format!("cannot read the snapshot: {e}")))?
-            .ok_or_else(|| ServiceError::Unavailable("no snapshot yet".into()))?;
+        let bytes = self.raft.save_snapshot(SNAPSHOT_WAIT).await?;
         Ok(SavedSnapshot {
-            bytes: snapshot.snapshot.into_inner(),
+            bytes,
             gatekeeper_token: rep,
         })
     }

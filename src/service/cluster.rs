@@ -24,6 +24,8 @@ fn cluster_error(e: ServiceError) -> ClusterError {
         ServiceError::Sealed => ClusterError::Sealed,
         ServiceError::NotInitialized => ClusterError::NotInitialized,
         ServiceError::Unavailable(m) => ClusterError::Unavailable(m),
+        // The cluster wire has no variant for it; the message keeps it.
+        e @ ServiceError::OutcomeUnknown(_) => ClusterError::Unavailable(e.to_string()),
         ServiceError::Internal => ClusterError::Internal("internal error".into()),
         other => ClusterError::Refused(other.to_string()),
     }

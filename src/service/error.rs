@@ -6,7 +6,8 @@ use thiserror::Error;
 use crate::acl::{AclError, Denial, PathError};
 use crate::barrier::BarrierError;
 use crate::gatekeeper::GatekeeperError;
-use crate::raft::ProposeError;
+use crate::raft::replica::RaftAdminError;
+use crate::raft::{OutcomeUnknown, ProposeError};
 use crate::state::ApplyError;
 use crate::storage::StorageError;
 
@@ -49,6 +50,15 @@ pub enum ServiceError {
     /// Temporarily unable to serve; retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A write entered, or may have entered, the Raft log and its answer
+    /// was lost ([`OutcomeUnknown`]): it may or may not have been applied.
+    /// The message says how to find out and how to resend safely.
+    #[error(
+        "{0}: read it back to check before sending it again; a kv or policy write sent with an \
+         idempotency key (the `Idempotency-Key` header, gRPC `idempotency_key`) may be sent again \
+         with the same key and is applied at most once"
+    )]
+    OutcomeUnknown(OutcomeUnknown),
     /// This node was removed from the cluster and serves no requests; the
     /// message names the removal and the fix. Nothing was done: another
     /// node of the cluster can take the same request.
@@ -84,6 +94,7 @@ impl ServiceError {
             ServiceError::Sealed => "sealed",
             ServiceError::NotInitialized => "not_initialized",
             ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::OutcomeUnknown(_) => "outcome_unknown",
             ServiceError::Removed(_) => "removed",
             ServiceError::AuditFailed => "audit_failed",
             ServiceError::Integrity => "integrity",
@@ -91,7 +102,9 @@ impl ServiceError {
         }
     }
 
-    /// Whether the same request may succeed later unchanged.
+    /// Whether the same request may succeed later unchanged. Not after an
+    /// unknown outcome: sending the write again may apply it twice (only an
+    /// idempotency key makes that safe, which the caller knows, not this).
     pub fn is_retryable(&self) -> bool {
         matches!(self, ServiceError::Unavailable(_))
     }
@@ -144,10 +157,21 @@ impl From<BarrierError> for ServiceError {
     }
 }
 
+impl From<RaftAdminError> for ServiceError {
+    fn from(e: RaftAdminError) -> Self {
+        match e {
+            RaftAdminError::NotMember(_) => ServiceError::NotFound(e.to_string()),
+            RaftAdminError::LastVoter(_) => ServiceError::Conflict(e.to_string()),
+            RaftAdminError::Unavailable(m) => ServiceError::Unavailable(m),
+        }
+    }
+}
+
 impl From<ProposeError> for ServiceError {
     fn from(e: ProposeError) -> Self {
         match e {
-            ProposeError::Unavailable(m) => ServiceError::Unavailable(m),
+            ProposeError::NotSent(m) => ServiceError::Unavailable(m),
+            ProposeError::OutcomeUnknown(unknown) => ServiceError::OutcomeUnknown(unknown),
             ProposeError::Rejected(a) => match a {
                 ApplyError::AlreadyInitialized => ServiceError::Conflict(a.to_string()),
                 ApplyError::NotInitialized => ServiceError::NotInitialized,
@@ -219,6 +243,56 @@ mod tests {
             "permission denied: read on team-a/app/db is not granted by the token's policies \
              [app-ro] in namespace team-a"
         );
+    }
+
+    #[test]
+    fn the_three_fates_of_a_proposal_stay_apart() {
+        let not_sent = ServiceError::from(ProposeError::NotSent("no leader is known".into()));
+        assert_eq!(
+            not_sent,
+            ServiceError::Unavailable("no leader is known".into())
+        );
+        assert!(not_sent.is_retryable());
+
+        let rejected = ServiceError::from(ProposeError::Rejected(ApplyError::TokenInvalid));
+        assert_eq!(rejected.code(), "unauthorized");
+        assert!(!rejected.is_retryable());
+
+        let unknown = ServiceError::from(ProposeError::OutcomeUnknown(OutcomeUnknown::new(
+            "no answer within 5s",
+        )));
+        assert_eq!(
+            unknown,
+            ServiceError::OutcomeUnknown(OutcomeUnknown::new("no answer within 5s"))
+        );
+        assert_eq!(unknown.code(), "outcome_unknown");
+        assert_ne!(unknown.code(), not_sent.code());
+        assert!(!unknown.is_retryable());
+        let message = unknown.to_string();
+        for says in [
+            "no answer within 5s",
+            "may or may not have been applied",
+            "read it back",
+            "Idempotency-Key",
+            "idempotency_key",
+        ] {
+            assert!(message.contains(says), "{message}");
+        }
+    }
+
+    #[test]
+    fn raft_admin_errors_keep_their_statuses() {
+        let e = ServiceError::from(RaftAdminError::NotMember(9));
+        assert_eq!(e, ServiceError::NotFound("node 9 is not a member".into()));
+        let e = ServiceError::from(RaftAdminError::LastVoter(1));
+        assert_eq!(
+            e,
+            ServiceError::Conflict(
+                "node 1 is the last voter; a cluster cannot remove its last voter".into()
+            )
+        );
+        let e = ServiceError::from(RaftAdminError::Unavailable("no snapshot yet".into()));
+        assert_eq!(e, ServiceError::Unavailable("no snapshot yet".into()));
     }
 
     #[test]
