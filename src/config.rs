@@ -8,13 +8,15 @@
 //! cluster settings without `cluster_addr`, …) are refused at start.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 
 use crate::barrier::DEFAULT_ENCRYPTION_LIMIT;
+use crate::clock::format_duration;
+use crate::data_dir::{check_private_file, PrivateFileError};
 use crate::service::Settings;
 
 /// Which storage backend holds committed state.
@@ -30,46 +32,6 @@ pub enum StorageKind {
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
-/// A duration as an operator writes it in config: in the largest unit that
-/// divides it exactly (`32d`, `1h`, `90m`, `15m`, `90s`, `250ms`), or, when
-/// that would take 100 or more of the unit, in combined units from the
-/// largest down (`59m59s`, `1h40m`, `1d1s`, `1s500ms`); `0s` for zero. Never months or years (humantime's own output says `1month
-/// 1day 8h…` for 32 days). The config parser reads every output back to the
-/// same value.
-pub fn format_duration(d: Duration) -> String {
-    const UNITS: [(&str, u128); 7] = [
-        ("d", 86_400_000_000_000),
-        ("h", 3_600_000_000_000),
-        ("m", 60_000_000_000),
-        ("s", 1_000_000_000),
-        ("ms", 1_000_000),
-        ("us", 1_000),
-        ("ns", 1),
-    ];
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".into();
-    }
-    let (unit, size) = UNITS
-        .into_iter()
-        .find(|(_, size)| nanos.is_multiple_of(*size))
-        .expect("a nanosecond divides every duration");
-    let count = nanos / size;
-    if count < 100 {
-        return format!("{count}{unit}");
-    }
-    let mut left = nanos;
-    let mut out = String::new();
-    for (unit, size) in UNITS {
-        let n = left / size;
-        if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
-            left -= n * size;
-        }
-    }
-    out
 }
 
 fn default_api_addr() -> SocketAddr {
@@ -439,6 +401,12 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl From<PrivateFileError> for ConfigError {
+    fn from(e: PrivateFileError) -> Self {
+        ConfigError::Invalid(e.to_string())
+    }
+}
+
 impl ServerArgs {
     /// Merge flags and env over the config file over the defaults, then check.
     pub fn resolve(&self) -> Result<Config, ConfigError> {
@@ -760,57 +728,15 @@ impl Config {
     }
 }
 
-/// Refuse a secret file that group or others can read.
-pub fn check_private_file(path: &Path) -> Result<(), ConfigError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Group-read is allowed: a Kubernetes Secret volume with an
-        // `fsGroup` gives the pod's user its key as 0440 (root-owned, group
-        // fsGroup), never as a 0600 file of its own.
-        let mode = meta.permissions().mode();
-        if mode & 0o027 != 0 {
-            return Err(ConfigError::Invalid(format!(
-                "{} is readable by others or writable by group (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            )));
-        }
-    }
-    let _ = meta;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
-    fn durations_print_as_written_and_parse_back() {
-        let cases = [
-            (Duration::from_secs(32 * 86_400), "32d"),
-            (Duration::from_secs(3600), "1h"),
-            (Duration::from_secs(15 * 60), "15m"),
-            (Duration::from_secs(90), "90s"),
-            (Duration::from_secs(5400), "90m"),
-            (Duration::from_secs(6000), "1h40m"),
-            (Duration::from_secs(3599), "59m59s"),
-            (Duration::from_secs(36 * 3600), "36h"),
-            (Duration::from_secs(400 * 86_400), "400d"),
-            (Duration::from_millis(250), "250ms"),
-            (Duration::from_millis(1500), "1s500ms"),
-            (Duration::from_secs(86_400 + 1), "1d1s"),
-            (Duration::from_nanos(1_001), "1us1ns"),
-            (Duration::ZERO, "0s"),
-        ];
-        for (d, text) in cases {
-            assert_eq!(format_duration(d), text);
-            assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
-        }
-        // Round trip over a spread of values, through the config file's
-        // own parser.
+    fn durations_as_kstash_writes_them_read_back_from_the_config_file() {
+        // A spread of values, through the config file's own parser.
         let mut n: u64 = 1;
         while n < 400 * 86_400_000_000_000 {
             for d in [Duration::from_nanos(n), Duration::from_nanos(n - 1)] {
@@ -939,28 +865,6 @@ mod tests {
             cluster_cert: file("node.pem"),
             cluster_key: file("node-key.pem"),
             ..Default::default()
-        }
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn key_files_may_be_group_readable_but_nothing_more() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        std::fs::write(&key, "x").unwrap();
-        for (mode, ok) in [
-            (0o600, true),
-            (0o400, true),
-            (0o440, true), // a Kubernetes Secret volume with fsGroup
-            (0o640, true),
-            (0o660, false),
-            (0o604, false),
-            (0o644, false),
-            (0o606, false),
-        ] {
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
-            assert_eq!(check_private_file(&key).is_ok(), ok, "mode {mode:o}");
         }
     }
 
@@ -1163,19 +1067,6 @@ mod tests {
             },
             "max_connections must be between 1 and 1000000",
         );
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn world_readable_keys_are_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        std::fs::write(&key, "x").unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(check_private_file(&key).is_err());
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(check_private_file(&key).is_ok());
     }
 
     /// The names of the fields of `pub struct <name>` in this file.

@@ -14,6 +14,8 @@ pub mod config;
 pub mod data_dir;
 pub mod gatekeeper;
 pub mod keyspace;
+#[cfg(test)]
+mod layers;
 pub mod raft;
 pub mod secret;
 pub mod server;

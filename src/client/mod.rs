@@ -89,7 +89,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The command's `--timeout` ran out before an answer came.
-    #[error("no answer within --timeout {}: {tried}", crate::config::format_duration(*.budget))]
+    #[error("no answer within --timeout {}: {tried}", crate::clock::format_duration(*.budget))]
     Timeout {
         /// The whole command's budget.
         budget: Duration,

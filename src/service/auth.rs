@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::types::*;
 use super::{ms, Caller, Node, ServiceError, MAX_TOKEN_POLICIES};
 use crate::acl::{self, path};
-use crate::clock::rfc3339;
+use crate::clock::{format_duration, rfc3339};
 use crate::secret::{self, SecretKind, SecretString};
 use crate::state::command::Command;
 
@@ -79,8 +79,8 @@ impl Node {
         if ttl > self.settings.max_token_ttl {
             return Err(ServiceError::bad(format!(
                 "ttl {} exceeds the maximum of {}",
-                crate::config::format_duration(ttl),
-                crate::config::format_duration(self.settings.max_token_ttl)
+                format_duration(ttl),
+                format_duration(self.settings.max_token_ttl)
             )));
         }
         Ok(())

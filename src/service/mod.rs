@@ -25,6 +25,8 @@ use sha2::{Digest, Sha256};
 
 pub use error::ServiceError;
 
+pub use crate::state::listing::MAX_LIST;
+
 use crate::acl::Acl;
 use crate::barrier::{self, Barrier};
 use crate::clock::Clock;
@@ -39,8 +41,6 @@ use crate::state::State;
 pub const MAX_MINT: u32 = 16;
 /// Most policies one access token may carry.
 pub const MAX_TOKEN_POLICIES: usize = 32;
-/// Most entries one list call returns.
-pub const MAX_LIST: usize = 10_000;
 
 /// Limits and lifetimes of the service layer.
 #[derive(Debug, Clone)]
