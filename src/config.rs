@@ -1,7 +1,7 @@
 //! Node configuration: a TOML file, every setting also a flag and an
 //! environment variable (flag > env > file > default).
 //!
-//! Invariant: each setting is declared once, in the [`settings!`] table
+//! Invariant: each setting is declared once, in the `settings!` table
 //! below, which makes its TOML key, its `--flag`, its `KSTASH_*`
 //! environment variable, its default and its doc (rustdoc, `--help`), so
 //! none of them can drift from the others. Unknown fields are refused; TLS
