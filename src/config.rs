@@ -1,20 +1,26 @@
-//! Node configuration: a TOML file, every field also a flag and an
+//! Node configuration: a TOML file, every setting also a flag and an
 //! environment variable (flag > env > file > default).
 //!
-//! Invariant: unknown fields are refused; TLS is required unless disabled
-//! explicitly on a loopback address; a private key file readable by others
-//! or writable by group is refused; a cluster node (`cluster_addr`) has its cluster TLS
-//! files, and the combinations that cannot work (`bootstrap` with `join`,
-//! cluster settings without `cluster_addr`, …) are refused at start.
+//! Invariant: each setting is declared once, in the `settings!` table
+//! below, which makes its TOML key, its `--flag`, its `KSTASH_*`
+//! environment variable, its default and its doc (rustdoc, `--help`), so
+//! none of them can drift from the others. Unknown fields are refused; TLS
+//! is required unless disabled explicitly on a loopback address; a private
+//! key file readable by others or writable by group is refused; a cluster
+//! node (`cluster_addr`) has its cluster TLS files, and the combinations
+//! that cannot work (`bootstrap` with `join`, cluster settings without
+//! `cluster_addr`, …) are refused at start.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 
 use crate::barrier::DEFAULT_ENCRYPTION_LIMIT;
+use crate::clock::format_duration;
+use crate::data_dir::{check_private_file, PrivateFileError};
 use crate::service::Settings;
 
 /// Which storage backend holds committed state.
@@ -27,153 +33,184 @@ pub enum StorageKind {
     Etcd,
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// A duration in the config file, as humantime reads it (`90s`, `1h`).
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
-/// A duration as an operator writes it in config: in the largest unit that
-/// divides it exactly (`32d`, `1h`, `90m`, `15m`, `90s`, `250ms`), or, when
-/// that would take 100 or more of the unit, in combined units from the
-/// largest down (`59m59s`, `1h40m`, `1d1s`, `1s500ms`); `0s` for zero. Never months or years (humantime's own output says `1month
-/// 1day 8h…` for 32 days). The config parser reads every output back to the
-/// same value.
-pub fn format_duration(d: Duration) -> String {
-    const UNITS: [(&str, u128); 7] = [
-        ("d", 86_400_000_000_000),
-        ("h", 3_600_000_000_000),
-        ("m", 60_000_000_000),
-        ("s", 1_000_000_000),
-        ("ms", 1_000_000),
-        ("us", 1_000),
-        ("ns", 1),
-    ];
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".into();
-    }
-    let (unit, size) = UNITS
-        .into_iter()
-        .find(|(_, size)| nanos.is_multiple_of(*size))
-        .expect("a nanosecond divides every duration");
-    let count = nanos / size;
-    if count < 100 {
-        return format!("{count}{unit}");
-    }
-    let mut left = nanos;
-    let mut out = String::new();
-    for (unit, size) in UNITS {
-        let n = left / size;
-        if n > 0 {
-            out.push_str(&format!("{n}{unit}"));
-            left -= n * size;
-        }
-    }
-    out
+    humantime::parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn default_api_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8200))
 }
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("kstash-data")
-}
-fn default_storage() -> StorageKind {
-    StorageKind::Memory
-}
-fn default_node_id() -> u64 {
-    1
-}
-fn default_max_value_bytes() -> usize {
-    1 << 20
-}
-fn default_token_ttl() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_max_token_ttl() -> Duration {
-    Duration::from_secs(32 * 24 * 3600)
-}
-fn default_gatekeeper_grace() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_unseal_timeout() -> Duration {
-    Duration::from_secs(600)
-}
-fn default_sweep_interval() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_encryption_limit() -> u64 {
-    DEFAULT_ENCRYPTION_LIMIT
-}
+
 /// The default log filter: kstash's own events at `info` (listening,
 /// storage, initialised, unsealed and sealed, leader changes, joins,
 /// snapshots, key rotations), and openraft's internal account of elections
 /// and replication, and the storage and HTTP crates, only from `warn`.
 pub const DEFAULT_LOG: &str = "info,openraft=warn,sled=warn,h2=warn,hyper=warn,tower=warn";
 
-fn default_log() -> String {
-    DEFAULT_LOG.into()
-}
-fn default_election_timeout_min_ms() -> u64 {
-    1000
-}
-fn default_election_timeout_max_ms() -> u64 {
-    2000
-}
-fn default_heartbeat_interval_ms() -> u64 {
-    200
-}
-fn default_snapshot_threshold() -> u64 {
-    10_000
-}
-fn default_header_read_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_body_read_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_max_connections() -> usize {
-    1024
+/// One setting as declared in the table: its TOML key (its flag is the key
+/// in kebab case after `--`) and its environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The TOML key, and the field of [`Config`] and [`ServerArgs`].
+    pub key: &'static str,
+    /// The environment variable (`KSTASH_` and the key in upper case).
+    pub env: &'static str,
 }
 
-/// A node's configuration (the TOML file's shape).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Client API address (gRPC and REST on one port). Default 127.0.0.1:8200.
-    #[serde(default = "default_api_addr")]
-    pub api_addr: SocketAddr,
-    /// Directory for node state. Default `kstash-data`.
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-    /// Storage backend: `memory` or `etcd`.
-    #[serde(default = "default_storage")]
-    pub storage: StorageKind,
-    /// etcd endpoints (with `storage = "etcd"`).
-    #[serde(default)]
-    pub etcd_endpoints: Vec<String>,
-    /// Key prefix of this node in etcd. Default `kstash/node-<node_id>/`.
-    #[serde(default)]
-    pub etcd_prefix: Option<String>,
-    /// This node's id.
-    #[serde(default = "default_node_id")]
-    pub node_id: u64,
-    /// PEM certificate chain for the client API.
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for the client API (must not be group/world readable).
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
+/// The type of a setting in [`Config`]: the declared type with a default,
+/// an `Option` of it without one.
+macro_rules! resolved_type {
+    ($t:ty) => { Option<$t> };
+    ($t:ty, $default:expr) => { $t };
+}
+
+/// A setting's resolved value: what a layer gave, else its default (a
+/// setting without a default stays `None`).
+macro_rules! or_default {
+    ($v:expr) => {
+        $v
+    };
+    ($v:expr, $default:expr) => {
+        $v.unwrap_or_else(|| $default)
+    };
+}
+
+/// Declares every setting once. Each entry is
+///
+/// ```text
+/// /// Summary (the `-h` line).
+/// ///
+/// /// Details (rustdoc and `--help`).
+/// key: Type = default, env "KSTASH_KEY", arg(clap options), file(serde options);
+/// ```
+///
+/// and makes the field `key` of [`Config`] (of type `Type`, or
+/// `Option<Type>` when no default is given), the TOML key `key`, the flag
+/// `--key` (kebab case) with its environment variable, both `Option<Type>`
+/// in [`ServerArgs`], and a row of [`SETTINGS`].
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $key:ident : $ty:ty $(= $default:expr)? , env $env:literal
+            $(, arg($($arg:tt)*))? $(, file($($file:tt)*))? ;
+    )*) => {
+        /// A node's configuration, every setting resolved (flag > env >
+        /// file > default) and checked ([`ServerArgs::resolve`]).
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $key: resolved_type!($ty $(, $default)?), )*
+        }
+
+        /// The TOML file's shape: any subset of the settings, nothing else.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ConfigFile {
+            $( #[serde(default $(, $($file)*)?)] $key: Option<$ty>, )*
+        }
+
+        /// `kstash server` flags; each overrides the config file.
+        #[derive(Debug, Clone, Default, Args)]
+        pub struct ServerArgs {
+            /// TOML config file.
+            #[arg(long, env = "KSTASH_CONFIG")]
+            pub config: Option<PathBuf>,
+            /// Development mode: memory storage, initialised 1-of-1 and unsealed,
+            /// plaintext on loopback. Prints its secrets. Never for production.
+            #[arg(long)]
+            pub dev: bool,
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, env = $env $(, $($arg)*)?)]
+                pub $key: Option<$ty>,
+            )*
+        }
+
+        /// Every setting of [`Config`], in declaration order.
+        pub const SETTINGS: &[Setting] = &[$(Setting { key: stringify!($key), env: $env },)*];
+
+        impl ConfigFile {
+            /// This layer over `under`: each setting this one gives wins.
+            fn over(self, under: ConfigFile) -> ConfigFile {
+                ConfigFile { $( $key: self.$key.or(under.$key), )* }
+            }
+
+            /// The settings, defaults filling in what no layer gave.
+            fn with_defaults(self) -> Config {
+                Config { $( $key: or_default!(self.$key $(, $default)?), )* }
+            }
+        }
+
+        impl ServerArgs {
+            /// The settings the flags and the environment give.
+            fn layer(&self) -> ConfigFile {
+                ConfigFile { $( $key: self.$key.clone(), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Client API address.
+    ///
+    /// gRPC and REST on one port. Default 127.0.0.1:8200.
+    api_addr: SocketAddr = default_api_addr(), env "KSTASH_API_ADDR";
+
+    /// Node state directory.
+    ///
+    /// Default `kstash-data`.
+    data_dir: PathBuf = PathBuf::from("kstash-data"), env "KSTASH_DATA_DIR";
+
+    /// Storage backend.
+    ///
+    /// `memory` or `etcd`. Default `memory`.
+    storage: StorageKind = StorageKind::Memory, env "KSTASH_STORAGE", arg(value_enum);
+
+    /// etcd endpoints, comma-separated.
+    ///
+    /// With `storage = "etcd"`.
+    etcd_endpoints: Vec<String> = Vec::new(), env "KSTASH_ETCD_ENDPOINTS",
+        arg(value_delimiter = ',');
+
+    /// Key prefix of this node in etcd.
+    ///
+    /// Default `kstash/node-<node_id>/`.
+    etcd_prefix: String, env "KSTASH_ETCD_PREFIX";
+
+    /// Node id.
+    ///
+    /// This node's id. Default 1.
+    node_id: u64 = 1, env "KSTASH_NODE_ID";
+
+    /// PEM certificate chain.
+    ///
+    /// For the client API.
+    tls_cert: PathBuf, env "KSTASH_TLS_CERT";
+
+    /// PEM private key.
+    ///
+    /// For the client API (must not be group/world readable).
+    tls_key: PathBuf, env "KSTASH_TLS_KEY";
+
+    /// Serve plaintext (loopback only).
+    ///
     /// Serve plaintext HTTP (only allowed on a loopback address).
-    #[serde(default)]
-    pub tls_disable: bool,
+    tls_disable: bool = false, env "KSTASH_TLS_DISABLE",
+        arg(num_args = 0..=1, default_missing_value = "true");
+
+    /// Only warn (instead of refusing to start) when group or others can
+    /// reach the data dir.
+    ///
     /// Start even when group or others can reach the data dir or a file in
     /// it, with a warning instead of a refusal. Default `false`.
-    #[serde(default)]
-    pub allow_insecure_data_dir: bool,
+    allow_insecure_data_dir: bool = false, env "KSTASH_ALLOW_INSECURE_DATA_DIR",
+        arg(num_args = 0..=1, default_missing_value = "true");
+
+    /// With --tls-disable: extra Host names or addresses answered, comma-separated.
+    ///
     /// With `tls_disable`, further host names or addresses (no port) the
     /// client port answers for. Without TLS the node answers only requests
     /// whose `Host` is a loopback address, `localhost`, the host of
@@ -182,245 +219,185 @@ pub struct Config {
     /// node is reached by on loopback (an `/etc/hosts` alias, a container
     /// name behind a port forward). Refused with TLS, where the
     /// certificate's names do this job.
-    #[serde(default)]
-    pub allowed_hosts: Vec<String>,
-    /// Largest secret value in bytes. Default 1 MiB.
-    #[serde(default = "default_max_value_bytes")]
-    pub max_value_bytes: usize,
+    allowed_hosts: Vec<String> = Vec::new(), env "KSTASH_ALLOWED_HOSTS",
+        arg(value_delimiter = ',');
+
+    /// Largest secret value in bytes.
+    ///
+    /// Default 1 MiB.
+    max_value_bytes: usize = 1 << 20, env "KSTASH_MAX_VALUE_BYTES";
+
+    /// Default access token TTL (e.g. `1h`).
+    ///
     /// Access token lifetime when login gives none. Default `1h`.
-    #[serde(default = "default_token_ttl", deserialize_with = "de_duration")]
-    pub default_token_ttl: Duration,
+    default_token_ttl: Duration = Duration::from_secs(3600), env "KSTASH_DEFAULT_TOKEN_TTL",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Maximum access token TTL (e.g. `32d`).
+    ///
     /// Longest access token lifetime, renewals included. Default `32d`.
-    #[serde(default = "default_max_token_ttl", deserialize_with = "de_duration")]
-    pub max_token_ttl: Duration,
+    max_token_ttl: Duration = Duration::from_secs(32 * 24 * 3600), env "KSTASH_MAX_TOKEN_TTL",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Gatekeeper token grace window (e.g. `60s`).
+    ///
     /// How long a used gatekeeper token keeps working. Default `60s`.
-    #[serde(default = "default_gatekeeper_grace", deserialize_with = "de_duration")]
-    pub gatekeeper_grace: Duration,
+    gatekeeper_grace: Duration = Duration::from_secs(60), env "KSTASH_GATEKEEPER_GRACE",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Unseal progress timeout (e.g. `10m`).
+    ///
     /// How long unseal progress is kept. Default `10m`.
-    #[serde(default = "default_unseal_timeout", deserialize_with = "de_duration")]
-    pub unseal_timeout: Duration,
+    unseal_timeout: Duration = Duration::from_secs(600), env "KSTASH_UNSEAL_TIMEOUT",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Expired-token sweep interval (e.g. `30s`).
+    ///
     /// How often expired tokens are swept. Default `30s`.
-    #[serde(default = "default_sweep_interval", deserialize_with = "de_duration")]
-    pub sweep_interval: Duration,
-    /// Encryptions under one key term before a forced rotation, counted
-    /// over the whole cluster (give every node the same value). Default
-    /// 2^32 − 2^20.
-    #[serde(default = "default_encryption_limit")]
-    pub encryption_limit: u64,
-    /// Log filter (`RUST_LOG` syntax). Default [`DEFAULT_LOG`]: `info`, with
-    /// openraft, sled, h2, hyper and tower at `warn`.
-    #[serde(default = "default_log")]
-    pub log: String,
-    /// Cluster port (Raft and node-to-node RPCs, mutual TLS) to bind, e.g.
-    /// `0.0.0.0:8201`. Without it the node runs alone: a one-member Raft
-    /// cluster with no cluster port.
-    #[serde(default)]
-    pub cluster_addr: Option<SocketAddr>,
-    /// Client API address shown to peers and in status (`host:port`, DNS
-    /// names allowed). Default: the bound `api_addr`.
-    #[serde(default)]
-    pub advertise_api_addr: Option<String>,
-    /// Cluster address peers dial to reach this node (`host:port`, DNS names
-    /// allowed; the host must be a name in this node's cluster certificate).
-    /// Default: the bound `cluster_addr`; required when that is a wildcard
-    /// address.
-    #[serde(default)]
-    pub advertise_cluster_addr: Option<String>,
-    /// Start a new cluster with this node as its only member, unless the data
-    /// dir already holds Raft state. Give it to one node of a new cluster.
-    #[serde(default)]
-    pub bootstrap: bool,
+    sweep_interval: Duration = Duration::from_secs(30), env "KSTASH_SWEEP_INTERVAL",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Encryptions per key term, cluster-wide, before a forced rotation.
+    ///
+    /// Counted over the whole cluster (give every node the same value).
+    /// Default 2^32 − 2^20.
+    encryption_limit: u64 = DEFAULT_ENCRYPTION_LIMIT, env "KSTASH_ENCRYPTION_LIMIT";
+
+    /// Log filter (`RUST_LOG` syntax).
+    ///
+    /// Default [`DEFAULT_LOG`]: `info`, with openraft, sled, h2, hyper and
+    /// tower at `warn`.
+    log: String = DEFAULT_LOG.into(), env "KSTASH_LOG";
+
+    /// Audit log device: a file path, or `-` for stdout.
+    ///
+    /// One JSON line per audited request and response, every secret in it
+    /// as `hmac-sha256:<hex>` under the cluster's audit key. A file is
+    /// created 0600 and reopened on SIGHUP (for logrotate). While it is
+    /// set, a request whose record no device can write is refused (503)
+    /// before anything is proposed. Default: none, no audit log.
+    audit_file: String, env "KSTASH_AUDIT_FILE";
+
+    /// Put secret values in the audit log as `hmac-sha256:<hex>`.
+    ///
+    /// Without it (the default) the audit log carries no secret values at
+    /// all; tokens, keys and other credentials are always HMAC'd.
+    audit_hmac_values: bool = false, env "KSTASH_AUDIT_HMAC_VALUES",
+        arg(num_args = 0..=1, default_missing_value = "true");
+
+    /// Cluster port to bind (mutual TLS); without it the node runs alone.
+    ///
+    /// Raft and node-to-node RPCs, e.g. `0.0.0.0:8201`. Without it the node
+    /// runs alone: a one-member Raft cluster with no cluster port.
+    cluster_addr: SocketAddr, env "KSTASH_CLUSTER_ADDR";
+
+    /// Client API address to show peers (`host:port`).
+    ///
+    /// Shown to peers and in status (DNS names allowed). Default: the bound
+    /// `api_addr`.
+    advertise_api_addr: String, env "KSTASH_ADVERTISE_API_ADDR";
+
+    /// Cluster address peers dial (`host:port`).
+    ///
+    /// DNS names allowed; the host must be a name in this node's cluster
+    /// certificate. Default: the bound `cluster_addr`; required when that
+    /// is a wildcard address.
+    advertise_cluster_addr: String, env "KSTASH_ADVERTISE_CLUSTER_ADDR";
+
+    /// Start a new cluster with this node as its only member.
+    ///
+    /// Unless the data dir already holds Raft state. Give it to one node of
+    /// a new cluster.
+    bootstrap: bool = false, env "KSTASH_BOOTSTRAP",
+        arg(num_args = 0..=1, default_missing_value = "true");
+
+    /// The node id that bootstraps when every node gets the same settings.
+    ///
     /// For nodes started with identical settings (a StatefulSet): the node
     /// whose `node_id` is this one bootstraps, unless its data dir already
     /// holds Raft state or a `join` peer already answers as a cluster member
     /// (then it joins: a node that lost its data dir never starts a second
     /// cluster); every other node joins through `join`.
-    #[serde(default)]
-    pub bootstrap_node_id: Option<u64>,
-    /// Cluster addresses (`host:port`) of peers to join through; a follower
-    /// names the leader. Ignored once this node is a voter.
-    #[serde(default)]
-    pub join: Vec<String>,
-    /// PEM certificate of the cluster CA; peers must present certificates
-    /// it signed. Required with `cluster_addr`.
-    #[serde(default)]
-    pub cluster_ca: Option<PathBuf>,
-    /// PEM certificate chain of this node on the cluster port (client and
-    /// server). Required with `cluster_addr`.
-    #[serde(default)]
-    pub cluster_cert: Option<PathBuf>,
-    /// PEM private key of `cluster_cert` (must not be group/world readable).
-    /// Required with `cluster_addr`.
-    #[serde(default)]
-    pub cluster_key: Option<PathBuf>,
-    /// Shortest election timeout in milliseconds: a follower that hears no
-    /// leader for a random time between the two bounds campaigns. Default 1000.
-    #[serde(default = "default_election_timeout_min_ms")]
-    pub election_timeout_min_ms: u64,
-    /// Longest election timeout in milliseconds. Default 2000.
-    #[serde(default = "default_election_timeout_max_ms")]
-    pub election_timeout_max_ms: u64,
-    /// Interval of the leader's heartbeats in milliseconds; at most half the
-    /// shortest election timeout. Default 200.
-    #[serde(default = "default_heartbeat_interval_ms")]
-    pub heartbeat_interval_ms: u64,
-    /// Applied log entries between snapshots (the log is purged behind a
-    /// snapshot). Default 10000.
-    #[serde(default = "default_snapshot_threshold")]
-    pub snapshot_threshold: u64,
-    /// How long a client has to send a request's headers: from accepting
-    /// the connection (TLS handshake included) to its first request, and on
-    /// HTTP/1 from the end of one response to the next request's headers.
-    /// Default `10s`.
-    #[serde(
-        default = "default_header_read_timeout",
-        deserialize_with = "de_duration"
-    )]
-    pub header_read_timeout: Duration,
-    /// How long a request's whole body may take to arrive, counted from its
-    /// headers; a slower body fails the request. Default `30s`.
-    #[serde(
-        default = "default_body_read_timeout",
-        deserialize_with = "de_duration"
-    )]
-    pub body_read_timeout: Duration,
-    /// How long a client connection with no request in flight stays open
-    /// after its last response (HTTP/2; HTTP/1 waits at most the shorter of
+    bootstrap_node_id: u64, env "KSTASH_BOOTSTRAP_NODE_ID";
+
+    /// Peers' cluster addresses to join through, comma-separated.
+    ///
+    /// `host:port` each; a follower names the leader. Ignored once this
+    /// node is a voter.
+    join: Vec<String> = Vec::new(), env "KSTASH_JOIN", arg(value_delimiter = ',');
+
+    /// PEM certificate of the cluster CA.
+    ///
+    /// Peers must present certificates it signed. Required with
+    /// `cluster_addr`.
+    cluster_ca: PathBuf, env "KSTASH_CLUSTER_CA";
+
+    /// PEM certificate chain of this node on the cluster port.
+    ///
+    /// Client and server. Required with `cluster_addr`.
+    cluster_cert: PathBuf, env "KSTASH_CLUSTER_CERT";
+
+    /// PEM private key of the cluster certificate.
+    ///
+    /// Must not be group/world readable. Required with `cluster_addr`.
+    cluster_key: PathBuf, env "KSTASH_CLUSTER_KEY";
+
+    /// Shortest election timeout in milliseconds.
+    ///
+    /// A follower that hears no leader for a random time between the two
+    /// bounds campaigns. Default 1000.
+    election_timeout_min_ms: u64 = 1000, env "KSTASH_ELECTION_TIMEOUT_MIN_MS";
+
+    /// Longest election timeout in milliseconds.
+    ///
+    /// Default 2000.
+    election_timeout_max_ms: u64 = 2000, env "KSTASH_ELECTION_TIMEOUT_MAX_MS";
+
+    /// Leader heartbeat interval in milliseconds.
+    ///
+    /// At most half the shortest election timeout. Default 200.
+    heartbeat_interval_ms: u64 = 200, env "KSTASH_HEARTBEAT_INTERVAL_MS";
+
+    /// Applied log entries between snapshots.
+    ///
+    /// The log is purged behind a snapshot. Default 10000.
+    snapshot_threshold: u64 = 10_000, env "KSTASH_SNAPSHOT_THRESHOLD";
+
+    /// Time a client has to send a request's headers (e.g. `10s`).
+    ///
+    /// From accepting the connection (TLS handshake included) to its first
+    /// request, and on HTTP/1 from the end of one response to the next
+    /// request's headers. Default `10s`.
+    header_read_timeout: Duration = Duration::from_secs(10), env "KSTASH_HEADER_READ_TIMEOUT",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Time a request's body has to arrive whole (e.g. `30s`).
+    ///
+    /// Counted from its headers; a slower body fails the request. Default
+    /// `30s`.
+    body_read_timeout: Duration = Duration::from_secs(30), env "KSTASH_BODY_READ_TIMEOUT",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Time a client connection without a request stays open (e.g. `60s`).
+    ///
+    /// After its last response (HTTP/2; HTTP/1 waits at most the shorter of
     /// this and `header_read_timeout`). Default `60s`.
-    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
-    pub idle_timeout: Duration,
-    /// Client connections open at once; one more is closed as soon as it is
-    /// accepted. Lowered at start to what the file-descriptor limit allows.
-    /// Default 1024.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
+    idle_timeout: Duration = Duration::from_secs(60), env "KSTASH_IDLE_TIMEOUT",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Client connections open at once.
+    ///
+    /// One more is closed as soon as it is accepted. Lowered at start to
+    /// what the file-descriptor limit allows. Default 1024.
+    max_connections: usize = 1024, env "KSTASH_MAX_CONNECTIONS";
 }
 
 impl Default for Config {
+    /// Every setting at its default (not checked: the default needs TLS
+    /// files or `tls_disable`).
     fn default() -> Self {
-        toml::from_str("").expect("an empty config takes every default")
+        ConfigFile::default().with_defaults()
     }
-}
-
-/// `kstash server` flags; each overrides the config file.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ServerArgs {
-    /// TOML config file.
-    #[arg(long, env = "KSTASH_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Development mode: memory storage, initialised 1-of-1 and unsealed,
-    /// plaintext on loopback. Prints its secrets. Never for production.
-    #[arg(long)]
-    pub dev: bool,
-    /// Client API address.
-    #[arg(long, env = "KSTASH_API_ADDR")]
-    pub api_addr: Option<SocketAddr>,
-    /// Node state directory.
-    #[arg(long, env = "KSTASH_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Storage backend.
-    #[arg(long, env = "KSTASH_STORAGE", value_enum)]
-    pub storage: Option<StorageKind>,
-    /// etcd endpoints, comma-separated.
-    #[arg(long, env = "KSTASH_ETCD_ENDPOINTS", value_delimiter = ',')]
-    pub etcd_endpoints: Option<Vec<String>>,
-    /// Key prefix of this node in etcd.
-    #[arg(long, env = "KSTASH_ETCD_PREFIX")]
-    pub etcd_prefix: Option<String>,
-    /// Node id.
-    #[arg(long, env = "KSTASH_NODE_ID")]
-    pub node_id: Option<u64>,
-    /// PEM certificate chain.
-    #[arg(long, env = "KSTASH_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key.
-    #[arg(long, env = "KSTASH_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Serve plaintext (loopback only).
-    #[arg(long, env = "KSTASH_TLS_DISABLE", num_args = 0..=1, default_missing_value = "true")]
-    pub tls_disable: Option<bool>,
-    /// Only warn (instead of refusing to start) when group or others can
-    /// reach the data dir.
-    #[arg(long, env = "KSTASH_ALLOW_INSECURE_DATA_DIR", num_args = 0..=1, default_missing_value = "true")]
-    pub allow_insecure_data_dir: Option<bool>,
-    /// With --tls-disable: extra Host names or addresses answered, comma-separated.
-    #[arg(long, env = "KSTASH_ALLOWED_HOSTS", value_delimiter = ',')]
-    pub allowed_hosts: Option<Vec<String>>,
-    /// Largest secret value in bytes.
-    #[arg(long, env = "KSTASH_MAX_VALUE_BYTES")]
-    pub max_value_bytes: Option<usize>,
-    /// Default access token TTL (e.g. `1h`).
-    #[arg(long, env = "KSTASH_DEFAULT_TOKEN_TTL", value_parser = humantime::parse_duration)]
-    pub default_token_ttl: Option<Duration>,
-    /// Maximum access token TTL (e.g. `32d`).
-    #[arg(long, env = "KSTASH_MAX_TOKEN_TTL", value_parser = humantime::parse_duration)]
-    pub max_token_ttl: Option<Duration>,
-    /// Gatekeeper token grace window (e.g. `60s`).
-    #[arg(long, env = "KSTASH_GATEKEEPER_GRACE", value_parser = humantime::parse_duration)]
-    pub gatekeeper_grace: Option<Duration>,
-    /// Unseal progress timeout (e.g. `10m`).
-    #[arg(long, env = "KSTASH_UNSEAL_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub unseal_timeout: Option<Duration>,
-    /// Expired-token sweep interval (e.g. `30s`).
-    #[arg(long, env = "KSTASH_SWEEP_INTERVAL", value_parser = humantime::parse_duration)]
-    pub sweep_interval: Option<Duration>,
-    /// Encryptions per key term, cluster-wide, before a forced rotation.
-    #[arg(long, env = "KSTASH_ENCRYPTION_LIMIT")]
-    pub encryption_limit: Option<u64>,
-    /// Log filter (`RUST_LOG` syntax).
-    #[arg(long, env = "KSTASH_LOG")]
-    pub log: Option<String>,
-    /// Cluster port to bind (mutual TLS); without it the node runs alone.
-    #[arg(long, env = "KSTASH_CLUSTER_ADDR")]
-    pub cluster_addr: Option<SocketAddr>,
-    /// Client API address to show peers (`host:port`).
-    #[arg(long, env = "KSTASH_ADVERTISE_API_ADDR")]
-    pub advertise_api_addr: Option<String>,
-    /// Cluster address peers dial (`host:port`).
-    #[arg(long, env = "KSTASH_ADVERTISE_CLUSTER_ADDR")]
-    pub advertise_cluster_addr: Option<String>,
-    /// Start a new cluster with this node as its only member.
-    #[arg(long, env = "KSTASH_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
-    pub bootstrap: Option<bool>,
-    /// The node id that bootstraps when every node gets the same settings.
-    #[arg(long, env = "KSTASH_BOOTSTRAP_NODE_ID")]
-    pub bootstrap_node_id: Option<u64>,
-    /// Peers' cluster addresses to join through, comma-separated.
-    #[arg(long, env = "KSTASH_JOIN", value_delimiter = ',')]
-    pub join: Option<Vec<String>>,
-    /// PEM certificate of the cluster CA.
-    #[arg(long, env = "KSTASH_CLUSTER_CA")]
-    pub cluster_ca: Option<PathBuf>,
-    /// PEM certificate chain of this node on the cluster port.
-    #[arg(long, env = "KSTASH_CLUSTER_CERT")]
-    pub cluster_cert: Option<PathBuf>,
-    /// PEM private key of the cluster certificate.
-    #[arg(long, env = "KSTASH_CLUSTER_KEY")]
-    pub cluster_key: Option<PathBuf>,
-    /// Shortest election timeout in milliseconds.
-    #[arg(long, env = "KSTASH_ELECTION_TIMEOUT_MIN_MS")]
-    pub election_timeout_min_ms: Option<u64>,
-    /// Longest election timeout in milliseconds.
-    #[arg(long, env = "KSTASH_ELECTION_TIMEOUT_MAX_MS")]
-    pub election_timeout_max_ms: Option<u64>,
-    /// Leader heartbeat interval in milliseconds.
-    #[arg(long, env = "KSTASH_HEARTBEAT_INTERVAL_MS")]
-    pub heartbeat_interval_ms: Option<u64>,
-    /// Applied log entries between snapshots.
-    #[arg(long, env = "KSTASH_SNAPSHOT_THRESHOLD")]
-    pub snapshot_threshold: Option<u64>,
-    /// Time a client has to send a request's headers (e.g. `10s`).
-    #[arg(long, env = "KSTASH_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub header_read_timeout: Option<Duration>,
-    /// Time a request's body has to arrive whole (e.g. `30s`).
-    #[arg(long, env = "KSTASH_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub body_read_timeout: Option<Duration>,
-    /// Time a client connection without a request stays open (e.g. `60s`).
-    #[arg(long, env = "KSTASH_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub idle_timeout: Option<Duration>,
-    /// Client connections open at once.
-    #[arg(long, env = "KSTASH_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
 }
 
 /// A configuration problem.
@@ -439,10 +416,16 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl From<PrivateFileError> for ConfigError {
+    fn from(e: PrivateFileError) -> Self {
+        ConfigError::Invalid(e.to_string())
+    }
+}
+
 impl ServerArgs {
     /// Merge flags and env over the config file over the defaults, then check.
     pub fn resolve(&self) -> Result<Config, ConfigError> {
-        let mut c = match &self.config {
+        let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
                     path: path.clone(),
@@ -453,60 +436,9 @@ impl ServerArgs {
                     message: e.to_string(),
                 })?
             }
-            None => Config::default(),
+            None => ConfigFile::default(),
         };
-        macro_rules! over {
-            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
-        }
-        over!(
-            api_addr,
-            data_dir,
-            storage,
-            etcd_endpoints,
-            node_id,
-            max_value_bytes,
-            default_token_ttl,
-            max_token_ttl,
-            gatekeeper_grace,
-            unseal_timeout,
-            sweep_interval,
-            encryption_limit,
-            log,
-            tls_disable,
-            allow_insecure_data_dir,
-            allowed_hosts,
-            bootstrap,
-            join,
-            election_timeout_min_ms,
-            election_timeout_max_ms,
-            heartbeat_interval_ms,
-            snapshot_threshold,
-            header_read_timeout,
-            body_read_timeout,
-            idle_timeout,
-            max_connections
-        );
-        macro_rules! over_opt {
-            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f.clone(); } )* };
-        }
-        over_opt!(
-            cluster_addr,
-            advertise_api_addr,
-            advertise_cluster_addr,
-            cluster_ca,
-            cluster_cert,
-            cluster_key,
-            bootstrap_node_id
-        );
-        if self.etcd_prefix.is_some() {
-            c.etcd_prefix = self.etcd_prefix.clone();
-        }
-        if self.tls_cert.is_some() {
-            c.tls_cert = self.tls_cert.clone();
-        }
-        if self.tls_key.is_some() {
-            c.tls_key = self.tls_key.clone();
-        }
+        let mut c = self.layer().over(file).with_defaults();
         if self.dev {
             c.storage = StorageKind::Memory;
             if self.data_dir.is_none() {
@@ -581,6 +513,17 @@ impl Config {
         }
         if self.sweep_interval < Duration::from_millis(100) {
             return invalid("sweep_interval must be at least 100ms".into());
+        }
+        if self
+            .audit_file
+            .as_ref()
+            .is_some_and(|f| f.trim().is_empty())
+        {
+            return invalid(
+                "audit_file is empty: give the audit log's file path, or `-` for stdout \
+                 (leave audit_file out to run without an audit log)"
+                    .into(),
+            );
         }
         self.check_raft()?;
         self.check_connections()?;
@@ -760,68 +703,22 @@ impl Config {
     }
 }
 
-/// Refuse a secret file that group or others can read.
-pub fn check_private_file(path: &Path) -> Result<(), ConfigError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Group-read is allowed: a Kubernetes Secret volume with an
-        // `fsGroup` gives the pod's user its key as 0440 (root-owned, group
-        // fsGroup), never as a 0600 file of its own.
-        let mode = meta.permissions().mode();
-        if mode & 0o027 != 0 {
-            return Err(ConfigError::Invalid(format!(
-                "{} is readable by others or writable by group (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            )));
-        }
-    }
-    let _ = meta;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
-    fn durations_print_as_written_and_parse_back() {
-        let cases = [
-            (Duration::from_secs(32 * 86_400), "32d"),
-            (Duration::from_secs(3600), "1h"),
-            (Duration::from_secs(15 * 60), "15m"),
-            (Duration::from_secs(90), "90s"),
-            (Duration::from_secs(5400), "90m"),
-            (Duration::from_secs(6000), "1h40m"),
-            (Duration::from_secs(3599), "59m59s"),
-            (Duration::from_secs(36 * 3600), "36h"),
-            (Duration::from_secs(400 * 86_400), "400d"),
-            (Duration::from_millis(250), "250ms"),
-            (Duration::from_millis(1500), "1s500ms"),
-            (Duration::from_secs(86_400 + 1), "1d1s"),
-            (Duration::from_nanos(1_001), "1us1ns"),
-            (Duration::ZERO, "0s"),
-        ];
-        for (d, text) in cases {
-            assert_eq!(format_duration(d), text);
-            assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
-        }
-        // Round trip over a spread of values, through the config file's
-        // own parser.
+    fn durations_as_kstash_writes_them_read_back_from_the_config_file() {
+        // A spread of values, through the config file's own parser.
         let mut n: u64 = 1;
         while n < 400 * 86_400_000_000_000 {
             for d in [Duration::from_nanos(n), Duration::from_nanos(n - 1)] {
                 let text = format_duration(d);
-                #[derive(Deserialize)]
-                struct T {
-                    #[serde(deserialize_with = "de_duration")]
-                    d: Duration,
-                }
-                let t: T = toml::from_str(&format!("d = \"{text}\"")).unwrap();
-                assert_eq!(t.d, d, "{text}");
+                let file: ConfigFile =
+                    toml::from_str(&format!("sweep_interval = \"{text}\"")).unwrap();
+                assert_eq!(file.sweep_interval, Some(d), "{text}");
             }
             n = n * 7 + 3;
         }
@@ -939,28 +836,6 @@ mod tests {
             cluster_cert: file("node.pem"),
             cluster_key: file("node-key.pem"),
             ..Default::default()
-        }
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn key_files_may_be_group_readable_but_nothing_more() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        std::fs::write(&key, "x").unwrap();
-        for (mode, ok) in [
-            (0o600, true),
-            (0o400, true),
-            (0o440, true), // a Kubernetes Secret volume with fsGroup
-            (0o640, true),
-            (0o660, false),
-            (0o604, false),
-            (0o644, false),
-            (0o606, false),
-        ] {
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
-            assert_eq!(check_private_file(&key).is_ok(), ok, "mode {mode:o}");
         }
     }
 
@@ -1165,51 +1040,217 @@ mod tests {
         );
     }
 
-    #[cfg(unix)]
-    #[test]
-    fn world_readable_keys_are_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        std::fs::write(&key, "x").unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(check_private_file(&key).is_err());
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(check_private_file(&key).is_ok());
-    }
-
-    /// The names of the fields of `pub struct <name>` in this file.
-    fn struct_fields(name: &str) -> Vec<String> {
-        let src = include_str!("config.rs");
-        let start = src
-            .find(&format!("pub struct {name} {{"))
-            .expect("the struct is in this file");
-        let body = &src[start..];
-        let body = &body[..body.find("\n}").unwrap()];
-        body.lines()
-            .filter_map(|l| l.trim().strip_prefix("pub "))
-            .filter_map(|l| l.split_once(':').map(|(f, _)| f.to_string()))
-            .filter(|f| !f.contains(' '))
+    /// The rows of README's configuration table: (field, flag, env) cells.
+    fn readme_rows() -> Vec<(String, String, String)> {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("\n## Configuration\n")
+            .expect("README has a Configuration section");
+        let section = &readme[start + 1..];
+        let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+        section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                let cell = |i: usize| cells[i].trim_start_matches("| ").to_string();
+                (cell(0), cell(1), cell(2))
+            })
             .collect()
     }
 
     #[test]
-    fn every_config_field_has_a_flag_an_env_var_and_a_readme_row() {
-        let readme = include_str!("../README.md");
-        let flags = struct_fields("ServerArgs");
-        let fields = struct_fields("Config");
-        assert!(fields.len() > 20, "{fields:?}");
-        for field in &fields {
-            assert!(flags.contains(field), "no flag for config field {field}");
-            let row = format!(
-                "| `{field}` | `--{}` | `KSTASH_{}` |",
-                field.replace('_', "-"),
-                field.to_uppercase()
-            );
+    fn every_setting_has_its_flag_its_env_var_and_one_readme_row() {
+        // Steps: each declared setting has the env var named after its key,
+        // and clap gives it the flag and env var declared (nothing else
+        // either); README's table has one row per setting, naming the same
+        // key, flag and env var, and no row for anything else.
+        use clap::Args as _;
+        assert!(SETTINGS.len() > 20, "{SETTINGS:?}");
+        let command = ServerArgs::augment_args(clap::Command::new("server"));
+        let flags: Vec<(String, Option<String>)> = command
+            .get_arguments()
+            .filter_map(|a| {
+                let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+                a.get_long().map(|l| (l.to_string(), env))
+            })
+            .collect();
+        let mut expected: Vec<(String, Option<String>)> = vec![
+            ("config".into(), Some("KSTASH_CONFIG".into())),
+            ("dev".into(), None),
+        ];
+        for s in SETTINGS {
+            assert_eq!(s.env, format!("KSTASH_{}", s.key.to_uppercase()), "{s:?}");
+            expected.push((s.key.replace('_', "-"), Some(s.env.into())));
+        }
+        assert_eq!(flags, expected, "kstash server's flags are the settings");
+
+        let rows = readme_rows();
+        let declared: Vec<(String, String, String)> = SETTINGS
+            .iter()
+            .map(|s| {
+                (
+                    format!("`{}`", s.key),
+                    format!("`--{}`", s.key.replace('_', "-")),
+                    format!("`{}`", s.env),
+                )
+            })
+            .collect();
+        for row in &declared {
             assert!(
-                readme.contains(&row),
-                "README's configuration table lacks {row}"
+                rows.contains(row),
+                "README's configuration table lacks the row {row:?}"
             );
+        }
+        for row in &rows {
+            assert!(
+                declared.contains(row),
+                "README's configuration table has a row no setting declares: {row:?}"
+            );
+        }
+        assert_eq!(rows.len(), declared.len(), "one README row per setting");
+    }
+
+    #[test]
+    fn flags_reach_the_settings_with_their_parsers() {
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServerArgs::augment_args(clap::Command::new("server"));
+        let matches = command
+            .try_get_matches_from([
+                "server",
+                "--tls-disable",
+                "--join",
+                "a:1,b:2",
+                "--idle-timeout",
+                "2m",
+                "--storage",
+                "memory",
+                "--etcd-prefix",
+                "p/",
+            ])
+            .unwrap();
+        let args = ServerArgs::from_arg_matches(&matches).unwrap();
+        assert_eq!(args.tls_disable, Some(true));
+        assert_eq!(args.join, Some(vec!["a:1".to_string(), "b:2".to_string()]));
+        assert_eq!(args.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(args.storage, Some(StorageKind::Memory));
+        assert_eq!(args.etcd_prefix.as_deref(), Some("p/"));
+        assert_eq!(args.bootstrap, None);
+    }
+
+    #[test]
+    fn audit_settings_come_from_flags_env_and_file_and_an_empty_file_is_refused() {
+        let plain = || ServerArgs {
+            tls_disable: Some(true),
+            ..Default::default()
+        };
+        let c = plain().resolve().unwrap();
+        assert_eq!(
+            (c.audit_file, c.audit_hmac_values),
+            (None, false),
+            "audit is off and values are not logged by default"
+        );
+        for device in ["-", "/var/log/kstash/audit.log"] {
+            let c = ServerArgs {
+                audit_file: Some(device.into()),
+                audit_hmac_values: Some(true),
+                ..plain()
+            }
+            .resolve()
+            .unwrap();
+            assert_eq!(c.audit_file.as_deref(), Some(device));
+            assert!(c.audit_hmac_values);
+        }
+        for empty in ["", "  "] {
+            let err = ServerArgs {
+                audit_file: Some(empty.into()),
+                ..plain()
+            }
+            .resolve()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("audit_file is empty"), "{empty:?}: {err}");
+            assert!(err.contains("`-` for stdout"), "{err}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kstash.toml");
+        std::fs::write(
+            &path,
+            "tls_disable = true\naudit_file = \"-\"\naudit_hmac_values = true\n",
+        )
+        .unwrap();
+        let c = ServerArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (c.audit_file.as_deref(), c.audit_hmac_values),
+            (Some("-"), true)
+        );
+        std::fs::write(&path, "tls_disable = true\naudit_file = \"\"\n").unwrap();
+        let err = ServerArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("audit_file is empty"), "{err}");
+
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServerArgs::augment_args(clap::Command::new("server"));
+        let matches = command
+            .try_get_matches_from(["server", "--audit-file", "-", "--audit-hmac-values"])
+            .unwrap();
+        let args = ServerArgs::from_arg_matches(&matches).unwrap();
+        assert_eq!(
+            (args.audit_file.as_deref(), args.audit_hmac_values),
+            (Some("-"), Some(true))
+        );
+    }
+
+    #[test]
+    fn the_file_takes_every_setting_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kstash.toml");
+        let args = || ServerArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        std::fs::write(
+            &path,
+            "tls_disable = true\napi_addr = \"127.0.0.1:9300\"\netcd_prefix = \"p/\"\n\
+             allowed_hosts = [\"kstash.test\"]\nidle_timeout = \"2m\"\nmax_connections = 7\n",
+        )
+        .unwrap();
+        let c = args().resolve().unwrap();
+        assert_eq!(c.api_addr, "127.0.0.1:9300".parse().unwrap());
+        assert_eq!(c.etcd_prefix.as_deref(), Some("p/"));
+        assert_eq!(c.allowed_hosts, ["kstash.test"]);
+        assert_eq!(
+            (c.idle_timeout, c.max_connections),
+            (Duration::from_secs(120), 7)
+        );
+        assert_eq!(
+            Config {
+                api_addr: c.api_addr,
+                tls_disable: true,
+                etcd_prefix: c.etcd_prefix.clone(),
+                allowed_hosts: c.allowed_hosts.clone(),
+                idle_timeout: c.idle_timeout,
+                max_connections: 7,
+                ..Config::default()
+            },
+            c,
+            "every other setting at its default"
+        );
+        for flag_only in ["config = \"x.toml\"", "dev = true"] {
+            std::fs::write(&path, format!("tls_disable = true\n{flag_only}\n")).unwrap();
+            let err = args().resolve().unwrap_err().to_string();
+            assert!(err.contains("unknown field"), "{flag_only}: {err}");
         }
     }
 }

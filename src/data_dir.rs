@@ -10,6 +10,9 @@
 //!   [`MAX_CHECKED`] entries); an entry with any group or other permission
 //!   bit is an error unless the operator allowed it explicitly
 //!   (`allow_insecure_data_dir`), and then a warning naming each entry.
+//! - A secret file kstash reads (a TLS or cluster private key, a file of
+//!   unseal keys or a token) is refused by [`check_private_file`] when
+//!   group can write it or others can read or write it.
 //!
 //! The data dir holds only ciphertext (invariant 1), but also the Raft log's
 //! membership, token hashes and wrapped keys: a store that leaks them to
@@ -54,6 +57,30 @@ pub enum DataDirError {
     },
 }
 
+/// Why a secret file is refused.
+#[derive(Debug, Error)]
+pub enum PrivateFileError {
+    /// The file's metadata could not be read.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Group can write the file, or others can read or write it.
+    #[error(
+        "{} is readable by others or writable by group (mode {:o}); chmod 600 it",
+        .path.display(), .mode & 0o777
+    )]
+    NotPrivate {
+        /// The file.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+}
+
 fn list(entries: &[(PathBuf, u32)]) -> String {
     entries
         .iter()
@@ -84,6 +111,31 @@ pub fn prepare(dir: &Path, allow_insecure: bool) -> Result<(), DataDirError> {
     } else {
         Err(err)
     }
+}
+
+/// Refuse a secret file (a private key, a file of keys or a token) that
+/// others can read or write, or group can write.
+pub fn check_private_file(path: &Path) -> Result<(), PrivateFileError> {
+    let meta = fs::metadata(path).map_err(|source| PrivateFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Group-read is allowed: a Kubernetes Secret volume with an
+        // `fsGroup` gives the pod's user its key as 0440 (root-owned, group
+        // fsGroup), never as a 0600 file of its own.
+        let mode = meta.permissions().mode();
+        if mode & 0o027 != 0 {
+            return Err(PrivateFileError::NotPrivate {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let _ = meta;
+    Ok(())
 }
 
 /// Files and directories created from now on get no group or other bits.
@@ -215,5 +267,35 @@ mod tests {
         assert!(err.to_string().contains("sub/log is mode 644"), "{err}");
         chmod(&dir.join("sub/log"), 0o600);
         prepare(&dir, false).unwrap();
+    }
+
+    #[test]
+    fn key_files_may_be_group_readable_but_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        fs::write(&key, "x").unwrap();
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o440, true), // a Kubernetes Secret volume with fsGroup
+            (0o640, true),
+            (0o660, false),
+            (0o604, false),
+            (0o644, false),
+            (0o606, false),
+        ] {
+            chmod(&key, mode);
+            assert_eq!(check_private_file(&key).is_ok(), ok, "mode {mode:o}");
+        }
+        chmod(&key, 0o644);
+        let err = check_private_file(&key).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "key.pem is readable by others or writable by group (mode 644); chmod 600 it"
+            ),
+            "{err}"
+        );
+        let err = check_private_file(&dir.path().join("missing.pem")).unwrap_err();
+        assert!(err.to_string().contains("missing.pem: "), "{err}");
     }
 }

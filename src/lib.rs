@@ -15,6 +15,8 @@ pub mod data_dir;
 pub mod gatekeeper;
 pub mod guard;
 pub mod keyspace;
+#[cfg(test)]
+mod layers;
 pub mod raft;
 pub mod secret;
 pub mod server;

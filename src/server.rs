@@ -20,6 +20,8 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::guard::audit::{reopen_on_sighup, AuditLog, AuditTarget};
+
 use crate::api::conn::{plan_fds, ConnAcceptor, ConnMetrics, Limits};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StorageKind};
@@ -93,6 +95,9 @@ pub struct Server {
     serve: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
     leader_log: JoinHandle<()>,
+    /// Reopens the audit file on SIGHUP (audit to a file or stdout only).
+    audit_reopen: Option<JoinHandle<()>>,
+    audit: Arc<AuditLog>,
     cluster: Option<ClusterPort>,
     join_state: watch::Receiver<JoinState>,
 }
@@ -194,6 +199,17 @@ impl Server {
             .unwrap_or_else(|| addr.to_string());
         settings.api_address = api_address.clone();
         crate::data_dir::prepare(&config.data_dir, config.allow_insecure_data_dir)?;
+        // After `prepare`: its umask makes a new audit file 0600 too.
+        let audit = Arc::new(match &config.audit_file {
+            Some(target) => {
+                let target = AuditTarget::parse(target);
+                let log = AuditLog::open(target.clone())
+                    .with_context(|| format!("opening the audit log {target}"))?;
+                tracing::info!(audit_file = %target, "audit log: every operation is recorded; a request that cannot be recorded is refused");
+                log
+            }
+            None => AuditLog::disabled(),
+        });
         let (identity, _) = NodeIdentity::open(&config.data_dir, config.node_id)?;
         let mut replica_config = ReplicaConfig {
             node_id: config.node_id,
@@ -276,8 +292,12 @@ impl Server {
         };
         let metrics = Arc::new(crate::api::metrics::Metrics::new());
         let connections = metrics.connections.clone();
-        let audit = Arc::new(crate::guard::audit::AuditLog::disabled());
-        let door = crate::api::door(node.clone(), audit, &metrics, false);
+        let door = crate::api::door(
+            node.clone(),
+            audit.clone(),
+            &metrics,
+            config.audit_hmac_values,
+        );
         let app = crate::api::router_with(door, hosts, metrics)
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let acceptor = ConnAcceptor::new(limits, connections.clone());
@@ -310,6 +330,11 @@ impl Server {
             config.sweep_interval,
         ));
         let leader_log = tokio::spawn(log_leader_changes(replica.clone()));
+        let audit_reopen = if audit.is_enabled() {
+            Some(reopen_on_sighup(audit.clone()).context("listening for SIGHUP")?)
+        } else {
+            None
+        };
         Ok(Server {
             addr,
             node,
@@ -319,9 +344,16 @@ impl Server {
             serve,
             sweeper,
             leader_log,
+            audit_reopen,
+            audit,
             cluster,
             join_state,
         })
+    }
+
+    /// The audit device (disabled without `audit_file`).
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
     }
 
     /// The client port's connection metrics (open now, shed by reason).
@@ -364,6 +396,9 @@ impl Server {
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         self.sweeper.abort();
         self.leader_log.abort();
+        if let Some(task) = &self.audit_reopen {
+            task.abort();
+        }
         if let Some(cluster) = &self.cluster {
             for task in &cluster.tasks {
                 task.abort();

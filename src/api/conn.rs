@@ -177,7 +177,7 @@ fn shed_error(reason: ShedReason) -> io::Error {
 
 /// A request body that did not arrive in time.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {}", crate::config::format_duration(*.0))]
+#[error("the request body did not arrive within {}", crate::clock::format_duration(*.0))]
 pub struct BodyTimeout(pub Duration);
 
 /// What a connection's requests tell its watchdog.

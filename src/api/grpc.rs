@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::acl::{self, Capability, Policy};
 use crate::api::error::to_grpc;
-use crate::guard::{Call, CallContext, Door, Operation, Presented, Transport};
+use crate::guard::{audit, Call, CallContext, Door, Operation, Presented, Transport};
 use crate::secret::SecretString;
 use crate::service::types::{self as t, ListPage, Ttl};
 use crate::service::{Node, ServiceError, Settings};
@@ -775,7 +775,9 @@ impl pb::sys_server::Sys for SysService {
         let result = admitted
             .holder()
             .and_then(|h| self.0.node().audit_hash(h, &input));
-        answer(admitted.finish(result.map(|out| pb::AuditHashResponse { hash: out.hash })))
+        answer(admitted.finish(result.map(|tag| pb::AuditHashResponse {
+            hash: audit::hmac_text(tag),
+        })))
     }
 }
 

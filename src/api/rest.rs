@@ -16,7 +16,7 @@ use utoipa::OpenApi;
 use super::error::{ApiError, ErrorBody};
 use super::metrics::Metrics;
 use crate::acl::{path, Policy};
-use crate::guard::{Call, CallContext, Door, Operation, Presented, Transport};
+use crate::guard::{audit, Call, CallContext, Door, Operation, Presented, Transport};
 use crate::secret::SecretString;
 use crate::service::admin::{PeersResponse, RemoveRequest};
 use crate::service::types::*;
@@ -761,7 +761,13 @@ async fn audit_hash(
     let call =
         Call::new(Operation::AuditHash, REST, &ctx).bearer(token.as_ref(), Consistency::Stale);
     let admitted = s.door.admit(call).await?;
-    let result = async { s.node().audit_hash(admitted.holder()?, &req?.input) }.await;
+    let result = async {
+        let tag = s.node().audit_hash(admitted.holder()?, &req?.input)?;
+        Ok(AuditHashResponse {
+            hash: audit::hmac_text(tag),
+        })
+    }
+    .await;
     Ok(Json(admitted.finish(result)?))
 }
 

@@ -688,7 +688,7 @@ fn print_token_info(fmt: Format, info: &TokenInfo) -> anyhow::Result<()> {
                 .kv("Expires at", &info.expires_at)
                 .kv(
                     "TTL",
-                    crate::config::format_duration(std::time::Duration::from_secs(info.ttl)),
+                    crate::clock::format_duration(std::time::Duration::from_secs(info.ttl)),
                 )
                 .kv("Renewable until", &info.max_expires_at);
             t.print()?;

@@ -4,7 +4,7 @@
 //! Invariants: a secret read here is never echoed (an error names the file
 //! and the line, never the text) and lands directly in a [`SecretString`]
 //! or a `Zeroizing` buffer; a secret file is refused when others can read
-//! it ([`crate::config::check_private_file`]); no more than
+//! it ([`crate::data_dir::check_private_file`]); no more than
 //! [`MAX_SECRET_INPUT`] bytes are read from a file or from stdin.
 
 use std::io::{IsTerminal, Read};
@@ -99,7 +99,7 @@ fn read_secret_input(path: &Path) -> anyhow::Result<Zeroizing<String>> {
             .read_to_end(&mut bytes)
             .context("reading stdin")?;
     } else {
-        crate::config::check_private_file(path)?;
+        crate::data_dir::check_private_file(path)?;
         std::fs::File::open(path)
             .and_then(|f| f.take(limit).read_to_end(&mut bytes))
             .with_context(|| format!("cannot read {name}"))?;

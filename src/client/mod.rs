@@ -90,7 +90,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The command's `--timeout` ran out before an answer came.
-    #[error("no answer within --timeout {}: {tried}", crate::config::format_duration(*.budget))]
+    #[error("no answer within --timeout {}: {tried}", crate::clock::format_duration(*.budget))]
     Timeout {
         /// The whole command's budget.
         budget: Duration,
@@ -1190,7 +1190,7 @@ mod tests {
             S::AuditFailed,
             S::NotInitialized,
             S::Unavailable(String::new()),
-            S::OutcomeUnknown(crate::raft::OutcomeUnknown::new("")),
+            S::OutcomeUnknown(crate::service::OutcomeUnknown::new("")),
             S::Integrity,
             S::Internal,
         ];

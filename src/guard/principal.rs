@@ -7,17 +7,15 @@
 //! log names a principal by [`Principal::kind`] and an HMAC of the secret
 //! it presented, never the secret.
 //!
-//! This module is a leaf (it imports `acl`, `keyspace` and the command's `Actor`
-//! only), so the service layer can take a principal without importing the
-//! front door that makes it.
+//! The access token's part, [`TokenHolder`], is declared by the service
+//! layer (which authenticates it and takes it in every operation), so the
+//! service never imports the front door that calls it.
 
-use crate::acl::{Acl, Denial};
-use crate::keyspace::AccessTokenRecord;
-use crate::state::command::Actor;
+pub use crate::service::TokenHolder;
 
 /// Whoever calls an operation. A new kind of caller (a Kubernetes service
 /// account's login, a plugin socket's peer) is a new variant here, and each
-/// `match` on it (the audit record, the [`Actor`] a command carries, which
+/// `match` on it (the audit record, the [`crate::state::command::Actor`] a command carries, which
 /// apply checks) must decide
 /// what it may do.
 #[derive(Debug)]
@@ -60,47 +58,5 @@ impl Principal {
     /// The namespace the principal is locked to, if any.
     pub fn namespace(&self) -> Option<&str> {
         self.token_holder().map(|h| h.record.namespace.as_str())
-    }
-}
-
-/// An access token the front door authenticated: live at the time of the
-/// check, with its record and the ACL of its policies.
-pub struct TokenHolder {
-    /// The token's id: the SHA-256 of the token, as the store keys it.
-    pub id: [u8; 32],
-    /// The token's record (namespace, policies, lifetimes).
-    pub record: AccessTokenRecord,
-    /// The union of the token's policies, in its namespace.
-    pub acl: Acl,
-}
-
-impl std::fmt::Debug for TokenHolder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "TokenHolder({}…, {})",
-            hex::encode(&self.id[..4]),
-            self.record.namespace
-        )
-    }
-}
-
-impl TokenHolder {
-    /// The reference a replicated command carries, so apply authorizes it
-    /// again against the token state in the log (DESIGN invariant 5).
-    pub fn actor(&self) -> Actor {
-        Actor::AccessToken { id: self.id }
-    }
-
-    /// The refusal of `action` on `path` in `namespace` to this token: the
-    /// one wording of permission errors ([`Denial`]).
-    pub fn denial(&self, action: &str, namespace: &str, path: &str) -> Denial {
-        Denial::new(
-            action,
-            namespace,
-            path,
-            &self.record.namespace,
-            &self.record.policies,
-        )
     }
 }

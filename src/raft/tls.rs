@@ -28,7 +28,7 @@ use thiserror::Error;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use zeroize::Zeroizing;
 
-use crate::config::check_private_file;
+use crate::data_dir::check_private_file;
 
 /// How long a server waits for a peer to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

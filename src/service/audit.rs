@@ -1,9 +1,7 @@
 //! The audit log's HMAC, on demand: an operator who holds a leaked token
 //! or key finds it in the audit log by its HMAC.
 
-use super::types::AuditHashResponse;
-use super::{Node, ServiceError};
-use crate::guard::{audit, TokenHolder};
+use super::{Node, ServiceError, TokenHolder};
 use crate::secret::SecretString;
 
 /// The longest string `audit_hash` takes, in bytes (a value is at most
@@ -11,14 +9,14 @@ use crate::secret::SecretString;
 pub const MAX_AUDIT_HASH_INPUT: usize = 64 * 1024;
 
 impl Node {
-    /// The HMAC the audit log shows for `input` (`hmac-sha256:<hex>`),
-    /// the same on every node of the cluster. Admin tokens only: the
+    /// The HMAC-SHA256 tag the audit log shows for `input` (as
+    /// `hmac-sha256:<hex>`), the same on every node of the cluster. Admin tokens only: the
     /// answer checks a guess at a secret, so it is not for every consumer.
     pub fn audit_hash(
         &self,
         caller: &TokenHolder,
         input: &SecretString,
-    ) -> Result<AuditHashResponse, ServiceError> {
+    ) -> Result<[u8; 32], ServiceError> {
         if !caller.acl.is_admin() {
             return Err(ServiceError::Forbidden(caller.denial(
                 "audit hash",
@@ -32,12 +30,8 @@ impl Node {
                 input.expose().len()
             )));
         }
-        let tag = self
-            .barrier
+        self.barrier
             .audit_hmac(input.expose().as_bytes())
-            .map_err(|_| ServiceError::Sealed)?;
-        Ok(AuditHashResponse {
-            hash: audit::hmac_text(tag),
-        })
+            .map_err(|_| ServiceError::Sealed)
     }
 }

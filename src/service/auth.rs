@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use super::types::*;
+use super::TokenHolder;
 use super::{ms, Node, ServiceError, MAX_TOKEN_POLICIES};
 use crate::acl::{self, path};
-use crate::clock::rfc3339;
-use crate::guard::TokenHolder;
+use crate::clock::{format_duration, rfc3339};
 use crate::keyspace::AccessTokenRecord;
 use crate::secret::{self, SecretKind, SecretString};
 use crate::state::command::Command;
@@ -81,8 +81,8 @@ impl Node {
         if ttl > self.settings.max_token_ttl {
             return Err(ServiceError::bad(format!(
                 "ttl {} exceeds the maximum of {}",
-                crate::config::format_duration(ttl),
-                crate::config::format_duration(self.settings.max_token_ttl)
+                format_duration(ttl),
+                format_duration(self.settings.max_token_ttl)
             )));
         }
         Ok(())
@@ -133,7 +133,7 @@ impl Node {
     }
 
     /// Authenticate a bearer access token for the front door
-    /// ([`crate::guard::Door`]). `Stale`: as of this node's state, catching
+    /// (`guard::Door`). `Stale`: as of this node's state, catching
     /// up once when the token is unknown here (writes: apply checks the
     /// token again). `Linearizable`: as of a state that reflects every write
     /// acknowledged before the call, so a token revoked or a policy changed

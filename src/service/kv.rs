@@ -5,11 +5,11 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::types::*;
+use super::TokenHolder;
 use super::{idempotency, Node, ServiceError};
 use crate::acl::{path, Capability};
 use crate::barrier::BarrierError;
 use crate::clock::rfc3339;
-use crate::guard::TokenHolder;
 use crate::keyspace;
 use crate::secret::SecretString;
 use crate::state::command::{Applied, Command};

@@ -24,13 +24,18 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use crate::raft::OutcomeUnknown;
 pub use error::ServiceError;
 
+pub use crate::state::listing::MAX_LIST;
+
+use crate::acl::{Acl, Denial};
 use crate::barrier::{self, Barrier};
 use crate::clock::Clock;
 use crate::gatekeeper::shamir;
-use crate::guard::TokenHolder;
+use crate::keyspace::AccessTokenRecord;
 use crate::raft::replica::Replica;
+use crate::state::command::Actor;
 
 use crate::state::command::Idempotency;
 use crate::state::State;
@@ -39,8 +44,6 @@ use crate::state::State;
 pub const MAX_MINT: u32 = 16;
 /// Most policies one access token may carry.
 pub const MAX_TOKEN_POLICIES: usize = 32;
-/// Most entries one list call returns.
-pub const MAX_LIST: usize = 10_000;
 
 /// Limits and lifetimes of the service layer.
 #[derive(Debug, Clone)]
@@ -83,6 +86,48 @@ struct Progress {
     keys: Vec<shamir::UnsealKey>,
     /// When the last key was accepted; progress expires this long after it.
     last_key_ms: u64,
+}
+
+/// An access token the front door (`guard::Door`) authenticated: live at the time of the
+/// check, with its record and the ACL of its policies.
+pub struct TokenHolder {
+    /// The token's id: the SHA-256 of the token, as the store keys it.
+    pub id: [u8; 32],
+    /// The token's record (namespace, policies, lifetimes).
+    pub record: AccessTokenRecord,
+    /// The union of the token's policies, in its namespace.
+    pub acl: Acl,
+}
+
+impl std::fmt::Debug for TokenHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TokenHolder({}…, {})",
+            hex::encode(&self.id[..4]),
+            self.record.namespace
+        )
+    }
+}
+
+impl TokenHolder {
+    /// The reference a replicated command carries, so apply authorizes it
+    /// again against the token state in the log (DESIGN invariant 5).
+    pub fn actor(&self) -> Actor {
+        Actor::AccessToken { id: self.id }
+    }
+
+    /// The refusal of `action` on `path` in `namespace` to this token: the
+    /// one wording of permission errors ([`Denial`]).
+    pub fn denial(&self, action: &str, namespace: &str, path: &str) -> Denial {
+        Denial::new(
+            action,
+            namespace,
+            path,
+            &self.record.namespace,
+            &self.record.policies,
+        )
+    }
 }
 
 /// The log's form of `holder`'s idempotency key for a request of `kind` on

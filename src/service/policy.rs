@@ -1,9 +1,9 @@
 //! A namespace's policies, managed by its admin tokens.
 
 use super::types::*;
+use super::TokenHolder;
 use super::{idempotency, Node, ServiceError};
 use crate::acl::{self, path, Capability, Policy};
-use crate::guard::TokenHolder;
 use crate::state::command::Command;
 
 impl Node {

@@ -7,6 +7,9 @@
 
 use crate::storage::{prefix_end, Backend, StorageError};
 
+/// Most names one list call returns (the service's page size cap).
+pub const MAX_LIST: usize = 10_000;
+
 /// Keys a listing asks the backend for right after it skipped a folder; it
 /// doubles (up to [`LIST_STEP_MAX`]) while pages hold only secrets' own names.
 pub const LIST_STEP_MIN: usize = 16;
@@ -207,7 +210,7 @@ mod tests {
         }
     }
 
-    const MAX: usize = crate::service::MAX_LIST;
+    const MAX: usize = MAX_LIST;
 
     #[test]
     fn a_listing_past_the_limit_is_truncated_and_pages_cover_every_name_once() {
