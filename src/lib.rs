@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod data_dir;
 pub mod gatekeeper;
+pub mod guard;
 pub mod keyspace;
 pub mod raft;
 pub mod secret;
