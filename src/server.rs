@@ -274,7 +274,7 @@ impl Server {
         } else {
             crate::api::HostCheck::Any
         };
-        let metrics = Arc::new(crate::api::metrics::Metrics::new());
+        let metrics = Arc::new(crate::api::metrics::Metrics::for_node(node.clone()));
         let connections = metrics.connections.clone();
         let app = crate::api::router_with(node.clone(), hosts, metrics).into_make_service();
         let acceptor = ConnAcceptor::new(limits, connections.clone());
