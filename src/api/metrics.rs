@@ -149,8 +149,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every kstash metric.
+    /// A fresh registry with every kstash metric, and fresh operation
+    /// metrics.
     pub fn new() -> Self {
+        Self::with_operations(OperationMetrics::new())
+    }
+
+    /// [`Metrics::new`] exporting `operations`, which the guard may already
+    /// hold (clones share their series).
+    pub fn with_operations(operations: OperationMetrics) -> Self {
         let mut registry = Registry::with_prefix("kstash");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -168,7 +175,6 @@ impl Metrics {
         registry.register("initialized", "1 once initialized", initialized.clone());
         let connections = super::conn::ConnMetrics::default();
         connections.register(&mut registry);
-        let operations = OperationMetrics::new();
         operations.register(&mut registry);
         Metrics {
             registry,
@@ -184,7 +190,13 @@ impl Metrics {
     /// [`Metrics::new`] plus `node`'s series: what its replication counts
     /// and its figures, read at each scrape.
     pub fn for_node(node: Arc<Node>) -> Self {
-        let mut metrics = Self::new();
+        Self::for_node_with(node, OperationMetrics::new())
+    }
+
+    /// [`Metrics::for_node`] exporting `operations`, which the guard may
+    /// already hold (clones share their series).
+    pub fn for_node_with(node: Arc<Node>, operations: OperationMetrics) -> Self {
+        let mut metrics = Self::with_operations(operations);
         let registry = &mut metrics.registry;
         let meters = node.replication_meters().clone();
         registry.register(
