@@ -290,7 +290,7 @@ impl Server {
         } else {
             crate::api::HostCheck::Any
         };
-        let metrics = Arc::new(crate::api::metrics::Metrics::new());
+        let metrics = Arc::new(crate::api::metrics::Metrics::for_node(node.clone()));
         let connections = metrics.connections.clone();
         let door = crate::api::door(
             node.clone(),

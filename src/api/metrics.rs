@@ -7,19 +7,34 @@
 //! anything else. No caller, with or without a credential, sealed or not, can
 //! add a series; label values are escaped anyway, so the exposition stays
 //! valid text whatever the set holds.
+//!
+//! Besides the API's own series it exports the guard's operation metrics
+//! ([`crate::guard::metrics`]) and, for a node ([`Metrics::for_node`]), what
+//! replication counts as it works and the node's figures read at scrape time
+//! ([`crate::service::figures`]): Raft (leader, term, commit and applied
+//! index), the barrier (sealed, key term, encryptions against the limit),
+//! stored access tokens, removal. Names follow Prometheus' rules: base units
+//! in the name (`_seconds`), counters end in `_total`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::guard::metrics::OperationMetrics;
+use crate::service::figures::TokenCountCache;
+use crate::service::Node;
 
 /// The route label of a request that matched none of kstash's routes (or
 /// named a gRPC method kstash does not serve).
@@ -120,8 +135,12 @@ pub struct Metrics {
     pub initialized: Gauge,
     /// Client connections: open now, and shed by reason.
     pub connections: super::conn::ConnMetrics,
-    operations: Arc<crate::guard::metrics::OperationMetrics>,
+    /// What the guard counts per operation.
+    operations: OperationMetrics,
 }
+
+/// How long a count of the stored access tokens is reused by scrapes.
+pub const TOKEN_COUNT_TTL: Duration = Duration::from_secs(3);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -130,13 +149,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every kstash metric.
-    /// The operation metrics the front door feeds (TEMPORARY until merge).
-    pub fn operations(&self) -> Arc<crate::guard::metrics::OperationMetrics> {
-        self.operations.clone()
+    /// A fresh registry with every kstash metric, and fresh operation
+    /// metrics.
+    pub fn new() -> Self {
+        Self::with_operations(OperationMetrics::new())
     }
 
-    pub fn new() -> Self {
+    /// [`Metrics::new`] exporting `operations`, which the guard may already
+    /// hold (clones share their series).
+    pub fn with_operations(operations: OperationMetrics) -> Self {
         let mut registry = Registry::with_prefix("kstash");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -154,6 +175,7 @@ impl Metrics {
         registry.register("initialized", "1 once initialized", initialized.clone());
         let connections = super::conn::ConnMetrics::default();
         connections.register(&mut registry);
+        operations.register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -161,8 +183,69 @@ impl Metrics {
             sealed,
             initialized,
             connections,
-            operations: Arc::new(crate::guard::metrics::OperationMetrics::new()),
+            operations,
         }
+    }
+
+    /// [`Metrics::new`] plus `node`'s series: what its replication counts
+    /// and its figures, read at each scrape.
+    pub fn for_node(node: Arc<Node>) -> Self {
+        Self::for_node_with(node, OperationMetrics::new())
+    }
+
+    /// [`Metrics::for_node`] exporting `operations`, which the guard may
+    /// already hold (clones share their series).
+    pub fn for_node_with(node: Arc<Node>, operations: OperationMetrics) -> Self {
+        let mut metrics = Self::with_operations(operations);
+        let registry = &mut metrics.registry;
+        let meters = node.replication_meters().clone();
+        registry.register(
+            "raft_leader_changes",
+            "Times this node saw a new leader",
+            meters.leader_changes,
+        );
+        registry.register(
+            "raft_proposals_committed",
+            "Proposals of this node that were committed (applied or refused by apply)",
+            meters.proposals_committed,
+        );
+        registry.register(
+            "raft_proposals_failed",
+            "Proposals of this node that were not committed or whose outcome is unknown",
+            meters.proposals_failed,
+        );
+        registry.register(
+            "raft_proposals_pending",
+            "Proposals of this node waiting for their outcome",
+            meters.proposals_pending,
+        );
+        registry.register_with_unit(
+            "raft_apply_duration",
+            "Time to apply one Raft log entry",
+            Unit::Seconds,
+            meters.apply_seconds,
+        );
+        registry.register_with_unit(
+            "raft_log_flush_duration",
+            "Time of one durability barrier of the Raft log (flush, then fdatasync)",
+            Unit::Seconds,
+            meters.log_flush_seconds,
+        );
+        registry.register(
+            "raft_snapshots",
+            "Snapshots built or installed on this node, by kind",
+            meters.snapshots,
+        );
+        registry.register_collector(Box::new(NodeFigures {
+            node,
+            tokens: TokenCountCache::new(TOKEN_COUNT_TTL),
+        }));
+        metrics
+    }
+
+    /// The guard's operation metrics (the one front door feeds them).
+    pub fn operations(&self) -> &OperationMetrics {
+        &self.operations
     }
 
     /// The Prometheus text exposition.
@@ -171,6 +254,101 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The gauges of a node, read from [`Node::figures`] at each scrape.
+struct NodeFigures {
+    node: Arc<Node>,
+    tokens: TokenCountCache,
+}
+
+impl std::fmt::Debug for NodeFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeFigures({:?})", self.node)
+    }
+}
+
+/// Write one gauge `name` with `value`.
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let gauge = ConstGauge::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+    gauge.encode(metric)
+}
+
+impl Collector for NodeFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let f = self.node.figures();
+        let r = f.replication;
+        let e = &mut encoder;
+        gauge(
+            e,
+            "raft_has_leader",
+            "1 while this node knows a leader",
+            r.has_leader as u64,
+        )?;
+        gauge(
+            e,
+            "raft_is_leader",
+            "1 while this node is the leader",
+            r.is_leader as u64,
+        )?;
+        gauge(e, "raft_term", "Current Raft term", r.term)?;
+        gauge(
+            e,
+            "raft_commit_index",
+            "Highest Raft log index known committed",
+            r.commit_index,
+        )?;
+        gauge(
+            e,
+            "raft_applied_index",
+            "Index of the last Raft log entry applied here",
+            r.applied_index,
+        )?;
+        gauge(
+            e,
+            "barrier_sealed",
+            "1 while the barrier is sealed",
+            f.sealed as u64,
+        )?;
+        if let Some(term) = f.key_term {
+            gauge(
+                e,
+                "barrier_key_term",
+                "The keychain's active term",
+                term.into(),
+            )?;
+        }
+        if let Some(used) = f.key_encryptions {
+            gauge(
+                e,
+                "barrier_key_encryptions",
+                "Encryptions the cluster reserved under the active key term",
+                used,
+            )?;
+        }
+        gauge(
+            e,
+            "barrier_key_encryption_limit",
+            "Encryptions under one key term before a forced rotation",
+            f.encryption_limit,
+        )?;
+        if let Some(tokens) = self.tokens.get(&self.node) {
+            gauge(
+                e,
+                "access_tokens",
+                "Access tokens stored (expired ones until the next sweep)",
+                tokens,
+            )?;
+        }
+        gauge(
+            e,
+            "removed",
+            "1 once this node was removed from its cluster",
+            f.removed as u64,
+        )?;
+        Ok(())
     }
 }
 

@@ -63,7 +63,7 @@ pub fn door(
     Arc::new(Door::new(
         node,
         audit,
-        metrics.operations(),
+        metrics.operations().clone(),
         hmac_values,
         |e| error::status_of(e).0.as_u16(),
     ))

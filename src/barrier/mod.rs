@@ -211,6 +211,12 @@ impl Barrier {
         }
     }
 
+    /// The most encryptions this barrier makes under one term (its
+    /// configured `encryption_limit`, at least 1).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Whether the barrier is sealed.
     pub fn is_sealed(&self) -> bool {
         self.current().is_none()

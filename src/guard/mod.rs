@@ -294,9 +294,9 @@ impl<'e> Outcome<'e> {
 
     fn name(&self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
+            Outcome::Ok => metrics::OK,
             Outcome::Failed(e) => e.code(),
-            Outcome::Cancelled => "cancelled",
+            Outcome::Cancelled => metrics::CANCELLED,
         }
     }
 }
@@ -306,7 +306,7 @@ impl<'e> Outcome<'e> {
 pub struct Door {
     node: Arc<Node>,
     audit: Arc<AuditLog>,
-    metrics: Arc<OperationMetrics>,
+    metrics: OperationMetrics,
     hmac_values: bool,
     status_of: fn(&ServiceError) -> u16,
 }
@@ -331,7 +331,7 @@ impl Door {
     pub fn new(
         node: Arc<Node>,
         audit: Arc<AuditLog>,
-        metrics: Arc<OperationMetrics>,
+        metrics: OperationMetrics,
         hmac_values: bool,
         status_of: fn(&ServiceError) -> u16,
     ) -> Self {
@@ -355,7 +355,7 @@ impl Door {
     }
 
     /// The operation metrics.
-    pub fn metrics(&self) -> &Arc<OperationMetrics> {
+    pub fn metrics(&self) -> &OperationMetrics {
         &self.metrics
     }
 
@@ -448,6 +448,7 @@ impl Door {
                     error = %e,
                     "the audit log cannot record a request: refused"
                 );
+                self.metrics.audit_failed();
                 let refusal = ServiceError::AuditFailed;
                 self.count(&ticket, &Outcome::Failed(&refusal));
                 return Err(refusal);
@@ -481,6 +482,7 @@ impl Door {
             }
             record.duration_ms = Some(ticket.started.elapsed().as_secs_f64() * 1000.0);
             if let Err(e) = self.audit.record(&record) {
+                self.metrics.audit_failed();
                 // The operation has run: its answer stands (a client told
                 // "failed" might repeat a write that happened). The failure
                 // is counted by the device, and the next request is refused

@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use bincode::Options;
 use openraft::storage::{LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use rustix::fs::inotify;
 use serde::de::DeserializeOwned;
 
@@ -110,6 +111,8 @@ struct Shared {
     synced: Mutex<Synced>,
     /// The last appended entries, for replication reads.
     recent: Mutex<Recent>,
+    /// How long each durability barrier took (`/metrics`).
+    flush_seconds: Histogram,
 }
 
 /// Entries kept in memory after an append, at most.
@@ -340,6 +343,12 @@ impl LogStore {
         &self.inner.path
     }
 
+    /// The durations of this store's durability barriers (sled flush, then
+    /// `fdatasync`), one observation per barrier; cloning shares it.
+    pub fn flush_seconds(&self) -> Histogram {
+        self.inner.flush_seconds.clone()
+    }
+
     /// [`RaftLogStorage::append`], with its acknowledgement as a closure:
     /// `acknowledge` is called once, with the durability barrier's result,
     /// after the barrier returned (the trait's `append` passes the
@@ -522,6 +531,8 @@ impl Shared {
                 blob_watch,
             }),
             recent: Mutex::new(Recent::default()),
+            // 50 µs (page cache) .. ~1.6 s (a slow disk).
+            flush_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
         };
         // Nothing is known to be synced yet: this barrier syncs every file
         // (`conf` is written without any sync by sled) and both directories.
@@ -554,7 +565,9 @@ impl Shared {
     /// name change since the last barrier.
     fn make_durable(&self) -> io::Result<()> {
         self.refuse_if_poisoned()?;
+        let start = std::time::Instant::now();
         let result = self.flush_and_sync();
+        self.flush_seconds.observe(start.elapsed().as_secs_f64());
         if let Err(e) = &result {
             tracing::error!(path = %self.path.display(), error = %e, "flushing the Raft log failed");
             self.durability_lost.store(true, Ordering::Release);

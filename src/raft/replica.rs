@@ -55,6 +55,10 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::ChangeMembers;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -71,7 +75,7 @@ use super::network::{Network, PeerClient, PeerError};
 use super::proposer::{LocalWrite, Proposer};
 use super::read_rounds::Rounds;
 use super::removal::{judge, Removal};
-use super::state_machine::{ApplyHook, StateMachineStore};
+use super::state_machine::{ApplyHook, SnapshotLabels, StateMachineStore};
 use super::types::{typ, NodeInfo, TypeConfig};
 use super::{OutcomeUnknown, ProposeError};
 use crate::clock::Clock;
@@ -301,6 +305,113 @@ pub struct RaftStatus {
     pub last_applied: Option<typ::LogId>,
 }
 
+/// This node's view of Raft as numbers, for `/metrics` (read at scrape
+/// time; openraft's own types stay inside `src/raft/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationFigures {
+    /// Whether this node knows a leader (as status reports it: not its own
+    /// claim before a quorum acknowledged it).
+    pub has_leader: bool,
+    /// Whether that leader is this node.
+    pub is_leader: bool,
+    /// Current term.
+    pub term: u64,
+    /// The highest log index this node knows to be committed: refreshed
+    /// every [`COMMIT_REFRESH`], never below `applied_index`.
+    pub commit_index: u64,
+    /// The index of the last log entry applied here.
+    pub applied_index: u64,
+}
+
+/// How often the commit index of [`ReplicationFigures`] is read from
+/// openraft (its metrics do not carry it; one request to the Raft core).
+pub const COMMIT_REFRESH: Duration = Duration::from_secs(1);
+
+/// The counters and histograms replication feeds as it works, for
+/// `/metrics` (`api::metrics` registers them). Cloning shares them.
+#[derive(Clone, Debug)]
+pub struct ReplicationMeters {
+    /// Times this node saw a new leader (the first one included).
+    pub leader_changes: Counter,
+    /// Proposals of this node ([`Replica::propose`], local or forwarded)
+    /// that were committed: applied, or refused by apply.
+    pub proposals_committed: Counter,
+    /// Proposals of this node that failed: not committed, or with an
+    /// unknown outcome.
+    pub proposals_failed: Counter,
+    /// Proposals of this node waiting for their outcome now.
+    pub proposals_pending: Gauge,
+    /// Time to apply one log entry (`LogStore` → state machine).
+    pub apply_seconds: Histogram,
+    /// Time of one durability barrier of the Raft log (sled flush, then
+    /// `fdatasync`).
+    pub log_flush_seconds: Histogram,
+    /// Snapshots built or installed here, by kind.
+    pub snapshots: Family<SnapshotLabels, Counter>,
+}
+
+/// Counts a proposal as pending while it lives (also when its caller
+/// stops waiting).
+struct Pending<'a>(&'a Gauge);
+
+impl<'a> Pending<'a> {
+    fn start(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Pending(gauge)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Count leader changes as openraft reports them, and read the commit index
+/// every [`COMMIT_REFRESH`], until the Raft core stops or the replica is
+/// dropped.
+async fn watch_figures(
+    replica: std::sync::Weak<Replica>,
+    mut metrics: tokio::sync::watch::Receiver<typ::RaftMetrics>,
+    leader_changes: Counter,
+    committed: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut tick = tokio::time::interval(COMMIT_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_leader = None;
+    loop {
+        let leader = metrics.borrow_and_update().current_leader;
+        if leader.is_some() && leader != last_leader {
+            leader_changes.inc();
+            last_leader = leader;
+        }
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                // Stopped: asking now would only log openraft's error.
+                if metrics.has_changed().is_err() {
+                    return;
+                }
+                let Some(replica) = replica.upgrade() else {
+                    return;
+                };
+                let read = replica
+                    .raft
+                    .with_raft_state(|s| s.committed.map_or(0, |l| l.index))
+                    .await;
+                match read {
+                    Ok(index) => committed.store(index, std::sync::atomic::Ordering::Relaxed),
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
+
 /// A try in flight, as [`Replica::at_leader`] runs it.
 type Attempt<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Try<T>> + Send + 'a>>;
 
@@ -382,6 +493,10 @@ pub struct Replica {
     removal: std::sync::Mutex<Option<Removal>>,
     /// The latest log id of a committed membership that held this node.
     included: std::sync::Mutex<Option<typ::LogId>>,
+    /// What replication counts, for `/metrics`.
+    meters: ReplicationMeters,
+    /// The commit index as last read ([`COMMIT_REFRESH`]).
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -439,6 +554,15 @@ impl Replica {
         let log = LogStore::open(&config.data_dir.join("raft-log"))?;
         let state = State::new(backend);
         let mut sm = StateMachineStore::open(state.clone(), &config.data_dir.join("snapshots"))?;
+        let meters = ReplicationMeters {
+            leader_changes: Counter::default(),
+            proposals_committed: Counter::default(),
+            proposals_failed: Counter::default(),
+            proposals_pending: Gauge::default(),
+            apply_seconds: sm.apply_seconds(),
+            log_flush_seconds: log.flush_seconds(),
+            snapshots: sm.snapshots(),
+        };
         if let Some(hook) = hook {
             sm = sm.with_apply_hook(hook);
         }
@@ -459,7 +583,8 @@ impl Replica {
             .await
             .map_err(|e| ReplicaError::Raft(e.to_string()))?;
         let proposer = Proposer::start(raft.clone(), clock.clone(), config.leader_wait);
-        Ok(Arc::new(Replica {
+        let raft_metrics = raft.metrics();
+        let replica = Arc::new(Replica {
             id: config.node_id,
             node: config.node,
             raft,
@@ -476,7 +601,16 @@ impl Replica {
             data_dir: config.data_dir,
             removal: std::sync::Mutex::new(removal),
             included: std::sync::Mutex::new(None),
-        }))
+            meters,
+            committed: Arc::default(),
+        });
+        tokio::spawn(watch_figures(
+            Arc::downgrade(&replica),
+            raft_metrics,
+            replica.meters.leader_changes.clone(),
+            replica.committed.clone(),
+        ));
+        Ok(replica)
     }
 
     /// Make this node a one-member cluster if it has never been part of
@@ -638,6 +772,28 @@ impl Replica {
         }
     }
 
+    /// Term, leader, commit and applied index as numbers, for `/metrics`.
+    pub fn figures(&self) -> ReplicationFigures {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = self.leader_in(&m);
+        let applied_index = m.last_applied.map_or(0, |l| l.index);
+        let committed = self.committed.load(std::sync::atomic::Ordering::Relaxed);
+        ReplicationFigures {
+            has_leader: leader.is_some(),
+            is_leader: leader == Some(self.id),
+            term: m.current_term,
+            commit_index: committed.max(applied_index),
+            applied_index,
+        }
+    }
+
+    /// What replication counts (proposals, leader changes, apply and log
+    /// flush latency, snapshots), for `/metrics`.
+    pub fn meters(&self) -> &ReplicationMeters {
+        &self.meters
+    }
+
     fn not_leader(&self) -> ClusterError {
         let leader = self.leader().filter(|(id, _)| *id != self.id);
         ClusterError::NotLeader {
@@ -665,6 +821,7 @@ impl Replica {
         command: Command,
         idempotency: Option<Idempotency>,
     ) -> Result<Applied, ProposeError> {
+        let _pending = Pending::start(&self.meters.proposals_pending);
         let (command, idempotency) = (&command, &idempotency);
         let local = |_deadline: Instant| -> Attempt<'_, Applied> {
             Box::pin(async move {
@@ -725,8 +882,15 @@ impl Replica {
                 }
             })
         };
-        self.at_leader("no leader accepted the write", local, remote)
-            .await
+        let result = self
+            .at_leader("no leader accepted the write", local, remote)
+            .await;
+        // Applied or refused by apply: committed either way.
+        match &result {
+            Ok(_) | Err(ProposeError::Rejected(_)) => self.meters.proposals_committed.inc(),
+            Err(_) => self.meters.proposals_failed.inc(),
+        };
+        result
     }
 
     /// Resolves (with why) once this node learns of a new leader other than

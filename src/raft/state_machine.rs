@@ -23,6 +23,10 @@ use std::sync::{Arc, Mutex};
 use bincode::Options;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, StorageIOError};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::{Deserialize, Serialize};
 
 use super::types::{typ, TypeConfig};
@@ -203,6 +207,39 @@ pub async fn restore_snapshot_offline(
 /// thread (the node layer uses it to follow keychain changes).
 pub type ApplyHook = Arc<dyn Fn(&Request, &Response) + Send + Sync>;
 
+/// How a snapshot came to this node: the `kind` label of
+/// `kstash_raft_snapshots_total` (a fixed set).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// Built here from the applied state.
+    Built,
+    /// Received from the leader and installed.
+    Installed,
+}
+
+impl SnapshotKind {
+    /// The label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SnapshotKind::Built => "built",
+            SnapshotKind::Installed => "installed",
+        }
+    }
+}
+
+impl EncodeLabelValue for SnapshotKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the snapshot counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SnapshotLabels {
+    /// Built or installed.
+    pub kind: SnapshotKind,
+}
+
 /// openraft's state machine for kstash.
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -212,6 +249,10 @@ pub struct StateMachineStore {
     files: Arc<Mutex<()>>,
     counter: Arc<AtomicU64>,
     hook: Option<ApplyHook>,
+    /// How long each log entry took to apply (`/metrics`).
+    apply_seconds: Histogram,
+    /// Snapshots built and installed (`/metrics`).
+    snapshots: Family<SnapshotLabels, Counter>,
 }
 
 impl std::fmt::Debug for StateMachineStore {
@@ -237,6 +278,9 @@ impl StateMachineStore {
             files: Arc::new(Mutex::new(())),
             counter: Arc::new(AtomicU64::new(0)),
             hook: None,
+            // 20 µs (memory) .. ~650 ms (a slow etcd).
+            apply_seconds: Histogram::new(exponential_buckets(0.00002, 2.0, 16)),
+            snapshots: Family::default(),
         };
         if let Some(file) = store.read_snapshot_file()? {
             let interrupted = dir.join(INSTALLING).exists();
@@ -262,6 +306,22 @@ impl StateMachineStore {
     /// The replicated state, for reads.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The time each log entry took to apply, one observation per entry;
+    /// cloning shares it.
+    pub fn apply_seconds(&self) -> Histogram {
+        self.apply_seconds.clone()
+    }
+
+    /// Snapshots built and installed by this store, by kind; cloning
+    /// shares them.
+    pub fn snapshots(&self) -> Family<SnapshotLabels, Counter> {
+        self.snapshots.clone()
+    }
+
+    fn count_snapshot(&self, kind: SnapshotKind) {
+        self.snapshots.get_or_create(&SnapshotLabels { kind }).inc();
     }
 
     fn last_applied(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
@@ -309,6 +369,7 @@ impl StateMachineStore {
     ) -> Result<Vec<Responses>, typ::StorageError> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
+            let start = std::time::Instant::now();
             let log_id = entry.log_id;
             let last_applied = BatchOp::Put {
                 key: RAFT_LAST_APPLIED.to_vec(),
@@ -336,6 +397,7 @@ impl StateMachineStore {
                 }
             };
             out.push(responses);
+            self.apply_seconds.observe(start.elapsed().as_secs_f64());
         }
         Ok(out)
     }
@@ -444,6 +506,7 @@ impl StateMachineStore {
                 .map_err(|e| snapshot_err(Some(&meta), e))?;
         }
         tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
+        self.count_snapshot(SnapshotKind::Built);
         Ok(typ::Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -469,6 +532,7 @@ impl StateMachineStore {
             .map_err(|e| snapshot_err(Some(&meta), e))?;
         self.replace_state(file.pairs)?;
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
+        self.count_snapshot(SnapshotKind::Installed);
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod auth;
 mod cluster;
 mod encryption;
 mod error;
+pub mod figures;
 mod housekeeping;
 mod kv;
 mod policy;

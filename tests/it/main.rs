@@ -32,3 +32,4 @@ mod t82_health;
 mod t84_connections;
 mod t86_http_edges;
 mod t88_operator_log;
+mod t89_metrics;
