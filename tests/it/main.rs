@@ -31,5 +31,6 @@ mod t80_processes;
 mod t82_health;
 mod t84_connections;
 mod t86_http_edges;
+mod t87_audit;
 mod t88_operator_log;
 mod t89_metrics;
