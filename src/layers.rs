@@ -5,8 +5,7 @@
 //! `src/` (`crate::x`, `crate::{x, …}`, a `super::` chain that reaches the
 //! crate root, an intra-doc link `crate::x`) is an edge that [`ALLOWED`]
 //! lists; [`ALLOWED`] has no cycle, so neither has the code; and only
-//! `src/raft/` names openraft or reaches its handle (`Replica::raft`),
-//! apart from the files of [`OPENRAFT_TEMPORARILY_ALLOWED`]. This is
+//! `src/raft/` names openraft or reaches its handle (`Replica::raft`). This is
 //! ARCHITECTURE.md's "dependencies point one way" in a form that fails.
 //!
 //! The scan reads source text, not the compiler's view: comments and the
@@ -112,15 +111,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
 ];
-
-/// TEMPORARY: files outside `src/raft/` that still name openraft or reach
-/// its handle, each with what it does. Issue 15 moves these calls into
-/// `src/raft/`; then this list is empty. An entry whose file no longer
-/// needs it fails the test, so the list only shrinks.
-const OPENRAFT_TEMPORARILY_ALLOWED: &[(&str, &str)] = &[(
-    "server.rs",
-    "hands openraft's handle to the cluster service and reads its server metrics",
-)];
 
 /// One Rust source file under `src/`.
 struct Source {
@@ -525,20 +515,12 @@ fn only_src_raft_names_openraft() {
             continue;
         }
         let why = names_openraft(&source.text);
-        let temporary = OPENRAFT_TEMPORARILY_ALLOWED
-            .iter()
-            .any(|(rel, _)| *rel == source.rel);
-        match (why.is_empty(), temporary) {
-            (false, false) => problems.push(format!(
+        if !why.is_empty() {
+            problems.push(format!(
                 "src/{} {}: only src/raft/ may (ask replica::Replica for what you need)",
                 source.rel,
                 why.join(", ")
-            )),
-            (true, true) => problems.push(format!(
-                "src/{} no longer names openraft: remove it from layers::OPENRAFT_TEMPORARILY_ALLOWED",
-                source.rel
-            )),
-            _ => {}
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

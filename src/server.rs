@@ -25,7 +25,7 @@ use crate::guard::audit::{reopen_on_sighup, AuditLog, AuditTarget};
 use crate::api::conn::{plan_fds, ConnAcceptor, ConnMetrics, Limits};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StorageKind};
-use crate::raft::cluster::{serve_capped, ClusterHandler, ClusterService, ServeError};
+use crate::raft::cluster::{serve_capped, ClusterHandler, ServeError};
 use crate::raft::network::{LinkFilter, Network};
 use crate::raft::replica::{JoinError, NoPeers, NodeIdentity, Replica, ReplicaConfig};
 use crate::raft::tls::ClusterTls;
@@ -488,7 +488,7 @@ async fn start_cluster(
     let (open_tx, mut open_rx) = watch::channel(!joining || initialized);
     let (stop, mut stop_rx) = watch::channel(false);
     let handler: Arc<dyn ClusterHandler> = node.clone();
-    let service = ClusterService::new(replica.raft().clone(), handler);
+    let service = replica.cluster_service(handler);
     let serving = tokio::spawn(async move {
         // Until the port opens, close every connection at once: a peer
         // probing this node (`Replica::find_cluster`) learns at once that
@@ -569,16 +569,7 @@ async fn join_loop(
         match replica.request_join(&peers).await {
             Ok(()) => {
                 open.send_replace(true);
-                let id = replica.id();
-                let member = replica
-                    .raft()
-                    .wait(Some(member_wait))
-                    .metrics(
-                        |m| m.membership_config.membership().get_node(&id).is_some(),
-                        "this node is in the membership",
-                    )
-                    .await;
-                if member.is_ok() {
+                if replica.wait_member(member_wait).await {
                     tracing::info!("joined the cluster");
                     state.send_replace(JoinState::Joined);
                     return;
@@ -628,24 +619,19 @@ async fn sweep_loop(node: Arc<Node>, replica: Arc<Replica>, every: Duration) {
 /// node became the leader, follows node N, or knows no leader any more.
 /// (openraft's own account of elections stays at `warn` by default.)
 async fn log_leader_changes(replica: Arc<Replica>) {
-    let mut server = replica.raft().server_metrics();
-    let mut logged = None;
-    loop {
-        let leader = server.borrow_and_update().current_leader;
-        if logged != Some(leader) {
+    let mut first = true;
+    replica
+        .watch_leader(|leader| {
             let term = replica.raft_status().term;
             match leader {
                 Some(id) if id == replica.id() => tracing::info!(term, "became the leader"),
                 Some(id) => tracing::info!(term, leader = id, "following the leader, node {id}"),
-                None if logged.is_some() => tracing::info!(term, "no leader known"),
+                None if !first => tracing::info!(term, "no leader known"),
                 None => {}
             }
-            logged = Some(leader);
-        }
-        if server.changed().await.is_err() {
-            return;
-        }
-    }
+            first = false;
+        })
+        .await;
 }
 
 async fn shutdown_signal() {

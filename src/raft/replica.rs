@@ -667,6 +667,47 @@ impl Replica {
         &self.raft
     }
 
+    /// The cluster port's service over this replica: openraft's RPCs and
+    /// `handler`'s (the handle on openraft stays inside `src/raft/`).
+    pub fn cluster_service(
+        &self,
+        handler: Arc<dyn super::cluster::ClusterHandler>,
+    ) -> super::cluster::ClusterService {
+        super::cluster::ClusterService::new(self.raft.clone(), handler)
+    }
+
+    /// Wait up to `wait` for this node to appear in the membership (after
+    /// a leader admitted it); whether it did.
+    pub async fn wait_member(&self, wait: Duration) -> bool {
+        let id = self.id;
+        self.raft
+            .wait(Some(wait))
+            .metrics(
+                |m| m.membership_config.membership().get_node(&id).is_some(),
+                "this node is in the membership",
+            )
+            .await
+            .is_ok()
+    }
+
+    /// Call `on_change` with the leader this node knows (`None`: none)
+    /// each time it changes, the current one first, until the replica
+    /// shuts down.
+    pub async fn watch_leader(&self, mut on_change: impl FnMut(Option<typ::NodeId>)) {
+        let mut server = self.raft.server_metrics();
+        let mut seen = None;
+        loop {
+            let leader = server.borrow_and_update().current_leader;
+            if seen != Some(leader) {
+                on_change(leader);
+                seen = Some(leader);
+            }
+            if server.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// This node's id.
     pub fn id(&self) -> typ::NodeId {
         self.id
