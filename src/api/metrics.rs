@@ -23,9 +23,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -53,33 +51,9 @@ pub const STATUSES: &[&str] = &[
     "501", "503",
 ];
 
-/// A label value from a fixed set known at build time.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct Label(&'static str);
-
-impl Label {
-    /// The value.
-    pub fn as_str(&self) -> &'static str {
-        self.0
-    }
-}
-
-impl EncodeLabelValue for Label {
-    /// Escaped as the text format asks (`\\`, `\"`, `\n`); the encoder of
-    /// `prometheus-client` writes values as given.
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        use std::fmt::Write;
-        for c in self.0.chars() {
-            match c {
-                '\\' => encoder.write_str("\\\\")?,
-                '"' => encoder.write_str("\\\"")?,
-                '\n' => encoder.write_str("\\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
+/// A label value from a fixed set known at build time (the one type of
+/// every kstash label value, escaped when encoded).
+pub use crate::guard::metrics::StaticLabel as Label;
 
 /// The value of `list` equal to `value`, as a [`Label`]; else `fallback`.
 fn pick(list: &[&'static str], value: &str, fallback: &'static str) -> Label {

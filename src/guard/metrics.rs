@@ -49,9 +49,11 @@ pub const OUTCOMES: &[&str] = &[
 /// operation may or may not have completed).
 pub const CANCELLED: &str = "cancelled";
 
-/// A label value known at build time.
+/// A label value known at build time: a `&'static str`, so no caller can
+/// make one up at run time. The API's request metrics use it too
+/// (`api::metrics::Label`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct StaticLabel(&'static str);
+pub struct StaticLabel(pub &'static str);
 
 impl StaticLabel {
     /// The value.
@@ -61,7 +63,8 @@ impl StaticLabel {
 }
 
 impl EncodeLabelValue for StaticLabel {
-    /// Escaped as the text format asks (`\\`, `\"`, `\n`).
+    /// Escaped as the text format asks (`\\`, `\"`, `\n`); the encoder of
+    /// `prometheus-client` writes values as given.
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         use std::fmt::Write;
         for c in self.0.chars() {
