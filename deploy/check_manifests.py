@@ -10,7 +10,7 @@ Two layers:
    restricted one, $(VAR) references are defined, the certificate Secret is
    mounted directly with a mode kstash accepts for a key (0440 + fsGroup),
    and the one node config TOML shared by every pod uses only fields of
-   `struct Config` in src/config.rs, sets bootstrap_node_id (never
+   the `settings!` table of src/config.rs, sets bootstrap_node_id (never
    `bootstrap = true`) and joins through every replica's peer address.
 
 With --fixtures DIR, each DIR/<case>/ is a kustomization that breaks one
@@ -94,12 +94,17 @@ def schema_errors(objects: list[dict], versions: list[str]) -> list[str]:
 
 
 def config_fields(repo: Path) -> set[str]:
-    """Field names of `pub struct Config` in src/config.rs."""
+    """The settings a kstash.toml may hold: the names declared in the one
+    `settings! { … }` table of src/config.rs (each entry `name: Type …;`
+    after its doc comment), which makes `struct Config` and its file shape."""
     text = (repo / "src" / "config.rs").read_text()
-    m = re.search(r"pub struct Config \{(.*?)\n\}", text, re.S)
+    m = re.search(r"^settings! \{\n(.*?)^\}", text, re.S | re.M)
     if not m:
-        raise RuntimeError("cannot find `pub struct Config` in src/config.rs")
-    return set(re.findall(r"^\s*pub (\w+):", m.group(1), re.M))
+        raise RuntimeError("cannot find the `settings! { … }` table in src/config.rs")
+    fields = set(re.findall(r"^    (\w+): ", m.group(1), re.M))
+    if not fields:
+        raise RuntimeError("the `settings!` table of src/config.rs declares no setting")
+    return fields
 
 
 def selects(selector: dict | None, labels: dict) -> bool:
@@ -492,7 +497,7 @@ class Checker:
         fields = config_fields(self.repo)
         unknown = sorted(set(conf) - fields)
         if unknown:
-            self.err(cm, f"{key}: unknown config fields {unknown} (not in struct Config, src/config.rs)")
+            self.err(cm, f"{key}: unknown config fields {unknown} (not a setting of src/config.rs)")
         for field, want in (("api_addr", f"0.0.0.0:{API_PORT}"), ("cluster_addr", f"0.0.0.0:{CLUSTER_PORT}"),
                             ("data_dir", DATA_DIR + "/kstash")):
             if conf.get(field) != want:
