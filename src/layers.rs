@@ -29,15 +29,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("secret", &[]),
     ("clock", &[]),
     ("data_dir", &[]),
+    ("auth", &[]),
     ("storage", &[]),
-    ("keyspace", &["storage"]),
-    ("state", &["keyspace", "storage"]),
+    ("keyspace", &["auth", "storage"]),
+    ("state", &["auth", "keyspace", "storage"]),
     ("barrier", &["keyspace"]),
     ("gatekeeper", &["state", "keyspace"]),
     ("raft", &["state", "keyspace", "storage", "data_dir"]),
     (
         "service",
         &[
+            "auth",
             "gatekeeper",
             "barrier",
             "raft",
@@ -46,10 +48,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "storage",
         ],
     ),
-    ("guard", &["service", "state", "keyspace", "storage"]),
+    (
+        "guard",
+        &["service", "auth", "state", "keyspace", "storage"],
+    ),
     (
         "api",
         &[
+            "auth",
             "guard",
             "service",
             "gatekeeper",
@@ -60,11 +66,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "storage",
         ],
     ),
-    ("client", &["api", "service"]),
+    ("client", &["api", "service", "auth"]),
     ("bench", &["api", "client", "storage"]),
     (
         "config",
         &[
+            "auth",
             "api",
             "service",
             "gatekeeper",
@@ -79,6 +86,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "server",
         &[
+            "auth",
             "config",
             "api",
             "guard",
@@ -95,6 +103,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
+            "auth",
             "config",
             "server",
             "api",

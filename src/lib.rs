@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod auth;
 pub mod barrier;
 pub mod bench;
 pub mod cli;

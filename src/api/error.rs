@@ -13,7 +13,9 @@ use crate::service::ServiceError;
 pub fn status_of(e: &ServiceError) -> (StatusCode, tonic::Code) {
     match e {
         ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
-        ServiceError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+        ServiceError::Unauthorized(_) | ServiceError::LoginRefused(_) => {
+            (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated)
+        }
         ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
         ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
         ServiceError::Conflict(_) => (StatusCode::CONFLICT, tonic::Code::FailedPrecondition),

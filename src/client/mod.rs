@@ -1165,6 +1165,7 @@ mod tests {
         let named = |e: &S| match e {
             S::BadRequest(_)
             | S::Unauthorized(_)
+            | S::LoginRefused(_)
             | S::Forbidden(_)
             | S::NotFound(_)
             | S::Conflict(_)
@@ -1181,6 +1182,9 @@ mod tests {
         let service = [
             S::BadRequest(String::new()),
             S::Unauthorized(String::new()),
+            S::LoginRefused(crate::service::LoginRefusal::unverified(
+                crate::auth::kubernetes::Check::Signature,
+            )),
             S::Forbidden(crate::acl::Denial::new("read", "ns", "p", "ns", &[])),
             S::NotFound(String::new()),
             S::Conflict(String::new()),

@@ -187,6 +187,10 @@ pub struct AuditPrincipal {
     /// The principal's identity as `hmac-sha256:<hex>`; absent for anonymous callers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accessor: Option<String>,
+    /// Who the principal proved to be (responses only), e.g. a
+    /// ServiceAccount login's `system:serviceaccount:<ns>:<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// A secret the caller presented in the request body (e.g. an unseal key),
@@ -246,6 +250,10 @@ pub struct AuditRecord<'a> {
     /// The error code, when the operation failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<&'static str>,
+    /// Which check refused a login (responses only; from a fixed set). The
+    /// client's answer is the same for every check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_check: Option<&'static str>,
     /// How long the operation took (responses only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
@@ -654,6 +662,7 @@ mod tests {
             principal: AuditPrincipal {
                 kind: "anonymous",
                 accessor: None,
+                subject: None,
             },
             namespace: None,
             path,
@@ -662,6 +671,7 @@ mod tests {
             status: None,
             outcome: None,
             error_code: None,
+            failed_check: None,
             duration_ms: None,
         }
     }
@@ -678,6 +688,7 @@ mod tests {
             principal: AuditPrincipal {
                 kind: "access_token",
                 accessor: Some(hmac_text([0xab; 32])),
+                subject: None,
             },
             namespace: Some("team-a".to_string()),
             path: Some("db/password".to_string()),
@@ -689,6 +700,7 @@ mod tests {
             status: Some(403),
             outcome: Some("forbidden"),
             error_code: Some("forbidden"),
+            failed_check: None,
             duration_ms: Some(1.25),
         }
     }

@@ -209,6 +209,9 @@ mod tests {
             ServiceError::Internal,
             ServiceError::OutcomeUnknown(crate::service::OutcomeUnknown::new("")),
             ServiceError::AuditFailed,
+            ServiceError::LoginRefused(crate::service::LoginRefusal::unverified(
+                crate::auth::kubernetes::Check::Signature,
+            )),
         ];
         let mut seen = std::collections::BTreeSet::new();
         for e in &samples {
@@ -227,9 +230,10 @@ mod tests {
                 ServiceError::Internal => 11,
                 ServiceError::OutcomeUnknown(_) => 12,
                 ServiceError::AuditFailed => 13,
+                ServiceError::LoginRefused(_) => 14,
             });
         }
-        assert_eq!(seen.len(), 14, "one sample of every variant");
+        assert_eq!(seen.len(), 15, "one sample of every variant");
         samples
     }
 

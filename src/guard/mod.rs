@@ -94,6 +94,8 @@ pub enum Presented<'a> {
     UnsealKey(&'a SecretString),
     /// An access token given in a body (revoke another token).
     AccessToken(&'a SecretString),
+    /// A Kubernetes ServiceAccount token (a JWT) presented to log in.
+    ServiceAccountToken(&'a SecretString),
 }
 
 impl Presented<'_> {
@@ -103,6 +105,7 @@ impl Presented<'_> {
             Presented::GatekeeperToken(_) => "gatekeeper_token",
             Presented::UnsealKey(_) => "unseal_key",
             Presented::AccessToken(_) => "access_token",
+            Presented::ServiceAccountToken(_) => "service_account_token",
         }
     }
 
@@ -111,7 +114,8 @@ impl Presented<'_> {
             Presented::AccessKey(s)
             | Presented::GatekeeperToken(s)
             | Presented::UnsealKey(s)
-            | Presented::AccessToken(s) => s,
+            | Presented::AccessToken(s)
+            | Presented::ServiceAccountToken(s) => s,
         }
     }
 }
@@ -216,6 +220,7 @@ fn presented_principal(presented: &[Presented<'_>]) -> Principal {
         Some(Presented::AccessKey(_)) => Principal::AccessKey,
         Some(Presented::GatekeeperToken(_)) => Principal::GatekeeperToken,
         Some(Presented::UnsealKey(_)) => Principal::UnsealKeys,
+        Some(Presented::ServiceAccountToken(_)) => Principal::ServiceAccountToken,
         Some(Presented::AccessToken(_)) | None => Principal::Anonymous,
     }
 }
@@ -232,6 +237,9 @@ struct Ticket {
     remote: Option<String>,
     principal: &'static str,
     accessor: Option<String>,
+    /// Who the principal proved to be, once the operation knows (a
+    /// ServiceAccount login's `system:serviceaccount:<ns>:<name>`).
+    subject: Option<String>,
     namespace: Option<String>,
     path: Option<String>,
     started: Instant,
@@ -259,6 +267,16 @@ impl Admitted {
         self.principal
             .token_holder()
             .ok_or_else(|| ServiceError::Unauthorized("missing access token".into()))
+    }
+
+    /// Name who the principal proved to be (`subject`, e.g. a verified
+    /// ServiceAccount), for the response record. Only an operation that
+    /// verified it calls this; a refused login's subject comes with its
+    /// error ([`ServiceError::refused_subject`]).
+    pub fn identify(&mut self, subject: String) {
+        if let Some(ticket) = self.ticket.as_mut() {
+            ticket.subject = Some(subject.chars().take(MAX_RECORDED_PATH).collect());
+        }
     }
 
     /// Record the outcome of the call (step 4) and hand it back.
@@ -417,6 +435,7 @@ impl Door {
             remote: call.context.remote.map(|a| a.to_string()),
             principal: kind,
             accessor,
+            subject: None,
             namespace,
             path: call
                 .path
@@ -479,6 +498,11 @@ impl Door {
             record.outcome = Some(outcome.name());
             if let Outcome::Failed(e) = &outcome {
                 record.error_code = Some(e.code());
+                record.failed_check = e.failed_check();
+                if let Some(subject) = e.refused_subject() {
+                    record.principal.subject =
+                        Some(subject.chars().take(MAX_RECORDED_PATH).collect());
+                }
             }
             record.duration_ms = Some(ticket.started.elapsed().as_secs_f64() * 1000.0);
             if let Err(e) = self.audit.record(&record) {
@@ -519,6 +543,7 @@ impl Door {
             principal: AuditPrincipal {
                 kind: ticket.principal,
                 accessor: ticket.accessor.clone(),
+                subject: ticket.subject.clone(),
             },
             namespace: ticket.namespace.clone(),
             path: ticket.path.clone(),
@@ -527,6 +552,7 @@ impl Door {
             status: None,
             outcome: None,
             error_code: None,
+            failed_check: None,
             duration_ms: None,
         }
     }

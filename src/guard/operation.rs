@@ -64,6 +64,17 @@ pub enum Operation {
     PutSecret,
     /// `DELETE /v1/kv/{path}`.
     DeleteSecret,
+    /// `POST /v1/auth/kubernetes/login`: a ServiceAccount token for an
+    /// access token.
+    KubernetesLogin,
+    /// A namespace's Kubernetes login roles, one page of names.
+    ListKubernetesRoles,
+    /// Read a Kubernetes login role.
+    GetKubernetesRole,
+    /// Create or replace a Kubernetes login role.
+    PutKubernetesRole,
+    /// Delete a Kubernetes login role.
+    DeleteKubernetesRole,
 }
 
 impl Operation {
@@ -97,6 +108,11 @@ impl Operation {
         Operation::ListSecrets,
         Operation::PutSecret,
         Operation::DeleteSecret,
+        Operation::KubernetesLogin,
+        Operation::ListKubernetesRoles,
+        Operation::GetKubernetesRole,
+        Operation::PutKubernetesRole,
+        Operation::DeleteKubernetesRole,
     ];
 
     /// The name in audit records and the `operation` label of metrics.
@@ -130,6 +146,11 @@ impl Operation {
             Operation::ListSecrets => "kv.list",
             Operation::PutSecret => "kv.put",
             Operation::DeleteSecret => "kv.delete",
+            Operation::KubernetesLogin => "auth.kubernetes.login",
+            Operation::ListKubernetesRoles => "auth.kubernetes.role.list",
+            Operation::GetKubernetesRole => "auth.kubernetes.role.get",
+            Operation::PutKubernetesRole => "auth.kubernetes.role.put",
+            Operation::DeleteKubernetesRole => "auth.kubernetes.role.delete",
         }
     }
 
@@ -160,7 +181,7 @@ mod tests {
         for (i, op) in Operation::ALL.iter().enumerate() {
             assert_eq!(*op as usize, i, "{op:?}");
         }
-        assert_eq!(count, Operation::DeleteSecret as usize + 1);
+        assert_eq!(count, Operation::DeleteKubernetesRole as usize + 1);
         for name in names {
             assert!(
                 name.chars()

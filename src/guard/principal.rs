@@ -33,6 +33,9 @@ pub enum Principal {
     /// Holders of unseal keys (unseal, rekey, gatekeeper-token management);
     /// the operation checks them.
     UnsealKeys,
+    /// Whoever presents a Kubernetes ServiceAccount token (login); the
+    /// operation verifies it and names the service account it proves.
+    ServiceAccountToken,
 }
 
 impl Principal {
@@ -44,6 +47,7 @@ impl Principal {
             Principal::AccessKey => "access_key",
             Principal::GatekeeperToken => "gatekeeper_token",
             Principal::UnsealKeys => "unseal_keys",
+            Principal::ServiceAccountToken => "service_account_token",
         }
     }
 

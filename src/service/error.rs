@@ -4,6 +4,7 @@
 use thiserror::Error;
 
 use crate::acl::{AclError, Denial, PathError};
+use crate::auth::kubernetes::Check;
 use crate::barrier::BarrierError;
 use crate::gatekeeper::GatekeeperError;
 use crate::raft::replica::RaftAdminError;
@@ -21,6 +22,14 @@ pub enum ServiceError {
     /// Missing, unknown or expired credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// A login with a presented identity (a Kubernetes ServiceAccount
+    /// token) was refused. The client sees one answer whatever check
+    /// failed (no oracle); the audit record names the check.
+    #[error(
+        "login refused: the token is not accepted for this role (the audit log of the node \
+         that answered says which check failed)"
+    )]
+    LoginRefused(LoginRefusal),
     /// Valid credentials that do not allow this; always worded by
     /// [`Denial`].
     #[error("{0}")]
@@ -81,12 +90,32 @@ pub enum ServiceError {
     Internal,
 }
 
+/// Why a login was refused: the check that failed and, once the token was
+/// verified, whose it was. Never shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRefusal {
+    /// The check that failed.
+    pub check: Check,
+    /// `system:serviceaccount:<ns>:<name>` of a verified token.
+    pub subject: Option<String>,
+}
+
+impl LoginRefusal {
+    /// Refused by `check`, before the token proved anything.
+    pub fn unverified(check: Check) -> Self {
+        LoginRefusal {
+            check,
+            subject: None,
+        }
+    }
+}
+
 impl ServiceError {
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
             ServiceError::BadRequest(_) => "bad_request",
-            ServiceError::Unauthorized(_) => "unauthorized",
+            ServiceError::Unauthorized(_) | ServiceError::LoginRefused(_) => "unauthorized",
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Conflict(_) => "conflict",
@@ -107,6 +136,23 @@ impl ServiceError {
     /// idempotency key makes that safe, which the caller knows, not this).
     pub fn is_retryable(&self) -> bool {
         matches!(self, ServiceError::Unavailable(_))
+    }
+
+    /// The check that refused a login, for the audit record only.
+    pub fn failed_check(&self) -> Option<&'static str> {
+        match self {
+            ServiceError::LoginRefused(r) => Some(r.check.name()),
+            _ => None,
+        }
+    }
+
+    /// Who a refused login proved to be, when it got that far (a verified
+    /// token that no role binds), for the audit record only.
+    pub fn refused_subject(&self) -> Option<&str> {
+        match self {
+            ServiceError::LoginRefused(r) => r.subject.as_deref(),
+            _ => None,
+        }
     }
 
     pub(crate) fn bad(msg: impl Into<String>) -> Self {

@@ -15,6 +15,7 @@ mod encryption;
 mod error;
 pub mod figures;
 mod housekeeping;
+mod kubernetes;
 mod kv;
 mod policy;
 mod sys;
@@ -26,11 +27,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 pub use crate::raft::OutcomeUnknown;
-pub use error::ServiceError;
+pub use error::{LoginRefusal, ServiceError};
 
 pub use crate::state::listing::MAX_LIST;
 
 use crate::acl::{Acl, Denial};
+use crate::auth::kubernetes::KubernetesAuth;
 use crate::barrier::{self, Barrier};
 use crate::clock::Clock;
 use crate::gatekeeper::shamir;
@@ -171,6 +173,9 @@ pub struct Node {
     keychain_lock: tokio::sync::Mutex<()>,
     /// Serialises reservations of encryptions (one block at a time).
     reserve_lock: tokio::sync::Mutex<()>,
+    /// Checks Kubernetes ServiceAccount tokens (login); disabled unless
+    /// configured.
+    kubernetes: Arc<KubernetesAuth>,
 }
 
 impl std::fmt::Debug for Node {
@@ -184,6 +189,13 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Node {
+    /// This node checks Kubernetes ServiceAccount tokens with `auth`
+    /// (before the node is shared).
+    pub fn with_kubernetes(mut self, auth: Arc<KubernetesAuth>) -> Self {
+        self.kubernetes = auth;
+        self
+    }
+
     /// A sealed node over `raft`.
     pub fn new(raft: Arc<Replica>, clock: Arc<dyn Clock>, settings: Settings) -> Self {
         Node {
@@ -192,6 +204,7 @@ impl Node {
             clock,
             settings,
             progress: Mutex::new(None),
+            kubernetes: Arc::new(KubernetesAuth::disabled()),
             keychain_lock: tokio::sync::Mutex::new(()),
             reserve_lock: tokio::sync::Mutex::new(()),
         }

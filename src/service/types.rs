@@ -527,3 +527,72 @@ pub struct AuditHashResponse {
     /// `hmac-sha256:<64 hex digits>`, as it appears in the audit log.
     pub hash: String,
 }
+
+/// `PUT /v1/namespaces/{ns}/auth/kubernetes/roles/{role}`: which Kubernetes
+/// service accounts may log in to the namespace through this role, and what
+/// their tokens get.
+#[derive(Deserialize, Debug, Clone, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesRoleBody {
+    /// `<k8s-namespace>/<name>`, or `<k8s-namespace>/*` for every service
+    /// account of that Kubernetes namespace.
+    pub service_accounts: Vec<String>,
+    /// Policies of the tokens this role mints (may include `admin`).
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Lifetime of a minted token (default 15 m); never past the
+    /// ServiceAccount token's own expiry.
+    pub ttl: Option<Ttl>,
+    /// The audience a ServiceAccount token must carry (default `kstash`).
+    pub audience: Option<String>,
+}
+
+/// A Kubernetes login role, as stored.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct KubernetesRoleResponse {
+    /// The role's name.
+    pub name: String,
+    /// The service accounts it binds (`<k8s-namespace>/<name>` or `/*`).
+    pub service_accounts: Vec<String>,
+    /// Policies of the tokens it mints.
+    pub policies: Vec<String>,
+    /// Lifetime of a minted token, as a duration (`15m`).
+    pub ttl: String,
+    /// The audience a ServiceAccount token must carry.
+    pub audience: String,
+}
+
+/// Role names of a namespace, in name order (one page of them).
+#[derive(Serialize, Debug, ToSchema)]
+pub struct KubernetesRoleList {
+    /// Names, sorted.
+    pub roles: Vec<String>,
+    /// Whether more names follow: the page stopped at its limit.
+    pub truncated: bool,
+    /// Present when `truncated`: pass it as `cursor` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `POST /v1/auth/kubernetes/login`.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesLoginRequest {
+    /// The kstash namespace to log in to.
+    pub namespace: String,
+    /// The role in that namespace.
+    pub role: String,
+    /// The pod's ServiceAccount token (a JWT).
+    #[schema(value_type = String)]
+    pub jwt: SecretString,
+}
+
+/// A successful ServiceAccount login: the answer for the client, and who
+/// logged in (for the audit record).
+#[derive(Debug)]
+pub struct KubernetesLogin {
+    /// What the client gets (the shape of the access-key login's answer).
+    pub response: LoginResponse,
+    /// `system:serviceaccount:<ns>:<name>`.
+    pub subject: String,
+}
