@@ -12,6 +12,18 @@ Two layers:
    and the one node config TOML shared by every pod uses only fields of
    the `settings!` table of src/config.rs, sets bootstrap_node_id (never
    `bootstrap = true`) and joins through every replica's peer address.
+   ServiceAccount login (components/token-review): the only RBAC is a
+   ClusterRoleBinding of the StatefulSet's ServiceAccount to
+   system:auth-delegator, present exactly when kubernetes_token_review is on;
+   a node with TokenReview has a ServiceAccount token and the cluster CA at
+   the paths it reads; a projected token lives 600 s or more and is never
+   meant for kstash itself; restricted egress still reaches DNS, the peers,
+   the API server (443 and 6443) and etcd.
+
+A render without a StatefulSet is a consumer of kstash (e.g.
+deploy/examples/serviceaccount-login): each pod logs in with a projected
+token of its own audience (never the API server's default), mounts no API
+token, and runs with the same restricted security context.
 
 With --fixtures DIR, each DIR/<case>/ is a kustomization that breaks one
 thing, with expect.txt holding a piece of the error it must produce; the
@@ -21,6 +33,7 @@ case passes when the render is rejected with that error.
 from __future__ import annotations
 
 import argparse
+import posixpath
 import re
 import subprocess
 import sys
@@ -62,6 +75,28 @@ CONFIG_KEY = "kstash.toml"
 # Settings that decide who starts the cluster: only in the shared file.
 CLUSTER_FORMATION_ENV = {"KSTASH_BOOTSTRAP", "KSTASH_BOOTSTRAP_NODE_ID", "KSTASH_JOIN"}
 CLUSTER_FORMATION_FLAGS = {"--bootstrap", "--bootstrap-node-id", "--join"}
+# Objects without a namespace.
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "Namespace"}
+
+# ServiceAccount login. kstash reads its own token and the cluster CA from
+# the in-cluster paths unless kubernetes_token_file / kubernetes_ca_cert say
+# otherwise, and the in-cluster defaults (kubernetes_api and those two) apply
+# only when the token is at its in-cluster path.
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SA_TOKEN, SA_CA = f"{SA_DIR}/token", f"{SA_DIR}/ca.crt"
+AUTH_DELEGATOR = "system:auth-delegator"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+# A role's default audience: a token kstash presents to the API server must
+# never carry it (it would also be a kstash login).
+LOGIN_AUDIENCE = "kstash"
+# Kubernetes refuses a projected token that lives less than 10 minutes; a
+# login token living more than a day is a day-long replay window.
+MIN_TOKEN_SECONDS, MAX_LOGIN_TOKEN_SECONDS = 600, 86400
+# The API server as a pod's egress sees it: the `kubernetes` Service (443)
+# or, after the Service is translated, the API server itself (often 6443).
+API_SERVER_PORTS = (443, 6443)
+DNS_PORT, ETCD_DEFAULT_PORT = 53, 2379
+WORKLOAD_KINDS = ("Pod", "Job", "CronJob", "Deployment", "DaemonSet", "ReplicaSet", "StatefulSet")
 
 
 def render(directory: Path) -> list[dict]:
@@ -132,11 +167,49 @@ def selects(selector: dict | None, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def pod_spec(obj: dict) -> dict:
+    """The pod spec of a workload (a Pod, or the template of a Job,
+    Deployment, CronJob, …)."""
+    if obj.get("kind") == "Pod":
+        return obj.get("spec") or {}
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return (spec.get("template") or {}).get("spec") or {}
+
+
+def setting(container: dict, conf: dict, key: str):
+    """The value a kstash server container gets for setting `key`, with
+    kstash's precedence: flag (`--key-name[=V]`), then env (`KSTASH_KEY`),
+    then the config file; None when none gives it. A bare flag is "true";
+    an env var from valueFrom is "?" (set, value unknown here)."""
+    flag = "--" + key.replace("_", "-")
+    args = [str(a) for a in container.get("args") or []]
+    for i, arg in enumerate(args):
+        if arg == flag:
+            following = args[i + 1] if i + 1 < len(args) else None
+            return following if following is not None and not following.startswith("-") else "true"
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    for e in container.get("env") or []:
+        if e.get("name") == "KSTASH_" + key.upper():
+            return e["value"] if "value" in e else "?"
+    return conf.get(key)
+
+
+def truthy(value) -> bool:
+    """A bool setting as kstash reads it; "?" (unknown) counts as on, so the
+    checks that an enabled setting needs still run."""
+    return value is True or (isinstance(value, str) and value.lower() in ("true", "?"))
+
+
 class Checker:
     def __init__(self, objects: list[dict], repo: Path):
         self.objects = objects
         self.repo = repo
         self.errors: list[str] = []
+        # The shared node config (kstash.toml), once check_configmap read it.
+        self.conf: dict = {}
 
     def err(self, obj: dict | None, msg: str) -> None:
         self.errors.append(f"{name_of(obj) if obj else 'render'}: {msg}")
@@ -160,10 +233,14 @@ class Checker:
     # -- the whole render -------------------------------------------------
 
     def run(self) -> list[str]:
-        namespaces = {o.get("metadata", {}).get("namespace") for o in self.objects}
+        namespaces = {o.get("metadata", {}).get("namespace") for o in self.objects
+                      if o.get("kind") not in CLUSTER_SCOPED}
         if len(namespaces) != 1 or None in namespaces:
             self.err(None, f"every object needs the same namespace, found {sorted(map(str, namespaces))}")
         self.namespace = next(iter(namespaces)) if namespaces else None
+        if not self.of_kind("StatefulSet"):
+            self.check_consumer()
+            return self.errors
         sts = self.one("StatefulSet")
         if sts is None:
             return self.errors
@@ -172,8 +249,8 @@ class Checker:
         labels = pod.get("metadata", {}).get("labels") or {}
         self.check_services(sts, labels)
         self.check_pdb(labels)
-        self.check_networkpolicy(labels)
         self.check_configmap(sts)
+        self.check_networkpolicy(sts, labels)
         self.check_certs(sts)
         for job in self.of_kind("Job"):
             self.check_job(job, labels)
@@ -183,9 +260,8 @@ class Checker:
         } - {None}:
             if not any(o["metadata"]["name"] == sa_name for o in self.of_kind("ServiceAccount")):
                 self.err(None, f"serviceAccountName {sa_name!r} names no ServiceAccount in the render")
-        for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
-            for o in self.of_kind(kind):
-                self.err(o, "kstash needs no RBAC; do not grant any")
+        self.check_token_review(sts)
+        self.check_rbac(sts)
         return self.errors
 
     # -- StatefulSet --------------------------------------------------------
@@ -280,13 +356,15 @@ class Checker:
             return port if port in ports.values() else None
         return ports.get(port)
 
-    def check_pod(self, obj: dict, pod: dict, job: bool) -> None:
+    def check_pod(self, obj: dict, pod: dict, job: bool, kstash_image: bool = True) -> None:
         if job:
             self.enum(obj, "restartPolicy", pod.get("restartPolicy", "Always"), "job.restartPolicy")
         else:
             self.enum(obj, "restartPolicy", pod.get("restartPolicy", "Always"), "pod.restartPolicy", "Always")
-        if pod.get("automountServiceAccountToken") is not False:
-            self.err(obj, "automountServiceAccountToken must be false (kstash does not call the API)")
+        # The StatefulSet's pods may hold an API token when they use
+        # TokenReview (check_token_review); Jobs and consumers never need one.
+        if obj.get("kind") != "StatefulSet" and pod.get("automountServiceAccountToken") is not False:
+            self.err(obj, "automountServiceAccountToken must be false (this pod does not call the Kubernetes API)")
         if pod.get("enableServiceLinks") is not False:
             self.err(obj, "enableServiceLinks must be false (service links add KSTASH_* variables)")
         psc = pod.get("securityContext") or {}
@@ -301,14 +379,15 @@ class Checker:
         if obj.get("kind") == "StatefulSet":
             volumes |= {c["metadata"]["name"] for c in obj["spec"].get("volumeClaimTemplates") or []}
         for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
-            self.check_container(obj, c, pod_seccomp, volumes)
+            self.check_container(obj, c, pod_seccomp, volumes, kstash_image)
 
-    def check_container(self, obj: dict, c: dict, pod_seccomp, volumes: set) -> None:
+    def check_container(self, obj: dict, c: dict, pod_seccomp, volumes: set, kstash_image: bool) -> None:
         who = f"container {c.get('name')}"
         # Only the kstash image (a registry and tag of an overlay's `images:`
         # are fine): no helper images such as a busybox init container.
+        # A consumer of kstash runs its own.
         image = str(c.get("image", ""))
-        if image.split("@")[0].rsplit("/", 1)[-1].split(":")[0] != "kstash":
+        if kstash_image and image.split("@")[0].rsplit("/", 1)[-1].split(":")[0] != "kstash":
             self.err(obj, f"{who}: image {image!r}: kstash pods and Jobs run only the kstash image")
         self.enum(obj, f"{who} imagePullPolicy", c.get("imagePullPolicy"), "imagePullPolicy")
         if c.get("image", "").startswith("kstash:") and c.get("imagePullPolicy") != "IfNotPresent":
@@ -417,7 +496,7 @@ class Checker:
         if not selects(spec.get("selector"), labels):
             self.err(pdb, f"selector {spec.get('selector')} does not select the kstash pods {labels}")
 
-    def check_networkpolicy(self, labels: dict) -> None:
+    def check_networkpolicy(self, sts: dict, labels: dict) -> None:
         np = self.one("NetworkPolicy")
         if np is None:
             return
@@ -452,6 +531,57 @@ class Checker:
                              "the kstash pod labels, no namespaceSelector or ipBlock)")
         if not api_rules:
             self.err(np, "no ingress rule for the API port: clients could not reach kstash")
+        if "Egress" in types:
+            self.check_egress(np, sts, labels)
+
+    def check_egress(self, np: dict, sts: dict, labels: dict) -> None:
+        """With Egress in policyTypes the kstash pods reach only what an
+        egress rule allows: DNS, the peers, and whatever the node config
+        dials (the API server for ServiceAccount login, etcd)."""
+        rules = np["spec"].get("egress") or []
+        named = {"api": API_PORT, "cluster": CLUSTER_PORT}
+
+        def allows(port: int, protocol: str, only_kstash: bool = False) -> bool:
+            for rule in rules:
+                ports = rule.get("ports") or []
+                if ports and not any(
+                    p.get("protocol", "TCP") == protocol
+                    and (named.get(p.get("port"), p.get("port")) == port
+                         or (isinstance(p.get("port"), int) and p["port"] <= port <= p.get("endPort", p["port"])))
+                    for p in ports
+                ):
+                    continue
+                peers = rule.get("to") or []
+                if not only_kstash or not peers or any(
+                    "podSelector" in f and "namespaceSelector" not in f and selects(f["podSelector"], labels)
+                    for f in peers
+                ):
+                    return True
+            return False
+
+        for protocol in ("UDP", "TCP"):
+            if not allows(DNS_PORT, protocol):
+                self.err(np, f"egress is restricted but no rule allows DNS ({DNS_PORT}/{protocol}): "
+                             "the nodes could not resolve their peers' names")
+        for port in (CLUSTER_PORT, API_PORT):
+            if not allows(port, "TCP", only_kstash=True):
+                self.err(np, f"egress is restricted but no rule lets kstash pods reach each other on {port}")
+        main = (sts["spec"]["template"]["spec"].get("containers") or [{}])[0]
+        if self.dials_api_server(sts):
+            missing = [port for port in API_SERVER_PORTS if not allows(port, "TCP")]
+            if missing:
+                self.err(np, f"egress is restricted but no rule allows TCP {missing} to the API server: "
+                             "TokenReview and key discovery would time out (allow both 443 and 6443: the "
+                             "policy may see the `kubernetes` Service or the API server behind it)")
+        if str(setting(main, self.conf, "storage")).lower() == "etcd":
+            endpoints = setting(main, self.conf, "etcd_endpoints") or []
+            if isinstance(endpoints, str):
+                endpoints = endpoints.split(",")
+            for url in endpoints:
+                m = re.match(r"^(?:[a-z]+://)?(?:\[[^]]*\]|[^:/]*)(?::(\d+))?", str(url).strip())
+                port = int(m.group(1)) if m and m.group(1) else ETCD_DEFAULT_PORT
+                if not allows(port, "TCP"):
+                    self.err(np, f"egress is restricted but no rule allows TCP {port} to etcd endpoint {url!r}")
 
     # -- node config --------------------------------------------------------
 
@@ -496,6 +626,7 @@ class Checker:
         except tomllib.TOMLDecodeError as e:
             self.err(cm, f"{key}: not TOML: {e}")
             return
+        self.conf = conf
         fields = config_fields(self.repo)
         unknown = sorted(set(conf) - fields)
         if unknown:
@@ -566,6 +697,193 @@ class Checker:
                 self.err(sts, f"Secret volume {mount.get('name')!r} {what} {mode:#o} is not group-readable: "
                               f"uid {RUN_AS} could not read the root-owned files (want {SECRET_MODE:#o})")
 
+    # -- ServiceAccount login -----------------------------------------------
+
+    def kstash_container(self, sts: dict) -> tuple[dict, dict]:
+        pod = sts["spec"]["template"].get("spec") or {}
+        return pod, (pod.get("containers") or [{}])[0]
+
+    def token_review(self, sts: dict) -> bool:
+        _, main = self.kstash_container(sts)
+        return truthy(setting(main, self.conf, "kubernetes_token_review"))
+
+    def dials_api_server(self, sts: dict) -> bool:
+        """Whether the nodes call the API server: TokenReview, or the local
+        check fetching keys by discovery (no JWKS file, and kubernetes_api
+        given or defaulted in-cluster from a token at its in-cluster path)."""
+        if self.token_review(sts):
+            return True
+        pod, main = self.kstash_container(sts)
+        local = setting(main, self.conf, "kubernetes_local_check")
+        if (local is not None and not truthy(local)) or setting(main, self.conf, "kubernetes_jwks_file"):
+            return False
+        return (setting(main, self.conf, "kubernetes_api") is not None
+                or self.file_source(pod, main, SA_TOKEN) is not None)
+
+    def automounts(self, pod: dict) -> bool:
+        """Whether Kubernetes mounts the ServiceAccount's token: the pod's
+        automountServiceAccountToken, else the ServiceAccount's, else true."""
+        if pod.get("automountServiceAccountToken") is not None:
+            return pod["automountServiceAccountToken"] is True
+        sa_name = pod.get("serviceAccountName") or "default"
+        sa = next((o for o in self.of_kind("ServiceAccount") if o["metadata"]["name"] == sa_name), None)
+        if sa is not None and sa.get("automountServiceAccountToken") is not None:
+            return sa["automountServiceAccountToken"] is True
+        return True
+
+    def file_source(self, pod: dict, container: dict, path: str) -> tuple[str, dict | None] | None:
+        """What puts the file `path` into `container`: ("token", the
+        projected serviceAccountToken source), ("file", None) for an item of
+        a ConfigMap or Secret (projected or not), ("automount", None) for
+        the automounted ServiceAccount volume; None when nothing does."""
+        directory, name = posixpath.split(posixpath.normpath(path))
+        volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+        for m in container.get("volumeMounts") or []:
+            if m.get("subPath") or posixpath.normpath(str(m.get("mountPath", ""))) != directory:
+                continue
+            volume = volumes.get(m.get("name")) or {}
+            for src in (volume.get("projected") or {}).get("sources") or []:
+                token = src.get("serviceAccountToken")
+                if token and posixpath.normpath(str(token.get("path", ""))) == name:
+                    return "token", token
+                for kind in ("configMap", "secret"):
+                    items = (src.get(kind) or {}).get("items") or []
+                    if any(posixpath.normpath(str(i.get("path", ""))) == name for i in items):
+                        return "file", None
+            for kind in ("configMap", "secret"):
+                if kind in volume:
+                    items = volume[kind].get("items")
+                    if items is None or any(posixpath.normpath(str(i.get("path", ""))) == name for i in items):
+                        return "file", None
+            # A volume mounted at the directory hides the automounted one.
+            return None
+        if path in (SA_TOKEN, SA_CA) and self.automounts(pod):
+            return "automount", None
+        return None
+
+    def projected_tokens(self, pod: dict) -> list[tuple[str, dict]]:
+        """(volume name, serviceAccountToken source) of every projected token."""
+        return [(v.get("name"), src["serviceAccountToken"])
+                for v in pod.get("volumes") or []
+                for src in (v.get("projected") or {}).get("sources") or []
+                if src.get("serviceAccountToken")]
+
+    def check_projection(self, obj: dict, volume: str, token: dict, login: bool) -> None:
+        """A projected token lives at least 600 s (Kubernetes refuses less).
+        One a pod logs in to kstash with (`login`) has an audience of its
+        own and lives at most a day; the one kstash presents to the API
+        server keeps the API server's audience (never kstash's)."""
+        what = f"volume {volume!r}: projected token {token.get('path')!r}"
+        seconds = token.get("expirationSeconds", 3600)
+        if isinstance(seconds, int) and not isinstance(seconds, bool):
+            if seconds < MIN_TOKEN_SECONDS:
+                self.err(obj, f"{what}: expirationSeconds {seconds} is under {MIN_TOKEN_SECONDS} "
+                              "(Kubernetes refuses a token that lives less than 10 minutes)")
+            elif login and seconds > MAX_LOGIN_TOKEN_SECONDS:
+                self.err(obj, f"{what}: expirationSeconds {seconds} is over {MAX_LOGIN_TOKEN_SECONDS}: a stolen "
+                              "token logs in to kstash until it expires (the kubelet renews it at 80 % anyway)")
+        audience = token.get("audience")
+        if login and audience is None:
+            self.err(obj, f"{what} has no audience, so it is an API server credential: whoever it is sent to "
+                          "(kstash, or anyone who reads it there) could act as this ServiceAccount against "
+                          f"the API server; set audience to the kstash role's ({LOGIN_AUDIENCE!r} by default)")
+        elif audience is not None and not str(audience).strip():
+            self.err(obj, f"{what}: audience is empty")
+        elif not login and audience == LOGIN_AUDIENCE:
+            self.err(obj, f"{what}: audience {audience!r}: kstash presents this token to the API server, so leave "
+                          f"audience unset (the API server's own); with {LOGIN_AUDIENCE!r} it would also be a "
+                          "kstash login for whoever holds it")
+
+    def check_token_review(self, sts: dict) -> None:
+        """A node with kubernetes_token_review has a ServiceAccount token and
+        the cluster CA where it reads them; one without holds no API token."""
+        pod, main = self.kstash_container(sts)
+        for volume, token in self.projected_tokens(pod):
+            self.check_projection(sts, volume, token, login=False)
+        if not self.token_review(sts):
+            if pod.get("automountServiceAccountToken") is not False:
+                self.err(sts, "automountServiceAccountToken must be false (kstash calls the Kubernetes API only "
+                              "with kubernetes_token_review, and then from a projected token: components/token-review)")
+            return
+        token_file = str(setting(main, self.conf, "kubernetes_token_file") or SA_TOKEN)
+        ca_file = str(setting(main, self.conf, "kubernetes_ca_cert") or SA_CA)
+        source = self.file_source(pod, main, token_file)
+        if source is None:
+            self.err(sts, f"kubernetes_token_review is on, but container {main.get('name')} has no ServiceAccount "
+                          f"token at {token_file}: project a serviceAccountToken there (components/token-review) "
+                          "or automount the ServiceAccount's")
+        elif source[0] == "file":
+            self.err(sts, f"{token_file} comes from a ConfigMap or Secret, not a projected serviceAccountToken "
+                          "(a token kept in an object never expires or rotates)")
+        if self.file_source(pod, main, ca_file) is None:
+            self.err(sts, f"kubernetes_token_review is on, but container {main.get('name')} has no cluster CA at "
+                          f"{ca_file}: project ConfigMap kube-root-ca.crt (key ca.crt) there, or set kubernetes_ca_cert")
+        if token_file != SA_TOKEN and setting(main, self.conf, "kubernetes_api") is None:
+            self.err(sts, f"kubernetes_token_file is {token_file}: kstash's in-cluster defaults apply only with the "
+                          f"token at {SA_TOKEN}, so kubernetes_api must be set too")
+
+    def check_rbac(self, sts: dict) -> None:
+        """The only grant kstash may have: system:auth-delegator for the
+        StatefulSet's ServiceAccount, exactly when it uses TokenReview."""
+        for kind in ("Role", "ClusterRole", "RoleBinding"):
+            for o in self.of_kind(kind):
+                self.err(o, f"kstash needs no {kind}: its only grant is a ClusterRoleBinding to "
+                            f"{AUTH_DELEGATOR} (components/token-review)")
+        sa = (sts["spec"]["template"].get("spec") or {}).get("serviceAccountName") or "default"
+        want = {"kind": "ServiceAccount", "name": sa, "namespace": self.namespace}
+        bound = None
+        for crb in self.of_kind("ClusterRoleBinding"):
+            ref = crb.get("roleRef") or {}
+            if (ref.get("apiGroup"), ref.get("kind"), ref.get("name")) != (RBAC_GROUP, "ClusterRole", AUTH_DELEGATOR):
+                self.err(crb, f"roleRef {ref.get('kind')}/{ref.get('name')}: the only binding kstash needs is "
+                              f"ClusterRole/{AUTH_DELEGATOR} (TokenReview)")
+                continue
+            subjects = [{k: v for k, v in s.items() if not (k == "apiGroup" and v == "")}
+                        for s in crb.get("subjects") or []]
+            if subjects != [want]:
+                self.err(crb, f"subjects {subjects}: want only ServiceAccount {self.namespace}/{sa} (the StatefulSet's "
+                              "serviceAccountName in its namespace); a ClusterRoleBinding has no namespace, so an "
+                              "overlay that moves kstash must change the subject's")
+                continue
+            bound = crb
+        if self.token_review(sts) and bound is None:
+            self.err(sts, f"kubernetes_token_review is on, but no ClusterRoleBinding gives ServiceAccount "
+                          f"{self.namespace}/{sa} the ClusterRole {AUTH_DELEGATOR}: the API server would answer "
+                          "every TokenReview with 403 (components/token-review)")
+        if bound is not None and not self.token_review(sts):
+            self.err(bound, f"binds {AUTH_DELEGATOR}, but kubernetes_token_review is not on: kstash would hold a "
+                            "grant it never uses; remove the binding or turn TokenReview on")
+
+    # -- consumers ------------------------------------------------------------
+
+    def check_consumer(self) -> None:
+        """A workload that logs in to kstash with a projected token."""
+        workloads = [o for kind in WORKLOAD_KINDS for o in self.of_kind(kind)]
+        if not workloads:
+            self.err(None, "neither a kstash StatefulSet nor a workload that logs in to kstash")
+            return
+        for obj in workloads:
+            pod = pod_spec(obj)
+            self.check_pod(obj, pod, job=obj["kind"] in ("Job", "CronJob"), kstash_image=False)
+            sa = pod.get("serviceAccountName")
+            if not sa or sa == "default":
+                self.err(obj, "set serviceAccountName to the workload's own ServiceAccount: a kstash role binds "
+                              "ServiceAccounts, and `default` is shared by every pod of the namespace")
+            elif not any(o["metadata"]["name"] == sa for o in self.of_kind("ServiceAccount")):
+                self.err(obj, f"serviceAccountName {sa!r} names no ServiceAccount in the render")
+            tokens = self.projected_tokens(pod)
+            if not tokens:
+                self.err(obj, "no projected serviceAccountToken: nothing to log in to kstash with")
+            mounted = {m.get("name") for c in (pod.get("initContainers") or []) + (pod.get("containers") or [])
+                       for m in c.get("volumeMounts") or []}
+            for volume, token in tokens:
+                self.check_projection(obj, volume, token, login=True)
+                if volume not in mounted:
+                    self.err(obj, f"volume {volume!r} (the login token) is mounted by no container")
+        for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
+            for o in self.of_kind(kind):
+                self.err(o, "logging in to kstash needs no RBAC; do not grant any")
+
     # -- Jobs --------------------------------------------------------------
 
     def check_job(self, job: dict, sts_labels: dict) -> None:
@@ -604,18 +922,23 @@ def main() -> int:
     ap.add_argument("--repo", type=Path, required=True)
     ap.add_argument("--versions", required=True, help="space-separated Kubernetes versions")
     ap.add_argument("--fixtures", type=Path, help="directory of broken kustomizations to reject")
-    ap.add_argument("directory", type=Path)
+    ap.add_argument("directories", type=Path, nargs="+")
     args = ap.parse_args()
     versions = args.versions.split()
 
-    errors = check(args.directory, args.repo, versions)
-    if errors:
-        print(f"FAIL {args.directory}:")
-        for e in errors:
-            print(f"  {e}")
+    failed = False
+    for directory in args.directories:
+        errors = check(directory, args.repo, versions)
+        if errors:
+            print(f"FAIL {directory}:")
+            for e in errors:
+                print(f"  {e}")
+            failed = True
+        else:
+            print(f"ok   {directory}: every object passed kubernetes-validate --strict "
+                  f"({', '.join(versions)}) and the semantic checks")
+    if failed:
         return 1
-    print(f"ok   {args.directory}: every object passed kubernetes-validate --strict "
-          f"({', '.join(versions)}) and the semantic checks")
     if args.fixtures is None:
         return 0
 
