@@ -1696,5 +1696,45 @@ mod tests {
             ttl: None,
         };
         assert_eq!(format!("{m:?}"), "LoginRequest { <redacted> }");
+        let m = pb::KubernetesLoginRequest {
+            namespace: "ns".into(),
+            role: "web".into(),
+            jwt: "eyJhbGciOiJSUzI1NiJ9.e30.c2ln".into(),
+        };
+        assert_eq!(format!("{m:?}"), "KubernetesLoginRequest { <redacted> }");
+    }
+
+    #[test]
+    fn role_bodies_take_their_fields_and_parse_the_ttl_as_rest_does() {
+        let mut r = pb::PutKubernetesRoleRequest {
+            namespace: "team-a".into(),
+            name: "web".into(),
+            service_accounts: vec!["shop/web".into(), "batch/*".into()],
+            policies: vec!["app-ro".into()],
+            ttl: Some("10m".into()),
+            audience: Some("vault".into()),
+            idempotency_key: String::new(),
+        };
+        let body = role_body(&mut r).unwrap();
+        assert_eq!(body.service_accounts, ["shop/web", "batch/*"]);
+        assert_eq!(body.policies, ["app-ro"]);
+        assert_eq!(body.ttl, Some(Ttl(std::time::Duration::from_secs(600))));
+        assert_eq!(body.audience.as_deref(), Some("vault"));
+        assert_eq!(role_target(&r.name), "auth/kubernetes/roles/web");
+
+        let mut r = pb::PutKubernetesRoleRequest {
+            ttl: None,
+            audience: None,
+            ..r
+        };
+        let body = role_body(&mut r).unwrap();
+        assert!(body.ttl.is_none() && body.audience.is_none());
+        let mut r = pb::PutKubernetesRoleRequest {
+            ttl: Some("soon".into()),
+            ..r
+        };
+        let e = to_grpc(role_body(&mut r).unwrap_err());
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("ttl"), "{}", e.message());
     }
 }
