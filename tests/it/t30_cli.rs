@@ -164,6 +164,31 @@ impl Cli {
         self.run(args, &[("KSTASH_TOKEN", token)], None)
     }
 
+    /// Init with one unseal key, unseal: the access key and an admin token
+    /// of `ns`.
+    fn init_one_key(&self, ns: &str) -> (String, String) {
+        let out = self.run(
+            &[
+                "operator",
+                "init",
+                "--shares",
+                "1",
+                "--threshold",
+                "1",
+                "--format",
+                "json",
+            ],
+            &[],
+            None,
+        );
+        let init: Value = serde_json::from_str(out.ok()).unwrap();
+        let key = init["unseal_keys"][0].as_str().unwrap();
+        let access_key = init["access_key"].as_str().unwrap().to_string();
+        self.run(&["operator", "unseal", key], &[], None).ok();
+        let admin = self.login(&access_key, ns, "admin", &[]);
+        (access_key, admin)
+    }
+
     fn login(&self, access_key: &str, ns: &str, policy: &str, extra: &[&str]) -> String {
         let mut args = vec![
             "login",
@@ -788,25 +813,8 @@ fn first_session_frictions() {
         address: server.url(),
         seen: Default::default(),
     };
-    let out = cli.run(
-        &[
-            "operator",
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--format",
-            "json",
-        ],
-        &[],
-        None,
-    );
-    let init: Value = serde_json::from_str(out.ok()).unwrap();
-    let key = init["unseal_keys"][0].as_str().unwrap();
-    let access_key = init["access_key"].as_str().unwrap();
-    cli.run(&["operator", "unseal", key], &[], None).ok();
-    let admin = cli.login(access_key, "team-a", "admin", &[]);
+    let (access_key, admin) = cli.init_one_key("team-a");
+    let access_key = access_key.as_str();
     let out = cli.run(
         &["login", "-n", "team-a", "-p", "admin", "--ttl", "33d"],
         &[("KSTASH_ACCESS_KEY", access_key)],
@@ -956,25 +964,7 @@ fn role_commands_and_kubernetes_login() {
         seen: Default::default(),
     };
     eprintln!("--- step 1: init, unseal, admin");
-    let out = cli.run(
-        &[
-            "operator",
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--format",
-            "json",
-        ],
-        &[],
-        None,
-    );
-    let init: Value = serde_json::from_str(out.ok()).unwrap();
-    let key = init["unseal_keys"][0].as_str().unwrap();
-    let access_key = init["access_key"].as_str().unwrap();
-    cli.run(&["operator", "unseal", key], &[], None).ok();
-    let admin = cli.login(access_key, "team-a", "admin", &[]);
+    let (_, admin) = cli.init_one_key("team-a");
 
     eprintln!("--- step 2: role put");
     let out = cli.with_token(
