@@ -402,24 +402,7 @@ fn bench_loads_a_node_and_reports() {
         address: server.url(),
         seen: Default::default(),
     };
-    let out = cli.run(
-        &[
-            "operator",
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--format",
-            "json",
-        ],
-        &[],
-        None,
-    );
-    let init: Value = serde_json::from_str(out.ok()).unwrap();
-    let key = init["unseal_keys"][0].as_str().unwrap();
-    cli.run(&["operator", "unseal", key], &[], None).ok();
-    let token = cli.login(init["access_key"].as_str().unwrap(), "bench", "admin", &[]);
+    let (_, token) = cli.init_one_key("bench");
 
     // Only ops that start and end inside the window count, and the whole
     // suite shares two cores: a 1 s window once saw no op finish in it.
