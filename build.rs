@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const PROTO_ROOT: &str = "proto";
 
 /// Messages that carry secrets (unseal keys, gatekeeper tokens, the access
-/// key, access tokens, secret values). They get no derived `Debug`;
+/// key, access tokens, ServiceAccount tokens, secret values). They get no derived `Debug`;
 /// `src/api/grpc.rs` implements one that prints `<redacted>`.
 const SECRET_BEARING: &[&str] = &[
     ".kstash.v1.InitResponse",
@@ -31,6 +31,8 @@ const SECRET_BEARING: &[&str] = &[
     ".kstash.v1.LoginRequest",
     ".kstash.v1.LoginResponse",
     ".kstash.v1.RevokeTokenRequest",
+    // A Kubernetes ServiceAccount token (`jwt`).
+    ".kstash.v1.KubernetesLoginRequest",
     ".kstash.v1.PutSecretRequest",
     ".kstash.v1.SecretResponse",
     // The string an operator HMACs: a token or key they hold.

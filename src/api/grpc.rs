@@ -116,10 +116,15 @@ pub const KSTASH_METHODS: &[&str] = &[
     "/kstash.v1.Auth/RenewToken",
     "/kstash.v1.Auth/RevokeToken",
     "/kstash.v1.Auth/LookupSelf",
+    "/kstash.v1.Auth/KubernetesLogin",
     "/kstash.v1.Policies/PutPolicy",
     "/kstash.v1.Policies/GetPolicy",
     "/kstash.v1.Policies/ListPolicies",
     "/kstash.v1.Policies/DeletePolicy",
+    "/kstash.v1.KubernetesRoles/Put",
+    "/kstash.v1.KubernetesRoles/Get",
+    "/kstash.v1.KubernetesRoles/List",
+    "/kstash.v1.KubernetesRoles/Delete",
     "/kstash.v1.Kv/Put",
     "/kstash.v1.Kv/Get",
     "/kstash.v1.Kv/Delete",
@@ -145,6 +150,12 @@ pub fn router(door: Arc<Door>) -> axum::Router {
         .add_service(
             pb::policies_server::PoliciesServer::new(PoliciesService::new(door.clone()))
                 .max_decoding_message_size(limit),
+        )
+        .add_service(
+            pb::kubernetes_roles_server::KubernetesRolesServer::new(KubernetesRolesService::new(
+                door.clone(),
+            ))
+            .max_decoding_message_size(limit),
         )
         .add_service(
             pb::kv_server::KvServer::new(KvService::new(door)).max_decoding_message_size(limit),
@@ -308,6 +319,16 @@ fn rules_pb(p: Policy) -> Vec<pb::Rule> {
         .collect()
 }
 
+fn login_pb(out: t::LoginResponse) -> pb::LoginResponse {
+    pb::LoginResponse {
+        token: out.token.expose().to_string(),
+        expires_at: out.expires_at,
+        namespace: out.namespace,
+        policies: out.policies,
+        warnings: out.warnings,
+    }
+}
+
 fn token_info_pb(i: t::TokenInfo) -> pb::TokenInfo {
     pb::TokenInfo {
         accessor: i.accessor,
@@ -356,6 +377,7 @@ redacted_debug!(
     LoginRequest,
     LoginResponse,
     RevokeTokenRequest,
+    KubernetesLoginRequest,
     PutSecretRequest,
     SecretResponse,
     SnapshotFile,
@@ -838,16 +860,37 @@ impl pb::auth_server::Auth for AuthService {
                 policies: r.policies,
                 ttl: ttl("ttl", r.ttl)?,
             };
-            let out = self.0.node().login(req).await?;
-            Ok(pb::LoginResponse {
-                token: out.token.expose().to_string(),
-                expires_at: out.expires_at,
-                namespace: out.namespace,
-                policies: out.policies,
-                warnings: out.warnings,
-            })
+            Ok(login_pb(self.0.node().login(req).await?))
         }
         .await;
+        answer(admitted.finish(result))
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Auth/KubernetesLogin")
+    )]
+    async fn kubernetes_login(
+        &self,
+        request: Request<pb::KubernetesLoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let ctx = context(&request);
+        let r = request.into_inner();
+        let req = t::KubernetesLoginRequest {
+            namespace: r.namespace,
+            role: r.role,
+            jwt: SecretString::new(r.jwt),
+        };
+        let call = Call::new(Operation::KubernetesLogin, GRPC, &ctx)
+            .presenting([Presented::ServiceAccountToken(&req.jwt)])
+            .namespace(&req.namespace);
+        let mut admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = self.0.node().login_kubernetes(req).await.map(|login| {
+            admitted.identify(login.subject);
+            login_pb(login.response)
+        });
         answer(admitted.finish(result))
     }
 
@@ -1070,6 +1113,170 @@ impl pb::policies_server::Policies for PoliciesService {
         }
         .await;
         answer(admitted.finish(result.map(|()| pb::DeletePolicyResponse {})))
+    }
+}
+
+// ----- KubernetesRoles ---------------------------------------------------------------
+
+/// `kstash.v1.KubernetesRoles`: a namespace's Kubernetes login roles.
+#[derive(Debug, Clone)]
+pub struct KubernetesRolesService(Front);
+
+impl KubernetesRolesService {
+    /// The service behind `door`.
+    pub fn new(door: Arc<Door>) -> Self {
+        KubernetesRolesService(Front { door })
+    }
+}
+
+/// The path a role call names in its audit record, as REST names it.
+fn role_target(name: &str) -> String {
+    format!("auth/kubernetes/roles/{name}")
+}
+
+/// A role's body from its put request (the ttl parsed as REST parses it).
+fn role_body(r: &mut pb::PutKubernetesRoleRequest) -> Result<t::KubernetesRoleBody, ServiceError> {
+    Ok(t::KubernetesRoleBody {
+        service_accounts: std::mem::take(&mut r.service_accounts),
+        policies: std::mem::take(&mut r.policies),
+        ttl: ttl("ttl", r.ttl.take())?,
+        audience: r.audience.take(),
+    })
+}
+
+#[tonic::async_trait]
+impl pb::kubernetes_roles_server::KubernetesRoles for KubernetesRolesService {
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "KubernetesRoles/Put")
+    )]
+    async fn put(
+        &self,
+        request: Request<pb::PutKubernetesRoleRequest>,
+    ) -> Result<Response<pb::PutKubernetesRoleResponse>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let mut r = request.into_inner();
+        let target = role_target(&r.name);
+        let call = Call::new(Operation::PutKubernetesRole, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Stale)
+            .namespace(&r.namespace)
+            .path(&target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let role = role_body(&mut r)?;
+            let key = idempotency_key(&r.idempotency_key)?;
+            self.0
+                .node()
+                .put_kubernetes_role(
+                    admitted.holder()?,
+                    &r.namespace,
+                    &r.name,
+                    role,
+                    key.as_ref(),
+                )
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|()| pb::PutKubernetesRoleResponse {})))
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "KubernetesRoles/Get")
+    )]
+    async fn get(
+        &self,
+        request: Request<pb::GetKubernetesRoleRequest>,
+    ) -> Result<Response<pb::KubernetesRole>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let target = role_target(&r.name);
+        let call = Call::new(Operation::GetKubernetesRole, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Linearizable)
+            .namespace(&r.namespace)
+            .path(&target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            self.0
+                .node()
+                .get_kubernetes_role(admitted.holder()?, &r.namespace, &r.name)
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::KubernetesRole {
+            name: out.name,
+            service_accounts: out.service_accounts,
+            policies: out.policies,
+            ttl: out.ttl,
+            audience: out.audience,
+        })))
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "KubernetesRoles/List")
+    )]
+    async fn list(
+        &self,
+        request: Request<pb::ListKubernetesRolesRequest>,
+    ) -> Result<Response<pb::KubernetesRoleList>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let call = Call::new(Operation::ListKubernetesRoles, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Linearizable)
+            .namespace(&r.namespace);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            self.0
+                .node()
+                .list_kubernetes_roles(admitted.holder()?, &r.namespace, &page(r.cursor, r.limit))
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::KubernetesRoleList {
+            roles: out.roles,
+            truncated: out.truncated,
+            cursor: out.cursor.unwrap_or_default(),
+        })))
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "KubernetesRoles/Delete")
+    )]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteKubernetesRoleRequest>,
+    ) -> Result<Response<pb::DeleteKubernetesRoleResponse>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let target = role_target(&r.name);
+        let call = Call::new(Operation::DeleteKubernetesRole, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Stale)
+            .namespace(&r.namespace)
+            .path(&target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let key = idempotency_key(&r.idempotency_key)?;
+            self.0
+                .node()
+                .delete_kubernetes_role(admitted.holder()?, &r.namespace, &r.name, key.as_ref())
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|()| pb::DeleteKubernetesRoleResponse {})))
     }
 }
 
@@ -1366,6 +1573,7 @@ mod tests {
             <pb::sys_server::SysServer<SysService> as NamedService>::NAME,
             <pb::auth_server::AuthServer<AuthService> as NamedService>::NAME,
             <pb::policies_server::PoliciesServer<PoliciesService> as NamedService>::NAME,
+            <pb::kubernetes_roles_server::KubernetesRolesServer<KubernetesRolesService> as NamedService>::NAME,
             <pb::kv_server::KvServer<KvService> as NamedService>::NAME,
         ];
         let from_proto = proto_methods();
@@ -1412,13 +1620,17 @@ mod tests {
         let files: Vec<(&str, &str)> = set.file.iter().map(|f| (f.name(), f.package())).collect();
         assert_eq!(files, [("kstash/v1/kstash.proto", "kstash.v1")]);
         let services: Vec<&str> = set.file[0].service.iter().map(|s| s.name()).collect();
-        assert_eq!(services, ["Sys", "Auth", "Policies", "Kv"]);
+        assert_eq!(
+            services,
+            ["Sys", "Auth", "Policies", "KubernetesRoles", "Kv"]
+        );
     }
 
     /// Field names that carry a secret in `kstash.v1` when they are strings
     /// or bytes: unseal keys, gatekeeper tokens, the access key, access
-    /// tokens, secret values.
+    /// tokens, ServiceAccount tokens (`jwt`), secret values.
     const SECRET_FIELDS: &[&str] = &[
+        "jwt",
         "key",
         "keys",
         "unseal_keys",
@@ -1484,5 +1696,45 @@ mod tests {
             ttl: None,
         };
         assert_eq!(format!("{m:?}"), "LoginRequest { <redacted> }");
+        let m = pb::KubernetesLoginRequest {
+            namespace: "ns".into(),
+            role: "web".into(),
+            jwt: "eyJhbGciOiJSUzI1NiJ9.e30.c2ln".into(),
+        };
+        assert_eq!(format!("{m:?}"), "KubernetesLoginRequest { <redacted> }");
+    }
+
+    #[test]
+    fn role_bodies_take_their_fields_and_parse_the_ttl_as_rest_does() {
+        let mut r = pb::PutKubernetesRoleRequest {
+            namespace: "team-a".into(),
+            name: "web".into(),
+            service_accounts: vec!["shop/web".into(), "batch/*".into()],
+            policies: vec!["app-ro".into()],
+            ttl: Some("10m".into()),
+            audience: Some("vault".into()),
+            idempotency_key: String::new(),
+        };
+        let body = role_body(&mut r).unwrap();
+        assert_eq!(body.service_accounts, ["shop/web", "batch/*"]);
+        assert_eq!(body.policies, ["app-ro"]);
+        assert_eq!(body.ttl, Some(Ttl(std::time::Duration::from_secs(600))));
+        assert_eq!(body.audience.as_deref(), Some("vault"));
+        assert_eq!(role_target(&r.name), "auth/kubernetes/roles/web");
+
+        let mut r = pb::PutKubernetesRoleRequest {
+            ttl: None,
+            audience: None,
+            ..r
+        };
+        let body = role_body(&mut r).unwrap();
+        assert!(body.ttl.is_none() && body.audience.is_none());
+        let mut r = pb::PutKubernetesRoleRequest {
+            ttl: Some("soon".into()),
+            ..r
+        };
+        let e = to_grpc(role_body(&mut r).unwrap_err());
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("ttl"), "{}", e.message());
     }
 }

@@ -141,18 +141,27 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Servic
     Ok(Some(IdempotencyKey::parse(text)?))
 }
 
-/// Whether a route honours `Idempotency-Key`: the writes of secrets and
-/// policies. Elsewhere the header is refused rather than ignored, so a
-/// client never believes a call is deduplicated when it is not.
+/// Whether a route honours `Idempotency-Key`: the writes of secrets,
+/// policies and Kubernetes login roles. Elsewhere the header is refused
+/// rather than ignored, so a client never believes a call is deduplicated
+/// when it is not.
 fn takes_idempotency_key(method: &axum::http::Method, path: &str) -> bool {
     use axum::http::Method;
     let kv = path.starts_with("/v1/kv/")
         && matches!(*method, Method::PUT | Method::POST | Method::DELETE);
-    let policy = path.starts_with("/v1/namespaces/")
-        && path.matches('/').count() == 5
-        && path.split('/').nth(4) == Some("policies")
+    // `/v1/namespaces/{ns}/<segments…>/{name}`: the segments between the
+    // namespace and the name.
+    let named_in_namespace = |segments: &[&str]| {
+        let parts: Vec<&str> = path.split('/').collect();
+        path.starts_with("/v1/namespaces/")
+            && parts.len() == segments.len() + 5
+            && parts[4..4 + segments.len()] == *segments
+    };
+    let policy =
+        named_in_namespace(&["policies"]) && matches!(*method, Method::PUT | Method::DELETE);
+    let role = named_in_namespace(&["auth", "kubernetes", "roles"])
         && matches!(*method, Method::PUT | Method::DELETE);
-    kv || policy
+    kv || policy || role
 }
 
 async fn refuse_misplaced_idempotency_key(req: Request, next: axum::middleware::Next) -> Response {
@@ -160,7 +169,8 @@ async fn refuse_misplaced_idempotency_key(req: Request, next: axum::middleware::
         && !takes_idempotency_key(req.method(), req.uri().path())
     {
         return ApiError(ServiceError::bad(
-            "Idempotency-Key is only accepted on writes of secrets and policies",
+            "Idempotency-Key is only accepted on writes of secrets, policies and Kubernetes \
+             login roles",
         ))
         .into_response();
     }
@@ -176,7 +186,10 @@ fn query_parameters(method: &axum::http::Method, route: &str) -> &'static [&'sta
         (&Method::GET, "/v1/kv" | "/v1/kv/" | "/v1/kv/{*path}") => {
             &["list", "consistency", "cursor", "limit"]
         }
-        (&Method::GET, "/v1/namespaces/{ns}/policies") => &["cursor", "limit"],
+        (
+            &Method::GET,
+            "/v1/namespaces/{ns}/policies" | "/v1/namespaces/{ns}/auth/kubernetes/roles",
+        ) => &["cursor", "limit"],
         _ => &[],
     }
 }
@@ -287,11 +300,14 @@ pub const ROUTES: &[&str] = &[
     "/v1/sys/gatekeeper-tokens/revoke",
     "/v1/sys/audit/hash",
     "/v1/auth/access-key/login",
+    "/v1/auth/kubernetes/login",
     "/v1/auth/token/renew",
     "/v1/auth/token/revoke",
     "/v1/auth/token/self",
     "/v1/namespaces/{ns}/policies",
     "/v1/namespaces/{ns}/policies/{name}",
+    "/v1/namespaces/{ns}/auth/kubernetes/roles",
+    "/v1/namespaces/{ns}/auth/kubernetes/roles/{name}",
     "/v1/kv",
     "/v1/kv/",
     "/v1/kv/{*path}",
@@ -333,6 +349,7 @@ pub fn router(door: Arc<Door>, metrics: Arc<Metrics>) -> Router {
         )
         .route("/v1/sys/audit/hash", post(audit_hash))
         .route("/v1/auth/access-key/login", post(login))
+        .route("/v1/auth/kubernetes/login", post(kubernetes_login))
         .route("/v1/auth/token/renew", post(renew_token))
         .route("/v1/auth/token/revoke", post(revoke_token))
         .route("/v1/auth/token/self", get(lookup_self))
@@ -340,6 +357,16 @@ pub fn router(door: Arc<Door>, metrics: Arc<Metrics>) -> Router {
         .route(
             "/v1/namespaces/{ns}/policies/{name}",
             get(get_policy).put(put_policy).delete(delete_policy),
+        )
+        .route(
+            "/v1/namespaces/{ns}/auth/kubernetes/roles",
+            get(list_kubernetes_roles),
+        )
+        .route(
+            "/v1/namespaces/{ns}/auth/kubernetes/roles/{name}",
+            get(get_kubernetes_role)
+                .put(put_kubernetes_role)
+                .delete(delete_kubernetes_role),
         )
         .route("/v1/kv", get(kv_get))
         .route("/v1/kv/", get(kv_get))
@@ -792,6 +819,38 @@ async fn login(
     Ok(Json(admitted.finish(result)?))
 }
 
+/// Mint an access token with a Kubernetes ServiceAccount token (a JWT):
+/// the namespace's role must bind the service account. The token is locked
+/// to the namespace with the role's policies, expires with the role's TTL
+/// or the ServiceAccount token, whichever comes first, and cannot be renewed
+/// past that. Every refused token gets the same 401, whichever check failed
+/// (the audit log of the answering node names it).
+#[utoipa::path(post, path = "/v1/auth/kubernetes/login", tag = "auth", request_body = KubernetesLoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 503, description = "the cluster's keys or TokenReview cannot be reached", body = ErrorBody)))]
+async fn kubernetes_login(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Body(req): Body<KubernetesLoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let presented = req
+        .as_ref()
+        .map(|r| vec![Presented::ServiceAccountToken(&r.jwt)])
+        .unwrap_or_default();
+    let mut call = Call::new(Operation::KubernetesLogin, REST, &ctx).presenting(presented);
+    if let Ok(r) = &req {
+        call = call.namespace(&r.namespace);
+    }
+    let mut admitted = s.door.admit(call).await?;
+    let result = async {
+        let login = s.node().login_kubernetes(req?).await?;
+        admitted.identify(login.subject);
+        Ok(login.response)
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
 /// Renew the caller's token.
 #[utoipa::path(post, path = "/v1/auth/token/renew", tag = "auth", request_body = RenewRequest,
     responses((status = 200, body = TokenInfo)))]
@@ -947,6 +1006,123 @@ async fn delete_policy(
         let key = idempotency_key(&headers)?;
         s.node()
             .delete_policy(admitted.holder()?, &ns, &name, key.as_ref())
+            .await
+    }
+    .await;
+    admitted.finish(result)?;
+    Ok(no_content())
+}
+
+/// The path a role call names in its audit record.
+fn role_target(name: &str) -> String {
+    format!("auth/kubernetes/roles/{name}")
+}
+
+/// A namespace's Kubernetes login roles (admin only), one page in name
+/// order: at most `limit` names; `truncated` and `cursor` as for a secret
+/// listing.
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/auth/kubernetes/roles", tag = "auth",
+    params(("cursor" = Option<String>, Query, description = "continue after this name, the `cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "most names to return, 1 to 10000 (default 10000; larger values count as 10000)")),
+    responses((status = 200, body = KubernetesRoleList), (status = 403, body = ErrorBody)))]
+async fn list_kubernetes_roles(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Path(ns): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<KubernetesRoleList>> {
+    let token = token(&headers);
+    let call = Call::new(Operation::ListKubernetesRoles, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Linearizable)
+        .namespace(&ns);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let page = list_page(q.cursor, q.limit.as_deref())?;
+        s.node()
+            .list_kubernetes_roles(admitted.holder()?, &ns, &page)
+            .await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// Read a Kubernetes login role (admin only).
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/auth/kubernetes/roles/{name}", tag = "auth",
+    responses((status = 200, body = KubernetesRoleResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_kubernetes_role(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Json<KubernetesRoleResponse>> {
+    let token = token(&headers);
+    let target = role_target(&name);
+    let call = Call::new(Operation::GetKubernetesRole, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Linearizable)
+        .namespace(&ns)
+        .path(&target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        s.node()
+            .get_kubernetes_role(admitted.holder()?, &ns, &name)
+            .await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// Create or replace a Kubernetes login role (admin only): which
+/// ServiceAccounts may log in to the namespace, and what their tokens get.
+#[utoipa::path(put, path = "/v1/namespaces/{ns}/auth/kubernetes/roles/{name}", tag = "auth", request_body = KubernetesRoleBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome; the same key with another request (another value included) gets 409 conflict")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn put_kubernetes_role(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    Body(role): Body<KubernetesRoleBody>,
+) -> ApiResult<Response> {
+    let token = token(&headers);
+    let target = role_target(&name);
+    let call = Call::new(Operation::PutKubernetesRole, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Stale)
+        .namespace(&ns)
+        .path(&target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .put_kubernetes_role(admitted.holder()?, &ns, &name, role?, key.as_ref())
+            .await
+    }
+    .await;
+    admitted.finish(result)?;
+    Ok(no_content())
+}
+
+/// Delete a Kubernetes login role (admin only).
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/auth/kubernetes/roles/{name}", tag = "auth",
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome; the same key with another request (another value included) gets 409 conflict")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_kubernetes_role(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let token = token(&headers);
+    let target = role_target(&name);
+    let call = Call::new(Operation::DeleteKubernetesRole, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Stale)
+        .namespace(&ns)
+        .path(&target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .delete_kubernetes_role(admitted.holder()?, &ns, &name, key.as_ref())
             .await
     }
     .await;
@@ -1171,6 +1347,7 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         revoke_gatekeeper_token,
         audit_hash,
         login,
+        kubernetes_login,
         renew_token,
         revoke_token,
         lookup_self,
@@ -1178,6 +1355,10 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         get_policy,
         put_policy,
         delete_policy,
+        list_kubernetes_roles,
+        get_kubernetes_role,
+        put_kubernetes_role,
+        delete_kubernetes_role,
         kv_get,
         kv_put,
         kv_delete,
@@ -1320,6 +1501,43 @@ mod tests {
     }
 
     #[test]
+    fn idempotency_keys_are_taken_by_writes_of_secrets_policies_and_roles() {
+        use axum::http::Method;
+        let takes = [
+            (Method::PUT, "/v1/kv/app/db"),
+            (Method::POST, "/v1/kv/app/db"),
+            (Method::DELETE, "/v1/kv/app/db"),
+            (Method::PUT, "/v1/namespaces/team-a/policies/p"),
+            (Method::DELETE, "/v1/namespaces/team-a/policies/p"),
+            (Method::PUT, "/v1/namespaces/team-a/auth/kubernetes/roles/r"),
+            (
+                Method::DELETE,
+                "/v1/namespaces/team-a/auth/kubernetes/roles/r",
+            ),
+        ];
+        for (method, path) in &takes {
+            assert!(takes_idempotency_key(method, path), "{method} {path}");
+        }
+        let refuses = [
+            (Method::GET, "/v1/kv/app/db"),
+            (Method::GET, "/v1/namespaces/team-a/policies/p"),
+            (Method::PUT, "/v1/namespaces/team-a/policies"),
+            (Method::GET, "/v1/namespaces/team-a/auth/kubernetes/roles/r"),
+            (Method::PUT, "/v1/namespaces/team-a/auth/kubernetes/roles"),
+            (
+                Method::PUT,
+                "/v1/namespaces/team-a/auth/kubernetes/roles/r/x",
+            ),
+            (Method::PUT, "/v1/namespaces/team-a/auth/other/roles/r"),
+            (Method::POST, "/v1/auth/kubernetes/login"),
+            (Method::POST, "/v1/auth/access-key/login"),
+        ];
+        for (method, path) in &refuses {
+            assert!(!takes_idempotency_key(method, path), "{method} {path}");
+        }
+    }
+
+    #[test]
     fn route_labels_list_every_route() {
         let routed = routed_templates();
         assert!(routed.len() > 20, "the scan found the routes: {routed:?}");
@@ -1342,7 +1560,11 @@ mod openapi_tests {
         // answers have `truncated` and `cursor`.
         let doc = serde_json::to_value(openapi_document()).unwrap();
         let schemas = &doc["components"]["schemas"];
-        for (schema, names) in [("KeyList", "keys"), ("PolicyList", "policies")] {
+        for (schema, names) in [
+            ("KeyList", "keys"),
+            ("PolicyList", "policies"),
+            ("KubernetesRoleList", "roles"),
+        ] {
             let props = &schemas[schema]["properties"];
             for field in [names, "truncated", "cursor"] {
                 assert!(
@@ -1353,7 +1575,8 @@ mod openapi_tests {
         }
         let kv_get = &doc["paths"]["/v1/kv/{path}"]["get"];
         let policies = &doc["paths"]["/v1/namespaces/{ns}/policies"]["get"];
-        for op in [kv_get, policies] {
+        let roles = &doc["paths"]["/v1/namespaces/{ns}/auth/kubernetes/roles"]["get"];
+        for op in [kv_get, policies, roles] {
             let params: Vec<&str> = op["parameters"]
                 .as_array()
                 .unwrap()

@@ -9,14 +9,14 @@ use zeroize::Zeroizing;
 
 use super::output::{line, note, print_json, print_raw, Format, Table};
 use super::prompt::{
-    enough_keys, gatekeeper_token_file, keys_file, prompt_keys, read_stdin, secret_arg, secret_env,
-    secret_file,
+    enough_keys, gatekeeper_token_file, jwt_file, keys_file, prompt_keys, read_stdin, secret_arg,
+    secret_env, secret_file,
 };
 use super::{
     AccessKeyCommand, AuditCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs,
-    GatekeeperAuthArgs, GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KvCommand, LoginArgs,
-    OperatorCommand, PageArgs, PolicyCommand, RaftCommand, SecretField, SnapshotCommand,
-    TokenCommand,
+    GatekeeperAuthArgs, GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KubernetesLoginArgs,
+    KvCommand, LoginArgs, LoginMethod, OperatorCommand, PageArgs, PolicyCommand, RaftCommand,
+    RoleCommand, SecretField, SnapshotCommand, TokenCommand,
 };
 use crate::bench::compare::{CompareOptions, Plan};
 use crate::bench::Store;
@@ -90,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Login(args) => login(&client, fmt, args).await,
             Command::Token(c) => token(&client, fmt, c).await,
             Command::Policy(c) => policy(&client, fmt, c).await,
+            Command::Role(c) => role(&client, fmt, c).await,
             Command::Kv(c) => kv(&client, fmt, c).await,
             Command::Audit(c) => audit(&client, fmt, c).await,
         }
@@ -603,6 +604,14 @@ fn print_sys(fmt: Format, resp: &SysResponse, done: &str) -> anyhow::Result<()> 
 // ---- login and tokens ---------------------------------------------------------
 
 async fn login(client: &Client, fmt: Format, args: LoginArgs) -> anyhow::Result<()> {
+    let namespace = match (args.method, args.namespace) {
+        (Some(LoginMethod::Kubernetes(k)), _) => return kubernetes_login(client, fmt, k).await,
+        (None, Some(namespace)) => namespace,
+        (None, None) => bail!(
+            "give --namespace to log in with the access key, or use `kstash login kubernetes \
+             --namespace NS --role ROLE` to log in with a ServiceAccount token"
+        ),
+    };
     let access_key = match &args.access_key_file {
         Some(path) => secret_file(path).context("--access-key-file")?,
         None => match secret_env(ACCESS_KEY_ENV) {
@@ -613,22 +622,41 @@ async fn login(client: &Client, fmt: Format, args: LoginArgs) -> anyhow::Result<
     let resp = client
         .login(&LoginRequest {
             access_key: &access_key,
-            namespace: &args.namespace,
+            namespace: &namespace,
             policies: &args.policies,
             ttl: args.ttl,
         })
         .await?;
+    print_login(fmt, &resp, args.token_only)
+}
+
+/// `kstash login kubernetes`: the JWT from its file, never printed.
+async fn kubernetes_login(
+    client: &Client,
+    fmt: Format,
+    args: KubernetesLoginArgs,
+) -> anyhow::Result<()> {
+    let jwt = jwt_file(&args.jwt_file)?;
+    let resp = client
+        .kubernetes_login(&args.namespace, &args.role, &jwt)
+        .await?;
+    print_login(fmt, &resp, args.token_only)
+}
+
+/// A new access token: its warnings on stderr, then the token alone
+/// (`token_only`) or the whole answer.
+fn print_login(fmt: Format, resp: &LoginResponse, token_only: bool) -> anyhow::Result<()> {
     for w in &resp.warnings {
         note(&format!("Warning: {w}"));
     }
-    if args.token_only {
+    if token_only {
         let mut line = Zeroizing::new(resp.token.expose().to_string());
         line.push('\n');
         print_raw(line.as_bytes())?;
         return Ok(());
     }
     match fmt {
-        Format::Json => print_json(&resp)?,
+        Format::Json => print_json(resp)?,
         Format::Table => {
             let mut t = Table::new();
             t.kv("Token", resp.token.expose())
@@ -774,6 +802,85 @@ async fn policy(client: &Client, fmt: Format, cmd: PolicyCommand) -> anyhow::Res
                 .await?;
             if fmt == Format::Table {
                 line(&format!("Deleted policy {name} in namespace {namespace}."))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- Kubernetes login roles -----------------------------------------------------
+
+async fn role(client: &Client, fmt: Format, cmd: RoleCommand) -> anyhow::Result<()> {
+    match cmd {
+        RoleCommand::Put {
+            namespace,
+            name,
+            service_accounts,
+            policies,
+            ttl,
+            audience,
+            idempotency_key,
+        } => {
+            let role = KubernetesRoleRequest {
+                service_accounts: &service_accounts,
+                policies: &policies,
+                ttl,
+                audience: audience.as_deref(),
+            };
+            client
+                .put_kubernetes_role(&namespace, &name, &role, idempotency_key.as_deref())
+                .await?;
+            if fmt == Format::Table {
+                line(&format!("Wrote role {name} in namespace {namespace}."))?;
+            }
+        }
+        RoleCommand::Get { namespace, name } => {
+            let r = client.get_kubernetes_role(&namespace, &name).await?;
+            match fmt {
+                Format::Json => print_json(&r)?,
+                Format::Table => {
+                    let mut t = Table::new();
+                    t.kv("Name", &r.name)
+                        .kv("Service accounts", r.service_accounts.join(", "))
+                        .kv("Policies", r.policies.join(", "))
+                        .kv("TTL", &r.ttl)
+                        .kv("Audience", &r.audience);
+                    t.print()?;
+                }
+            }
+        }
+        RoleCommand::List { namespace, page } => {
+            let (roles, cursor) = pages(&page, |c| {
+                let (client, namespace) = (&client, &namespace);
+                async move {
+                    let l = client
+                        .list_kubernetes_roles(namespace, c.as_deref(), page.limit)
+                        .await?;
+                    Ok((l.roles, l.truncated, l.cursor))
+                }
+            })
+            .await?;
+            let l = KubernetesRoleList {
+                roles,
+                truncated: cursor.is_some(),
+                cursor,
+            };
+            match fmt {
+                Format::Json => print_json(&l)?,
+                Format::Table => print_lines(&l.roles)?,
+            }
+            note_truncated(l.roles.len(), l.cursor.as_deref());
+        }
+        RoleCommand::Delete {
+            namespace,
+            name,
+            idempotency_key,
+        } => {
+            client
+                .delete_kubernetes_role(&namespace, &name, idempotency_key.as_deref())
+                .await?;
+            if fmt == Format::Table {
+                line(&format!("Deleted role {name} in namespace {namespace}."))?;
             }
         }
     }

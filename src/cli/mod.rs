@@ -45,8 +45,8 @@ pub struct GlobalArgs {
     /// Server base URLs with their scheme (`http://host:port` or
     /// `https://…`), comma-separated; the next one is tried when one
     /// cannot be connected to or answers 503 `sealed`/`removed`, and for
-    /// reads and secret or policy writes also after an unknown outcome
-    /// (another 503, a timeout).
+    /// reads and secret, policy or role writes also after an unknown
+    /// outcome (another 503, a timeout).
     #[arg(
         long,
         global = true,
@@ -85,7 +85,9 @@ pub enum Command {
     /// Initialise, unseal, seal, rotate and rekey (service owners and technicians).
     #[command(subcommand)]
     Operator(OperatorCommand),
-    /// Mint an access token with the access key.
+    /// Mint an access token: with the access key (`kstash login -n NS …`),
+    /// or with a Kubernetes ServiceAccount token (`kstash login kubernetes
+    /// …`).
     Login(LoginArgs),
     /// Inspect, renew or revoke access tokens.
     #[command(subcommand)]
@@ -93,6 +95,10 @@ pub enum Command {
     /// Manage the policies of a namespace.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage the Kubernetes login roles of a namespace: which
+    /// ServiceAccounts may `kstash login kubernetes`, with which policies.
+    #[command(subcommand)]
+    Role(RoleCommand),
     /// Read and write secrets in the token's namespace.
     #[command(subcommand)]
     Kv(KvCommand),
@@ -436,12 +442,22 @@ pub enum GatekeeperTokenCommand {
     },
 }
 
-/// `kstash login`.
+/// `kstash login`: with the access key (the options below), or with a
+/// Kubernetes ServiceAccount token (`kstash login kubernetes`).
 #[derive(Debug, Clone, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    override_usage = "kstash login --namespace <NAMESPACE> [OPTIONS]    (with the access key)\n       \
+        kstash login kubernetes --namespace <NAMESPACE> --role <ROLE> [--jwt-file <FILE>]"
+)]
 pub struct LoginArgs {
+    /// Log in another way than with the access key.
+    #[command(subcommand)]
+    pub method: Option<LoginMethod>,
     /// Namespace the token is locked to.
-    #[arg(long, short = 'n')]
-    pub namespace: String,
+    #[arg(long, short = 'n', required = true)]
+    pub namespace: Option<String>,
     /// A policy of the token (repeatable; `admin` is built in).
     #[arg(long = "policy", short = 'p', value_name = "POLICY")]
     pub policies: Vec<String>,
@@ -453,6 +469,46 @@ pub struct LoginArgs {
     #[arg(long, value_name = "FILE")]
     pub access_key_file: Option<PathBuf>,
     /// Print only the token, e.g. `export KSTASH_TOKEN=$(kstash login … --token-only)`.
+    #[arg(long)]
+    pub token_only: bool,
+}
+
+/// `kstash login …`: the ways to log in besides the access key.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LoginMethod {
+    /// Mint an access token with a Kubernetes ServiceAccount token (a JWT):
+    /// the role of the namespace must bind the pod's service account. The
+    /// token expires with the role's TTL or the JWT, whichever comes first,
+    /// and cannot be renewed past that: log in again with a fresh JWT.
+    Kubernetes(KubernetesLoginArgs),
+}
+
+/// The pod's own ServiceAccount token, where Kubernetes mounts it.
+pub const DEFAULT_JWT_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// `kstash login kubernetes`.
+#[derive(Debug, Clone, Args)]
+pub struct KubernetesLoginArgs {
+    /// The kstash namespace to log in to.
+    #[arg(long, short = 'n')]
+    pub namespace: String,
+    /// The Kubernetes login role of that namespace (see `kstash role`).
+    #[arg(long, short = 'r')]
+    pub role: String,
+    /// File holding the ServiceAccount token (a JWT; at most 16 KiB).
+    /// Default: the pod's own token. Its audience is the API server's; a
+    /// role expects audience `kstash` by default, so mount a projected token
+    /// for that audience (e.g. at `/var/run/secrets/kstash/token`) and
+    /// point here, or at KSTASH_JWT_FILE, to it.
+    #[arg(
+        long,
+        env = "KSTASH_JWT_FILE",
+        value_name = "FILE",
+        default_value = DEFAULT_JWT_FILE
+    )]
+    pub jwt_file: PathBuf,
+    /// Print only the token, e.g. `export KSTASH_TOKEN=$(kstash login
+    /// kubernetes … --token-only)`.
     #[arg(long)]
     pub token_only: bool,
 }
@@ -526,6 +582,69 @@ pub enum PolicyCommand {
         /// Namespace.
         namespace: String,
         /// Policy name.
+        name: String,
+        /// Idempotency key: running the command again with the same key
+        /// within 10 minutes does not apply it twice (default: a fresh key,
+        /// which still makes the CLI's own failover retries safe).
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
+    },
+}
+
+/// `kstash role …`: a namespace's Kubernetes login roles (an admin token of
+/// the namespace, from --token / KSTASH_TOKEN).
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Create or replace a role: the ServiceAccounts it binds and what their
+    /// tokens get.
+    Put {
+        /// Namespace.
+        namespace: String,
+        /// Role name.
+        name: String,
+        /// A ServiceAccount the role binds, `K8S_NAMESPACE/NAME`, or
+        /// `K8S_NAMESPACE/*` for every one of that Kubernetes namespace
+        /// (repeatable; at least one).
+        #[arg(long = "service-account", value_name = "K8S_NS/NAME", required = true)]
+        service_accounts: Vec<String>,
+        /// A policy of the tokens the role mints (repeatable; `admin` is
+        /// built in).
+        #[arg(long = "policy", short = 'p', value_name = "POLICY")]
+        policies: Vec<String>,
+        /// Lifetime of a minted token (e.g. `15m`, or seconds); never past
+        /// the ServiceAccount token's own expiry. The server's default (15 m)
+        /// when omitted.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
+        /// The audience a ServiceAccount token must carry (the server's
+        /// default, `kstash`, when omitted).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Idempotency key: running the command again with the same key
+        /// within 10 minutes does not apply it twice (default: a fresh key,
+        /// which still makes the CLI's own failover retries safe).
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
+    },
+    /// Show a role.
+    Get {
+        /// Namespace.
+        namespace: String,
+        /// Role name.
+        name: String,
+    },
+    /// List the roles of a namespace, in name order.
+    List {
+        /// Namespace.
+        namespace: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Delete a role.
+    Delete {
+        /// Namespace.
+        namespace: String,
+        /// Role name.
         name: String,
         /// Idempotency key: running the command again with the same key
         /// within 10 minutes does not apply it twice (default: a fresh key,
@@ -847,6 +966,169 @@ mod tests {
         match cli.command {
             Command::Login(l) => assert_eq!((l.policies.len(), l.ttl), (2, Some(1))),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn login_with_the_access_key_or_kubernetes() {
+        // The access-key login keeps its form.
+        let cli = Cli::try_parse_from(["kstash", "login", "-n", "team-a", "--token-only"]).unwrap();
+        let Command::Login(l) = cli.command else {
+            panic!("not login")
+        };
+        assert!(l.method.is_none() && l.token_only);
+        assert_eq!(l.namespace.as_deref(), Some("team-a"));
+
+        // The ServiceAccount login is a subcommand beside it.
+        let cli = Cli::try_parse_from([
+            "kstash",
+            "login",
+            "kubernetes",
+            "--namespace",
+            "team-a",
+            "--role",
+            "web",
+            "--jwt-file",
+            "/tmp/t",
+            "--token-only",
+        ])
+        .unwrap();
+        let Command::Login(l) = cli.command else {
+            panic!("not login")
+        };
+        let Some(LoginMethod::Kubernetes(k)) = l.method else {
+            panic!("not kubernetes")
+        };
+        assert_eq!((k.namespace.as_str(), k.role.as_str()), ("team-a", "web"));
+        assert_eq!(k.jwt_file, PathBuf::from("/tmp/t"));
+        assert!(k.token_only);
+
+        // Without --jwt-file: the pod's token (KSTASH_JWT_FILE is not set
+        // in tests).
+        let cli =
+            Cli::try_parse_from(["kstash", "login", "kubernetes", "-n", "a", "-r", "r"]).unwrap();
+        let Command::Login(LoginArgs {
+            method: Some(LoginMethod::Kubernetes(k)),
+            ..
+        }) = cli.command
+        else {
+            panic!("not kubernetes")
+        };
+        assert_eq!(k.jwt_file, PathBuf::from(DEFAULT_JWT_FILE));
+
+        // Neither form, or a mix of both, is a usage error that says what
+        // is missing.
+        let e = Cli::try_parse_from(["kstash", "login"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = e.render().to_string();
+        assert!(
+            e.contains("--namespace") && e.contains("kstash login kubernetes"),
+            "{e}"
+        );
+        let e = Cli::try_parse_from(["kstash", "login", "kubernetes", "-n", "a"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--role"), "{e}");
+        for mixed in [
+            &["login", "-n", "a", "kubernetes", "-n", "a", "-r", "r"][..],
+            &[
+                "login",
+                "kubernetes",
+                "-n",
+                "a",
+                "-r",
+                "r",
+                "--policy",
+                "admin",
+            ][..],
+            &[
+                "login",
+                "kubernetes",
+                "-n",
+                "a",
+                "-r",
+                "r",
+                "--access-key-file",
+                "f",
+            ][..],
+        ] {
+            let args = std::iter::once("kstash").chain(mixed.iter().copied());
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{mixed:?}");
+        }
+    }
+
+    #[test]
+    fn role_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "kstash",
+            "role",
+            "put",
+            "team-a",
+            "web",
+            "--service-account",
+            "shop/web",
+            "--service-account",
+            "batch/*",
+            "-p",
+            "app-ro",
+            "--ttl",
+            "10m",
+            "--audience",
+            "vault",
+            "--idempotency-key",
+            "k-1",
+        ])
+        .unwrap();
+        let Command::Role(RoleCommand::Put {
+            namespace,
+            name,
+            service_accounts,
+            policies,
+            ttl,
+            audience,
+            idempotency_key,
+        }) = cli.command
+        else {
+            panic!("not role put")
+        };
+        assert_eq!((namespace.as_str(), name.as_str()), ("team-a", "web"));
+        assert_eq!(service_accounts, ["shop/web", "batch/*"]);
+        assert_eq!(policies, ["app-ro"]);
+        assert_eq!(ttl, Some(600));
+        assert_eq!(audience.as_deref(), Some("vault"));
+        assert_eq!(idempotency_key.as_deref(), Some("k-1"));
+
+        // A role binds at least one ServiceAccount.
+        let e = Cli::try_parse_from(["kstash", "role", "put", "team-a", "web"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--service-account"), "{e}");
+        let e = Cli::try_parse_from([
+            "kstash",
+            "role",
+            "put",
+            "a",
+            "w",
+            "--service-account",
+            "s/w",
+            "--idempotency-key",
+            "bad key",
+        ])
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+
+        let cli =
+            Cli::try_parse_from(["kstash", "role", "list", "team-a", "--limit", "5", "--all"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Role(RoleCommand::List { ref page, .. }) if page.limit == Some(5) && page.all
+        ));
+        for sub in ["get", "delete"] {
+            let cli = Cli::try_parse_from(["kstash", "role", sub, "team-a", "web"]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Command::Role(RoleCommand::Get { .. } | RoleCommand::Delete { .. })
+            ));
         }
     }
 }

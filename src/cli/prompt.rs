@@ -5,7 +5,8 @@
 //! and the line, never the text) and lands directly in a [`SecretString`]
 //! or a `Zeroizing` buffer; a secret file is refused when others can read
 //! it ([`crate::data_dir::check_private_file`]); no more than
-//! [`MAX_SECRET_INPUT`] bytes are read from a file or from stdin.
+//! [`MAX_SECRET_INPUT`] bytes are read from a file or from stdin
+//! ([`MAX_JWT_INPUT`] from a ServiceAccount token file).
 
 use std::io::{IsTerminal, Read};
 use std::path::Path;
@@ -179,6 +180,55 @@ pub fn gatekeeper_token_file(path: &Path) -> anyhow::Result<SecretString> {
     Ok(token)
 }
 
+/// Most bytes a ServiceAccount token file may hold: the server refuses a
+/// longer JWT, and real ones are about 1 KiB.
+pub const MAX_JWT_INPUT: usize = 16 << 10;
+
+/// A Kubernetes ServiceAccount token (a JWT) from `path`, surrounding
+/// whitespace (the trailing newline) dropped. Unlike the other secret
+/// files, one others can read is accepted: Kubernetes mounts projected
+/// tokens world-readable inside the pod (mode 0644) and the pod cannot
+/// change that. An error names the file, never its text.
+pub fn jwt_file(path: &Path) -> anyhow::Result<SecretString> {
+    let name = path.display();
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_JWT_INPUT as u64 + 1).read_to_end(&mut bytes))
+        .with_context(|| {
+            format!(
+                "cannot read the ServiceAccount token {name} (give --jwt-file or set \
+                 KSTASH_JWT_FILE to the file of a projected token)"
+            )
+        })?;
+    if bytes.len() > MAX_JWT_INPUT {
+        bail!("{name} holds more than {MAX_JWT_INPUT} bytes; it is not a ServiceAccount token");
+    }
+    let text = match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Zeroizing::new(text),
+        Err(e) => {
+            e.into_bytes().zeroize();
+            bail!("{name} is not text (UTF-8); it is not a ServiceAccount token");
+        }
+    };
+    let jwt = text.trim();
+    if jwt.is_empty() {
+        bail!("{name} is empty");
+    }
+    let parts = jwt.split('.').collect::<Vec<_>>();
+    let base64url = |p: &&str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+    };
+    if parts.len() != 3 || !parts.iter().all(base64url) {
+        bail!(
+            "{name} does not hold a ServiceAccount token (a JWT: three base64url parts \
+             separated by dots, on one line)"
+        );
+    }
+    Ok(SecretString::new(jwt.to_string()))
+}
+
 /// All of stdin, as it is.
 pub fn read_stdin() -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(Vec::new());
@@ -291,6 +341,62 @@ mod tests {
         assert!(e.contains("readable by others"), "{e}");
         let e = gatekeeper_token_file(&path).unwrap_err().to_string();
         assert!(e.contains("readable by others"), "{e}");
+    }
+
+    #[test]
+    fn a_jwt_file_is_bounded_trimmed_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_";
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{jwt}\n")).unwrap();
+        #[cfg(unix)]
+        {
+            // Kubernetes mounts projected tokens world-readable.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        assert_eq!(jwt_file(&path).unwrap().expose(), jwt);
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, "a".repeat(MAX_JWT_INPUT + 1)).unwrap();
+        let e = format!("{:#}", jwt_file(&big).unwrap_err());
+        assert!(
+            e.contains("more than 16384 bytes") && e.contains("big"),
+            "{e}"
+        );
+        let exact = dir.path().join("exact");
+        let long = format!("{}.b.c", "a".repeat(MAX_JWT_INPUT - 4));
+        std::fs::write(&exact, &long).unwrap();
+        assert_eq!(jwt_file(&exact).unwrap().expose().len(), MAX_JWT_INPUT);
+
+        let missing = dir.path().join("missing");
+        let e = format!("{:#}", jwt_file(&missing).unwrap_err());
+        assert!(
+            e.contains("missing") && e.contains("--jwt-file") && e.contains("KSTASH_JWT_FILE"),
+            "{e}"
+        );
+
+        let secret = "not-a-jwt-but-secret";
+        for (file, text, says) in [
+            ("empty", "\n", "is empty"),
+            ("plain", secret, "does not hold a ServiceAccount token"),
+            (
+                "two",
+                "a.b.c\na.b.c\n",
+                "does not hold a ServiceAccount token",
+            ),
+            ("dots", "a..c", "does not hold a ServiceAccount token"),
+        ] {
+            let path = dir.path().join(file);
+            std::fs::write(&path, text).unwrap();
+            let e = format!("{:#}", jwt_file(&path).unwrap_err());
+            assert!(e.contains(says) && e.contains(file), "{file}: {e}");
+            assert!(!e.contains(secret), "{e}");
+        }
+        let bin = dir.path().join("bin");
+        std::fs::write(&bin, [0xff, 0xfe]).unwrap();
+        let e = jwt_file(&bin).unwrap_err().to_string();
+        assert!(e.contains("not text"), "{e}");
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //!   `outcome_unknown`, any other 503, a timeout or a reset after sending)
 //!   is resent only when
 //!   resending cannot apply it twice: reads, and writes carrying an
-//!   idempotency key. Writes of secrets and policies always carry one (the
-//!   caller's, or a fresh key per call); other writes (login, sys calls) are
-//!   never resent after an unknown outcome. Any other answer is returned as
+//!   idempotency key. Writes of secrets, policies and Kubernetes login
+//!   roles always carry one (the caller's, or a fresh key per call); other
+//!   writes (both logins, sys calls) are never resent after an unknown
+//!   outcome. Any other answer is returned as
 //!   it is. README.md's failover table says the same and a test checks it.
 //! - `--timeout` is the budget of the whole command: every request, retry,
 //!   failover round and pause of all its calls together waits at most that
@@ -266,6 +267,15 @@ fn page_query(cursor: Option<&str>, limit: Option<u32>) -> String {
         q.push_str(&format!("&limit={l}"));
     }
     q
+}
+
+/// `?cursor=..&limit=..` of a list call whose URL has no query yet (empty
+/// when neither is given).
+fn first_page_query(cursor: Option<&str>, limit: Option<u32>) -> String {
+    match page_query(cursor, limit).strip_prefix('&') {
+        Some(rest) => format!("?{rest}"),
+        None => String::new(),
+    }
 }
 
 /// Encode a secret path or list prefix segment by segment, keeping '/'.
@@ -847,15 +857,44 @@ impl Client {
         }
     }
 
+    /// `POST /v1/auth/kubernetes/login`: trade a Kubernetes ServiceAccount
+    /// token for an access token of `namespace`, through its `role`. Like
+    /// the access-key login it carries no idempotency key, so it moves to
+    /// the next address only when it surely did nothing.
+    pub async fn kubernetes_login(
+        &self,
+        namespace: &str,
+        role: &str,
+        jwt: &SecretString,
+    ) -> Result<LoginResponse, ClientError> {
+        let path = "/v1/auth/kubernetes/login";
+        let body = json_body(&KubernetesLoginRequest {
+            namespace,
+            role,
+            jwt,
+        });
+        self.json(Method::POST, path, Some(body), Auth::None).await
+    }
+
     // ---- policies -----------------------------------------------------------
 
-    fn policy_url(ns: &str, name: Option<&str>) -> Result<String, ClientError> {
-        let mut url = format!("/v1/namespaces/{}/policies", encode_segment(ns)?);
+    /// `/v1/namespaces/{ns}/{collection}` and, with `name`, `/{name}`;
+    /// `ns` and `name` encoded (`collection` is a fixed path).
+    fn namespace_url(
+        ns: &str,
+        collection: &str,
+        name: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let mut url = format!("/v1/namespaces/{}/{collection}", encode_segment(ns)?);
         if let Some(name) = name {
             url.push('/');
             url.push_str(&encode_segment(name)?);
         }
         Ok(url)
+    }
+
+    fn policy_url(ns: &str, name: Option<&str>) -> Result<String, ClientError> {
+        Self::namespace_url(ns, "policies", name)
     }
 
     /// `PUT /v1/namespaces/{ns}/policies/{name}`, with an idempotency key
@@ -895,12 +934,7 @@ impl Client {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<PolicyList, ClientError> {
-        let mut url = Self::policy_url(ns, None)?;
-        let q = page_query(cursor, limit);
-        if let Some(rest) = q.strip_prefix('&') {
-            url.push('?');
-            url.push_str(rest);
-        }
+        let url = Self::policy_url(ns, None)? + &first_page_query(cursor, limit);
         self.json(Method::GET, &url, None, Auth::Token).await
     }
 
@@ -913,6 +947,72 @@ impl Client {
         key: Option<&str>,
     ) -> Result<(), ClientError> {
         let url = Self::policy_url(ns, Some(name))?;
+        let key = idempotency_key(key);
+        self.call_as(Method::DELETE, &url, None, Auth::Token, None, Some(&key))
+            .await
+            .map(drop)
+    }
+
+    // ---- Kubernetes login roles ----------------------------------------------
+
+    fn role_url(ns: &str, name: Option<&str>) -> Result<String, ClientError> {
+        Self::namespace_url(ns, "auth/kubernetes/roles", name)
+    }
+
+    /// `PUT /v1/namespaces/{ns}/auth/kubernetes/roles/{name}`, with an
+    /// idempotency key (`key`, or a fresh one) so a failover may resend it.
+    pub async fn put_kubernetes_role(
+        &self,
+        ns: &str,
+        name: &str,
+        role: &KubernetesRoleRequest<'_>,
+        key: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let url = Self::role_url(ns, Some(name))?;
+        let key = idempotency_key(key);
+        self.call_as(
+            Method::PUT,
+            &url,
+            Some(json_body(role)),
+            Auth::Token,
+            None,
+            Some(&key),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /v1/namespaces/{ns}/auth/kubernetes/roles/{name}`.
+    pub async fn get_kubernetes_role(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<KubernetesRole, ClientError> {
+        let url = Self::role_url(ns, Some(name))?;
+        self.json(Method::GET, &url, None, Auth::Token).await
+    }
+
+    /// `GET /v1/namespaces/{ns}/auth/kubernetes/roles`: one page, after
+    /// `cursor`, of at most `limit` names (the server's maximum when `None`).
+    pub async fn list_kubernetes_roles(
+        &self,
+        ns: &str,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<KubernetesRoleList, ClientError> {
+        let url = Self::role_url(ns, None)? + &first_page_query(cursor, limit);
+        self.json(Method::GET, &url, None, Auth::Token).await
+    }
+
+    /// `DELETE /v1/namespaces/{ns}/auth/kubernetes/roles/{name}`
+    /// (idempotency key as for [`Self::put_kubernetes_role`]).
+    pub async fn delete_kubernetes_role(
+        &self,
+        ns: &str,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let url = Self::role_url(ns, Some(name))?;
         let key = idempotency_key(key);
         self.call_as(Method::DELETE, &url, None, Auth::Token, None, Some(&key))
             .await
@@ -1056,6 +1156,30 @@ mod tests {
         assert!(err.contains("'..'") && err.contains("app/../x"), "{err}");
     }
 
+    #[test]
+    fn role_urls_encode_their_segments() {
+        assert_eq!(
+            Client::role_url("team a", Some("r/x")).unwrap(),
+            "/v1/namespaces/team%20a/auth/kubernetes/roles/r%2Fx"
+        );
+        assert_eq!(
+            Client::role_url("team-a", None).unwrap(),
+            "/v1/namespaces/team-a/auth/kubernetes/roles"
+        );
+        assert!(Client::role_url("team-a", Some("..")).is_err());
+        assert!(Client::role_url("..", None).is_err());
+        assert_eq!(
+            Client::policy_url("team-a", Some("p")).unwrap(),
+            "/v1/namespaces/team-a/policies/p"
+        );
+        assert_eq!(first_page_query(None, None), "");
+        assert_eq!(
+            first_page_query(Some("a b"), Some(5)),
+            "?cursor=a%20b&limit=5"
+        );
+        assert_eq!(first_page_query(None, Some(5)), "?limit=5");
+    }
+
     /// A fake node on loopback: reads each request whole, counts it, then
     /// answers 503 `unavailable` (`answer`) or drops the connection.
     async fn fake_node(answer: bool) -> (String, std::sync::Arc<AtomicUsize>) {
@@ -1130,6 +1254,34 @@ mod tests {
             assert!(renew.is_err());
             assert_eq!(seen(), 1, "answer={answer}: an unkeyed write is sent once");
 
+            // Unkeyed too: a ServiceAccount login, sent once like the
+            // access-key login.
+            let jwt = SecretString::new("eyJ.fake.jwt".into());
+            let before = seen();
+            assert!(c.kubernetes_login("team-a", "web", &jwt).await.is_err());
+            assert_eq!(seen() - before, 1, "answer={answer}: a login is sent once");
+
+            // Keyed (every role write): resent to every address, rounds over.
+            let before = seen();
+            let role = KubernetesRoleRequest {
+                service_accounts: &["shop/web".to_string()],
+                policies: &[],
+                ttl: None,
+                audience: None,
+            };
+            assert!(c
+                .put_kubernetes_role("team-a", "web", &role, None)
+                .await
+                .is_err());
+            assert_eq!(seen() - before, 2 * FAILOVER_ROUNDS, "answer={answer}");
+            let before = seen();
+            assert!(c
+                .delete_kubernetes_role("team-a", "web", Some("k-1"))
+                .await
+                .is_err());
+            assert_eq!(seen() - before, 2 * FAILOVER_ROUNDS, "answer={answer}");
+            let before = seen();
+
             // Keyed (every secret write): resent to every address, rounds over.
             let put = PutSecretRequest {
                 value: Some(SecretString::new("v".into())),
@@ -1137,7 +1289,7 @@ mod tests {
                 cas: None,
             };
             let err = c.kv_put("x", &put, None).await.unwrap_err();
-            let resent = seen() - 1;
+            let resent = seen() - before;
             assert_eq!(resent, 2 * FAILOVER_ROUNDS, "answer={answer}: {err}");
             if answer {
                 assert!(
@@ -1427,6 +1579,26 @@ mod tests {
         );
         for (first, stays) in [(unavailable, "unavailable"), (unknown, "outcome_unknown")] {
             let e = client(first).login(&login).await.unwrap_err();
+            assert!(
+                matches!(&e, ClientError::Api { code, .. } if code == stays),
+                "{e}"
+            );
+        }
+        // A ServiceAccount login is retried the same way.
+        let jwt = SecretString::new("eyJ.fake.jwt".into());
+        let e = client(removed)
+            .kubernetes_login("app", "web", &jwt)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Api { code, .. } if code == "unauthorized"),
+            "{e}"
+        );
+        for (first, stays) in [(unavailable, "unavailable"), (unknown, "outcome_unknown")] {
+            let e = client(first)
+                .kubernetes_login("app", "web", &jwt)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(&e, ClientError::Api { code, .. } if code == stays),
                 "{e}"

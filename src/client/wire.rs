@@ -303,6 +303,62 @@ pub struct LoginResponse {
     pub warnings: Vec<String>,
 }
 
+/// `POST /v1/auth/kubernetes/login`; the answer is a [`LoginResponse`].
+#[derive(Serialize, Debug)]
+pub struct KubernetesLoginRequest<'a> {
+    /// The kstash namespace to log in to.
+    pub namespace: &'a str,
+    /// The Kubernetes login role of that namespace.
+    pub role: &'a str,
+    /// The pod's ServiceAccount token (a JWT).
+    pub jwt: &'a SecretString,
+}
+
+/// `PUT /v1/namespaces/{ns}/auth/kubernetes/roles/{name}`.
+#[derive(Serialize, Debug)]
+pub struct KubernetesRoleRequest<'a> {
+    /// `<k8s-namespace>/<name>` or `<k8s-namespace>/*`.
+    pub service_accounts: &'a [String],
+    /// Policies of the tokens the role mints.
+    pub policies: &'a [String],
+    /// Lifetime of a minted token in seconds (the server's default, 15 m,
+    /// when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// The audience a ServiceAccount token must carry (the server's
+    /// default, `kstash`, when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<&'a str>,
+}
+
+/// A Kubernetes login role read back.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesRole {
+    /// Its name.
+    pub name: String,
+    /// The service accounts it binds.
+    pub service_accounts: Vec<String>,
+    /// Policies of the tokens it mints.
+    pub policies: Vec<String>,
+    /// Lifetime of a minted token, as a duration (`15m`).
+    pub ttl: String,
+    /// The audience a ServiceAccount token must carry.
+    pub audience: String,
+}
+
+/// Kubernetes login role names of a namespace: one page.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KubernetesRoleList {
+    /// Names.
+    pub roles: Vec<String>,
+    /// More names follow this page.
+    #[serde(default)]
+    pub truncated: bool,
+    /// When truncated: where the next page starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
 /// `POST /v1/auth/token/renew`.
 #[derive(Serialize, Debug, Default)]
 pub struct RenewRequest {
@@ -564,6 +620,27 @@ mod tests {
         });
         assert!(pl.truncated && pl.cursor.as_deref() == Some("a"));
 
+        let role: KubernetesRole = through(&server::KubernetesRoleResponse {
+            name: "web".into(),
+            service_accounts: vec!["shop/web".into(), "batch/*".into()],
+            policies: vec!["app-ro".into()],
+            ttl: "15m".into(),
+            audience: "kstash".into(),
+        });
+        assert_eq!((role.service_accounts.len(), role.ttl.as_str()), (2, "15m"));
+        let rl: KubernetesRoleList = through(&server::KubernetesRoleList {
+            roles: vec!["a".into()],
+            truncated: true,
+            cursor: Some("a".into()),
+        });
+        assert!(rl.truncated && rl.cursor.as_deref() == Some("a") && rl.roles == ["a"]);
+        let rl: KubernetesRoleList = through(&server::KubernetesRoleList {
+            roles: vec![],
+            truncated: false,
+            cursor: None,
+        });
+        assert!(!rl.truncated && rl.cursor.is_none());
+
         let w: PutSecretResponse = through(&server::PutSecretResponse { version: 4 });
         assert_eq!(w.version, 4);
 
@@ -638,6 +715,31 @@ mod tests {
             ttl: Some(90),
         });
         assert_eq!(l.ttl.unwrap().0.as_secs(), 90);
+        let k: server::KubernetesLoginRequest = through(&KubernetesLoginRequest {
+            namespace: "team-a",
+            role: "web",
+            jwt: &keys[1],
+        });
+        assert_eq!((k.namespace.as_str(), k.role.as_str()), ("team-a", "web"));
+        assert_eq!(k.jwt.expose(), "k2");
+        let accounts = ["shop/web".to_string(), "batch/*".to_string()];
+        let r: server::KubernetesRoleBody = through(&KubernetesRoleRequest {
+            service_accounts: &accounts,
+            policies: &["app-ro".to_string()],
+            ttl: Some(600),
+            audience: Some("vault"),
+        });
+        assert_eq!(r.service_accounts, accounts);
+        assert_eq!(r.policies, ["app-ro"]);
+        assert_eq!(r.ttl.unwrap().0.as_secs(), 600);
+        assert_eq!(r.audience.as_deref(), Some("vault"));
+        let r: server::KubernetesRoleBody = through(&KubernetesRoleRequest {
+            service_accounts: &accounts,
+            policies: &[],
+            ttl: None,
+            audience: None,
+        });
+        assert!(r.ttl.is_none() && r.audience.is_none() && r.policies.is_empty());
         let n: server::RenewRequest = through(&RenewRequest {
             increment: Some(60),
         });

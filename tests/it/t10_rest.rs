@@ -146,3 +146,86 @@ async fn rest_walk_through() {
 
     n.server.shutdown().await.unwrap();
 }
+
+/// Steps: init, team-a admin → PUT role `web` with an Idempotency-Key, twice
+/// → 204 both times → GET: defaults filled in (ttl 15m, audience kstash) →
+/// the list names it → the same key with another body → 409 → DELETE → GET
+/// 404 → a login on a node without Kubernetes settings → 400 naming what to
+/// set, never the JWT.
+#[tokio::test]
+async fn rest_kubernetes_roles() {
+    let n = TestNode::start().await;
+    let h = &n.http;
+    let init = n.init_unsealed(1, 1).await;
+    let admin = n
+        .login(&init["access_key"], "team-a", &["admin"], None)
+        .await;
+    let t = Some(admin.as_str());
+    let path = "/v1/namespaces/team-a/auth/kubernetes/roles/web";
+    let bearer = format!("Bearer {admin}");
+
+    tracing::info!("--- step: put twice with one key");
+    let body = json!({"service_accounts": ["shop/web"], "policies": ["app-ro"]});
+    for _ in 0..2 {
+        let (code, resp) = h
+            .send_with_headers(
+                reqwest::Method::PUT,
+                path,
+                &[("Authorization", &bearer), ("Idempotency-Key", "put-web-1")],
+                Some(body.to_string()),
+            )
+            .await;
+        assert_eq!(code, 204, "{resp}");
+    }
+
+    tracing::info!("--- step: get and list");
+    let (code, got) = h.get(path, t).await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(
+        got,
+        json!({"name": "web", "service_accounts": ["shop/web"], "policies": ["app-ro"],
+               "ttl": "15m", "audience": "kstash"})
+    );
+    let (code, list) = h
+        .get("/v1/namespaces/team-a/auth/kubernetes/roles", t)
+        .await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["roles"], json!(["web"]));
+    assert_eq!(list["truncated"], false);
+
+    tracing::info!("--- step: the same key with another role");
+    let other = json!({"service_accounts": ["shop/*"]});
+    let (code, resp) = h
+        .send_with_headers(
+            reqwest::Method::PUT,
+            path,
+            &[("Authorization", &bearer), ("Idempotency-Key", "put-web-1")],
+            Some(other.to_string()),
+        )
+        .await;
+    assert_eq!(code, 409, "{resp}");
+    assert_error(&resp, "conflict");
+
+    tracing::info!("--- step: delete");
+    let (code, resp) = h.delete(path, t).await;
+    assert_eq!(code, 204, "{resp}");
+    let (code, resp) = h.get(path, t).await;
+    assert_eq!(code, 404, "{resp}");
+
+    tracing::info!("--- step: login without Kubernetes settings");
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LWNsYWltcw.c2VjcmV0LXNpZw";
+    let (code, resp) = h
+        .post(
+            "/v1/auth/kubernetes/login",
+            None,
+            json!({"namespace": "team-a", "role": "web", "jwt": jwt}),
+        )
+        .await;
+    assert_eq!(code, 400, "{resp}");
+    assert_error(&resp, "bad_request");
+    let m = resp["error"]["message"].as_str().unwrap();
+    assert!(m.contains("kubernetes"), "names what to set: {m}");
+    assert!(!m.contains("c2VjcmV0"), "{m}");
+
+    n.server.shutdown().await.unwrap();
+}

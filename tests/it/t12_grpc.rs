@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kstash::api::grpc::pb;
 use pb::auth_client::AuthClient;
+use pb::kubernetes_roles_client::KubernetesRolesClient;
 use pb::kv_client::KvClient;
 use pb::policies_client::PoliciesClient;
 use pb::sys_client::SysClient;
@@ -648,4 +649,142 @@ async fn grpc_over_tls() {
             .unwrap_or_else(|_| Err("timed out".into()));
     assert!(plain.is_err());
     server.shutdown().await.unwrap();
+}
+
+/// A role `name` of `ns` binding `accounts`, as KubernetesRoles.Put takes it.
+fn role(
+    ns: &str,
+    name: &str,
+    accounts: &[&str],
+    ttl: Option<&str>,
+) -> pb::PutKubernetesRoleRequest {
+    pb::PutKubernetesRoleRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        service_accounts: accounts.iter().map(|a| a.to_string()).collect(),
+        policies: vec!["app-ro".into()],
+        ttl: ttl.map(str::to_string),
+        audience: None,
+        idempotency_key: String::new(),
+    }
+}
+
+/// Steps: init, team-a and team-b admin tokens → Put role `web` (shop/web,
+/// batch/*; app-ro; 10m) → Get over gRPC equals GET over REST (audience
+/// defaults to `kstash`) → a second role, List with limit 1 → truncated
+/// with a cursor, the next page ends → a ttl that is no duration →
+/// InvalidArgument → no token → Unauthenticated → team-b's admin →
+/// PermissionDenied → Delete (with an idempotency key, twice) → Get
+/// NotFound → KubernetesLogin on a node without Kubernetes settings →
+/// InvalidArgument, the JWT never in the message.
+#[tokio::test]
+async fn grpc_kubernetes_roles_mirror_rest() {
+    let n = TestNode::start().await;
+    let mut g = Grpc::connect(&n).await;
+    let channel = Channel::from_shared(format!("http://{}", n.server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut roles = KubernetesRolesClient::new(channel);
+    let init = g.init_unsealed(1, 1).await;
+    let admin = g.login(&init.access_key, "team-a", &["admin"], None).await;
+    let team_b = g.login(&init.access_key, "team-b", &["admin"], None).await;
+
+    tracing::info!("--- step: put and get a role, the same as REST");
+    let web = role("team-a", "web", &["shop/web", "batch/*"], Some("10m"));
+    roles.put(authed(web, &admin)).await.expect("put web");
+    let get = |name: &str| pb::GetKubernetesRoleRequest {
+        namespace: "team-a".into(),
+        name: name.into(),
+    };
+    let got = roles
+        .get(authed(get("web"), &admin))
+        .await
+        .expect("get web")
+        .into_inner();
+    assert_eq!(got.name, "web");
+    assert_eq!(got.service_accounts, ["shop/web", "batch/*"]);
+    assert_eq!(got.policies, ["app-ro"]);
+    assert_eq!((got.ttl.as_str(), got.audience.as_str()), ("10m", "kstash"));
+    let (code, rest) = n
+        .http
+        .get(
+            "/v1/namespaces/team-a/auth/kubernetes/roles/web",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(code, 200, "{rest}");
+    assert_eq!(rest["ttl"], got.ttl);
+    assert_eq!(rest["audience"], got.audience);
+    assert_eq!(
+        rest["service_accounts"],
+        serde_json::json!(got.service_accounts)
+    );
+
+    tracing::info!("--- step: list in pages");
+    let api = role("team-a", "api", &["shop/api"], None);
+    roles.put(authed(api, &admin)).await.expect("put api");
+    let list = |cursor: &str| pb::ListKubernetesRolesRequest {
+        namespace: "team-a".into(),
+        cursor: cursor.into(),
+        limit: 1,
+    };
+    let first = roles
+        .list(authed(list(""), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.roles, ["api"]);
+    assert!(first.truncated && first.cursor == "api", "{first:?}");
+    let next = roles
+        .list(authed(list(&first.cursor), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.roles, ["web"]);
+
+    tracing::info!("--- step: refusals");
+    let bad = role("team-a", "bad", &["shop/web"], Some("soon"));
+    assert_code(roles.put(authed(bad, &admin)).await, Code::InvalidArgument);
+    assert_code(
+        roles.get(Request::new(get("web"))).await,
+        Code::Unauthenticated,
+    );
+    assert_code(
+        roles.get(authed(get("web"), &team_b)).await,
+        Code::PermissionDenied,
+    );
+    let intrude = role("team-a", "web", &["evil/*"], None);
+    assert_code(
+        roles.put(authed(intrude, &team_b)).await,
+        Code::PermissionDenied,
+    );
+
+    tracing::info!("--- step: delete, twice with one key");
+    for _ in 0..2 {
+        let del = pb::DeleteKubernetesRoleRequest {
+            namespace: "team-a".into(),
+            name: "web".into(),
+            idempotency_key: "del-web-1".into(),
+        };
+        roles.delete(authed(del, &admin)).await.expect("delete web");
+    }
+    assert_code(roles.get(authed(get("web"), &admin)).await, Code::NotFound);
+
+    tracing::info!("--- step: login on a node without Kubernetes settings");
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LWNsYWltcw.c2VjcmV0LXNpZw";
+    let e = assert_code(
+        g.auth
+            .kubernetes_login(pb::KubernetesLoginRequest {
+                namespace: "team-a".into(),
+                role: "api".into(),
+                jwt: jwt.into(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(!e.message().contains("c2VjcmV0"), "{e:?}");
+
+    n.server.shutdown().await.unwrap();
 }

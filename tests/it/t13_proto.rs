@@ -17,6 +17,7 @@ const SERVICES: &[&str] = &[
     "kstash.v1.Sys",
     "kstash.v1.Auth",
     "kstash.v1.Policies",
+    "kstash.v1.KubernetesRoles",
     "kstash.v1.Kv",
 ];
 

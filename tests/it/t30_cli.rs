@@ -164,6 +164,31 @@ impl Cli {
         self.run(args, &[("KSTASH_TOKEN", token)], None)
     }
 
+    /// Init with one unseal key, unseal: the access key and an admin token
+    /// of `ns`.
+    fn init_one_key(&self, ns: &str) -> (String, String) {
+        let out = self.run(
+            &[
+                "operator",
+                "init",
+                "--shares",
+                "1",
+                "--threshold",
+                "1",
+                "--format",
+                "json",
+            ],
+            &[],
+            None,
+        );
+        let init: Value = serde_json::from_str(out.ok()).unwrap();
+        let key = init["unseal_keys"][0].as_str().unwrap();
+        let access_key = init["access_key"].as_str().unwrap().to_string();
+        self.run(&["operator", "unseal", key], &[], None).ok();
+        let admin = self.login(&access_key, ns, "admin", &[]);
+        (access_key, admin)
+    }
+
     fn login(&self, access_key: &str, ns: &str, policy: &str, extra: &[&str]) -> String {
         let mut args = vec![
             "login",
@@ -377,24 +402,7 @@ fn bench_loads_a_node_and_reports() {
         address: server.url(),
         seen: Default::default(),
     };
-    let out = cli.run(
-        &[
-            "operator",
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--format",
-            "json",
-        ],
-        &[],
-        None,
-    );
-    let init: Value = serde_json::from_str(out.ok()).unwrap();
-    let key = init["unseal_keys"][0].as_str().unwrap();
-    cli.run(&["operator", "unseal", key], &[], None).ok();
-    let token = cli.login(init["access_key"].as_str().unwrap(), "bench", "admin", &[]);
+    let (_, token) = cli.init_one_key("bench");
 
     // Only ops that start and end inside the window count, and the whole
     // suite shares two cores: a 1 s window once saw no op finish in it.
@@ -788,25 +796,8 @@ fn first_session_frictions() {
         address: server.url(),
         seen: Default::default(),
     };
-    let out = cli.run(
-        &[
-            "operator",
-            "init",
-            "--shares",
-            "1",
-            "--threshold",
-            "1",
-            "--format",
-            "json",
-        ],
-        &[],
-        None,
-    );
-    let init: Value = serde_json::from_str(out.ok()).unwrap();
-    let key = init["unseal_keys"][0].as_str().unwrap();
-    let access_key = init["access_key"].as_str().unwrap();
-    cli.run(&["operator", "unseal", key], &[], None).ok();
-    let admin = cli.login(access_key, "team-a", "admin", &[]);
+    let (access_key, admin) = cli.init_one_key("team-a");
+    let access_key = access_key.as_str();
     let out = cli.run(
         &["login", "-n", "team-a", "-p", "admin", "--ttl", "33d"],
         &[("KSTASH_ACCESS_KEY", access_key)],
@@ -881,4 +872,151 @@ fn first_session_frictions() {
         "a blackhole then the node took {took:?}"
     );
     drop(holes);
+}
+
+/// Steps (no server needed: every case fails before a request):
+/// 1. `login kubernetes` without `--jwt-file` reads the pod's token path,
+///    which is missing here: exit 1 naming it and how to point elsewhere;
+/// 2. KSTASH_JWT_FILE names a file that holds no JWT: exit 1 naming that
+///    file, its text never printed;
+/// 3. `--jwt-file` wins over KSTASH_JWT_FILE;
+/// 4. `login` with neither form, or a mix of both, is a usage error (2)
+///    that shows both forms.
+#[test]
+fn kubernetes_login_reads_its_jwt_file() {
+    let offline = Cli {
+        address: "http://127.0.0.1:1".into(),
+        seen: Default::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let login = ["login", "kubernetes", "-n", "team-a", "-r", "web"];
+
+    eprintln!("--- step 1: the default path");
+    let out = offline.run(&login, &[], None);
+    out.fails(1, "/var/run/secrets/kubernetes.io/serviceaccount/token");
+    assert!(
+        out.stderr.contains("--jwt-file") && out.stderr.contains("KSTASH_JWT_FILE"),
+        "{out:?}"
+    );
+
+    eprintln!("--- step 2: KSTASH_JWT_FILE with no JWT in it");
+    let secret = "not-a-jwt-but-a-secret";
+    let wrong = dir.path().join("wrong-token");
+    std::fs::write(&wrong, format!("{secret}\n")).unwrap();
+    let out = offline.run(
+        &login,
+        &[("KSTASH_JWT_FILE", wrong.to_str().unwrap())],
+        None,
+    );
+    out.fails(1, "wrong-token does not hold a ServiceAccount token");
+    assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret));
+
+    eprintln!("--- step 3: --jwt-file wins");
+    let missing = dir.path().join("missing-token");
+    let mut args = login.to_vec();
+    args.extend(["--jwt-file", missing.to_str().unwrap()]);
+    offline
+        .run(&args, &[("KSTASH_JWT_FILE", wrong.to_str().unwrap())], None)
+        .fails(1, "missing-token");
+
+    eprintln!("--- step 4: usage errors");
+    let out = offline.run(&["login"], &[], None);
+    out.fails(2, "--namespace");
+    assert!(out.stderr.contains("kstash login kubernetes"), "{out:?}");
+    offline
+        .run(
+            &["login", "-n", "a", "kubernetes", "-n", "a", "-r", "r"],
+            &[],
+            None,
+        )
+        .fails(2, "error");
+}
+
+/// Steps (needs the role service, `src/service/kubernetes.rs`):
+/// 1. a server, init 1/1, unseal, admin token for team-a;
+/// 2. `role put` with two service accounts, a policy, `--ttl 10m`;
+/// 3. `role get` in table and json; `role list` names it;
+/// 4. `login kubernetes` with a JWT file on a node without Kubernetes
+///    settings: exit 1 with HTTP 400, the JWT never printed;
+/// 5. `role delete`, then `role get` exits 1 with HTTP 404.
+#[test]
+fn role_commands_and_kubernetes_login() {
+    let server = ServerProcess::start();
+    let cli = Cli {
+        address: server.url(),
+        seen: Default::default(),
+    };
+    eprintln!("--- step 1: init, unseal, admin");
+    let (_, admin) = cli.init_one_key("team-a");
+
+    eprintln!("--- step 2: role put");
+    let out = cli.with_token(
+        &admin,
+        &[
+            "role",
+            "put",
+            "team-a",
+            "web",
+            "--service-account",
+            "shop/web",
+            "--service-account",
+            "batch/*",
+            "--policy",
+            "app-ro",
+            "--ttl",
+            "10m",
+        ],
+    );
+    assert!(
+        out.ok().contains("Wrote role web in namespace team-a"),
+        "{out:?}"
+    );
+
+    eprintln!("--- step 3: role get and list");
+    let out = cli.with_token(&admin, &["role", "get", "team-a", "web"]);
+    let table = out.ok();
+    assert!(
+        table.contains("shop/web, batch/*") && table.contains("app-ro") && table.contains("10m"),
+        "{table}"
+    );
+    let out = cli.with_token(
+        &admin,
+        &["role", "get", "team-a", "web", "--format", "json"],
+    );
+    let role: Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(role["audience"], "kstash");
+    assert_eq!(role["service_accounts"][1], "batch/*");
+    let out = cli.with_token(&admin, &["role", "list", "team-a"]);
+    assert_eq!(out.ok(), "web\n");
+
+    eprintln!("--- step 4: login without Kubernetes settings");
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LWNsYWltcw.c2VjcmV0LXNpZw";
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{jwt}\n")).unwrap();
+    let out = cli.run(
+        &[
+            "login",
+            "kubernetes",
+            "--namespace",
+            "team-a",
+            "--role",
+            "web",
+            "--jwt-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    out.fails(1, "HTTP 400");
+    assert!(
+        !cli.seen.borrow().contains("c2VjcmV0"),
+        "the JWT is never printed"
+    );
+
+    eprintln!("--- step 5: role delete");
+    let out = cli.with_token(&admin, &["role", "delete", "team-a", "web"]);
+    assert!(out.ok().contains("Deleted role web"), "{out:?}");
+    cli.with_token(&admin, &["role", "get", "team-a", "web"])
+        .fails(1, "HTTP 404");
 }

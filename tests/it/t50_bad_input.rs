@@ -828,6 +828,11 @@ const ROUTE_METHODS: &[(&str, &str, &[&str])] = &[
         "/v1/auth/access-key/login",
         &["POST"],
     ),
+    (
+        "/v1/auth/kubernetes/login",
+        "/v1/auth/kubernetes/login",
+        &["POST"],
+    ),
     ("/v1/auth/token/renew", "/v1/auth/token/renew", &["POST"]),
     ("/v1/auth/token/revoke", "/v1/auth/token/revoke", &["POST"]),
     ("/v1/auth/token/self", "/v1/auth/token/self", &["GET"]),
@@ -839,6 +844,16 @@ const ROUTE_METHODS: &[(&str, &str, &[&str])] = &[
     (
         "/v1/namespaces/{ns}/policies/{name}",
         "/v1/namespaces/team-a/policies/p",
+        &["GET", "PUT", "DELETE"],
+    ),
+    (
+        "/v1/namespaces/{ns}/auth/kubernetes/roles",
+        "/v1/namespaces/team-a/auth/kubernetes/roles",
+        &["GET"],
+    ),
+    (
+        "/v1/namespaces/{ns}/auth/kubernetes/roles/{name}",
+        "/v1/namespaces/team-a/auth/kubernetes/roles/web",
         &["GET", "PUT", "DELETE"],
     ),
     ("/v1/kv", "/v1/kv", &["GET"]),
@@ -859,7 +874,9 @@ fn takes(method: &str, route: &str) -> &'static [&'static str] {
         ("GET", "/v1/kv" | "/v1/kv/" | "/v1/kv/{*path}") => {
             &["list", "consistency", "cursor", "limit"]
         }
-        ("GET", "/v1/namespaces/{ns}/policies") => &["cursor", "limit"],
+        ("GET", "/v1/namespaces/{ns}/policies" | "/v1/namespaces/{ns}/auth/kubernetes/roles") => {
+            &["cursor", "limit"]
+        }
         _ => &[],
     }
 }
@@ -1067,6 +1084,145 @@ async fn permission_errors_share_one_wording() {
         );
         assert!(!msg.contains("hunter2"), "{msg}");
     }
+
+    n.server.shutdown().await.unwrap();
+}
+
+/// Steps: a ServiceAccount login body that is not JSON, lacks a field, has
+/// an unknown one or a field of the wrong type → 400 naming the field, never
+/// echoing the JWT → a role body with an unknown field or a ttl that is no
+/// duration → 400 → role calls without a token → 401 → an Idempotency-Key
+/// on a role read or on a login → 400; on a role write it passes the edge.
+/// The backend never changes. (All of this is refused before the service
+/// runs.)
+#[tokio::test]
+async fn kubernetes_routes_refuse_bad_input() {
+    let (n, _init, admin) = node().await;
+    let t = Some(admin.as_str());
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LWNsYWltcw.c2VjcmV0LXNpZw";
+    let login = "/v1/auth/kubernetes/login";
+    let role = "/v1/namespaces/team-a/auth/kubernetes/roles/web";
+
+    tracing::info!("--- step: bad login bodies");
+    let cases = [
+        ("{".to_string(), "JSON"),
+        (
+            json!({"namespace": "team-a", "role": "web"}).to_string(),
+            "jwt",
+        ),
+        (
+            json!({"namespace": "team-a", "jwt": jwt}).to_string(),
+            "role",
+        ),
+        (
+            json!({"namespace": "team-a", "role": "web", "jwt": jwt, "colour": 1}).to_string(),
+            "colour",
+        ),
+        (
+            json!({"namespace": 5, "role": "web", "jwt": jwt}).to_string(),
+            "invalid type",
+        ),
+        (
+            json!({"namespace": "team-a", "role": "web", "jwt": [jwt]}).to_string(),
+            "invalid type",
+        ),
+    ];
+    for (body, says) in cases {
+        let m = refused(
+            &n,
+            Method::POST,
+            login,
+            None,
+            Some(body.clone()),
+            400,
+            "bad_request",
+        )
+        .await;
+        assert!(m.contains(says), "{body}: {m}");
+        assert!(!m.contains("c2VjcmV0"), "the JWT is never echoed: {m}");
+    }
+
+    tracing::info!("--- step: bad role bodies");
+    for (body, says) in [
+        (
+            json!({"service_accounts": ["shop/web"], "colour": 1}),
+            "colour",
+        ),
+        (
+            json!({"service_accounts": ["shop/web"], "ttl": "soon"}),
+            "duration",
+        ),
+        (json!({"policies": ["p"]}), "service_accounts"),
+    ] {
+        let m = refused(
+            &n,
+            Method::PUT,
+            role,
+            t,
+            js(body.clone()),
+            400,
+            "bad_request",
+        )
+        .await;
+        assert!(m.contains(says), "{body}: {m}");
+    }
+
+    tracing::info!("--- step: role calls need an access token");
+    let body = js(json!({"service_accounts": ["shop/web"]}));
+    for (method, path, body) in [
+        (Method::PUT, role, body),
+        (Method::GET, role, None),
+        (Method::DELETE, role, None),
+        (
+            Method::GET,
+            "/v1/namespaces/team-a/auth/kubernetes/roles",
+            None,
+        ),
+    ] {
+        refused(&n, method, path, None, body, 401, "unauthorized").await;
+    }
+
+    tracing::info!("--- step: Idempotency-Key only on role writes");
+    let bearer = format!("Bearer {admin}");
+    let login_body = json!({"namespace": "team-a", "role": "web", "jwt": jwt}).to_string();
+    for (method, path, body) in [
+        (Method::GET, role, None),
+        (Method::POST, login, Some(login_body)),
+    ] {
+        let before = n.backend.dump();
+        let (code, resp) = n
+            .http
+            .send_with_headers(
+                method.clone(),
+                path,
+                &[("Authorization", &bearer), ("Idempotency-Key", "k-1")],
+                body,
+            )
+            .await;
+        assert_eq!(code, 400, "{method} {path}: {resp}");
+        assert_error(&resp, "bad_request");
+        let m = resp["error"]["message"].as_str().unwrap();
+        assert!(m.contains("Kubernetes login roles"), "{m}");
+        assert!(
+            n.backend.dump() == before,
+            "{method} {path} changed nothing"
+        );
+    }
+    let (code, resp) = n
+        .http
+        .send_with_headers(
+            Method::PUT,
+            role,
+            &[("Authorization", &bearer), ("Idempotency-Key", "k-1")],
+            Some(json!({"service_accounts": ["shop/web"], "colour": 1}).to_string()),
+        )
+        .await;
+    assert_eq!(code, 400, "{resp}");
+    let m = resp["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("colour") && !m.contains("Idempotency-Key"),
+        "a role write takes the key; its body is what is wrong: {m}"
+    );
 
     n.server.shutdown().await.unwrap();
 }

@@ -4,7 +4,7 @@ gRPC server reflection (grpcio-reflection's client, v1alpha) and call it.
 Usage: python reflection_client.py HOST:PORT
 
 Checks, in order:
-1. the listed services are the four kstash.v1 ones plus reflection, and
+1. the listed services are the five kstash.v1 ones plus reflection, and
    none of the cluster port's;
 2. kstash.v1.Sys is described, with its Status method;
 3. Sys/Status called with message classes built from the reflected
@@ -20,7 +20,13 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 TIMEOUT_S = 10
-KSTASH = {"kstash.v1.Sys", "kstash.v1.Auth", "kstash.v1.Policies", "kstash.v1.Kv"}
+KSTASH = {
+    "kstash.v1.Sys",
+    "kstash.v1.Auth",
+    "kstash.v1.Policies",
+    "kstash.v1.KubernetesRoles",
+    "kstash.v1.Kv",
+}
 
 
 def check(what, ok, detail=""):
