@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 
+use crate::auth::kubernetes::{InCluster, KubernetesSettings};
 use crate::barrier::DEFAULT_ENCRYPTION_LIMIT;
 use crate::clock::format_duration;
 use crate::data_dir::{check_private_file, PrivateFileError};
@@ -390,6 +391,57 @@ settings! {
     /// One more is closed as soon as it is accepted. Lowered at start to
     /// what the file-descriptor limit allows. Default 1024.
     max_connections: usize = 1024, env "KSTASH_MAX_CONNECTIONS";
+
+    /// Issuer (`iss`) of the cluster's ServiceAccount tokens.
+    ///
+    /// Every token must carry it. Default: the issuer OIDC discovery on
+    /// `kubernetes_api` reports. Required with `kubernetes_jwks_file`.
+    kubernetes_issuer: String, env "KSTASH_KUBERNETES_ISSUER";
+
+    /// JWKS file with the cluster's public signing keys.
+    ///
+    /// Instead of OIDC discovery; read again when it changes.
+    kubernetes_jwks_file: PathBuf, env "KSTASH_KUBERNETES_JWKS_FILE";
+
+    /// Kubernetes API server URL (`https://host:port`).
+    ///
+    /// For OIDC discovery of the signing keys and for TokenReview. In a pod:
+    /// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    kubernetes_api: String, env "KSTASH_KUBERNETES_API";
+
+    /// PEM CA certificate(s) of the Kubernetes API server.
+    ///
+    /// The only roots trusted for `kubernetes_api`. In a pod: the mounted
+    /// ServiceAccount's `ca.crt`.
+    kubernetes_ca_cert: PathBuf, env "KSTASH_KUBERNETES_CA_CERT";
+
+    /// File with the bearer token kstash presents to the API server.
+    ///
+    /// Re-read at each request. In a pod: the mounted ServiceAccount's
+    /// `token`.
+    kubernetes_token_file: PathBuf, env "KSTASH_KUBERNETES_TOKEN_FILE";
+
+    /// Also check every ServiceAccount token with TokenReview.
+    ///
+    /// On `kubernetes_api`, so a token whose pod is gone stops working at
+    /// once (kstash's ServiceAccount needs `system:auth-delegator`).
+    /// Default `false`.
+    kubernetes_token_review: bool = false, env "KSTASH_KUBERNETES_TOKEN_REVIEW",
+        arg(num_args = 0..=1, default_missing_value = "true");
+
+    /// Check ServiceAccount token signatures locally.
+    ///
+    /// Against the cluster's keys (`kubernetes_jwks_file` or OIDC
+    /// discovery). `false`: TokenReview alone. Default `true`.
+    kubernetes_local_check: bool = true, env "KSTASH_KUBERNETES_LOCAL_CHECK",
+        arg(num_args = 0..=1, default_missing_value = "true");
+
+    /// How often the cluster's signing keys are fetched again (e.g. `5m`).
+    ///
+    /// A token with an unknown key id also fetches them, at most once a
+    /// second. Default `5m`.
+    kubernetes_jwks_refresh: Duration = Duration::from_secs(300), env "KSTASH_KUBERNETES_JWKS_REFRESH",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
 }
 
 impl Default for Config {
@@ -527,6 +579,8 @@ impl Config {
         }
         self.check_raft()?;
         self.check_connections()?;
+        // The kubernetes_* settings are checked with the in-cluster
+        // defaults added, when the server opens them (KubernetesAuth::open).
         self.check_cluster()
     }
 
@@ -686,6 +740,23 @@ impl Config {
         self.etcd_prefix
             .clone()
             .unwrap_or_else(|| format!("kstash/node-{}/", self.node_id))
+    }
+
+    /// How this node checks Kubernetes ServiceAccount tokens: the
+    /// `kubernetes_*` settings, with `pod`'s in-cluster API server, CA and
+    /// token for those not given ([`InCluster::detect`] in a pod).
+    pub fn kubernetes_settings(&self, pod: Option<&InCluster>) -> KubernetesSettings {
+        KubernetesSettings {
+            issuer: self.kubernetes_issuer.clone(),
+            jwks_file: self.kubernetes_jwks_file.clone(),
+            api: self.kubernetes_api.clone(),
+            ca_cert: self.kubernetes_ca_cert.clone(),
+            token_file: self.kubernetes_token_file.clone(),
+            token_review: self.kubernetes_token_review,
+            local_check: self.kubernetes_local_check,
+            jwks_refresh: self.kubernetes_jwks_refresh,
+        }
+        .with_in_cluster(pod)
     }
 
     /// The service settings this config implies.
