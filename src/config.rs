@@ -1284,6 +1284,87 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_settings_come_from_file_flags_and_the_pod() {
+        // Steps: defaults (login off, local checks on, keys refreshed every
+        // 5m); the file and the flags reach KubernetesSettings; a pod's API
+        // server, CA and token fill in what is not given; settings that
+        // could never check a token fail KubernetesAuth::open.
+        use crate::auth::kubernetes::KubernetesAuth;
+        let plain = || ServerArgs {
+            tls_disable: Some(true),
+            ..Default::default()
+        };
+        let c = plain().resolve().unwrap();
+        let k = c.kubernetes_settings(None);
+        assert_eq!(
+            k,
+            KubernetesSettings {
+                local_check: true,
+                jwks_refresh: Duration::from_secs(300),
+                ..Default::default()
+            }
+        );
+        assert!(!KubernetesAuth::open(k).unwrap().is_enabled());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kstash.toml");
+        std::fs::write(
+            &path,
+            "tls_disable = true\n\
+             kubernetes_issuer = \"https://k8s.example\"\n\
+             kubernetes_jwks_file = \"/etc/kstash/jwks.json\"\n\
+             kubernetes_token_review = true\n\
+             kubernetes_jwks_refresh = \"2m\"\n",
+        )
+        .unwrap();
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServerArgs::augment_args(clap::Command::new("server"));
+        let matches = command
+            .try_get_matches_from([
+                "server",
+                "--config",
+                path.to_str().unwrap(),
+                "--kubernetes-local-check=false",
+                "--kubernetes-api",
+                "https://10.0.0.1:6443",
+            ])
+            .unwrap();
+        let c = ServerArgs::from_arg_matches(&matches)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let pod = InCluster::from_env(Some("10.96.0.1"), Some("443"), true).unwrap();
+        let k = c.kubernetes_settings(Some(&pod));
+        assert_eq!(
+            k,
+            KubernetesSettings {
+                issuer: Some("https://k8s.example".into()),
+                jwks_file: Some("/etc/kstash/jwks.json".into()),
+                api: Some("https://10.0.0.1:6443".into()),
+                ca_cert: Some(pod.ca_cert.clone()),
+                token_file: Some(pod.token_file.clone()),
+                token_review: true,
+                local_check: false,
+                jwks_refresh: Duration::from_secs(120),
+            },
+            "the flag's api wins over the pod's; the pod's CA and token fill in"
+        );
+
+        let c = ServerArgs {
+            kubernetes_token_review: Some(true),
+            ..plain()
+        }
+        .resolve()
+        .unwrap();
+        let err = KubernetesAuth::open(c.kubernetes_settings(None)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("kubernetes_token_review needs kubernetes_api"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_file_takes_every_setting_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kstash.toml");
