@@ -51,19 +51,17 @@ fn origin(url: &Url) -> Origin {
     )
 }
 
-/// The message of an error and its sources, `: `-separated.
+/// The message of an error and its sources, `: `-separated (a source
+/// whose message the text already holds is left out).
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
+    std::iter::successors(e.source(), |inner| inner.source()).fold(e.to_string(), |text, inner| {
         let more = inner.to_string();
-        if !s.contains(&more) {
-            s.push_str(": ");
-            s.push_str(&more);
+        if text.contains(&more) {
+            text
+        } else {
+            format!("{text}: {more}")
         }
-        source = inner.source();
-    }
-    s
+    })
 }
 
 /// Check `api` (an `http(s)://host[:port]` URL; plain `http` only to a
@@ -188,8 +186,8 @@ impl ApiClient {
         self.send(self.http.get(url), limit).await
     }
 
-    /// `POST url` with a JSON `body` (wiped by the caller), reading at most
-    /// `limit` body bytes.
+    /// `POST url` with a JSON `body` (wiped by the caller; the copy the
+    /// HTTP stack sends is not wiped), reading at most `limit` body bytes.
     pub async fn post_json(&self, url: &str, body: &[u8], limit: usize) -> Result<Answer, String> {
         let request = self
             .http
