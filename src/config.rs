@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 
+use crate::auth::kubernetes::{InCluster, KubernetesSettings};
 use crate::barrier::DEFAULT_ENCRYPTION_LIMIT;
 use crate::clock::format_duration;
 use crate::data_dir::{check_private_file, PrivateFileError};
@@ -390,6 +391,57 @@ settings! {
     /// One more is closed as soon as it is accepted. Lowered at start to
     /// what the file-descriptor limit allows. Default 1024.
     max_connections: usize = 1024, env "KSTASH_MAX_CONNECTIONS";
+
+    /// Issuer (`iss`) of the cluster's ServiceAccount tokens.
+    ///
+    /// Every token must carry it. Default: the issuer OIDC discovery on
+    /// `kubernetes_api` reports. Required with `kubernetes_jwks_file`.
+    kubernetes_issuer: String, env "KSTASH_KUBERNETES_ISSUER";
+
+    /// JWKS file with the cluster's public signing keys.
+    ///
+    /// Instead of OIDC discovery; read again when it changes.
+    kubernetes_jwks_file: PathBuf, env "KSTASH_KUBERNETES_JWKS_FILE";
+
+    /// Kubernetes API server URL (`https://host:port`).
+    ///
+    /// For OIDC discovery of the signing keys and for TokenReview. In a pod:
+    /// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    kubernetes_api: String, env "KSTASH_KUBERNETES_API";
+
+    /// PEM CA certificate(s) of the Kubernetes API server.
+    ///
+    /// The only roots trusted for `kubernetes_api`. In a pod: the mounted
+    /// ServiceAccount's `ca.crt`.
+    kubernetes_ca_cert: PathBuf, env "KSTASH_KUBERNETES_CA_CERT";
+
+    /// File with the bearer token kstash presents to the API server.
+    ///
+    /// Re-read at each request. In a pod: the mounted ServiceAccount's
+    /// `token`.
+    kubernetes_token_file: PathBuf, env "KSTASH_KUBERNETES_TOKEN_FILE";
+
+    /// Also check every ServiceAccount token with TokenReview.
+    ///
+    /// On `kubernetes_api`, so a token whose pod is gone stops working at
+    /// once (kstash's ServiceAccount needs `system:auth-delegator`).
+    /// Default `false`.
+    kubernetes_token_review: bool = false, env "KSTASH_KUBERNETES_TOKEN_REVIEW",
+        arg(num_args = 0..=1, default_missing_value = "true");
+
+    /// Check ServiceAccount token signatures locally.
+    ///
+    /// Against the cluster's keys (`kubernetes_jwks_file` or OIDC
+    /// discovery). `false`: TokenReview alone. Default `true`.
+    kubernetes_local_check: bool = true, env "KSTASH_KUBERNETES_LOCAL_CHECK",
+        arg(num_args = 0..=1, default_missing_value = "true");
+
+    /// How often the cluster's signing keys are fetched again (e.g. `5m`).
+    ///
+    /// A token with an unknown key id also fetches them, at most once a
+    /// second. Default `5m`.
+    kubernetes_jwks_refresh: Duration = Duration::from_secs(300), env "KSTASH_KUBERNETES_JWKS_REFRESH",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
 }
 
 impl Default for Config {
@@ -527,6 +579,8 @@ impl Config {
         }
         self.check_raft()?;
         self.check_connections()?;
+        // The kubernetes_* settings are checked with the in-cluster
+        // defaults added, when the server opens them (KubernetesAuth::open).
         self.check_cluster()
     }
 
@@ -686,6 +740,23 @@ impl Config {
         self.etcd_prefix
             .clone()
             .unwrap_or_else(|| format!("kstash/node-{}/", self.node_id))
+    }
+
+    /// How this node checks Kubernetes ServiceAccount tokens: the
+    /// `kubernetes_*` settings, with `pod`'s in-cluster API server, CA and
+    /// token for those not given ([`InCluster::detect`] in a pod).
+    pub fn kubernetes_settings(&self, pod: Option<&InCluster>) -> KubernetesSettings {
+        KubernetesSettings {
+            issuer: self.kubernetes_issuer.clone(),
+            jwks_file: self.kubernetes_jwks_file.clone(),
+            api: self.kubernetes_api.clone(),
+            ca_cert: self.kubernetes_ca_cert.clone(),
+            token_file: self.kubernetes_token_file.clone(),
+            token_review: self.kubernetes_token_review,
+            local_check: self.kubernetes_local_check,
+            jwks_refresh: self.kubernetes_jwks_refresh,
+        }
+        .with_in_cluster(pod)
     }
 
     /// The service settings this config implies.
@@ -1209,6 +1280,87 @@ mod tests {
         assert_eq!(
             (args.audit_file.as_deref(), args.audit_hmac_values),
             (Some("-"), Some(true))
+        );
+    }
+
+    #[test]
+    fn kubernetes_settings_come_from_file_flags_and_the_pod() {
+        // Steps: defaults (login off, local checks on, keys refreshed every
+        // 5m); the file and the flags reach KubernetesSettings; a pod's API
+        // server, CA and token fill in what is not given; settings that
+        // could never check a token fail KubernetesAuth::open.
+        use crate::auth::kubernetes::KubernetesAuth;
+        let plain = || ServerArgs {
+            tls_disable: Some(true),
+            ..Default::default()
+        };
+        let c = plain().resolve().unwrap();
+        let k = c.kubernetes_settings(None);
+        assert_eq!(
+            k,
+            KubernetesSettings {
+                local_check: true,
+                jwks_refresh: Duration::from_secs(300),
+                ..Default::default()
+            }
+        );
+        assert!(!KubernetesAuth::open(k).unwrap().is_enabled());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kstash.toml");
+        std::fs::write(
+            &path,
+            "tls_disable = true\n\
+             kubernetes_issuer = \"https://k8s.example\"\n\
+             kubernetes_jwks_file = \"/etc/kstash/jwks.json\"\n\
+             kubernetes_token_review = true\n\
+             kubernetes_jwks_refresh = \"2m\"\n",
+        )
+        .unwrap();
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServerArgs::augment_args(clap::Command::new("server"));
+        let matches = command
+            .try_get_matches_from([
+                "server",
+                "--config",
+                path.to_str().unwrap(),
+                "--kubernetes-local-check=false",
+                "--kubernetes-api",
+                "https://10.0.0.1:6443",
+            ])
+            .unwrap();
+        let c = ServerArgs::from_arg_matches(&matches)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let pod = InCluster::from_env(Some("10.96.0.1"), Some("443"), true).unwrap();
+        let k = c.kubernetes_settings(Some(&pod));
+        assert_eq!(
+            k,
+            KubernetesSettings {
+                issuer: Some("https://k8s.example".into()),
+                jwks_file: Some("/etc/kstash/jwks.json".into()),
+                api: Some("https://10.0.0.1:6443".into()),
+                ca_cert: Some(pod.ca_cert.clone()),
+                token_file: Some(pod.token_file.clone()),
+                token_review: true,
+                local_check: false,
+                jwks_refresh: Duration::from_secs(120),
+            },
+            "the flag's api wins over the pod's; the pod's CA and token fill in"
+        );
+
+        let c = ServerArgs {
+            kubernetes_token_review: Some(true),
+            ..plain()
+        }
+        .resolve()
+        .unwrap();
+        let err = KubernetesAuth::open(c.kubernetes_settings(None)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("kubernetes_token_review needs kubernetes_api"),
+            "{err}"
         );
     }
 

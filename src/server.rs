@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::guard::audit::{reopen_on_sighup, AuditLog, AuditTarget};
 
 use crate::api::conn::{plan_fds, ConnAcceptor, ConnMetrics, Limits};
+use crate::auth::kubernetes::{InCluster, KubernetesAuth};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StorageKind};
 use crate::raft::cluster::{serve_capped, ClusterHandler, ServeError};
@@ -152,6 +153,27 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig
     Ok(Some(Arc::new(tls)))
 }
 
+/// The ServiceAccount token checker the `kubernetes_*` settings ask for
+/// (with the in-cluster defaults in a pod); bad settings fail the start.
+fn open_kubernetes(config: &Config) -> anyhow::Result<KubernetesAuth> {
+    let pod = InCluster::detect();
+    let settings = config.kubernetes_settings(pod.as_ref());
+    let auth = KubernetesAuth::open(settings.clone())
+        .map_err(|e| anyhow::anyhow!("kubernetes login: {e}"))?;
+    if auth.is_enabled() {
+        tracing::info!(
+            api = settings.api.as_deref().unwrap_or("none"),
+            jwks_file = %settings.jwks_file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+            issuer = settings.issuer.as_deref().unwrap_or("from discovery"),
+            local_check = settings.local_check,
+            token_review = settings.token_review,
+            in_cluster = pod.is_some(),
+            "kubernetes ServiceAccount login enabled"
+        );
+    }
+    Ok(auth)
+}
+
 impl Server {
     /// Bind the client port (and the cluster port, with `cluster_addr`)
     /// and start serving over `backend`.
@@ -171,6 +193,7 @@ impl Server {
         options: ServerOptions,
     ) -> anyhow::Result<Server> {
         config.check()?;
+        let kubernetes = Arc::new(open_kubernetes(config)?);
         let mut settings = config.settings();
         let fds = plan_fds(config.max_connections, config.cluster_addr.is_some())?;
         if fds.clamped {
@@ -233,7 +256,9 @@ impl Server {
                 let replica =
                     Replica::start(replica_config, backend, clock.clone(), NoPeers, None).await?;
                 replica.bootstrap_single(Duration::from_secs(10)).await?;
-                let node = Arc::new(Node::new(replica.clone(), clock, settings));
+                let node = Arc::new(
+                    Node::new(replica.clone(), clock, settings).with_kubernetes(kubernetes),
+                );
                 (replica, node, None)
             }
             Some(cluster_addr) => {
@@ -263,7 +288,9 @@ impl Server {
                 let replica =
                     Replica::start_clustered(replica_config, backend, clock.clone(), network, None)
                         .await?;
-                let node = Arc::new(Node::new(replica.clone(), clock, settings));
+                let node = Arc::new(
+                    Node::new(replica.clone(), clock, settings).with_kubernetes(kubernetes),
+                );
                 let cluster = start_cluster(
                     config,
                     &replica,
