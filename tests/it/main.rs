@@ -2,6 +2,7 @@
 //! the real `kstash` binary for the CLI. Scenario files are named by intent.
 
 mod common;
+mod kube;
 mod procs;
 mod t10_rest;
 mod t12_grpc;
@@ -34,3 +35,4 @@ mod t86_http_edges;
 mod t87_audit;
 mod t88_operator_log;
 mod t89_metrics;
+mod t90_kube_fixture;
