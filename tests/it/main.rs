@@ -36,3 +36,4 @@ mod t87_audit;
 mod t88_operator_log;
 mod t89_metrics;
 mod t90_kube_fixture;
+mod t91_kubernetes_login;

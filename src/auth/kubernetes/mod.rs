@@ -268,7 +268,9 @@ impl KubernetesAuth {
             (true, None, Some(client)) => {
                 Some(KeyCache::discovery(client.clone(), settings.jwks_refresh))
             }
-            (true, None, None) => unreachable!("KubernetesSettings::check refuses it"),
+            // `KubernetesSettings::check` refuses this already; refuse it
+            // here too rather than trust that.
+            (true, None, None) => return Err(not_configured(NOT_CONFIGURED.into())),
         };
         Ok(KubernetesAuth {
             inner: Some(Inner {
