@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::storage::StorageError;
 
+/// The record at [`kubernetes_role_key`]: declared beside its validation
+/// in `auth`, stored (and carried in the log) as bincode of its fields in
+/// their order, like every record here.
+pub use crate::auth::kubernetes::role::KubernetesRole;
+
 /// Format byte of every record written by this version.
 pub const FORMAT_V1: u8 = 1;
 
@@ -51,6 +56,11 @@ pub const GATEKEEPER_OPERATIONS_PREFIX: &str = "gatekeeper/operations/";
 pub const ACCESS_TOKEN_PREFIX: &str = "auth/tokens/";
 /// Policies: `acl/<namespace>/<name>` → `acl::Policy`.
 pub const POLICY_PREFIX: &str = "acl/";
+/// Kubernetes login roles:
+/// `auth/kubernetes/roles/<namespace>/<name>` →
+/// `auth::kubernetes::role::KubernetesRole`, beside the tokens they mint
+/// and apart from them (a sweep of `auth/tokens/` never sees a role).
+pub const KUBERNETES_ROLE_PREFIX: &str = "auth/kubernetes/roles/";
 /// Secrets: `kv/<namespace>/<path>` → `KvRecord`.
 pub const KV_PREFIX: &str = "kv/";
 /// Kept outcomes of requests with an idempotency key, by hashed key.
@@ -105,6 +115,16 @@ pub fn policy_key(namespace: &str, name: &str) -> Vec<u8> {
 /// Prefix of a namespace's policies.
 pub fn policy_prefix(namespace: &str) -> Vec<u8> {
     format!("{POLICY_PREFIX}{namespace}/").into_bytes()
+}
+
+/// Key of a Kubernetes login role.
+pub fn kubernetes_role_key(namespace: &str, name: &str) -> Vec<u8> {
+    format!("{KUBERNETES_ROLE_PREFIX}{namespace}/{name}").into_bytes()
+}
+
+/// Prefix of a namespace's Kubernetes login roles.
+pub fn kubernetes_role_prefix(namespace: &str) -> Vec<u8> {
+    format!("{KUBERNETES_ROLE_PREFIX}{namespace}/").into_bytes()
 }
 
 /// Key of a secret; also the barrier's AAD for its ciphertext.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::types::*;
 use super::TokenHolder;
 use super::{ms, Node, ServiceError, MAX_TOKEN_POLICIES};
-use crate::acl::{self, path};
+use crate::acl::path;
 use crate::clock::{format_duration, rfc3339};
 use crate::keyspace::AccessTokenRecord;
 use crate::secret::{self, SecretKind, SecretString};
@@ -42,17 +42,7 @@ impl Node {
         }
         let ttl = req.ttl.map_or(self.settings.default_token_ttl, |t| t.0);
         self.check_ttl(ttl)?;
-        let warnings = policies
-            .iter()
-            .filter(|p| !acl::is_builtin(p))
-            .filter(|p| matches!(self.sm().policy(&req.namespace, p), Ok(None)))
-            .map(|p| {
-                format!(
-                    "policy {p} does not exist in namespace {} yet",
-                    req.namespace
-                )
-            })
-            .collect();
+        let warnings = self.missing_policy_warnings(&req.namespace, &policies);
         let token = secret::new_bearer(SecretKind::AccessToken);
         let id = secret::hash_secret(&token);
         self.raft
@@ -226,8 +216,18 @@ impl Node {
         &self,
         look: impl Fn() -> Result<bool, ServiceError>,
     ) -> Result<bool, ServiceError> {
-        if look()? {
-            return Ok(true);
+        let found = self.found_caught_up(|| Ok(look()?.then_some(()))).await?;
+        Ok(found.is_some())
+    }
+
+    /// A record looked up as [`Node::exists_caught_up`] looks: here, and
+    /// when it is absent here, once more after catching up with the leader.
+    pub(super) async fn found_caught_up<T>(
+        &self,
+        look: impl Fn() -> Result<Option<T>, ServiceError>,
+    ) -> Result<Option<T>, ServiceError> {
+        if let Some(found) = look()? {
+            return Ok(Some(found));
         }
         self.linearize().await?;
         look()

@@ -4,7 +4,8 @@
 use thiserror::Error;
 
 use crate::acl::{AclError, Denial, PathError};
-use crate::auth::kubernetes::Check;
+use crate::auth::kubernetes::role::RoleError;
+use crate::auth::kubernetes::{Check, LoginError};
 use crate::barrier::BarrierError;
 use crate::gatekeeper::GatekeeperError;
 use crate::raft::replica::RaftAdminError;
@@ -184,6 +185,28 @@ impl From<AclError> for ServiceError {
     }
 }
 
+impl From<RoleError> for ServiceError {
+    fn from(e: RoleError) -> Self {
+        ServiceError::BadRequest(e.to_string())
+    }
+}
+
+/// A ServiceAccount token that was checked: refused by a check (the one
+/// answer, the check for the audit record), not checkable now (503, the
+/// message names what failed), or not checkable on this node (400, the
+/// message names the settings).
+impl From<LoginError> for ServiceError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Refused(check) => {
+                ServiceError::LoginRefused(LoginRefusal::unverified(check))
+            }
+            LoginError::Unavailable(m) => ServiceError::Unavailable(m),
+            LoginError::NotConfigured(m) => ServiceError::BadRequest(m),
+        }
+    }
+}
+
 impl From<GatekeeperError> for ServiceError {
     fn from(e: GatekeeperError) -> Self {
         ServiceError::BadRequest(e.to_string())
@@ -230,6 +253,18 @@ impl From<ProposeError> for ServiceError {
                 ApplyError::IdempotencyKeyReused => ServiceError::Conflict(a.to_string()),
                 ApplyError::TermExhausted { .. } | ApplyError::StaleTerm { .. } => {
                     ServiceError::Unavailable(a.to_string())
+                }
+                // A ServiceAccount login whose role changed, or whose
+                // token expired, between the check and apply: the same
+                // one answer as any failed check (the login adds who).
+                ApplyError::KubernetesRoleNotFound => {
+                    ServiceError::LoginRefused(LoginRefusal::unverified(Check::RoleNotFound))
+                }
+                ApplyError::KubernetesRoleNotBound => {
+                    ServiceError::LoginRefused(LoginRefusal::unverified(Check::NotBound))
+                }
+                ApplyError::KubernetesTokenExpired => {
+                    ServiceError::LoginRefused(LoginRefusal::unverified(Check::Expired))
                 }
                 ApplyError::Storage(s) => s.into(),
             },
@@ -324,6 +359,44 @@ mod tests {
         ] {
             assert!(message.contains(says), "{message}");
         }
+    }
+
+    #[test]
+    fn a_login_refused_at_apply_or_by_a_check_gets_the_one_answer() {
+        // Steps: the login's apply-time refusals and a validator's refusal
+        // become `LoginRefused` with the check for the audit record, the
+        // same code and message as every other refused login; a validator
+        // that cannot check is 503 with its message, one that is not set
+        // up is 400 with its message.
+        let one_answer = ServiceError::LoginRefused(LoginRefusal::unverified(Check::Signature));
+        for (rejected, check) in [
+            (ApplyError::KubernetesRoleNotFound, Check::RoleNotFound),
+            (ApplyError::KubernetesRoleNotBound, Check::NotBound),
+            (ApplyError::KubernetesTokenExpired, Check::Expired),
+        ] {
+            let e = ServiceError::from(ProposeError::Rejected(rejected));
+            assert_eq!(
+                e,
+                ServiceError::LoginRefused(LoginRefusal::unverified(check))
+            );
+            assert_eq!(e.failed_check(), Some(check.name()));
+            assert_eq!(
+                (e.code(), e.to_string()),
+                (one_answer.code(), one_answer.to_string())
+            );
+        }
+        for check in Check::ALL {
+            let e = ServiceError::from(LoginError::Refused(check));
+            assert_eq!(
+                e,
+                ServiceError::LoginRefused(LoginRefusal::unverified(check))
+            );
+            assert_eq!(e.to_string(), one_answer.to_string());
+        }
+        let e = ServiceError::from(LoginError::Unavailable("jwks_uri unreachable".into()));
+        assert_eq!(e, ServiceError::Unavailable("jwks_uri unreachable".into()));
+        let e = ServiceError::from(LoginError::NotConfigured("set kubernetes_issuer".into()));
+        assert_eq!(e, ServiceError::BadRequest("set kubernetes_issuer".into()));
     }
 
     #[test]

@@ -236,21 +236,15 @@ impl Node {
             "delete-secret",
             &[path.as_bytes()],
         )?;
-        self.raft
-            .propose_with(
-                Command::DeleteSecret {
-                    by: caller.actor(),
-                    namespace: caller.record.namespace.clone(),
-                    path: path.clone(),
-                },
-                idempotency,
-            )
-            .await
-            .map_err(|e| match ServiceError::from(e) {
-                ServiceError::NotFound(_) => ServiceError::NotFound(format!("no secret at {path}")),
-                other => other,
-            })?;
-        Ok(())
+        let command = Command::DeleteSecret {
+            by: caller.actor(),
+            namespace: caller.record.namespace.clone(),
+            path: path.clone(),
+        };
+        self.propose_delete(command, idempotency, || {
+            ServiceError::NotFound(format!("no secret at {path}"))
+        })
+        .await
     }
 
     /// Names one level below `prefix` in the caller's namespace, one page

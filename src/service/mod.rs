@@ -38,7 +38,7 @@ use crate::clock::Clock;
 use crate::gatekeeper::shamir;
 use crate::keyspace::AccessTokenRecord;
 use crate::raft::replica::Replica;
-use crate::state::command::Actor;
+use crate::state::command::{Actor, Command};
 
 use crate::state::command::Idempotency;
 use crate::state::State;
@@ -250,5 +250,53 @@ impl Node {
     /// while sealed (the key lives in the barrier).
     pub fn audit_hmac(&self, value: &[u8]) -> Option<[u8; 32]> {
         self.barrier.audit_hmac(value).ok()
+    }
+
+    /// Check that `caller` administers `namespace`: a token of that
+    /// namespace with the admin policy, which is what managing its policies
+    /// and its Kubernetes roles takes. `action` and `target` word the
+    /// refusal ([`Denial`]).
+    fn namespace_admin(
+        caller: &TokenHolder,
+        namespace: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<(), ServiceError> {
+        crate::acl::path::validate_namespace(namespace)?;
+        if caller.record.namespace != namespace || !caller.acl.is_admin() {
+            return Err(ServiceError::Forbidden(
+                caller.denial(action, namespace, target),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Propose the delete `command`; when apply refuses it because its
+    /// target does not exist, the answer is `missing` (a 404 naming it).
+    async fn propose_delete(
+        &self,
+        command: Command,
+        idempotency: Option<Idempotency>,
+        missing: impl FnOnce() -> ServiceError,
+    ) -> Result<(), ServiceError> {
+        match self.raft.propose_with(command, idempotency).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match ServiceError::from(e) {
+                ServiceError::NotFound(_) => missing(),
+                other => other,
+            }),
+        }
+    }
+
+    /// What a login tells about the policies of the token it minted: one
+    /// warning per policy that does not exist in `namespace` yet (the
+    /// token gets it once an admin writes it).
+    fn missing_policy_warnings(&self, namespace: &str, policies: &[String]) -> Vec<String> {
+        policies
+            .iter()
+            .filter(|p| !crate::acl::is_builtin(p))
+            .filter(|p| matches!(self.sm().policy(namespace, p), Ok(None)))
+            .map(|p| format!("policy {p} does not exist in namespace {namespace} yet"))
+            .collect()
     }
 }

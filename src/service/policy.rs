@@ -17,15 +17,7 @@ impl Node {
         namespace: &str,
         target: &str,
     ) -> Result<(), ServiceError> {
-        path::validate_namespace(namespace)?;
-        if caller.record.namespace != namespace || !caller.acl.is_admin() {
-            return Err(ServiceError::Forbidden(caller.denial(
-                "manage policies",
-                namespace,
-                target,
-            )));
-        }
-        Ok(())
+        Self::namespace_admin(caller, namespace, "manage policies", target)
     }
 
     /// Create or replace a policy (idempotency key as for
@@ -169,22 +161,14 @@ impl Node {
             "delete-policy",
             &[name.as_bytes()],
         )?;
-        self.raft
-            .propose_with(
-                Command::DeletePolicy {
-                    by: caller.actor(),
-                    namespace: namespace.into(),
-                    name: name.into(),
-                },
-                idempotency,
-            )
-            .await
-            .map_err(|e| match ServiceError::from(e) {
-                ServiceError::NotFound(_) => {
-                    ServiceError::NotFound(format!("no policy {name} in namespace {namespace}"))
-                }
-                other => other,
-            })?;
-        Ok(())
+        let command = Command::DeletePolicy {
+            by: caller.actor(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.propose_delete(command, idempotency, || {
+            ServiceError::NotFound(format!("no policy {name} in namespace {namespace}"))
+        })
+        .await
     }
 }

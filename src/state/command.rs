@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::acl::Policy;
+use crate::keyspace::KubernetesRole;
 
 /// A log entry's payload: one or more requests the leader gathered while
 /// earlier entries were in flight. Apply runs them in order, each as its
@@ -319,6 +320,43 @@ pub enum Command {
         first: Option<FirstUse>,
         operation: GatekeeperOperation,
     },
+    /// Create or replace a Kubernetes login role, on behalf of `by` (an
+    /// admin token of `namespace`, as for `PutPolicy`).
+    ///
+    /// Appended last: the variant index is the log format.
+    PutKubernetesRole {
+        by: Actor,
+        namespace: String,
+        name: String,
+        role: KubernetesRole,
+    },
+    /// Delete a Kubernetes login role, on behalf of `by` (as
+    /// `DeletePolicy`).
+    ///
+    /// Appended last: the variant index is the log format.
+    DeleteKubernetesRole {
+        by: Actor,
+        namespace: String,
+        name: String,
+    },
+    /// Store the access token of a ServiceAccount login: `service_account`
+    /// (`<k8s-namespace>/<name>`, as its verified token proved it) logs in
+    /// to `namespace` through `role`. Apply checks the role again as of the
+    /// entry: it must exist and bind the service account; the token gets
+    /// the role's policies as stored then, and expires at the earliest of
+    /// the role's ttl, `not_after_ms` (the ServiceAccount token's expiry)
+    /// and `max_ttl_ms`, all from the entry time; it is never renewable
+    /// past that.
+    ///
+    /// Appended last: the variant index is the log format.
+    CreateKubernetesToken {
+        id: [u8; 32],
+        namespace: String,
+        role: String,
+        service_account: String,
+        not_after_ms: u64,
+        max_ttl_ms: u64,
+    },
 }
 
 impl Command {
@@ -331,7 +369,11 @@ impl Command {
     /// `None` for commands whose proof never enters the log (the gatekeeper
     /// key: `RotateKeychain`, `Rekey`, `MintGatekeeperTokens`,
     /// `RevokeGatekeeperToken`, `RotateAccessKey`; the access key:
-    /// `CreateAccessToken`; an unsealed barrier: `ReserveEncryptions`), for
+    /// `CreateAccessToken`; an unsealed barrier: `ReserveEncryptions`; a
+    /// verified ServiceAccount token: `CreateKubernetesToken`, which acts
+    /// for no kstash principal (it makes one) and instead checks its role
+    /// again at apply: the role must still exist and bind the service
+    /// account, and its policies as of the entry are the token's), for
     /// `Init` and the leader's `Sweep`, and for
     /// commands about a token's own record, which check it themselves
     /// (`UseGatekeeperToken`, `UseGatekeeperTokenFor`, `RenewAccessToken`,
@@ -342,7 +384,9 @@ impl Command {
             Command::PutPolicy { by, namespace, .. }
             | Command::DeletePolicy { by, namespace, .. }
             | Command::PutSecret { by, namespace, .. }
-            | Command::DeleteSecret { by, namespace, .. } => Some((by, namespace)),
+            | Command::DeleteSecret { by, namespace, .. }
+            | Command::PutKubernetesRole { by, namespace, .. }
+            | Command::DeleteKubernetesRole { by, namespace, .. } => Some((by, namespace)),
             Command::Init { .. }
             | Command::RotateKeychain { .. }
             | Command::Rekey { .. }
@@ -355,7 +399,8 @@ impl Command {
             | Command::RevokeAccessToken { .. }
             | Command::Sweep
             | Command::ReserveEncryptions { .. }
-            | Command::UseGatekeeperTokenFor { .. } => None,
+            | Command::UseGatekeeperTokenFor { .. }
+            | Command::CreateKubernetesToken { .. } => None,
         }
     }
 }
@@ -412,6 +457,23 @@ impl std::fmt::Display for Command {
             Command::UseGatekeeperTokenFor { id, operation, .. } => {
                 write!(f, "UseGatekeeperTokenFor({}, {operation})", short(id))
             }
+            Command::PutKubernetesRole {
+                namespace, name, ..
+            } => write!(f, "PutKubernetesRole({namespace}/{name})"),
+            Command::DeleteKubernetesRole {
+                namespace, name, ..
+            } => write!(f, "DeleteKubernetesRole({namespace}/{name})"),
+            Command::CreateKubernetesToken {
+                id,
+                namespace,
+                role,
+                service_account,
+                ..
+            } => write!(
+                f,
+                "CreateKubernetesToken({}, ns {namespace}, role {role}, {service_account})",
+                short(id)
+            ),
         }
     }
 }
@@ -480,6 +542,15 @@ pub enum Rejection {
         /// The active term.
         active: u32,
     },
+    /// A ServiceAccount login names a role its namespace does not have
+    /// (deleted since the login looked).
+    KubernetesRoleNotFound,
+    /// A ServiceAccount login's role does not bind its service account
+    /// (changed since the login looked).
+    KubernetesRoleNotBound,
+    /// A ServiceAccount login's token would expire at once: the
+    /// ServiceAccount token expired before the entry.
+    KubernetesTokenExpired,
 }
 
 /// The outcome of applying one request, as returned through the log.
@@ -559,7 +630,7 @@ pub(crate) mod tests {
     /// The index is the log format: a new variant goes at the end, and
     /// this list (kept complete by the `match`) gains it there.
     /// How many `Command` variants there are; [`variant_index`] names each.
-    pub(crate) const VARIANTS: usize = 17;
+    pub(crate) const VARIANTS: usize = 20;
 
     /// A number per variant. The match names every variant, so a new
     /// command does not compile here until it gets a number, and then
@@ -583,12 +654,16 @@ pub(crate) mod tests {
             Command::Sweep => 14,
             Command::ReserveEncryptions { .. } => 15,
             Command::UseGatekeeperTokenFor { .. } => 16,
+            Command::PutKubernetesRole { .. } => 17,
+            Command::DeleteKubernetesRole { .. } => 18,
+            Command::CreateKubernetesToken { .. } => 19,
         }
     }
 
     /// One sample of every command, in variant order (checked below); those
     /// that act for an access token act for `token` in `ns`, on the secret
-    /// `app/x` and the policy `p` (the state tests apply them). Fields of
+    /// `app/x`, the policy `p` and the Kubernetes role `r` (the state tests
+    /// apply them). Fields of
     /// one type hold different values, so the pinned encodings
     /// ([`GOLDEN`]) also catch two fields swapped.
     pub(crate) fn one_of_each(token: [u8; 32], ns: &str) -> Vec<Command> {
@@ -679,7 +754,37 @@ pub(crate) mod tests {
                 first: None,
                 operation: GatekeeperOperation::Rotate { term: 2 },
             },
+            Command::PutKubernetesRole {
+                by: Actor::AccessToken { id: token },
+                namespace: ns.into(),
+                name: "r".into(),
+                role: sample_role(),
+            },
+            Command::DeleteKubernetesRole {
+                by: Actor::AccessToken { id: token },
+                namespace: ns.into(),
+                name: "r".into(),
+            },
+            Command::CreateKubernetesToken {
+                id: [45; 32],
+                namespace: ns.into(),
+                role: "r".into(),
+                service_account: "k8s/app".into(),
+                not_after_ms: 300,
+                max_ttl_ms: 400,
+            },
         ]
+    }
+
+    /// The Kubernetes role of the samples: binds `k8s/app` and every
+    /// service account of `k8s-b`, gives the policy `p` for 200 ms.
+    pub(crate) fn sample_role() -> KubernetesRole {
+        KubernetesRole {
+            service_accounts: vec!["k8s/app".into(), "k8s-b/*".into()],
+            policies: vec!["p".into()],
+            ttl_ms: 200,
+            audience: "aud".into(),
+        }
     }
 
     /// The envelope sample: a [`Batch`] of two requests, the first with an
@@ -768,6 +873,14 @@ pub(crate) mod tests {
         "0f01020a",
         // UseGatekeeperTokenFor(rotate to term 2)
         "102c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c000002",
+        // PutKubernetesRole: the acting token, namespace, name, role (two
+        // service accounts, one policy, ttl 200 ms, audience)
+        "11a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d61017202076b38732f617070076b38732d622f2a010170c803617564",
+        // DeleteKubernetesRole
+        "12a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d610172",
+        // CreateKubernetesToken: id, namespace, role, service account,
+        // not after 300, max ttl 400 (varints: 251, u16 LE)
+        "132d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d067465616d2d610172076b38732f617070fb2c01fb9001",
     ];
 
     /// The log entry's payload, [`pinned_batch`], pinned the same way: the
@@ -942,5 +1055,18 @@ pub(crate) mod tests {
         assert_eq!(opts.serialize(&exhausted).unwrap()[0], 9);
         let stale = Rejection::StaleTerm { term: 1, active: 2 };
         assert_eq!(opts.serialize(&stale).unwrap()[0], 10);
+        // Kept in idempotency records and sent back over the cluster port:
+        // the old indexes stay, the login's refusals follow them.
+        for (rejection, index) in [
+            (Rejection::KubernetesRoleNotFound, 11),
+            (Rejection::KubernetesRoleNotBound, 12),
+            (Rejection::KubernetesTokenExpired, 13),
+        ] {
+            assert_eq!(
+                opts.serialize(&rejection).unwrap(),
+                [index],
+                "{rejection:?}"
+            );
+        }
     }
 }

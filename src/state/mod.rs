@@ -18,6 +18,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::acl::{self, Acl, Capability, Denial, Policy};
+use crate::auth::kubernetes::role;
 use crate::keyspace::{self, *};
 use crate::storage::{Backend, BatchOp, StorageError};
 use command::{
@@ -81,6 +82,9 @@ fn acting_action(command: &Command) -> (&'static str, String) {
     match command {
         Command::PutPolicy { name, .. } | Command::DeletePolicy { name, .. } => {
             ("manage policies", format!("policies/{name}"))
+        }
+        Command::PutKubernetesRole { name, .. } | Command::DeleteKubernetesRole { name, .. } => {
+            (role::MANAGE_ACTION, role::denial_target(name))
         }
         Command::PutSecret { path, .. } => ("create or update", path.clone()),
         Command::DeleteSecret { path, .. } => ("delete", path.clone()),
@@ -173,6 +177,16 @@ pub enum ApplyError {
         /// The active term.
         active: u32,
     },
+    /// A ServiceAccount login's role does not exist (any more).
+    #[error("the role does not exist")]
+    KubernetesRoleNotFound,
+    /// A ServiceAccount login's role does not bind its service account
+    /// (any more).
+    #[error("the role does not bind the service account")]
+    KubernetesRoleNotBound,
+    /// A ServiceAccount login's token would expire at once.
+    #[error("the service account token has expired")]
+    KubernetesTokenExpired,
     /// The backend failed; not a deterministic rejection.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -196,6 +210,9 @@ impl Rejection {
             ApplyError::IdempotencyKeyReused => Rejection::IdempotencyKeyReused,
             ApplyError::TermExhausted { term } => Rejection::TermExhausted { term },
             ApplyError::StaleTerm { term, active } => Rejection::StaleTerm { term, active },
+            ApplyError::KubernetesRoleNotFound => Rejection::KubernetesRoleNotFound,
+            ApplyError::KubernetesRoleNotBound => Rejection::KubernetesRoleNotBound,
+            ApplyError::KubernetesTokenExpired => Rejection::KubernetesTokenExpired,
             ApplyError::Storage(e) => Rejection::Forbidden(format!("storage failure: {e}")),
         }
     }
@@ -217,6 +234,9 @@ impl From<Rejection> for ApplyError {
             Rejection::IdempotencyKeyReused => ApplyError::IdempotencyKeyReused,
             Rejection::TermExhausted { term } => ApplyError::TermExhausted { term },
             Rejection::StaleTerm { term, active } => ApplyError::StaleTerm { term, active },
+            Rejection::KubernetesRoleNotFound => ApplyError::KubernetesRoleNotFound,
+            Rejection::KubernetesRoleNotBound => ApplyError::KubernetesRoleNotBound,
+            Rejection::KubernetesTokenExpired => ApplyError::KubernetesTokenExpired,
         }
     }
 }
@@ -393,31 +413,52 @@ impl State {
 
     /// Names of a namespace's stored policies that sort after `after` (when
     /// given), in order, at most `limit`, and whether more follow. Reads
-    /// keys only, at most `limit + 1` of them.
+    /// keys only ([`list_level`]; a policy name has no '/').
     pub fn policy_names(
         &self,
         namespace: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<NamePage, StorageError> {
-        let prefix = policy_prefix(namespace);
-        let from = after.map(|name| {
-            let mut k = policy_key(namespace, name);
-            k.push(0);
-            k
-        });
-        let mut keys = self
-            .backend
-            .scan_keys(&prefix, from.as_deref(), limit.saturating_add(1))?;
-        let truncated = keys.len() > limit;
-        keys.truncate(limit);
-        Ok(NamePage {
-            names: keys
-                .into_iter()
-                .map(|k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-                .collect(),
-            truncated,
-        })
+        self.names_below(&policy_prefix(namespace), after, limit)
+    }
+
+    /// A Kubernetes login role of a namespace.
+    pub fn kubernetes_role(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<KubernetesRole>, StorageError> {
+        self.get(&kubernetes_role_key(namespace, name))
+    }
+
+    /// Names of a namespace's Kubernetes login roles, as
+    /// [`State::policy_names`] lists policies.
+    pub fn kubernetes_role_names(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<NamePage, StorageError> {
+        self.names_below(&kubernetes_role_prefix(namespace), after, limit)
+    }
+
+    /// Names one level below the key prefix `base`, after the name `after`
+    /// (a name of an earlier page) when given: [`list_level`], keys only.
+    fn names_below(
+        &self,
+        base: &[u8],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<NamePage, StorageError> {
+        let from = match after {
+            None => None,
+            Some(name) => match resume_after(base, name) {
+                Some(from) => Some(from),
+                None => return Ok(NamePage::default()),
+            },
+        };
+        list_level(self.backend.as_ref(), base, from, limit)
     }
 
     /// The ACL of a token: its policies as stored now.
@@ -451,15 +492,7 @@ impl State {
         after: Option<&str>,
         limit: usize,
     ) -> Result<NamePage, StorageError> {
-        let base = kv_prefix(namespace, prefix);
-        let from = match after {
-            None => None,
-            Some(name) => match resume_after(&base, name) {
-                Some(from) => Some(from),
-                None => return Ok(NamePage::default()),
-            },
-        };
-        list_level(self.backend.as_ref(), &base, from, limit)
+        self.names_below(&kv_prefix(namespace, prefix), after, limit)
     }
 
     /// The principal `command` acts for (`by`) as of `now`, if it is live
@@ -720,6 +753,34 @@ impl State {
                 self.plan_reserve_encryptions(*term, *count, *limit, b)
             }
             Command::Sweep => self.plan_sweep(now, b),
+            Command::PutKubernetesRole {
+                by: _,
+                namespace,
+                name,
+                role,
+            } => plan_put_kubernetes_role(&acting, namespace, name, role, b),
+            Command::DeleteKubernetesRole {
+                by: _,
+                namespace,
+                name,
+            } => self.plan_delete_kubernetes_role(&acting, namespace, name, b),
+            Command::CreateKubernetesToken {
+                id,
+                namespace,
+                role,
+                service_account,
+                not_after_ms,
+                max_ttl_ms,
+            } => self.plan_create_kubernetes_token(
+                id,
+                namespace,
+                role,
+                service_account,
+                *not_after_ms,
+                *max_ttl_ms,
+                now,
+                b,
+            ),
         }?;
         Ok((batch, applied))
     }
@@ -934,12 +995,87 @@ impl State {
     ) -> Result<Applied, ApplyError> {
         let target = format!("policies/{name}");
         permit(acting, "manage policies", &target, Acl::is_admin)?;
-        let key = policy_key(namespace, name);
+        self.delete_existing(policy_key(namespace, name), batch)
+    }
+
+    /// `DeleteKubernetesRole`, for an admin of the namespace (as
+    /// `DeletePolicy`): refused when the role does not exist.
+    fn plan_delete_kubernetes_role(
+        &self,
+        acting: &Option<Acting>,
+        namespace: &str,
+        name: &str,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        permit(
+            acting,
+            role::MANAGE_ACTION,
+            &role::denial_target(name),
+            Acl::is_admin,
+        )?;
+        self.delete_existing(kubernetes_role_key(namespace, name), batch)
+    }
+
+    /// Delete `key`, refused (`NotFound`) when nothing is stored there.
+    fn delete_existing(
+        &self,
+        key: Vec<u8>,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
         if self.backend.get(&key)?.is_none() {
             return Err(ApplyError::NotFound);
         }
         batch.push(BatchOp::Delete { key });
         Ok(Applied::Deleted(true))
+    }
+
+    /// `CreateKubernetesToken`: the login's role checked again as of the
+    /// entry (it exists in `namespace` and binds `service_account`), then
+    /// an access token of `namespace` with the role's policies, expiring at
+    /// the earliest of the role's ttl, `not_after_ms` and `max_ttl_ms` from
+    /// the entry time, and not renewable past that. Refused when that is
+    /// not after the entry time.
+    // One argument per field of the command, as every `plan_*` takes them.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_create_kubernetes_token(
+        &self,
+        id: &[u8; 32],
+        namespace: &str,
+        role: &str,
+        service_account: &str,
+        not_after_ms: u64,
+        max_ttl_ms: u64,
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let role = self
+            .kubernetes_role(namespace, role)?
+            .ok_or(ApplyError::KubernetesRoleNotFound)?;
+        let bound = service_account
+            .split_once('/')
+            .is_some_and(|(k8s_namespace, name)| role.binds(k8s_namespace, name));
+        if !bound {
+            return Err(ApplyError::KubernetesRoleNotBound);
+        }
+        let expires_at_ms = now
+            .saturating_add(role.ttl_ms)
+            .min(not_after_ms)
+            .min(now.saturating_add(max_ttl_ms));
+        if expires_at_ms <= now {
+            return Err(ApplyError::KubernetesTokenExpired);
+        }
+        batch.push(put(
+            access_token_key(id),
+            &AccessTokenRecord {
+                namespace: namespace.to_owned(),
+                policies: role.policies,
+                created_at_ms: now,
+                expires_at_ms,
+                ttl_ms: expires_at_ms - now,
+                max_expires_at_ms: expires_at_ms,
+            },
+        ));
+        Ok(Applied::Done)
     }
 
     /// `PutSecret`: the acting token needs `create` for a new secret and
@@ -1184,6 +1320,25 @@ fn plan_create_access_token(
     Ok(Applied::Done)
 }
 
+/// `PutKubernetesRole`, for an admin of the namespace (as `PutPolicy`):
+/// create or replace it.
+fn plan_put_kubernetes_role(
+    acting: &Option<Acting>,
+    namespace: &str,
+    name: &str,
+    role: &KubernetesRole,
+    batch: &mut Vec<BatchOp>,
+) -> Result<Applied, ApplyError> {
+    permit(
+        acting,
+        role::MANAGE_ACTION,
+        &role::denial_target(name),
+        Acl::is_admin,
+    )?;
+    batch.push(put(kubernetes_role_key(namespace, name), role));
+    Ok(Applied::Done)
+}
+
 /// `PutPolicy`, for an admin of the namespace: create or replace it.
 fn plan_put_policy(
     acting: &Option<Acting>,
@@ -1356,7 +1511,7 @@ mod tests {
                 assert_eq!(backend.dump(), before, "{what} wrote under a bad token");
             }
         }
-        assert!(acting >= 16, "four commands act for a token today");
+        assert!(acting >= 24, "six commands act for a token today");
         for c in one_of_each(admin, "ns") {
             if c.acting_for().is_some() {
                 let what = c.to_string();
@@ -1998,6 +2153,286 @@ mod tests {
             ),
             (3, 2, 1, 6)
         );
+    }
+
+    fn k8s_role(accounts: &[&str], policies: &[&str], ttl_ms: u64) -> KubernetesRole {
+        KubernetesRole {
+            service_accounts: accounts.iter().map(|a| a.to_string()).collect(),
+            policies: policies.iter().map(|p| p.to_string()).collect(),
+            ttl_ms,
+            audience: "kstash".into(),
+        }
+    }
+
+    fn put_role(by: [u8; 32], ns: &str, name: &str, role: KubernetesRole) -> Command {
+        Command::PutKubernetesRole {
+            by: Actor::AccessToken { id: by },
+            namespace: ns.into(),
+            name: name.into(),
+            role,
+        }
+    }
+
+    fn delete_role(by: [u8; 32], ns: &str, name: &str) -> Command {
+        Command::DeleteKubernetesRole {
+            by: Actor::AccessToken { id: by },
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The login of `account` to `ns` through `role`, as token `[id; 32]`.
+    fn k8s_login(id: u8, ns: &str, role: &str, account: &str, not_after: u64) -> Command {
+        Command::CreateKubernetesToken {
+            id: [id; 32],
+            namespace: ns.into(),
+            role: role.into(),
+            service_account: account.into(),
+            not_after_ms: not_after,
+            max_ttl_ms: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn kubernetes_roles_are_managed_by_the_admins_of_their_namespace() {
+        // Steps: an admin of `ns` puts a role and reads it back; a token of
+        // `ns` without admin, and an admin of another namespace, are
+        // refused at apply and write nothing; deleting a missing role is
+        // NotFound; the admin deletes the role; it is gone.
+        let (sm, backend) = sm();
+        let admin = token(&sm, 1, "ns", &["admin"], 10, 1_000_000);
+        let powerless = token(&sm, 2, "ns", &["app"], 10, 1_000_000);
+        let elsewhere = token(&sm, 3, "other", &["admin"], 10, 1_000_000);
+        let role = k8s_role(&["k8s/app"], &["app"], 60_000);
+        sm.apply(&entry(20, put_role(admin, "ns", "ci", role.clone())))
+            .unwrap();
+        assert_eq!(sm.kubernetes_role("ns", "ci").unwrap(), Some(role.clone()));
+        assert_eq!(sm.kubernetes_role("other", "ci").unwrap(), None);
+
+        let before = backend.dump();
+        for bad in [powerless, elsewhere] {
+            for c in [
+                put_role(bad, "ns", "ci", k8s_role(&["k8s/*"], &["admin"], 1000)),
+                put_role(bad, "ns", "new", role.clone()),
+                delete_role(bad, "ns", "ci"),
+            ] {
+                let what = c.to_string();
+                match sm.apply(&entry(30, c)) {
+                    Err(ApplyError::Forbidden(d)) => {
+                        assert!(d.to_string().contains("manage kubernetes roles"), "{d}")
+                    }
+                    other => panic!("{what}: {other:?}"),
+                }
+                assert_eq!(backend.dump(), before, "{what} wrote under a bad token");
+            }
+        }
+        assert!(matches!(
+            sm.apply(&entry(40, delete_role(admin, "ns", "missing"))),
+            Err(ApplyError::NotFound)
+        ));
+        assert_eq!(backend.dump(), before, "a refused delete writes nothing");
+        assert_eq!(
+            sm.apply(&entry(41, delete_role(admin, "ns", "ci")))
+                .unwrap(),
+            Applied::Deleted(true)
+        );
+        assert_eq!(sm.kubernetes_role("ns", "ci").unwrap(), None);
+    }
+
+    #[test]
+    fn a_kubernetes_login_checks_its_role_again_at_apply() {
+        // Steps: a login through a role that does not exist is refused;
+        // through a role that binds another service account, refused; both
+        // write nothing. Bound by name and by `ns/*`, it stores a token of
+        // the namespace with the role's policies. A role changed before
+        // the login applies gives its new policies; one changed to no
+        // longer bind, or deleted, refuses it.
+        let (sm, backend) = sm();
+        let admin = token(&sm, 1, "ns", &["admin"], 10, 1_000_000);
+        let before = backend.dump();
+        assert!(matches!(
+            sm.apply(&entry(20, k8s_login(50, "ns", "ci", "k8s/app", 10_000))),
+            Err(ApplyError::KubernetesRoleNotFound)
+        ));
+        sm.apply(&entry(
+            21,
+            put_role(
+                admin,
+                "ns",
+                "ci",
+                k8s_role(&["k8s/app", "k8s-b/*"], &["app"], 5000),
+            ),
+        ))
+        .unwrap();
+        let before_logins = backend.dump();
+        assert_ne!(before, before_logins);
+        for account in ["k8s/other", "k8s-c/app", "k8s", "app", "k8s/app/x", ""] {
+            assert!(
+                matches!(
+                    sm.apply(&entry(22, k8s_login(50, "ns", "ci", account, 10_000))),
+                    Err(ApplyError::KubernetesRoleNotBound)
+                ),
+                "{account:?}"
+            );
+        }
+        assert!(matches!(
+            sm.apply(&entry(22, k8s_login(50, "other", "ci", "k8s/app", 10_000))),
+            Err(ApplyError::KubernetesRoleNotFound)
+        ));
+        assert_eq!(
+            backend.dump(),
+            before_logins,
+            "refused logins write nothing"
+        );
+
+        for (id, account) in [(51, "k8s/app"), (52, "k8s-b/anyone")] {
+            sm.apply(&entry(30, k8s_login(id, "ns", "ci", account, 10_000)))
+                .unwrap();
+            let record = sm.access_token(&[id; 32]).unwrap().unwrap();
+            assert_eq!(record.namespace, "ns");
+            assert_eq!(record.policies, ["app"]);
+        }
+
+        // The role changes after the login looked at it: apply's view wins.
+        sm.apply(&entry(
+            40,
+            put_role(
+                admin,
+                "ns",
+                "ci",
+                k8s_role(&["k8s/app"], &["app", "db"], 5000),
+            ),
+        ))
+        .unwrap();
+        sm.apply(&entry(41, k8s_login(53, "ns", "ci", "k8s/app", 10_000)))
+            .unwrap();
+        assert_eq!(
+            sm.access_token(&[53; 32]).unwrap().unwrap().policies,
+            ["app", "db"]
+        );
+        assert!(matches!(
+            sm.apply(&entry(
+                42,
+                k8s_login(54, "ns", "ci", "k8s-b/anyone", 10_000)
+            )),
+            Err(ApplyError::KubernetesRoleNotBound)
+        ));
+        sm.apply(&entry(43, delete_role(admin, "ns", "ci")))
+            .unwrap();
+        assert!(matches!(
+            sm.apply(&entry(44, k8s_login(55, "ns", "ci", "k8s/app", 10_000))),
+            Err(ApplyError::KubernetesRoleNotFound)
+        ));
+        for id in [54, 55] {
+            assert!(sm.access_token(&[id; 32]).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn a_kubernetes_login_token_expires_at_the_earliest_of_three_and_is_not_renewable() {
+        // Steps: the role's ttl, the ServiceAccount token's expiry and the
+        // node's max ttl each in turn is the earliest: the token expires
+        // then, and its maximum is the same instant (a renewal cannot pass
+        // it). A ServiceAccount token that expired before the entry is
+        // refused and writes nothing.
+        let (sm, backend) = sm();
+        let admin = token(&sm, 1, "ns", &["admin"], 10, 1_000_000);
+        sm.apply(&entry(
+            20,
+            put_role(admin, "ns", "ci", k8s_role(&["k8s/app"], &[], 5_000)),
+        ))
+        .unwrap();
+        let login = |id: u8, not_after: u64, max_ttl: u64| Command::CreateKubernetesToken {
+            id: [id; 32],
+            namespace: "ns".into(),
+            role: "ci".into(),
+            service_account: "k8s/app".into(),
+            not_after_ms: not_after,
+            max_ttl_ms: max_ttl,
+        };
+        let now = 1_000;
+        for (id, not_after, max_ttl, expected) in [
+            (60, 100_000, 100_000, now + 5_000),     // the role's ttl
+            (61, now + 3_000, 100_000, now + 3_000), // the SA token's exp
+            (62, 100_000, 2_000, now + 2_000),       // the node's max ttl
+            (63, now + 1, 100_000, now + 1),         // one ms left
+        ] {
+            sm.apply(&entry(now, login(id, not_after, max_ttl)))
+                .unwrap();
+            let r = sm.access_token(&[id; 32]).unwrap().unwrap();
+            assert_eq!(
+                (r.created_at_ms, r.expires_at_ms, r.max_expires_at_ms),
+                (now, expected, expected),
+                "token {id}"
+            );
+            assert_eq!(r.ttl_ms, expected - now);
+            let renewed = sm.apply(&entry(
+                now + 1,
+                Command::RenewAccessToken {
+                    id: [id; 32],
+                    ttl_ms: 1_000_000,
+                },
+            ));
+            if expected > now + 1 {
+                assert_eq!(renewed.unwrap(), Applied::ExpiresAt(expected), "token {id}");
+            }
+        }
+        let before = backend.dump();
+        for not_after in [now, now - 1, 0] {
+            assert!(matches!(
+                sm.apply(&entry(now, login(64, not_after, 100_000))),
+                Err(ApplyError::KubernetesTokenExpired)
+            ));
+        }
+        assert!(matches!(
+            sm.apply(&entry(now, login(64, 100_000, 0))),
+            Err(ApplyError::KubernetesTokenExpired)
+        ));
+        assert_eq!(backend.dump(), before, "an expired login writes nothing");
+    }
+
+    #[test]
+    fn kubernetes_role_names_are_listed_in_pages_per_namespace() {
+        let (sm, _) = sm();
+        let admin = token(&sm, 1, "ns", &["admin"], 10, 1_000_000);
+        let other = token(&sm, 2, "ns-b", &["admin"], 10, 1_000_000);
+        let role = k8s_role(&["k8s/app"], &[], 1000);
+        for name in ["c", "a", "e", "b", "d"] {
+            sm.apply(&entry(20, put_role(admin, "ns", name, role.clone())))
+                .unwrap();
+        }
+        sm.apply(&entry(20, put_role(other, "ns-b", "a0", role.clone())))
+            .unwrap();
+        sm.apply(&entry(
+            20,
+            Command::PutPolicy {
+                by: Actor::AccessToken { id: admin },
+                namespace: "ns".into(),
+                name: "pol".into(),
+                policy: Policy { rules: vec![] },
+            },
+        ))
+        .unwrap();
+        let page = sm.kubernetes_role_names("ns", None, 2).unwrap();
+        assert_eq!(page.names, ["a", "b"]);
+        assert!(page.truncated);
+        let page = sm.kubernetes_role_names("ns", Some("b"), 2).unwrap();
+        assert_eq!(page.names, ["c", "d"]);
+        assert!(page.truncated);
+        let page = sm.kubernetes_role_names("ns", Some("d"), 2).unwrap();
+        assert_eq!(page.names, ["e"]);
+        assert!(!page.truncated);
+        let page = sm.kubernetes_role_names("ns", None, 10).unwrap();
+        assert_eq!(page.names, ["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            sm.kubernetes_role_names("ns-b", None, 10).unwrap().names,
+            ["a0"]
+        );
+        assert_eq!(
+            sm.kubernetes_role_names("n", None, 10).unwrap().names,
+            Vec::<String>::new()
+        );
+        assert_eq!(sm.policy_names("ns", None, 10).unwrap().names, ["pol"]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod t15_tls;
 mod t20_lifecycle;
 mod t30_cli;
 mod t32_bench_compare;
+mod t35_kubernetes_roles;
 mod t36_listing;
 mod t40_leaks;
 mod t44_no_credential;
