@@ -253,7 +253,8 @@ async fn a_projected_token_logs_in_and_reads_only_its_namespace() {
 /// 2. one token for each way a token can fail (issuer, audience,
 ///    signature, key id, alg none, HS256 keyed with the public key,
 ///    expired, not yet valid, issued in the future, a malformed subject,
-///    claims that disagree with it, a legacy token, garbage, an unbound
+///    claims that disagree with it, a legacy token (its own issuer, and
+///    with the cluster's issuer: no `exp`), garbage, an unbound
 ///    service account, a missing role): each gets 401 with the very same
 ///    body;
 /// 3. the audit log names each failed check, in order, and holds none of
@@ -300,7 +301,15 @@ async fn every_refused_token_gets_one_answer_and_the_audit_log_names_the_check()
                 .set("/kubernetes.io/namespace", json!("kube-system"))
                 .sign(&key),
         ),
-        ("expired", "web", SaToken::legacy("apps", "web").sign(&key)),
+        ("issuer", "web", SaToken::legacy("apps", "web").sign(&key)),
+        (
+            "expired",
+            "web",
+            SaToken::legacy("apps", "web")
+                .issuer(crate::kube::KUBE_ISSUER)
+                .set("/aud", json!(["kstash"]))
+                .sign(&key),
+        ),
         ("malformed", "web", "not.a.jwt".to_string()),
         (
             "not_bound",
@@ -477,8 +486,18 @@ async fn an_unreachable_issuer_is_a_clear_503_and_nothing_wrong_is_cached() {
 
     eprintln!("--- step 2: back");
     api.set_down(false);
-    let (code, body) = s.login(NS, "web", &jwt).await;
-    assert_eq!(code, 200, "{body}");
+    // Fetches are at least `MIN_FETCH_INTERVAL` apart, so the next login
+    // within that second still gets the 503; none after it does.
+    let started = std::time::Instant::now();
+    wait_until(Duration::from_secs(10), "a login works again", || async {
+        s.login(NS, "web", &jwt).await.0 == 200
+    })
+    .await;
+    assert!(
+        started.elapsed() <= kstash::auth::kubernetes::MIN_FETCH_INTERVAL + Duration::from_secs(2),
+        "the outage was remembered for {:?}",
+        started.elapsed()
+    );
 
     eprintln!("--- step 3: down again; the fetched keys still serve");
     api.set_down(true);
@@ -812,7 +831,7 @@ async fn walkthrough_on_three_processes_logging_in_through_a_follower() {
     );
     let token = SaToken::new("apps", "web", unix_now());
     let pod = token.pod_name().unwrap().to_string();
-    let jwt_file = dir.path().join("token");
+    let jwt_file = dir.path().join("web-token");
     std::fs::write(&jwt_file, token.sign(&key)).unwrap();
     let jwt_arg = jwt_file.to_string_lossy().to_string();
     let login_args = vec![
