@@ -108,6 +108,39 @@ async fn the_service_itself_refuses_everything_while_sealed() {
         node.delete_policy(t, "default", "p", None).await,
     );
     sealed(
+        "put_kubernetes_role",
+        node.put_kubernetes_role(
+            t,
+            "default",
+            "web",
+            from(json!({"service_accounts": ["apps/web"]})),
+            None,
+        )
+        .await,
+    );
+    sealed(
+        "get_kubernetes_role",
+        node.get_kubernetes_role(t, "default", "web").await,
+    );
+    sealed(
+        "list_kubernetes_roles",
+        node.list_kubernetes_roles(t, "default", &ListPage::default())
+            .await,
+    );
+    sealed(
+        "delete_kubernetes_role",
+        node.delete_kubernetes_role(t, "default", "web", None).await,
+    );
+    sealed(
+        "login_kubernetes",
+        node.login_kubernetes(from(json!({
+            "namespace": "default",
+            "role": "web",
+            "jwt": "eyJhbGciOiJSUzI1NiJ9.e30.c2ln",
+        })))
+        .await,
+    );
+    sealed(
         "login",
         node.login(from(json!({
             "access_key": init["access_key"],

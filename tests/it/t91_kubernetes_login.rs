@@ -865,3 +865,73 @@ async fn walkthrough_on_three_processes_logging_in_through_a_follower() {
     assert!(!err.contains(&std::fs::read_to_string(&jwt_file).unwrap()));
     drop(c);
 }
+
+/// gRPC mirrors REST. Steps:
+/// 1. a node against the fake API server, role `web`;
+/// 2. `Auth/KubernetesLogin` with a good token: a token for team-a with
+///    `reader`, recorded with transport `grpc` and the service account;
+/// 3. a token of another audience and one of an unbound account: the same
+///    `UNAUTHENTICATED` status, message and all, and neither token in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_login_mirrors_rest() {
+    use kstash::api::grpc::pb;
+    use pb::auth_client::AuthClient;
+
+    let key = SigningKey::ec("ec-1");
+    let api = FakeKubeApi::start(&[&key]).await;
+    let s = Setup::start(&api, Mode::Discovery).await;
+    s.put_role(NS, "web", web_role()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", s.node.server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut auth = AuthClient::new(channel);
+    let login = |jwt: String| pb::KubernetesLoginRequest {
+        namespace: NS.into(),
+        role: "web".into(),
+        jwt,
+    };
+
+    eprintln!("--- step 2: a good token");
+    let now = unix_now();
+    let ok = auth
+        .kubernetes_login(login(SaToken::new("apps", "web", now).sign(&key)))
+        .await
+        .expect("login over gRPC")
+        .into_inner();
+    assert!(ok.token.starts_with("kst_"));
+    assert_eq!(
+        (ok.namespace.as_str(), ok.policies),
+        (NS, vec!["reader".to_string()])
+    );
+    let last = login_responses(&s.audit).pop().unwrap();
+    assert_eq!(last["transport"], "grpc", "{last}");
+    assert_eq!(
+        last["principal"]["subject"], "system:serviceaccount:apps:web",
+        "{last}"
+    );
+
+    eprintln!("--- step 3: two refusals, one answer");
+    let mut answers = Vec::new();
+    for jwt in [
+        SaToken::new("apps", "web", now)
+            .audiences(&["vault"])
+            .sign(&key),
+        SaToken::new("apps", "billing", now).sign(&key),
+    ] {
+        let e = auth.kubernetes_login(login(jwt.clone())).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+        let signature = jwt.rsplit('.').next().unwrap();
+        assert!(!e.message().contains(signature), "{e:?}");
+        answers.push(e.message().to_string());
+    }
+    assert_eq!(answers[0], answers[1]);
+    let checks: Vec<Value> = login_responses(&s.audit)
+        .iter()
+        .rev()
+        .take(2)
+        .map(|r| r["failed_check"].clone())
+        .collect();
+    assert_eq!(checks, [json!("not_bound"), json!("audience")]);
+}
