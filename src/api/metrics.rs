@@ -210,6 +210,19 @@ impl Metrics {
             "Snapshots built or installed on this node, by kind",
             meters.snapshots,
         );
+        let kubernetes = node.kubernetes_meters().clone();
+        registry.register(
+            "kubernetes_key_fetch_failures",
+            "Fetches of the Kubernetes cluster's signing keys (JWKS file or OIDC discovery) that failed; \
+             the last good key set stays in use",
+            kubernetes.key_fetch_failures,
+        );
+        registry.register(
+            "kubernetes_token_review_failures",
+            "TokenReview calls to the Kubernetes API server that gave no verdict (unreachable, \
+             kstash's credentials refused, an unusable answer)",
+            kubernetes.token_review_failures,
+        );
         registry.register_collector(Box::new(NodeFigures {
             node,
             tokens: TokenCountCache::new(TOKEN_COUNT_TTL),

@@ -115,6 +115,15 @@ pub struct OperationMetrics {
     operations: Family<OperationLabels, Counter>,
     durations: Family<OperationLabel, Histogram>,
     audit_failures: Counter,
+    login_refusals: Family<CheckLabel, Counter>,
+}
+
+/// Labels of `kstash_login_refusals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabel {
+    /// The check that refused a login (`auth::kubernetes::Check::name`, a
+    /// fixed set).
+    pub check: StaticLabel,
 }
 
 impl Default for OperationMetrics {
@@ -134,13 +143,14 @@ impl OperationMetrics {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 16))
             }),
             audit_failures: Counter::default(),
+            login_refusals: Family::default(),
         }
     }
 
     /// Export the series in `registry` (prefix `kstash`):
     /// `kstash_operations_total{operation,outcome}`,
-    /// `kstash_operation_duration_seconds{operation}` and
-    /// `kstash_audit_failures_total`.
+    /// `kstash_operation_duration_seconds{operation}`,
+    /// `kstash_audit_failures_total` and `kstash_login_refusals_total{check}`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "operations",
@@ -157,6 +167,11 @@ impl OperationMetrics {
             "audit_failures",
             "Requests refused because no audit device could record them",
             self.audit_failures.clone(),
+        );
+        registry.register(
+            "login_refusals",
+            "Logins with a presented identity (Kubernetes ServiceAccount) refused, by the check that failed",
+            self.login_refusals.clone(),
         );
     }
 
@@ -181,6 +196,16 @@ impl OperationMetrics {
     /// [`AUDIT_FAILED`].)
     pub fn audit_failed(&self) {
         self.audit_failures.inc();
+    }
+
+    /// Count a login refused by `check` (a name from the fixed set of
+    /// `auth::kubernetes::Check`, which the caller never chooses).
+    pub fn login_refused(&self, check: &'static str) {
+        self.login_refusals
+            .get_or_create(&CheckLabel {
+                check: StaticLabel(check),
+            })
+            .inc();
     }
 }
 

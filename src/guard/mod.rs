@@ -523,6 +523,12 @@ impl Door {
     }
 
     fn count(&self, ticket: &Ticket, outcome: &Outcome<'_>) {
+        if let Some(check) = match outcome {
+            Outcome::Failed(e) => e.failed_check(),
+            _ => None,
+        } {
+            self.metrics.login_refused(check);
+        }
         self.metrics.observe(
             ticket.operation.name(),
             outcome.name(),

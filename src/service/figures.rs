@@ -78,6 +78,12 @@ impl Node {
         self.raft.meters()
     }
 
+    /// What ServiceAccount login counts (key fetch and TokenReview
+    /// failures).
+    pub fn kubernetes_meters(&self) -> &crate::auth::kubernetes::KubernetesMeters {
+        self.kubernetes.meters()
+    }
+
     /// How many access tokens are stored (expired ones count until the
     /// next sweep removes them), at most [`MAX_COUNTED_TOKENS`]. Reads keys
     /// only.

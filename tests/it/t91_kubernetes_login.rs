@@ -34,6 +34,17 @@ fn login_responses(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The value of the sample `name` (labels included, as exported) on
+/// `/metrics`, 0 when absent.
+async fn sample(http: &Http, name: &str) -> f64 {
+    let (code, body) = http.get("/metrics", None).await;
+    assert_eq!(code, 200, "{body}");
+    let text = body.as_str().expect("metrics text").to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn private_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(prefix)
@@ -258,7 +269,7 @@ async fn a_projected_token_logs_in_and_reads_only_its_namespace() {
 ///    service account, a missing role): each gets 401 with the very same
 ///    body;
 /// 3. the audit log names each failed check, in order, and holds none of
-///    the tokens;
+///    the tokens; `kstash_login_refusals_total` counts them by check;
 /// 4. a good token still logs in afterwards.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_refused_token_gets_one_answer_and_the_audit_log_names_the_check() {
@@ -353,6 +364,11 @@ async fn every_refused_token_gets_one_answer_and_the_audit_log_names_the_check()
         }
     }
 
+    for (check, count) in [("audience", 1.0), ("algorithm", 2.0), ("not_bound", 1.0)] {
+        let name = format!("kstash_login_refusals_total{{check=\"{check}\"}}");
+        assert_eq!(sample(s.http(), &name).await, count, "{name}");
+    }
+
     eprintln!("--- step 4: a good token still logs in");
     let (code, body) = s.login(NS, "web", &good().sign(&key)).await;
     assert_eq!(code, 200, "{body}");
@@ -426,7 +442,8 @@ async fn a_namespace_wildcard_binds_every_account_of_it_and_namespaces_stay_apar
 /// 2. the pod is deleted: the same (still unexpired) token is refused at
 ///    once, and the audit log says `token_review`;
 /// 3. the API server refuses kstash's credentials (no
-///    system:auth-delegator): 503 naming the fix, not a 401.
+///    system:auth-delegator): 503 naming the fix, not a 401, and counted
+///    in `kstash_kubernetes_token_review_failures_total`.
 #[tokio::test(flavor = "multi_thread")]
 async fn token_review_refuses_a_token_whose_pod_is_gone() {
     let key = SigningKey::rsa("rsa-1");
@@ -459,12 +476,16 @@ async fn token_review_refuses_a_token_whose_pod_is_gone() {
     assert_error(&body, "unavailable");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("system:auth-delegator"), "{message}");
+    assert_eq!(
+        sample(s.http(), "kstash_kubernetes_token_review_failures_total").await,
+        1.0
+    );
 }
 
 /// Steps:
 /// 1. the API server is down before any key was fetched: a login gets 503
-///    naming the signing keys and the URL (not a 401), and nothing is
-///    cached: TokenReview was never asked;
+///    naming the signing keys and the URL (not a 401), counted in
+///    `kstash_kubernetes_key_fetch_failures_total`, and nothing is cached;
 /// 2. it comes back: the next login works;
 /// 3. it goes down again: logins go on with the keys fetched before.
 #[tokio::test(flavor = "multi_thread")]
@@ -483,6 +504,7 @@ async fn an_unreachable_issuer_is_a_clear_503_and_nothing_wrong_is_cached() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(&api.base_url()), "{message}");
     assert!(!message.contains(&jwt), "{message}");
+    assert!(sample(s.http(), "kstash_kubernetes_key_fetch_failures_total").await >= 1.0);
 
     eprintln!("--- step 2: back");
     api.set_down(false);

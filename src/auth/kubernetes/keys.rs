@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -250,12 +251,14 @@ pub(super) struct KeyCache {
     refresh: Duration,
     current: RwLock<Option<Arc<KeySet>>>,
     fetching: tokio::sync::Mutex<Fetching>,
+    /// Counts every failed or unusable fetch.
+    failures: Counter,
 }
 
 impl KeyCache {
     /// Keys from the JWKS file `path`, read now (an unreadable or unusable
     /// file is refused) and again whenever it changes.
-    pub fn file(path: PathBuf, refresh: Duration) -> Result<KeyCache, String> {
+    pub fn file(path: PathBuf, refresh: Duration, failures: Counter) -> Result<KeyCache, String> {
         let fetching = Fetching {
             last_attempt: Some(Instant::now()),
             last_stamp: stamp(&path),
@@ -267,16 +270,18 @@ impl KeyCache {
             refresh,
             current: RwLock::new(Some(Arc::new(keys))),
             fetching: tokio::sync::Mutex::new(fetching),
+            failures,
         })
     }
 
     /// Keys from OIDC discovery on the API server, fetched at first use.
-    pub fn discovery(client: Arc<ApiClient>, refresh: Duration) -> KeyCache {
+    pub fn discovery(client: Arc<ApiClient>, refresh: Duration, failures: Counter) -> KeyCache {
         KeyCache {
             source: Source::Discovery(client),
             refresh,
             current: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(Fetching::default()),
+            failures,
         }
     }
 
@@ -354,6 +359,7 @@ impl KeyCache {
                         "ServiceAccount logins fail until they can be read"
                     };
                     tracing::warn!("{message}; {consequence}");
+                    self.failures.inc();
                     fetching.last_error = Some(message);
                 }
             }

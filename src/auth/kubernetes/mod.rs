@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::secret::SecretString;
 
 use http::ApiClient;
@@ -216,6 +218,20 @@ impl KubernetesSettings {
 pub struct KubernetesAuth {
     /// `None`: login is not configured.
     inner: Option<Inner>,
+    meters: KubernetesMeters,
+}
+
+/// What ServiceAccount login counts for `/metrics` (clones share the
+/// series): failures of kstash's own calls, which a client sees only as a
+/// 503 once no cached key set is left.
+#[derive(Clone, Debug, Default)]
+pub struct KubernetesMeters {
+    /// Fetches of the cluster's signing keys (JWKS file or discovery) that
+    /// failed or gave nothing usable; the last good key set stays in use.
+    pub key_fetch_failures: Counter,
+    /// TokenReview calls that gave no verdict (unreachable, refused
+    /// kstash's credentials, an unusable answer).
+    pub token_review_failures: Counter,
 }
 
 #[derive(Debug)]
@@ -231,7 +247,10 @@ struct Inner {
 impl KubernetesAuth {
     /// A node with no ServiceAccount login.
     pub fn disabled() -> Self {
-        KubernetesAuth { inner: None }
+        KubernetesAuth {
+            inner: None,
+            meters: KubernetesMeters::default(),
+        }
     }
 
     /// Checks tokens as `settings` say (reads the CA file, the token file
@@ -249,6 +268,7 @@ impl KubernetesAuth {
                 "this kstash was built without a JWT crypto backend".into(),
             ));
         }
+        let meters = KubernetesMeters::default();
         let client = match &settings.api {
             Some(api) => Some(Arc::new(
                 ApiClient::new(
@@ -262,23 +282,36 @@ impl KubernetesAuth {
         };
         let keys = match (settings.local_check, &settings.jwks_file, &client) {
             (false, _, _) => None,
-            (true, Some(file), _) => {
-                Some(KeyCache::file(file.clone(), settings.jwks_refresh).map_err(not_configured)?)
-            }
-            (true, None, Some(client)) => {
-                Some(KeyCache::discovery(client.clone(), settings.jwks_refresh))
-            }
+            (true, Some(file), _) => Some(
+                KeyCache::file(
+                    file.clone(),
+                    settings.jwks_refresh,
+                    meters.key_fetch_failures.clone(),
+                )
+                .map_err(not_configured)?,
+            ),
+            (true, None, Some(client)) => Some(KeyCache::discovery(
+                client.clone(),
+                settings.jwks_refresh,
+                meters.key_fetch_failures.clone(),
+            )),
             // `KubernetesSettings::check` refuses this already; refuse it
             // here too rather than trust that.
             (true, None, None) => return Err(not_configured(NOT_CONFIGURED.into())),
         };
         Ok(KubernetesAuth {
+            meters,
             inner: Some(Inner {
                 issuer: settings.issuer,
                 keys,
                 review: client.filter(|_| settings.token_review),
             }),
         })
+    }
+
+    /// The counters this checker keeps (for `/metrics`).
+    pub fn meters(&self) -> &KubernetesMeters {
+        &self.meters
     }
 
     /// Whether this node can check tokens at all.
@@ -316,7 +349,13 @@ impl KubernetesAuth {
             .check_claims(issuer.as_deref(), audience, now_ms)
             .map_err(LoginError::Refused)?;
         if let Some(client) = &inner.review {
-            review::review(client, jwt, audience, &account.subject()).await?;
+            review::review(client, jwt, audience, &account.subject())
+                .await
+                .inspect_err(|e| {
+                    if matches!(e, LoginError::Unavailable(_)) {
+                        self.meters.token_review_failures.inc();
+                    }
+                })?;
         }
         Ok(account)
     }
