@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use crate::common::{three_node_cluster, ClusterCerts, LinkCuts, TestNode};
 
 /// Every line of an audit file, parsed.
-fn records(path: &Path) -> Vec<Value> {
+pub(crate) fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

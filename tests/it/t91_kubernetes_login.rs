@@ -12,19 +12,11 @@ use serde_json::{json, Value};
 
 use crate::common::{assert_error, wait_until, Http, TestNode};
 use crate::kube::{unix_now, FakeKubeApi, Jwks, Route, SaToken, SigningKey};
+use crate::t87_audit::records;
 
 /// The kstash namespace the tests log in to, and its neighbour.
 const NS: &str = "team-a";
 const OTHER_NS: &str = "team-b";
-
-/// Every line of an audit file, parsed.
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
 
 /// The response records of the login operation, in order.
 fn login_responses(path: &Path) -> Vec<Value> {
