@@ -216,18 +216,8 @@ impl Node {
         &self,
         look: impl Fn() -> Result<bool, ServiceError>,
     ) -> Result<bool, ServiceError> {
-        let found = self.found_caught_up(|| Ok(look()?.then_some(()))).await?;
-        Ok(found.is_some())
-    }
-
-    /// A record looked up as [`Node::exists_caught_up`] looks: here, and
-    /// when it is absent here, once more after catching up with the leader.
-    pub(super) async fn found_caught_up<T>(
-        &self,
-        look: impl Fn() -> Result<Option<T>, ServiceError>,
-    ) -> Result<Option<T>, ServiceError> {
-        if let Some(found) = look()? {
-            return Ok(Some(found));
+        if look()? {
+            return Ok(true);
         }
         self.linearize().await?;
         look()

@@ -211,9 +211,11 @@ impl Node {
         if !self.kubernetes.is_enabled() {
             return Err(ServiceError::bad(NOT_CONFIGURED));
         }
-        let found = self
-            .found_caught_up(|| Ok(self.sm().kubernetes_role(&req.namespace, &req.role)?))
-            .await?;
+        // Always as of a linearizable read, found or not: a role made or
+        // changed through another node counts at once, and a missing role
+        // costs the same round as an existing one (no timing oracle).
+        self.linearize().await?;
+        let found = self.sm().kubernetes_role(&req.namespace, &req.role)?;
         let audience = found.as_ref().map_or(DEFAULT_AUDIENCE, |r| &r.audience);
         let account = self
             .kubernetes
