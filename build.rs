@@ -1,5 +1,6 @@
-//! Compiles `proto/kstash/v1/*.proto` (the client API) and
-//! `proto/kstash/cluster/v1/*.proto` (the internal cluster port) into Rust
+//! Compiles `proto/kstash/v1/*.proto` (the client API),
+//! `proto/kstash/cluster/v1/*.proto` (the internal cluster port) and
+//! `proto/k8s/kms/v2/*.proto` (the Kubernetes KMS v2 plugin API) into Rust
 //! (messages, tonic clients and servers). Parsing is done by `protox`, in
 //! pure Rust, so the build needs no system `protoc`.
 //!
@@ -39,13 +40,21 @@ const SECRET_BEARING: &[&str] = &[
     ".kstash.v1.AuditHashRequest",
     // The replacement gatekeeper token of a snapshot save.
     ".kstash.v1.SnapshotFile",
+    // A DEK seed of kube-apiserver (KMS v2): `src/plugins/kms/` prints
+    // only its length.
+    ".v2.EncryptRequest",
+    ".v2.DecryptResponse",
     // Carries an unseal key or a gatekeeper token in `Unseal`;
     // `src/raft/cluster.rs` prints only its length.
     ".kstash.cluster.v1.Envelope",
 ];
 
 /// The proto packages to compile, as directories under [`PROTO_ROOT`].
-const PACKAGES: &[&[&str]] = &[&["kstash", "v1"], &["kstash", "cluster", "v1"]];
+const PACKAGES: &[&[&str]] = &[
+    &["kstash", "v1"],
+    &["kstash", "cluster", "v1"],
+    &["k8s", "kms", "v2"],
+];
 
 /// The public package: the only one server reflection describes.
 const PUBLIC_PACKAGE: &[&str] = &["kstash", "v1"];

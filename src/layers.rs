@@ -30,6 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("data_dir", &[]),
     ("auth", &[]),
+    ("plugins", &[]),
     ("storage", &[]),
     ("keyspace", &["auth", "storage"]),
     ("state", &["auth", "keyspace", "storage"]),

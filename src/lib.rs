@@ -18,6 +18,7 @@ pub mod guard;
 pub mod keyspace;
 #[cfg(test)]
 mod layers;
+pub mod plugins;
 pub mod raft;
 pub mod secret;
 pub mod server;
