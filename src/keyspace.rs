@@ -61,6 +61,9 @@ pub const POLICY_PREFIX: &str = "acl/";
 /// `auth::kubernetes::role::KubernetesRole`, beside the tokens they mint
 /// and apart from them (a sweep of `auth/tokens/` never sees a role).
 pub const KUBERNETES_ROLE_PREFIX: &str = "auth/kubernetes/roles/";
+/// Named encryption keys: `keys/<namespace>/<name>` → `NamedKeyRecord`
+/// (metadata in the clear, each version's material wrapped by the barrier).
+pub const NAMED_KEY_PREFIX: &str = "keys/";
 /// Secrets: `kv/<namespace>/<path>` → `KvRecord`.
 pub const KV_PREFIX: &str = "kv/";
 /// Kept outcomes of requests with an idempotency key, by hashed key.
@@ -125,6 +128,23 @@ pub fn kubernetes_role_key(namespace: &str, name: &str) -> Vec<u8> {
 /// Prefix of a namespace's Kubernetes login roles.
 pub fn kubernetes_role_prefix(namespace: &str) -> Vec<u8> {
     format!("{KUBERNETES_ROLE_PREFIX}{namespace}/").into_bytes()
+}
+
+/// Key of a named encryption key's record.
+pub fn named_key_key(namespace: &str, name: &str) -> Vec<u8> {
+    format!("{NAMED_KEY_PREFIX}{namespace}/{name}").into_bytes()
+}
+
+/// Prefix of a namespace's named encryption keys.
+pub fn named_key_prefix(namespace: &str) -> Vec<u8> {
+    format!("{NAMED_KEY_PREFIX}{namespace}/").into_bytes()
+}
+
+/// The barrier's AAD for the wrapped material of one version of a named
+/// key: the record's key and the version, so a wrapped version moved to
+/// another key or version does not unwrap.
+pub fn named_key_material_aad(namespace: &str, name: &str, version: u32) -> Vec<u8> {
+    format!("{NAMED_KEY_PREFIX}{namespace}/{name}#v{version}").into_bytes()
 }
 
 /// Key of a secret; also the barrier's AAD for its ciphertext.
@@ -252,6 +272,52 @@ pub struct KvRecord {
     pub created_at_ms: u64,
     /// When this version was written.
     pub updated_at_ms: u64,
+}
+
+/// A named encryption key (`keys/<namespace>/<name>`): its versions, in
+/// order from 1, and the oldest one that may still decrypt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NamedKeyRecord {
+    /// Random, made when the key was created: part of every key id and
+    /// AAD, so a key re-created under a used name is another key.
+    pub uid: [u8; crate::keys::UID_BYTES],
+    /// When version 1 was made.
+    pub created_at_ms: u64,
+    /// Versions below this one no longer decrypt (1: all do).
+    pub min_decryption_version: u32,
+    /// Every version, 1 to the latest, in order (never empty).
+    pub versions: Vec<NamedKeyVersion>,
+}
+
+impl NamedKeyRecord {
+    /// The newest version, which encrypts.
+    pub fn latest(&self) -> &NamedKeyVersion {
+        self.versions
+            .last()
+            .expect("a named key has at least one version")
+    }
+
+    /// Version `version`, if the key has it.
+    pub fn version(&self, version: u32) -> Option<&NamedKeyVersion> {
+        let index = usize::try_from(version.checked_sub(1)?).ok()?;
+        self.versions.get(index).filter(|v| v.version == version)
+    }
+}
+
+/// One version of a named key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NamedKeyVersion {
+    /// 1, 2, …
+    pub version: u32,
+    /// When it was made (the log entry's time).
+    pub created_at_ms: u64,
+    /// The 32-byte key, as barrier ciphertext under
+    /// [`named_key_material_aad`] (its term is in the ciphertext's header).
+    #[serde(with = "serde_bytes")]
+    pub wrapped: Vec<u8>,
+    /// Encryptions reserved under this version through the log (at least
+    /// the encryptions made); never decreases.
+    pub reserved: u64,
 }
 
 #[cfg(test)]

@@ -30,10 +30,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("data_dir", &[]),
     ("auth", &[]),
-    ("plugins", &[]),
+    ("keys", &[]),
     ("storage", &[]),
-    ("keyspace", &["auth", "storage"]),
-    ("state", &["auth", "keyspace", "storage"]),
+    ("keyspace", &["auth", "keys", "storage"]),
+    ("state", &["auth", "keys", "keyspace", "storage"]),
     ("barrier", &["keyspace"]),
     ("gatekeeper", &["state", "keyspace"]),
     ("raft", &["state", "keyspace", "storage", "data_dir"]),
@@ -41,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "service",
         &[
             "auth",
+            "keys",
             "gatekeeper",
             "barrier",
             "raft",
@@ -51,12 +52,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "guard",
-        &["service", "auth", "state", "keyspace", "storage"],
+        &["service", "auth", "keys", "state", "keyspace", "storage"],
     ),
     (
         "api",
         &[
             "auth",
+            "keys",
             "guard",
             "service",
             "gatekeeper",
@@ -67,12 +69,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "storage",
         ],
     ),
-    ("client", &["api", "service", "auth"]),
-    ("bench", &["api", "client", "storage"]),
+    ("client", &["api", "service", "auth", "keys"]),
+    (
+        "plugins",
+        &["keys", "guard", "service", "client", "api", "auth"],
+    ),
+    ("bench", &["api", "client", "plugins", "keys", "storage"]),
     (
         "config",
         &[
             "auth",
+            "keys",
             "api",
             "service",
             "gatekeeper",
@@ -88,6 +95,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "server",
         &[
             "auth",
+            "keys",
+            "plugins",
             "config",
             "api",
             "guard",
@@ -105,6 +114,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "cli",
         &[
             "auth",
+            "keys",
+            "plugins",
             "config",
             "server",
             "api",

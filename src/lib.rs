@@ -15,6 +15,7 @@ pub mod config;
 pub mod data_dir;
 pub mod gatekeeper;
 pub mod guard;
+pub mod keys;
 pub mod keyspace;
 #[cfg(test)]
 mod layers;

@@ -102,7 +102,7 @@ pub enum AclError {
     },
     /// A rule lists no capabilities.
     #[error(
-        "rules[{index}] has no capabilities; list at least one of read, create, update, delete, list"
+        "rules[{index}] has no capabilities; list at least one of read, create, update, delete, list, encrypt, decrypt"
     )]
     NoCapabilities {
         /// Zero-based index of the rule.
@@ -148,16 +148,24 @@ pub enum Capability {
     Delete,
     /// List the paths under a prefix.
     List,
+    /// Encrypt with the named key at `keys/<name>` (never checked on a
+    /// secret path).
+    Encrypt,
+    /// Decrypt with the named key at `keys/<name>` (never checked on a
+    /// secret path).
+    Decrypt,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Read,
         Capability::Create,
         Capability::Update,
         Capability::Delete,
         Capability::List,
+        Capability::Encrypt,
+        Capability::Decrypt,
     ];
 
     /// The lowercase name used in JSON (`"read"`, …).
@@ -168,6 +176,8 @@ impl Capability {
             Capability::Update => "update",
             Capability::Delete => "delete",
             Capability::List => "list",
+            Capability::Encrypt => "encrypt",
+            Capability::Decrypt => "decrypt",
         }
     }
 
@@ -178,6 +188,8 @@ impl Capability {
             Capability::Update => 1 << 2,
             Capability::Delete => 1 << 3,
             Capability::List => 1 << 4,
+            Capability::Encrypt => 1 << 5,
+            Capability::Decrypt => 1 << 6,
         }
     }
 }
@@ -401,7 +413,10 @@ mod tests {
     #[test]
     fn capability_names() {
         let names: Vec<String> = Capability::ALL.iter().map(|c| c.to_string()).collect();
-        assert_eq!(names, ["read", "create", "update", "delete", "list"]);
+        assert_eq!(
+            names,
+            ["read", "create", "update", "delete", "list", "encrypt", "decrypt"]
+        );
         for c in Capability::ALL {
             assert_eq!(
                 serde_json::to_string(&c).unwrap(),

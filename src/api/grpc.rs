@@ -294,7 +294,7 @@ fn policy(rules: Vec<pb::Rule>) -> Result<Policy, ServiceError> {
                 .map(|(j, c)| {
                     Capability::ALL.into_iter().find(|k| k.as_str() == c).ok_or_else(|| {
                         bad(format!(
-                            "rules[{i}].capabilities[{j}] is not one of read, create, update, delete, list"
+                            "rules[{i}].capabilities[{j}] is not one of read, create, update, delete, list, encrypt, decrypt"
                         ))
                     })
                 })

@@ -182,6 +182,17 @@ enum Auth {
     Token,
 }
 
+/// A decrypted payload, as [`Client::decrypt`] gives it.
+#[derive(Debug)]
+pub struct Decrypted {
+    /// The plaintext (wiped on drop).
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// The key version that decrypted it.
+    pub key_version: u32,
+    /// That version's key id.
+    pub key_id: String,
+}
+
 /// How to reach the servers.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -459,10 +470,7 @@ impl Client {
             Auth::None => None,
             Auth::Token => Some(bearer.or(self.token.as_ref()).ok_or(ClientError::NoToken)?),
         };
-        // A read changes nothing, and a keyed write is answered with its
-        // first outcome when it arrives twice: both may be resent after a
-        // failure whose effect is unknown.
-        let replayable = method == Method::GET || idempotency_key.is_some();
+        let replayable = replayable(&method, path_and_query, idempotency_key);
         let n = self.bases.len();
         let start = self.current.load(Ordering::Relaxed) % n;
         let deadline = self.deadline();
@@ -1019,6 +1027,127 @@ impl Client {
             .map(drop)
     }
 
+    // ---- named encryption keys -------------------------------------------------
+
+    fn key_url(name: &str, action: Option<&str>) -> Result<String, ClientError> {
+        let mut url = format!("/v1/keys/{}", encode_segment(name)?);
+        if let Some(action) = action {
+            url.push('/');
+            url.push_str(action);
+        }
+        Ok(url)
+    }
+
+    /// `POST /v1/keys/{name}`: create a key in the token's namespace, with
+    /// an idempotency key (`key`, or a fresh one) so a failover may resend it.
+    pub async fn create_key(
+        &self,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<NamedKeyInfo, ClientError> {
+        self.key_write(
+            &Self::key_url(name, None)?,
+            json_body(&serde_json::json!({})),
+            key,
+        )
+        .await
+    }
+
+    /// `GET /v1/keys/{name}`: the key's metadata.
+    pub async fn get_key(&self, name: &str) -> Result<NamedKeyInfo, ClientError> {
+        let url = Self::key_url(name, None)?;
+        self.json(Method::GET, &url, None, Auth::Token).await
+    }
+
+    /// `GET /v1/keys`: one page, after `cursor`, of at most `limit` key
+    /// names (the server's maximum when `None`).
+    pub async fn list_keys(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<NamedKeyList, ClientError> {
+        let url = format!("/v1/keys{}", first_page_query(cursor, limit));
+        self.json(Method::GET, &url, None, Auth::Token).await
+    }
+
+    /// `POST /v1/keys/{name}/rotate` (idempotency key as for
+    /// [`Self::create_key`]: a resend does not rotate twice).
+    pub async fn rotate_key(
+        &self,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<NamedKeyInfo, ClientError> {
+        let url = Self::key_url(name, Some("rotate"))?;
+        self.key_write(&url, json_body(&serde_json::json!({})), key)
+            .await
+    }
+
+    /// `POST /v1/keys/{name}/config` (idempotency key as for
+    /// [`Self::create_key`]).
+    pub async fn configure_key(
+        &self,
+        name: &str,
+        config: &NamedKeyConfig,
+        key: Option<&str>,
+    ) -> Result<NamedKeyInfo, ClientError> {
+        let url = Self::key_url(name, Some("config"))?;
+        self.key_write(&url, json_body(config), key).await
+    }
+
+    /// A key write with an idempotency key.
+    async fn key_write(
+        &self,
+        url: &str,
+        body: Zeroizing<Vec<u8>>,
+        key: Option<&str>,
+    ) -> Result<NamedKeyInfo, ClientError> {
+        let key = idempotency_key(key);
+        let bytes = self
+            .call_as(Method::POST, url, Some(body), Auth::Token, None, Some(&key))
+            .await?;
+        decode(bytes, url)
+    }
+
+    /// `POST /v1/keys/{name}/encrypt`: `plaintext` under the key's latest
+    /// version. Encrypting twice is harmless, so a failover resends it.
+    pub async fn encrypt(
+        &self,
+        name: &str,
+        plaintext: &[u8],
+    ) -> Result<EncryptResponse, ClientError> {
+        use base64::Engine;
+        let url = Self::key_url(name, Some("encrypt"))?;
+        let body = EncryptRequest {
+            plaintext: SecretString::new(
+                base64::engine::general_purpose::STANDARD.encode(plaintext),
+            ),
+        };
+        self.json(Method::POST, &url, Some(json_body(&body)), Auth::Token)
+            .await
+    }
+
+    /// `POST /v1/keys/{name}/decrypt`: the plaintext of a ciphertext the
+    /// key made.
+    pub async fn decrypt(&self, name: &str, ciphertext: &str) -> Result<Decrypted, ClientError> {
+        use base64::Engine;
+        let url = Self::key_url(name, Some("decrypt"))?;
+        let body = DecryptRequest {
+            ciphertext: ciphertext.to_string(),
+        };
+        let answer: DecryptResponse = self
+            .json(Method::POST, &url, Some(json_body(&body)), Auth::Token)
+            .await?;
+        let plaintext = base64::engine::general_purpose::STANDARD
+            .decode(answer.plaintext.expose())
+            .map(Zeroizing::new)
+            .map_err(|_| ClientError::Invalid(format!("{url}: the plaintext is not base64")))?;
+        Ok(Decrypted {
+            plaintext,
+            key_version: answer.key_version,
+            key_id: answer.key_id,
+        })
+    }
+
     // ---- kv -----------------------------------------------------------------
 
     /// `PUT /v1/kv/{path}`, with an idempotency key (`key`, or a fresh
@@ -1084,6 +1213,21 @@ impl Client {
 }
 
 /// `key`, or a fresh random key for this one call.
+/// Whether a request may be resent after a failure whose effect is
+/// unknown: a read changes nothing; a keyed write is answered with its
+/// first outcome when it arrives twice; an encryption or decryption with a
+/// named key changes nothing either (a second encryption only spends one
+/// more of the key's reserved encryptions).
+fn replayable(method: &Method, path_and_query: &str, idempotency_key: Option<&str>) -> bool {
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(p, _)| p);
+    let key_use = *method == Method::POST
+        && path.starts_with("/v1/keys/")
+        && (path.ends_with("/encrypt") || path.ends_with("/decrypt"));
+    *method == Method::GET || idempotency_key.is_some() || key_use
+}
+
 fn idempotency_key(key: Option<&str>) -> String {
     match key {
         Some(k) => k.to_string(),
@@ -1154,6 +1298,22 @@ mod tests {
         assert_eq!(encode_path("app/").unwrap(), "app/");
         let err = encode_path("app/../x").unwrap_err().to_string();
         assert!(err.contains("'..'") && err.contains("app/../x"), "{err}");
+    }
+
+    #[test]
+    fn key_uses_and_reads_are_replayable_other_posts_are_not() {
+        assert!(replayable(&Method::GET, "/v1/keys/k", None));
+        assert!(replayable(&Method::POST, "/v1/keys/k/encrypt", None));
+        assert!(replayable(&Method::POST, "/v1/keys/k/decrypt", None));
+        assert!(!replayable(&Method::POST, "/v1/keys/k/rotate", None));
+        assert!(replayable(&Method::POST, "/v1/keys/k/rotate", Some("x")));
+        assert!(!replayable(&Method::POST, "/v1/sys/seal", None));
+        assert!(!replayable(&Method::POST, "/v1/kv/x/encrypt", None));
+        assert_eq!(
+            Client::key_url("a b", Some("encrypt")).unwrap(),
+            "/v1/keys/a%20b/encrypt"
+        );
+        assert!(Client::key_url("..", None).is_err());
     }
 
     #[test]

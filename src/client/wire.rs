@@ -14,6 +14,14 @@ use serde::{Deserialize, Serialize};
 use crate::acl::Policy;
 use crate::secret::SecretString;
 
+/// Named encryption keys: the server's own types, which serialize and
+/// deserialize both (none of them carries key material; the decrypted
+/// plaintext is a [`SecretString`]).
+pub use crate::service::types::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, NamedKeyConfig, NamedKeyInfo,
+    NamedKeyList, NamedKeyVersionInfo,
+};
+
 /// `POST /v1/sys/init`.
 #[derive(Serialize, Debug)]
 pub struct InitRequest {

@@ -50,6 +50,8 @@ pub enum Transport {
     Rest,
     /// gRPC.
     Grpc,
+    /// The node's KMS v2 socket (gRPC over a Unix socket).
+    KmsSocket,
 }
 
 impl Transport {
@@ -58,6 +60,7 @@ impl Transport {
         match self {
             Transport::Rest => "rest",
             Transport::Grpc => "grpc",
+            Transport::KmsSocket => "kms_socket",
         }
     }
 }
@@ -150,6 +153,8 @@ enum Authentication<'a> {
         token: Option<&'a SecretString>,
         consistency: Consistency,
     },
+    /// The peer of the node's KMS socket, which may use one named key.
+    KmsSocket { namespace: &'a str, key: &'a str },
 }
 
 /// One call at the door: the operation, where it came from, what it
@@ -184,6 +189,14 @@ impl<'a> Call<'a> {
     /// metadata, if any), checked as of `consistency`.
     pub fn bearer(mut self, token: Option<&'a SecretString>, consistency: Consistency) -> Self {
         self.authentication = Authentication::Bearer { token, consistency };
+        self
+    }
+
+    /// The call comes from the node's KMS socket, served for the named key
+    /// `namespace/key`: its principal is [`Principal::KmsSocket`].
+    pub fn kms_socket(mut self, namespace: &'a str, key: &'a str) -> Self {
+        self.authentication = Authentication::KmsSocket { namespace, key };
+        self.namespace = Some(namespace);
         self
     }
 
@@ -418,6 +431,13 @@ impl Door {
                     .await
                     .map(Principal::AccessToken),
                 token.and_then(|t| hmac(t.expose().as_bytes())),
+            ),
+            Authentication::KmsSocket { namespace, key } => (
+                Ok(Principal::KmsSocket {
+                    namespace: (*namespace).to_string(),
+                    key: (*key).to_string(),
+                }),
+                None,
             ),
         };
         let kind = match &authenticated {

@@ -75,6 +75,26 @@ pub enum Operation {
     PutKubernetesRole,
     /// Delete a Kubernetes login role.
     DeleteKubernetesRole,
+    /// `POST /v1/keys/{name}`: create a named encryption key.
+    CreateKey,
+    /// `GET /v1/keys/{name}`: a named key's metadata.
+    GetKey,
+    /// `GET /v1/keys`: the namespace's key names, one page.
+    ListKeys,
+    /// `POST /v1/keys/{name}/rotate`.
+    RotateKey,
+    /// `POST /v1/keys/{name}/config`.
+    ConfigureKey,
+    /// `POST /v1/keys/{name}/encrypt`.
+    Encrypt,
+    /// `POST /v1/keys/{name}/decrypt`.
+    Decrypt,
+    /// KMS v2 `Status` on the node's KMS socket (a cache refresh).
+    KmsStatus,
+    /// KMS v2 `Encrypt` on the node's KMS socket.
+    KmsEncrypt,
+    /// KMS v2 `Decrypt` on the node's KMS socket.
+    KmsDecrypt,
 }
 
 impl Operation {
@@ -113,6 +133,16 @@ impl Operation {
         Operation::GetKubernetesRole,
         Operation::PutKubernetesRole,
         Operation::DeleteKubernetesRole,
+        Operation::CreateKey,
+        Operation::GetKey,
+        Operation::ListKeys,
+        Operation::RotateKey,
+        Operation::ConfigureKey,
+        Operation::Encrypt,
+        Operation::Decrypt,
+        Operation::KmsStatus,
+        Operation::KmsEncrypt,
+        Operation::KmsDecrypt,
     ];
 
     /// The name in audit records and the `operation` label of metrics.
@@ -151,17 +181,29 @@ impl Operation {
             Operation::GetKubernetesRole => "auth.kubernetes.role.get",
             Operation::PutKubernetesRole => "auth.kubernetes.role.put",
             Operation::DeleteKubernetesRole => "auth.kubernetes.role.delete",
+            Operation::CreateKey => "key.create",
+            Operation::GetKey => "key.get",
+            Operation::ListKeys => "key.list",
+            Operation::RotateKey => "key.rotate",
+            Operation::ConfigureKey => "key.config",
+            Operation::Encrypt => "key.encrypt",
+            Operation::Decrypt => "key.decrypt",
+            Operation::KmsStatus => "kms.status",
+            Operation::KmsEncrypt => "kms.encrypt",
+            Operation::KmsDecrypt => "kms.decrypt",
         }
     }
 
     /// Whether the audit log records it. Status, health and the membership
     /// view carry no credential and reveal nothing the node does not show
     /// anyone (they also answer while sealed, when no audit key exists);
-    /// they are counted in the metrics only. Everything else is recorded.
+    /// the KMS socket's status refresh uses no key and runs every few
+    /// seconds. They are counted in the metrics only. Everything else is
+    /// recorded: every use of a key above all.
     pub fn audited(self) -> bool {
         !matches!(
             self,
-            Operation::Status | Operation::Health | Operation::RaftPeers
+            Operation::Status | Operation::Health | Operation::RaftPeers | Operation::KmsStatus
         )
     }
 }
@@ -181,7 +223,7 @@ mod tests {
         for (i, op) in Operation::ALL.iter().enumerate() {
             assert_eq!(*op as usize, i, "{op:?}");
         }
-        assert_eq!(count, Operation::DeleteKubernetesRole as usize + 1);
+        assert_eq!(count, Operation::KmsDecrypt as usize + 1);
         for name in names {
             assert!(
                 name.chars()

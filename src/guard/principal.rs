@@ -36,6 +36,15 @@ pub enum Principal {
     /// Whoever presents a Kubernetes ServiceAccount token (login); the
     /// operation verifies it and names the service account it proves.
     ServiceAccountToken,
+    /// The peer of this node's KMS v2 socket (the host's kube-apiserver):
+    /// it presents nothing, the socket's file permissions are the boundary,
+    /// and it may use exactly one named key, the one the node serves there.
+    KmsSocket {
+        /// The key's namespace.
+        namespace: String,
+        /// The key's name.
+        key: String,
+    },
 }
 
 impl Principal {
@@ -48,6 +57,7 @@ impl Principal {
             Principal::GatekeeperToken => "gatekeeper_token",
             Principal::UnsealKeys => "unseal_keys",
             Principal::ServiceAccountToken => "service_account_token",
+            Principal::KmsSocket { .. } => "kms_socket",
         }
     }
 
@@ -61,6 +71,9 @@ impl Principal {
 
     /// The namespace the principal is locked to, if any.
     pub fn namespace(&self) -> Option<&str> {
-        self.token_holder().map(|h| h.record.namespace.as_str())
+        match self {
+            Principal::KmsSocket { namespace, .. } => Some(namespace),
+            _ => self.token_holder().map(|h| h.record.namespace.as_str()),
+        }
     }
 }

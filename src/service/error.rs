@@ -8,6 +8,7 @@ use crate::auth::kubernetes::role::RoleError;
 use crate::auth::kubernetes::{Check, LoginError};
 use crate::barrier::BarrierError;
 use crate::gatekeeper::GatekeeperError;
+use crate::keys::KeyError;
 use crate::raft::replica::RaftAdminError;
 use crate::raft::{OutcomeUnknown, ProposeError};
 use crate::state::ApplyError;
@@ -236,6 +237,12 @@ impl From<RaftAdminError> for ServiceError {
     }
 }
 
+impl From<KeyError> for ServiceError {
+    fn from(e: KeyError) -> Self {
+        ServiceError::BadRequest(e.to_string())
+    }
+}
+
 impl From<ProposeError> for ServiceError {
     fn from(e: ProposeError) -> Self {
         match e {
@@ -266,6 +273,11 @@ impl From<ProposeError> for ServiceError {
                 ApplyError::KubernetesTokenExpired => {
                     ServiceError::LoginRefused(LoginRefusal::unverified(Check::Expired))
                 }
+                ApplyError::NamedKeyExists | ApplyError::StaleKeyVersion { .. } => {
+                    ServiceError::Conflict(a.to_string())
+                }
+                ApplyError::NamedKeyExhausted { .. } => ServiceError::Unavailable(a.to_string()),
+                ApplyError::NamedKeyRefused(m) => ServiceError::BadRequest(m),
                 ApplyError::Storage(s) => s.into(),
             },
         }

@@ -17,6 +17,7 @@ pub mod figures;
 mod housekeeping;
 mod kubernetes;
 mod kv;
+mod named_keys;
 mod policy;
 mod sys;
 pub mod types;
@@ -28,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 pub use crate::raft::OutcomeUnknown;
 pub use error::{LoginRefusal, ServiceError};
+pub use named_keys::{Decrypted, KeyUser};
 
 pub use crate::state::listing::MAX_LIST;
 
@@ -176,6 +178,8 @@ pub struct Node {
     /// Checks Kubernetes ServiceAccount tokens (login); disabled unless
     /// configured.
     kubernetes: Arc<KubernetesAuth>,
+    /// Encryptions this node reserved under named key versions.
+    key_blocks: crate::keys::KeyBlocks,
 }
 
 impl std::fmt::Debug for Node {
@@ -207,6 +211,7 @@ impl Node {
             kubernetes: Arc::new(KubernetesAuth::disabled()),
             keychain_lock: tokio::sync::Mutex::new(()),
             reserve_lock: tokio::sync::Mutex::new(()),
+            key_blocks: crate::keys::KeyBlocks::default(),
         }
     }
 

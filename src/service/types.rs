@@ -596,3 +596,97 @@ pub struct KubernetesLogin {
     /// `system:serviceaccount:<ns>:<name>`.
     pub subject: String,
 }
+
+/// One version of a named encryption key (never its material).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct NamedKeyVersionInfo {
+    /// 1, 2, …
+    pub version: u32,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// Its key id, as the KMS plugin reports it.
+    pub key_id: String,
+}
+
+/// A named encryption key's metadata: `GET /v1/keys/{name}` and the answer
+/// of create, rotate and config. Never key material.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct NamedKeyInfo {
+    /// The kstash namespace it lives in.
+    pub namespace: String,
+    /// The key's name.
+    pub name: String,
+    /// The newest version, which encrypts.
+    pub latest_version: u32,
+    /// The oldest version that still decrypts.
+    pub min_decryption_version: u32,
+    /// The key id of the newest version.
+    pub key_id: String,
+    /// When version 1 was made (RFC 3339).
+    pub created_at: String,
+    /// Whether the newest version has used up its encryptions (rotate the
+    /// key to encrypt again).
+    pub exhausted: bool,
+    /// Every version, oldest first.
+    pub versions: Vec<NamedKeyVersionInfo>,
+}
+
+/// Key names of the caller's namespace, in name order (one page of them).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct NamedKeyList {
+    /// Names, sorted.
+    pub keys: Vec<String>,
+    /// Whether more names follow: the page stopped at its limit.
+    pub truncated: bool,
+    /// Present when `truncated`: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `POST /v1/keys/{name}/config`.
+#[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamedKeyConfig {
+    /// Versions below this one stop decrypting (1 to the latest version).
+    pub min_decryption_version: u32,
+}
+
+/// `POST /v1/keys/{name}/encrypt`.
+#[derive(Serialize, Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRequest {
+    /// The plaintext, base64 (at most 64 KiB decoded).
+    #[schema(value_type = String)]
+    pub plaintext: SecretString,
+}
+
+/// What an encryption under a named key gives.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, ToSchema)]
+pub struct EncryptResponse {
+    /// `kstash:v<version>:<base64>`.
+    pub ciphertext: String,
+    /// The version that encrypted.
+    pub key_version: u32,
+    /// That version's key id.
+    pub key_id: String,
+}
+
+/// `POST /v1/keys/{name}/decrypt`.
+#[derive(Serialize, Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptRequest {
+    /// A ciphertext made by this key: `kstash:v<version>:<base64>`.
+    pub ciphertext: String,
+}
+
+/// What a decryption under a named key gives.
+#[derive(Serialize, Deserialize, Debug, ToSchema)]
+pub struct DecryptResponse {
+    /// The plaintext, base64.
+    #[schema(value_type = String)]
+    pub plaintext: SecretString,
+    /// The version that decrypted.
+    pub key_version: u32,
+    /// That version's key id.
+    pub key_id: String,
+}

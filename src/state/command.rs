@@ -357,6 +357,62 @@ pub enum Command {
         not_after_ms: u64,
         max_ttl_ms: u64,
     },
+    /// Create the named encryption key `namespace/name` with its version
+    /// 1, on behalf of `by` (an admin token of `namespace`). `uid` and the
+    /// key material were made before proposing (invariant 4); the material
+    /// is barrier ciphertext under `keyspace::named_key_material_aad`.
+    /// Refused when the key exists.
+    ///
+    /// Appended last: the variant index is the log format.
+    CreateNamedKey {
+        by: Actor,
+        namespace: String,
+        name: String,
+        uid: [u8; crate::keys::UID_BYTES],
+        #[serde(with = "serde_bytes")]
+        wrapped: Vec<u8>,
+    },
+    /// Add `version` to the named key `namespace/name`, on behalf of `by`
+    /// (an admin token of `namespace`). Refused unless `version` follows
+    /// the key's latest one: two rotations at once give one new version,
+    /// not two with the second replacing the first's material.
+    ///
+    /// Appended last: the variant index is the log format.
+    RotateNamedKey {
+        by: Actor,
+        namespace: String,
+        name: String,
+        version: u32,
+        #[serde(with = "serde_bytes")]
+        wrapped: Vec<u8>,
+    },
+    /// Set the oldest version of `namespace/name` that still decrypts, on
+    /// behalf of `by` (an admin token of `namespace`): 1 to the latest
+    /// version, and never lower than it is (versions retired stay
+    /// retired: their ciphertexts may have been thrown away as unusable).
+    ///
+    /// Appended last: the variant index is the log format.
+    ConfigureNamedKey {
+        by: Actor,
+        namespace: String,
+        name: String,
+        min_decryption_version: u32,
+    },
+    /// Reserve a block of up to `count` encryptions under `version` of the
+    /// named key `namespace/name` (whose uid must be `uid`) for the
+    /// proposing node, as `ReserveEncryptions` does for barrier terms:
+    /// only for the key's latest version, never past `limit` (capped at
+    /// 2^32) in total.
+    ///
+    /// Appended last: the variant index is the log format.
+    ReserveKeyEncryptions {
+        namespace: String,
+        name: String,
+        uid: [u8; crate::keys::UID_BYTES],
+        version: u32,
+        count: u64,
+        limit: u64,
+    },
 }
 
 impl Command {
@@ -386,7 +442,10 @@ impl Command {
             | Command::PutSecret { by, namespace, .. }
             | Command::DeleteSecret { by, namespace, .. }
             | Command::PutKubernetesRole { by, namespace, .. }
-            | Command::DeleteKubernetesRole { by, namespace, .. } => Some((by, namespace)),
+            | Command::DeleteKubernetesRole { by, namespace, .. }
+            | Command::CreateNamedKey { by, namespace, .. }
+            | Command::RotateNamedKey { by, namespace, .. }
+            | Command::ConfigureNamedKey { by, namespace, .. } => Some((by, namespace)),
             Command::Init { .. }
             | Command::RotateKeychain { .. }
             | Command::Rekey { .. }
@@ -400,7 +459,8 @@ impl Command {
             | Command::Sweep
             | Command::ReserveEncryptions { .. }
             | Command::UseGatekeeperTokenFor { .. }
-            | Command::CreateKubernetesToken { .. } => None,
+            | Command::CreateKubernetesToken { .. }
+            | Command::ReserveKeyEncryptions { .. } => None,
         }
     }
 }
@@ -473,6 +533,35 @@ impl std::fmt::Display for Command {
                 f,
                 "CreateKubernetesToken({}, ns {namespace}, role {role}, {service_account})",
                 short(id)
+            ),
+            Command::CreateNamedKey {
+                namespace, name, ..
+            } => write!(f, "CreateNamedKey({namespace}/{name})"),
+            Command::RotateNamedKey {
+                namespace,
+                name,
+                version,
+                ..
+            } => write!(f, "RotateNamedKey({namespace}/{name}, v{version})"),
+            Command::ConfigureNamedKey {
+                namespace,
+                name,
+                min_decryption_version,
+                ..
+            } => write!(
+                f,
+                "ConfigureNamedKey({namespace}/{name}, min v{min_decryption_version})"
+            ),
+            Command::ReserveKeyEncryptions {
+                namespace,
+                name,
+                version,
+                count,
+                limit,
+                ..
+            } => write!(
+                f,
+                "ReserveKeyEncryptions({namespace}/{name} v{version}, {count} of limit {limit})"
             ),
         }
     }
@@ -551,6 +640,22 @@ pub enum Rejection {
     /// A ServiceAccount login's token would expire at once: the
     /// ServiceAccount token expired before the entry.
     KubernetesTokenExpired,
+    /// A named key of that name exists already.
+    NamedKeyExists,
+    /// A rotation or reservation names a version that is not the key's
+    /// next (rotation) or latest (reservation) one, or a uid that is not
+    /// the key's: another node changed it first.
+    StaleKeyVersion {
+        /// The key's latest version.
+        latest: u32,
+    },
+    /// The key version has no encryptions left to reserve under the limit.
+    NamedKeyExhausted {
+        /// The exhausted version.
+        version: u32,
+    },
+    /// A key change the key's state does not allow (what, in words).
+    NamedKeyRefused(String),
 }
 
 /// The outcome of applying one request, as returned through the log.
@@ -630,7 +735,7 @@ pub(crate) mod tests {
     /// The index is the log format: a new variant goes at the end, and
     /// this list (kept complete by the `match`) gains it there.
     /// How many `Command` variants there are; [`variant_index`] names each.
-    pub(crate) const VARIANTS: usize = 20;
+    pub(crate) const VARIANTS: usize = 24;
 
     /// A number per variant. The match names every variant, so a new
     /// command does not compile here until it gets a number, and then
@@ -657,6 +762,10 @@ pub(crate) mod tests {
             Command::PutKubernetesRole { .. } => 17,
             Command::DeleteKubernetesRole { .. } => 18,
             Command::CreateKubernetesToken { .. } => 19,
+            Command::CreateNamedKey { .. } => 20,
+            Command::RotateNamedKey { .. } => 21,
+            Command::ConfigureNamedKey { .. } => 22,
+            Command::ReserveKeyEncryptions { .. } => 23,
         }
     }
 
@@ -773,6 +882,34 @@ pub(crate) mod tests {
                 not_after_ms: 300,
                 max_ttl_ms: 400,
             },
+            Command::CreateNamedKey {
+                by: Actor::AccessToken { id: token },
+                namespace: ns.into(),
+                name: "k".into(),
+                uid: [46; 16],
+                wrapped: vec![10; 3],
+            },
+            Command::RotateNamedKey {
+                by: Actor::AccessToken { id: token },
+                namespace: ns.into(),
+                name: "k".into(),
+                version: 2,
+                wrapped: vec![11; 2],
+            },
+            Command::ConfigureNamedKey {
+                by: Actor::AccessToken { id: token },
+                namespace: ns.into(),
+                name: "k".into(),
+                min_decryption_version: 2,
+            },
+            Command::ReserveKeyEncryptions {
+                namespace: ns.into(),
+                name: "k".into(),
+                uid: [46; 16],
+                version: 2,
+                count: 3,
+                limit: 50,
+            },
         ]
     }
 
@@ -881,6 +1018,16 @@ pub(crate) mod tests {
         // CreateKubernetesToken: id, namespace, role, service account,
         // not after 300, max ttl 400 (varints: 251, u16 LE)
         "132d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d2d067465616d2d610172076b38732f617070fb2c01fb9001",
+        // CreateNamedKey: the acting token, namespace, name, uid, wrapped
+        "14a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d61016b2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e030a0a0a",
+        // RotateNamedKey: the acting token, namespace, name, version 2,
+        // wrapped
+        "15a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d61016b02020b0b",
+        // ConfigureNamedKey: the acting token, namespace, name, min 2
+        "16a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf067465616d2d61016b02",
+        // ReserveKeyEncryptions: namespace, name, uid, version 2, 3 of
+        // limit 50
+        "17067465616d2d61016b2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e020332",
     ];
 
     /// The log entry's payload, [`pinned_batch`], pinned the same way: the

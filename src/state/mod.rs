@@ -32,6 +32,9 @@ use listing::{list_level, resume_after, NamePage};
 /// so it counts). Keeps a rekey's batch small. Minting counts unused tokens
 /// only: used ones give way, oldest first.
 pub const MAX_GATEKEEPER_TOKENS: usize = 64;
+
+/// How a refusal names managing a named encryption key (admin only).
+pub const NAMED_KEY_ACTION: &str = "manage keys";
 /// The principal a command acts for, as apply checked it: its ACL, its
 /// namespace and its policy names (for the wording of a refusal).
 struct Acting {
@@ -85,6 +88,11 @@ fn acting_action(command: &Command) -> (&'static str, String) {
         }
         Command::PutKubernetesRole { name, .. } | Command::DeleteKubernetesRole { name, .. } => {
             (role::MANAGE_ACTION, role::denial_target(name))
+        }
+        Command::CreateNamedKey { name, .. }
+        | Command::RotateNamedKey { name, .. }
+        | Command::ConfigureNamedKey { name, .. } => {
+            (NAMED_KEY_ACTION, crate::keys::acl_path(name))
         }
         Command::PutSecret { path, .. } => ("create or update", path.clone()),
         Command::DeleteSecret { path, .. } => ("delete", path.clone()),
@@ -187,6 +195,24 @@ pub enum ApplyError {
     /// A ServiceAccount login's token would expire at once.
     #[error("the service account token has expired")]
     KubernetesTokenExpired,
+    /// A named key of that name exists already.
+    #[error("the key exists already")]
+    NamedKeyExists,
+    /// The key changed since the command was made (another node rotated).
+    #[error("the key changed meanwhile: its latest version is {latest}")]
+    StaleKeyVersion {
+        /// The key's latest version.
+        latest: u32,
+    },
+    /// The key version reached its encryption limit.
+    #[error("key version {version} reached its encryption limit; rotate the key")]
+    NamedKeyExhausted {
+        /// The exhausted version.
+        version: u32,
+    },
+    /// A key change the key's state does not allow.
+    #[error("{0}")]
+    NamedKeyRefused(String),
     /// The backend failed; not a deterministic rejection.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -213,6 +239,10 @@ impl Rejection {
             ApplyError::KubernetesRoleNotFound => Rejection::KubernetesRoleNotFound,
             ApplyError::KubernetesRoleNotBound => Rejection::KubernetesRoleNotBound,
             ApplyError::KubernetesTokenExpired => Rejection::KubernetesTokenExpired,
+            ApplyError::NamedKeyExists => Rejection::NamedKeyExists,
+            ApplyError::StaleKeyVersion { latest } => Rejection::StaleKeyVersion { latest },
+            ApplyError::NamedKeyExhausted { version } => Rejection::NamedKeyExhausted { version },
+            ApplyError::NamedKeyRefused(m) => Rejection::NamedKeyRefused(m),
             ApplyError::Storage(e) => Rejection::Forbidden(format!("storage failure: {e}")),
         }
     }
@@ -237,6 +267,10 @@ impl From<Rejection> for ApplyError {
             Rejection::KubernetesRoleNotFound => ApplyError::KubernetesRoleNotFound,
             Rejection::KubernetesRoleNotBound => ApplyError::KubernetesRoleNotBound,
             Rejection::KubernetesTokenExpired => ApplyError::KubernetesTokenExpired,
+            Rejection::NamedKeyExists => ApplyError::NamedKeyExists,
+            Rejection::StaleKeyVersion { latest } => ApplyError::StaleKeyVersion { latest },
+            Rejection::NamedKeyExhausted { version } => ApplyError::NamedKeyExhausted { version },
+            Rejection::NamedKeyRefused(m) => ApplyError::NamedKeyRefused(m),
         }
     }
 }
@@ -441,6 +475,26 @@ impl State {
         limit: usize,
     ) -> Result<NamePage, StorageError> {
         self.names_below(&kubernetes_role_prefix(namespace), after, limit)
+    }
+
+    /// A named encryption key's record.
+    pub fn named_key(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<NamedKeyRecord>, StorageError> {
+        self.get(&named_key_key(namespace, name))
+    }
+
+    /// Names of a namespace's named encryption keys, as
+    /// [`State::policy_names`] lists policies.
+    pub fn named_key_names(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<NamePage, StorageError> {
+        self.names_below(&named_key_prefix(namespace), after, limit)
     }
 
     /// Names one level below the key prefix `base`, after the name `after`
@@ -781,6 +835,38 @@ impl State {
                 now,
                 b,
             ),
+            Command::CreateNamedKey {
+                by: _,
+                namespace,
+                name,
+                uid,
+                wrapped,
+            } => self.plan_create_named_key(&acting, namespace, name, uid, wrapped, now, b),
+            Command::RotateNamedKey {
+                by: _,
+                namespace,
+                name,
+                version,
+                wrapped,
+            } => self.plan_rotate_named_key(&acting, namespace, name, *version, wrapped, now, b),
+            Command::ConfigureNamedKey {
+                by: _,
+                namespace,
+                name,
+                min_decryption_version,
+            } => {
+                self.plan_configure_named_key(&acting, namespace, name, *min_decryption_version, b)
+            }
+            Command::ReserveKeyEncryptions {
+                namespace,
+                name,
+                uid,
+                version,
+                count,
+                limit,
+            } => {
+                self.plan_reserve_key_encryptions(namespace, name, uid, *version, *count, *limit, b)
+            }
         }?;
         Ok((batch, applied))
     }
@@ -1163,6 +1249,160 @@ impl State {
             return Err(ApplyError::TermExhausted { term });
         }
         batch.push(put(term_reserved_key(term), &(start + granted)));
+        Ok(Applied::Reserved {
+            start,
+            count: granted,
+        })
+    }
+
+    /// `CreateNamedKey`, for an admin of the namespace: version 1, made
+    /// at the entry's time. Refused when the key exists.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_create_named_key(
+        &self,
+        acting: &Option<Acting>,
+        namespace: &str,
+        name: &str,
+        uid: &[u8; crate::keys::UID_BYTES],
+        wrapped: &[u8],
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        permit(
+            acting,
+            NAMED_KEY_ACTION,
+            &crate::keys::acl_path(name),
+            Acl::is_admin,
+        )?;
+        if self.named_key(namespace, name)?.is_some() {
+            return Err(ApplyError::NamedKeyExists);
+        }
+        let record = NamedKeyRecord {
+            uid: *uid,
+            created_at_ms: now,
+            min_decryption_version: 1,
+            versions: vec![NamedKeyVersion {
+                version: 1,
+                created_at_ms: now,
+                wrapped: wrapped.to_vec(),
+                reserved: 0,
+            }],
+        };
+        batch.push(put(named_key_key(namespace, name), &record));
+        Ok(Applied::Version(1))
+    }
+
+    /// `RotateNamedKey`, for an admin of the namespace: `version` must be
+    /// the one after the latest, and the key below
+    /// [`crate::keys::MAX_VERSIONS`].
+    #[allow(clippy::too_many_arguments)]
+    fn plan_rotate_named_key(
+        &self,
+        acting: &Option<Acting>,
+        namespace: &str,
+        name: &str,
+        version: u32,
+        wrapped: &[u8],
+        now: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        permit(
+            acting,
+            NAMED_KEY_ACTION,
+            &crate::keys::acl_path(name),
+            Acl::is_admin,
+        )?;
+        let mut record = self
+            .named_key(namespace, name)?
+            .ok_or(ApplyError::NotFound)?;
+        let latest = record.latest().version;
+        if version != latest.saturating_add(1) {
+            return Err(ApplyError::StaleKeyVersion { latest });
+        }
+        if latest >= crate::keys::MAX_VERSIONS {
+            return Err(ApplyError::NamedKeyRefused(format!(
+                "the key has {latest} versions, the most one key may have; create a new key"
+            )));
+        }
+        record.versions.push(NamedKeyVersion {
+            version,
+            created_at_ms: now,
+            wrapped: wrapped.to_vec(),
+            reserved: 0,
+        });
+        batch.push(put(named_key_key(namespace, name), &record));
+        Ok(Applied::Version(u64::from(version)))
+    }
+
+    /// `ConfigureNamedKey`, for an admin of the namespace: the minimum
+    /// decryption version moves up only, and never past the latest.
+    fn plan_configure_named_key(
+        &self,
+        acting: &Option<Acting>,
+        namespace: &str,
+        name: &str,
+        min: u32,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        permit(
+            acting,
+            NAMED_KEY_ACTION,
+            &crate::keys::acl_path(name),
+            Acl::is_admin,
+        )?;
+        let mut record = self
+            .named_key(namespace, name)?
+            .ok_or(ApplyError::NotFound)?;
+        let latest = record.latest().version;
+        if min == 0 || min > latest {
+            return Err(ApplyError::NamedKeyRefused(format!(
+                "min_decryption_version must be 1 to the latest version ({latest}); got {min}"
+            )));
+        }
+        if min < record.min_decryption_version {
+            return Err(ApplyError::NamedKeyRefused(format!(
+                "min_decryption_version is {} and never goes down (got {min}): versions below it \
+                 are retired",
+                record.min_decryption_version
+            )));
+        }
+        record.min_decryption_version = min;
+        batch.push(put(named_key_key(namespace, name), &record));
+        Ok(Applied::Done)
+    }
+
+    /// `ReserveKeyEncryptions`: as [`Self::plan_reserve_encryptions`], for
+    /// the latest version of a named key (same uid) only.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_reserve_key_encryptions(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &[u8; crate::keys::UID_BYTES],
+        version: u32,
+        count: u64,
+        limit: u64,
+        batch: &mut Vec<BatchOp>,
+    ) -> Result<Applied, ApplyError> {
+        let mut record = self
+            .named_key(namespace, name)?
+            .ok_or(ApplyError::NotFound)?;
+        let latest = record.latest().version;
+        if record.uid != *uid || version != latest {
+            return Err(ApplyError::StaleKeyVersion { latest });
+        }
+        let limit = limit.min(MAX_ENCRYPTION_LIMIT);
+        let last = record
+            .versions
+            .last_mut()
+            .expect("a named key has at least one version");
+        let start = last.reserved;
+        let granted = count.min(limit.saturating_sub(start));
+        if granted == 0 {
+            return Err(ApplyError::NamedKeyExhausted { version });
+        }
+        last.reserved = start + granted;
+        batch.push(put(named_key_key(namespace, name), &record));
         Ok(Applied::Reserved {
             start,
             count: granted,
