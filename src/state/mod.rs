@@ -1751,7 +1751,7 @@ mod tests {
                 assert_eq!(backend.dump(), before, "{what} wrote under a bad token");
             }
         }
-        assert!(acting >= 24, "six commands act for a token today");
+        assert!(acting >= 36, "nine commands act for a token today");
         for c in one_of_each(admin, "ns") {
             if c.acting_for().is_some() {
                 let what = c.to_string();
@@ -2741,5 +2741,156 @@ mod tests {
             }
         );
         assert!(sm.access_token(&live).unwrap().is_some());
+    }
+
+    fn create_key(by: [u8; 32], name: &str, uid: u8) -> Command {
+        Command::CreateNamedKey {
+            by: Actor::AccessToken { id: by },
+            namespace: "ns".into(),
+            name: name.into(),
+            uid: [uid; 16],
+            wrapped: vec![uid; 8],
+        }
+    }
+
+    fn rotate_key(by: [u8; 32], version: u32) -> Command {
+        Command::RotateNamedKey {
+            by: Actor::AccessToken { id: by },
+            namespace: "ns".into(),
+            name: "k".into(),
+            version,
+            wrapped: vec![version as u8; 8],
+        }
+    }
+
+    fn reserve_key(uid: u8, version: u32, count: u64, limit: u64) -> Command {
+        Command::ReserveKeyEncryptions {
+            namespace: "ns".into(),
+            name: "k".into(),
+            uid: [uid; 16],
+            version,
+            count,
+            limit,
+        }
+    }
+
+    #[test]
+    fn named_keys_are_created_once_rotated_in_order_and_reserved_up_to_the_limit() {
+        // Steps: create k (admin); again → exists; rotate to 2, then a
+        // second "2" → stale; configure min 0 / 3 / 2 / 1 (only 2 holds);
+        // reserve under v1 or another uid → stale; under v2 up to the limit,
+        // then exhausted; rotate to 3 → a fresh count; nothing a refusal
+        // touched changed.
+        let (sm, backend) = sm();
+        let admin = token(&sm, 1, "ns", &["admin"], 10, 1_000_000);
+        assert_eq!(
+            sm.apply(&entry(20, create_key(admin, "k", 7))).unwrap(),
+            Applied::Version(1)
+        );
+        let before = backend.dump();
+        assert!(matches!(
+            sm.apply(&entry(21, create_key(admin, "k", 8))),
+            Err(ApplyError::NamedKeyExists)
+        ));
+        assert_eq!(backend.dump(), before, "a refused create wrote");
+        assert_eq!(
+            sm.apply(&entry(22, rotate_key(admin, 2))).unwrap(),
+            Applied::Version(2)
+        );
+        assert!(matches!(
+            sm.apply(&entry(23, rotate_key(admin, 2))),
+            Err(ApplyError::StaleKeyVersion { latest: 2 })
+        ));
+        let record = sm.named_key("ns", "k").unwrap().unwrap();
+        assert_eq!(record.uid, [7; 16]);
+        assert_eq!(
+            record
+                .versions
+                .iter()
+                .map(|v| (v.version, v.created_at_ms))
+                .collect::<Vec<_>>(),
+            [(1, 20), (2, 22)]
+        );
+        assert_eq!(record.version(2).unwrap().wrapped, vec![2; 8]);
+        assert_eq!(record.version(3), None);
+        assert_eq!(record.version(0), None);
+        let configure = |min| Command::ConfigureNamedKey {
+            by: Actor::AccessToken { id: admin },
+            namespace: "ns".into(),
+            name: "k".into(),
+            min_decryption_version: min,
+        };
+        for bad in [0, 3] {
+            assert!(matches!(
+                sm.apply(&entry(24, configure(bad))),
+                Err(ApplyError::NamedKeyRefused(_))
+            ));
+        }
+        sm.apply(&entry(25, configure(2))).unwrap();
+        assert!(
+            matches!(sm.apply(&entry(26, configure(1))), Err(ApplyError::NamedKeyRefused(m)) if m.contains("never goes down"))
+        );
+        // Reservations: the latest version of the same key only.
+        for stale in [reserve_key(7, 1, 5, 10), reserve_key(8, 2, 5, 10)] {
+            assert!(matches!(
+                sm.apply(&entry(27, stale)),
+                Err(ApplyError::StaleKeyVersion { latest: 2 })
+            ));
+        }
+        assert_eq!(
+            sm.apply(&entry(28, reserve_key(7, 2, 6, 10))).unwrap(),
+            Applied::Reserved { start: 0, count: 6 }
+        );
+        assert_eq!(
+            sm.apply(&entry(29, reserve_key(7, 2, 6, 10))).unwrap(),
+            Applied::Reserved { start: 6, count: 4 }
+        );
+        assert!(matches!(
+            sm.apply(&entry(30, reserve_key(7, 2, 6, 10))),
+            Err(ApplyError::NamedKeyExhausted { version: 2 })
+        ));
+        // A limit past 2^32 is cut to it.
+        sm.apply(&entry(31, rotate_key(admin, 3))).unwrap();
+        assert_eq!(
+            sm.apply(&entry(32, reserve_key(7, 3, 5, u64::MAX)))
+                .unwrap(),
+            Applied::Reserved { start: 0, count: 5 }
+        );
+        assert!(matches!(
+            sm.apply(&entry(33, reserve_key(7, 9, 1, 10))),
+            Err(ApplyError::StaleKeyVersion { latest: 3 })
+        ));
+        let missing = Command::ReserveKeyEncryptions {
+            namespace: "other".into(),
+            name: "k".into(),
+            uid: [7; 16],
+            version: 3,
+            count: 1,
+            limit: 10,
+        };
+        assert!(matches!(
+            sm.apply(&entry(34, missing)),
+            Err(ApplyError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn named_keys_are_listed_per_namespace() {
+        let (sm, _) = sm();
+        let admin = token(&sm, 1, "ns", &["admin"], 10, 1_000_000);
+        for (i, name) in ["b", "a", "c"].iter().enumerate() {
+            sm.apply(&entry(20 + i as u64, create_key(admin, name, i as u8)))
+                .unwrap();
+        }
+        let page = sm.named_key_names("ns", None, 2).unwrap();
+        assert_eq!(page.names, ["a", "b"]);
+        assert!(page.truncated);
+        let rest = sm.named_key_names("ns", Some("b"), 2).unwrap();
+        assert_eq!(rest.names, ["c"]);
+        assert!(sm
+            .named_key_names("other", None, 10)
+            .unwrap()
+            .names
+            .is_empty());
     }
 }
