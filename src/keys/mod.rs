@@ -291,6 +291,15 @@ impl KeyBlocks {
         }
     }
 
+    /// Whether a block with encryptions left is held for `at` (a writer
+    /// that waited for a reservation finds the one another writer made).
+    pub fn has_left(&self, at: &KeyVersionRef<'_>) -> bool {
+        let blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        blocks
+            .get(&Self::slot(at))
+            .is_some_and(|(next, end)| next < end)
+    }
+
     /// Hold the block `start..start + count` granted for `at` (replacing
     /// what is left of an earlier one, which counts as used).
     pub fn grant(&self, at: &KeyVersionRef<'_>, start: u64, count: u64) {
@@ -449,9 +458,11 @@ mod tests {
         let blocks = KeyBlocks::default();
         assert!(!blocks.take(&at(1)));
         blocks.grant(&at(1), 10, 2);
+        assert!(blocks.has_left(&at(1)));
         assert!(blocks.take(&at(1)));
         assert!(blocks.take(&at(1)));
         assert!(!blocks.take(&at(1)));
+        assert!(!blocks.has_left(&at(1)));
         assert!(!blocks.take(&at(2)), "a block is per version");
         blocks.grant(&at(1), 12, 5);
         blocks.clear();

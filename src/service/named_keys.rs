@@ -426,6 +426,9 @@ impl Node {
     /// read the key again (this node catches up first).
     async fn reserve_key_encryptions(&self, at: &KeyVersionRef<'_>) -> Result<(), ServiceError> {
         let _one_at_a_time = self.reserve_lock.lock().await;
+        if self.key_blocks.has_left(at) {
+            return Ok(());
+        }
         let reserve = Command::ReserveKeyEncryptions {
             namespace: at.namespace.into(),
             name: at.name.into(),
