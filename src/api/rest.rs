@@ -1883,14 +1883,15 @@ mod openapi_tests {
     #[test]
     fn listings_document_truncated_cursor_and_limit() {
         // A client reading only the OpenAPI document learns that a listing
-        // is paged: both list routes take `cursor` and `limit`, and both
-        // answers have `truncated` and `cursor`.
+        // is paged: every list route takes `cursor` and `limit`, and every
+        // answer has `truncated` and `cursor`.
         let doc = serde_json::to_value(openapi_document()).unwrap();
         let schemas = &doc["components"]["schemas"];
         for (schema, names) in [
             ("KeyList", "keys"),
             ("PolicyList", "policies"),
             ("KubernetesRoleList", "roles"),
+            ("NamedKeyList", "keys"),
         ] {
             let props = &schemas[schema]["properties"];
             for field in [names, "truncated", "cursor"] {
@@ -1903,7 +1904,8 @@ mod openapi_tests {
         let kv_get = &doc["paths"]["/v1/kv/{path}"]["get"];
         let policies = &doc["paths"]["/v1/namespaces/{ns}/policies"]["get"];
         let roles = &doc["paths"]["/v1/namespaces/{ns}/auth/kubernetes/roles"]["get"];
-        for op in [kv_get, policies, roles] {
+        let keys = &doc["paths"]["/v1/keys"]["get"];
+        for op in [kv_get, policies, roles, keys] {
             let params: Vec<&str> = op["parameters"]
                 .as_array()
                 .unwrap()
