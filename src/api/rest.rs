@@ -166,7 +166,10 @@ fn takes_idempotency_key(method: &axum::http::Method, path: &str) -> bool {
         && matches!(*method, Method::PUT | Method::DELETE);
     // `/v1/keys/{name}` and `/v1/keys/{name}/{rotate,config}`.
     let key = *method == Method::POST
-        && match path.strip_prefix("/v1/keys/").map(|r| r.split('/').collect::<Vec<_>>()) {
+        && match path
+            .strip_prefix("/v1/keys/")
+            .map(|r| r.split('/').collect::<Vec<_>>())
+        {
             Some(parts) => match parts.as_slice() {
                 [name] => !name.is_empty(),
                 [name, "rotate" | "config"] => !name.is_empty(),
@@ -1252,8 +1255,8 @@ async fn list_keys(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Json<NamedKeyList>> {
     let token = token(&headers);
-    let call =
-        Call::new(Operation::ListKeys, REST, &ctx).bearer(token.as_ref(), Consistency::Linearizable);
+    let call = Call::new(Operation::ListKeys, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Linearizable);
     let admitted = s.door.admit(call).await?;
     let result = async {
         let page = list_page(q.cursor, q.limit.as_deref())?;

@@ -12,6 +12,7 @@
 
 mod certs;
 mod commands;
+mod keys;
 mod output;
 mod prompt;
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use certs::ClusterCertsArgs;
+pub use keys::KeyCommand;
 pub use output::Format;
 
 use crate::bench::{Store, Workload};
@@ -99,6 +101,11 @@ pub enum Command {
     /// ServiceAccounts may `kstash login kubernetes`, with which policies.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// Named encryption keys of the token's namespace: create, get, list,
+    /// rotate and configure them (an admin token); encrypt and decrypt with
+    /// them (a token with `encrypt` / `decrypt` on `keys/<name>`).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Read and write secrets in the token's namespace.
     #[command(subcommand)]
     Kv(KvCommand),
