@@ -159,7 +159,8 @@ fn relabelled(ciphertext: &str, version: u32) -> String {
     format!("kstash:v{version}:{body}")
 }
 
-/// Steps: a node with an audit file; an admin of team-a →
+/// Steps: a node with an audit file that HMACs secret values; an admin of
+/// team-a →
 /// 1. create `k1` twice with one Idempotency-Key (one key, the same
 ///    answer), again without a key or with another → 409; create `k2`;
 ///    get and list (paged);
@@ -179,7 +180,8 @@ fn relabelled(ciphertext: &str, version: u32) -> String {
 ///    decrypt team-a's ciphertexts;
 /// 8. 64 KiB round trips, 64 KiB + 1 → 413;
 /// 9. the audit log holds every key call, in order, with its path and
-///    status, and no plaintext; neither do the node's logs;
+///    status, and no plaintext, not even as an HMAC (a secret write's value
+///    is HMAC'd); neither do the node's logs;
 /// 10. sealed: every key route → 503 `sealed`.
 #[tokio::test]
 async fn named_keys_over_rest() {
@@ -190,7 +192,11 @@ async fn named_keys_over_rest() {
         .unwrap();
     let file = dir.path().join("audit.log");
     let audit = file.to_string_lossy().to_string();
-    let n = TestNode::start_with(move |a| a.audit_file = Some(audit)).await;
+    let n = TestNode::start_with(move |a| {
+        a.audit_file = Some(audit);
+        a.audit_hmac_values = Some(true);
+    })
+    .await;
     let init = n.init_unsealed(1, 1).await;
     let admin = n
         .login(&init["access_key"], "team-a", &["admin"], None)
@@ -598,7 +604,26 @@ async fn named_keys_over_rest() {
         .find(|r| r["status"] == 200 && r["path"] == "keys/k1")
         .expect("a successful encryption is recorded");
     assert_eq!(uses["namespace"], "team-a", "{uses}");
-    assert!(uses.get("value").is_none_or(Value::is_null), "{uses}");
+    for r in all.iter().filter(|r| {
+        r["operation"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("key."))
+    }) {
+        assert!(
+            r.get("value").is_none_or(Value::is_null),
+            "not even an HMAC of a payload, with audit_hmac_values on: {r}"
+        );
+    }
+    let put = all
+        .iter()
+        .find(|r| r["type"] == "request" && r["operation"] == "kv.put")
+        .expect("the secret write is recorded");
+    assert!(
+        put["value"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("hmac-sha256:")),
+        "audit_hmac_values is on for secret values: {put}"
+    );
     let text = std::fs::read_to_string(&file).unwrap();
     let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).to_string();
     for p in [&p1, &p2] {
