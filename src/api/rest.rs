@@ -166,17 +166,12 @@ fn takes_idempotency_key(method: &axum::http::Method, path: &str) -> bool {
         && matches!(*method, Method::PUT | Method::DELETE);
     // `/v1/keys/{name}` and `/v1/keys/{name}/{rotate,config}`.
     let key = *method == Method::POST
-        && match path
-            .strip_prefix("/v1/keys/")
-            .map(|r| r.split('/').collect::<Vec<_>>())
-        {
-            Some(parts) => match parts.as_slice() {
-                [name] => !name.is_empty(),
-                [name, "rotate" | "config"] => !name.is_empty(),
-                _ => false,
-            },
-            None => false,
-        };
+        && path.strip_prefix("/v1/keys/").is_some_and(|rest| {
+            matches!(
+                rest.split('/').collect::<Vec<_>>()[..],
+                [name] | [name, "rotate" | "config"] if !name.is_empty()
+            )
+        });
     kv || policy || role || key
 }
 

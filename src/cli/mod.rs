@@ -6,8 +6,9 @@
 //!   error, printed as `Error: …` on stderr (`Error: <message> (<code>, HTTP
 //!   <status>)` when the server refused).
 //! - A secret is printed only when it is the result the user asked for (init,
-//!   rekey, a new or replacement token or key, `kv get`); secrets given as
-//!   input are never echoed and are read without echo when prompted for.
+//!   rekey, a new or replacement token or key, `kv get`, `key decrypt`);
+//!   secrets given as input are never echoed and are read without echo when
+//!   prompted for.
 //! - Results go to stdout; notes and warnings to stderr.
 
 mod certs;
