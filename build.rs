@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 const PROTO_ROOT: &str = "proto";
 
 /// Messages that carry secrets (unseal keys, gatekeeper tokens, the access
-/// key, access tokens, ServiceAccount tokens, secret values). They get no derived `Debug`;
+/// key, access tokens, ServiceAccount tokens, secret values, payloads of
+/// named keys). They get no derived `Debug`;
 /// `src/api/grpc.rs` implements one that prints `<redacted>`.
 const SECRET_BEARING: &[&str] = &[
     ".kstash.v1.InitResponse",
@@ -40,6 +41,9 @@ const SECRET_BEARING: &[&str] = &[
     ".kstash.v1.AuditHashRequest",
     // The replacement gatekeeper token of a snapshot save.
     ".kstash.v1.SnapshotFile",
+    // A payload encrypted or decrypted under a named key (a KMS DEK seed).
+    ".kstash.v1.EncryptRequest",
+    ".kstash.v1.DecryptResponse",
     // A DEK seed of kube-apiserver (KMS v2): `src/plugins/kms/` prints
     // only its length.
     ".v2.EncryptRequest",

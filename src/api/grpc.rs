@@ -22,9 +22,10 @@ use zeroize::Zeroizing;
 use crate::acl::{self, Capability, Policy};
 use crate::api::error::to_grpc;
 use crate::guard::{audit, Call, CallContext, Door, Operation, Presented, Transport};
+use crate::keys;
 use crate::secret::SecretString;
 use crate::service::types::{self as t, ListPage, Ttl};
-use crate::service::{Node, ServiceError, Settings};
+use crate::service::{KeyUser, Node, ServiceError, Settings};
 
 /// The generated messages, clients and servers of package `kstash.v1`.
 #[allow(
@@ -125,6 +126,13 @@ pub const KSTASH_METHODS: &[&str] = &[
     "/kstash.v1.KubernetesRoles/Get",
     "/kstash.v1.KubernetesRoles/List",
     "/kstash.v1.KubernetesRoles/Delete",
+    "/kstash.v1.Keys/Create",
+    "/kstash.v1.Keys/Get",
+    "/kstash.v1.Keys/List",
+    "/kstash.v1.Keys/Rotate",
+    "/kstash.v1.Keys/Configure",
+    "/kstash.v1.Keys/Encrypt",
+    "/kstash.v1.Keys/Decrypt",
     "/kstash.v1.Kv/Put",
     "/kstash.v1.Kv/Get",
     "/kstash.v1.Kv/Delete",
@@ -156,6 +164,10 @@ pub fn router(door: Arc<Door>) -> axum::Router {
                 door.clone(),
             ))
             .max_decoding_message_size(limit),
+        )
+        .add_service(
+            pb::keys_server::KeysServer::new(KeysService::new(door.clone()))
+                .max_decoding_message_size(KEYS_DECODING_LIMIT),
         )
         .add_service(
             pb::kv_server::KvServer::new(KvService::new(door)).max_decoding_message_size(limit),
@@ -382,6 +394,8 @@ redacted_debug!(
     SecretResponse,
     SnapshotFile,
     AuditHashRequest,
+    EncryptRequest,
+    DecryptResponse,
 );
 
 // ----- the front door -----------------------------------------------------------
@@ -1280,6 +1294,237 @@ impl pb::kubernetes_roles_server::KubernetesRoles for KubernetesRolesService {
     }
 }
 
+// ----- Keys ----------------------------------------------------------------------------
+
+/// `kstash.v1.Keys`: named encryption keys of the caller's namespace.
+#[derive(Debug, Clone)]
+pub struct KeysService(Front);
+
+impl KeysService {
+    /// The service behind `door`.
+    pub fn new(door: Arc<Door>) -> Self {
+        KeysService(Front { door })
+    }
+}
+
+/// The largest message the `Keys` service decodes: a ciphertext of the
+/// largest plaintext, with room around it. Fixed, like REST's key body
+/// limit: a key's bounds do not follow `max_value_bytes`.
+pub const KEYS_DECODING_LIMIT: usize = keys::MAX_CIPHERTEXT_BYTES + MESSAGE_OVERHEAD;
+
+/// A key's metadata as its message.
+fn named_key_pb(k: t::NamedKeyInfo) -> pb::NamedKey {
+    pb::NamedKey {
+        namespace: k.namespace,
+        name: k.name,
+        latest_version: k.latest_version,
+        min_decryption_version: k.min_decryption_version,
+        key_id: k.key_id,
+        created_at: k.created_at,
+        exhausted: k.exhausted,
+        versions: k
+            .versions
+            .into_iter()
+            .map(|v| pb::NamedKeyVersion {
+                version: v.version,
+                created_at: v.created_at,
+                key_id: v.key_id,
+            })
+            .collect(),
+    }
+}
+
+impl Front {
+    /// The call of a `Keys` method at the front door, as REST makes it
+    /// (`rest::key_call`): an access token checked against a linearizable
+    /// state, the key's path `keys/<name>` in the record, the token's
+    /// namespace. No plaintext is handed to the door.
+    fn key_call<'a>(
+        operation: Operation,
+        ctx: &'a CallContext,
+        token: Option<&'a SecretString>,
+        target: &'a str,
+    ) -> Call<'a> {
+        Call::new(operation, GRPC, ctx)
+            .bearer(token, t::Consistency::Linearizable)
+            .path(target)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::keys_server::Keys for KeysService {
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Keys/Create"))]
+    async fn create(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::NamedKey>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let target = keys::acl_path(&r.name);
+        let call = Front::key_call(Operation::CreateKey, &ctx, token.as_ref(), &target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let key = idempotency_key(&r.idempotency_key)?;
+            self.0
+                .node()
+                .create_key(admitted.holder()?, &r.name, key.as_ref())
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(named_key_pb)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Keys/Get"))]
+    async fn get(
+        &self,
+        request: Request<pb::GetKeyRequest>,
+    ) -> Result<Response<pb::NamedKey>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let target = keys::acl_path(&r.name);
+        let call = Front::key_call(Operation::GetKey, &ctx, token.as_ref(), &target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            self.0
+                .node()
+                .get_key(KeyUser::Token(admitted.holder()?), &r.name)
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(named_key_pb)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Keys/List"))]
+    async fn list(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::NamedKeyList>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let call = Call::new(Operation::ListKeys, GRPC, &ctx)
+            .bearer(token.as_ref(), t::Consistency::Linearizable);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            self.0
+                .node()
+                .list_keys(admitted.holder()?, &page(r.cursor, r.limit))
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::NamedKeyList {
+            keys: out.keys,
+            truncated: out.truncated,
+            cursor: out.cursor.unwrap_or_default(),
+        })))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Keys/Rotate"))]
+    async fn rotate(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::NamedKey>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let target = keys::acl_path(&r.name);
+        let call = Front::key_call(Operation::RotateKey, &ctx, token.as_ref(), &target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let key = idempotency_key(&r.idempotency_key)?;
+            self.0
+                .node()
+                .rotate_key(admitted.holder()?, &r.name, key.as_ref())
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(named_key_pb)))
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        name = "grpc",
+        fields(rpc = "Keys/Configure")
+    )]
+    async fn configure(
+        &self,
+        request: Request<pb::ConfigureKeyRequest>,
+    ) -> Result<Response<pb::NamedKey>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let target = keys::acl_path(&r.name);
+        let call = Front::key_call(Operation::ConfigureKey, &ctx, token.as_ref(), &target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            let key = idempotency_key(&r.idempotency_key)?;
+            let config = t::NamedKeyConfig {
+                min_decryption_version: r.min_decryption_version,
+            };
+            self.0
+                .node()
+                .configure_key(admitted.holder()?, &r.name, config, key.as_ref())
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(named_key_pb)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Keys/Encrypt"))]
+    async fn encrypt(
+        &self,
+        request: Request<pb::EncryptRequest>,
+    ) -> Result<Response<pb::EncryptResponse>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let mut r = request.into_inner();
+        let plaintext = Zeroizing::new(std::mem::take(&mut r.plaintext));
+        let target = keys::acl_path(&r.name);
+        let call = Front::key_call(Operation::Encrypt, &ctx, token.as_ref(), &target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            self.0
+                .node()
+                .encrypt_with_key(KeyUser::Token(admitted.holder()?), &r.name, &plaintext)
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::EncryptResponse {
+            ciphertext: out.ciphertext,
+            key_version: out.key_version,
+            key_id: out.key_id,
+        })))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, name = "grpc", fields(rpc = "Keys/Decrypt"))]
+    async fn decrypt(
+        &self,
+        request: Request<pb::DecryptRequest>,
+    ) -> Result<Response<pb::DecryptResponse>, Status> {
+        let ctx = context(&request);
+        let token = access_token(request.metadata());
+        let r = request.into_inner();
+        let target = keys::acl_path(&r.name);
+        let call = Front::key_call(Operation::Decrypt, &ctx, token.as_ref(), &target);
+        let admitted = self.0.door.admit(call).await.map_err(to_grpc)?;
+        let result = async {
+            self.0
+                .node()
+                .decrypt_with_key(KeyUser::Token(admitted.holder()?), &r.name, &r.ciphertext)
+                .await
+        }
+        .await;
+        answer(admitted.finish(result.map(|out| pb::DecryptResponse {
+            plaintext: out.plaintext.to_vec(),
+            key_version: out.key_version,
+            key_id: out.key_id,
+        })))
+    }
+}
+
 // ----- Kv ----------------------------------------------------------------------------
 
 /// `kstash.v1.Kv`: secrets in the caller's namespace.
@@ -1574,6 +1819,7 @@ mod tests {
             <pb::auth_server::AuthServer<AuthService> as NamedService>::NAME,
             <pb::policies_server::PoliciesServer<PoliciesService> as NamedService>::NAME,
             <pb::kubernetes_roles_server::KubernetesRolesServer<KubernetesRolesService> as NamedService>::NAME,
+            <pb::keys_server::KeysServer<KeysService> as NamedService>::NAME,
             <pb::kv_server::KvServer<KvService> as NamedService>::NAME,
         ];
         let from_proto = proto_methods();
@@ -1622,13 +1868,14 @@ mod tests {
         let services: Vec<&str> = set.file[0].service.iter().map(|s| s.name()).collect();
         assert_eq!(
             services,
-            ["Sys", "Auth", "Policies", "KubernetesRoles", "Kv"]
+            ["Sys", "Auth", "Policies", "KubernetesRoles", "Keys", "Kv"]
         );
     }
 
     /// Field names that carry a secret in `kstash.v1` when they are strings
     /// or bytes: unseal keys, gatekeeper tokens, the access key, access
-    /// tokens, ServiceAccount tokens (`jwt`), secret values.
+    /// tokens, ServiceAccount tokens (`jwt`), secret values, payloads of
+    /// named keys (`plaintext`).
     const SECRET_FIELDS: &[&str] = &[
         "jwt",
         "key",
@@ -1640,14 +1887,22 @@ mod tests {
         "token",
         "value",
         "input",
+        "plaintext",
     ];
 
     /// (message, field) pairs named like a secret that hold none, and why.
-    const NOT_SECRET: &[(&str, &str, &str)] = &[(
-        "KeyList",
-        "keys",
-        "the names of secrets under a prefix, not unseal keys",
-    )];
+    const NOT_SECRET: &[(&str, &str, &str)] = &[
+        (
+            "KeyList",
+            "keys",
+            "the names of secrets under a prefix, not unseal keys",
+        ),
+        (
+            "NamedKeyList",
+            "keys",
+            "the names of named keys, never their material",
+        ),
+    ];
 
     #[test]
     fn every_message_with_a_secret_field_is_redacted() {
@@ -1702,6 +1957,17 @@ mod tests {
             jwt: "eyJhbGciOiJSUzI1NiJ9.e30.c2ln".into(),
         };
         assert_eq!(format!("{m:?}"), "KubernetesLoginRequest { <redacted> }");
+        let m = pb::EncryptRequest {
+            name: "kek".into(),
+            plaintext: b"dek seed 0123456789abcdef".to_vec(),
+        };
+        assert_eq!(format!("{m:?}"), "EncryptRequest { <redacted> }");
+        let m = pb::DecryptResponse {
+            plaintext: b"dek seed 0123456789abcdef".to_vec(),
+            key_version: 1,
+            key_id: "kstash:a/kek:00:v1".into(),
+        };
+        assert_eq!(format!("{m:?}"), "DecryptResponse { <redacted> }");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, OriginalUri, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, OriginalUri, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,10 +17,11 @@ use super::error::{ApiError, ErrorBody};
 use super::metrics::Metrics;
 use crate::acl::{path, Policy};
 use crate::guard::{audit, Call, CallContext, Door, Operation, Presented, Transport};
+use crate::keys;
 use crate::secret::SecretString;
 use crate::service::admin::{PeersResponse, RemoveRequest};
 use crate::service::types::*;
-use crate::service::{Node, ServiceError, MAX_LIST};
+use crate::service::{KeyUser, Node, ServiceError, MAX_LIST};
 
 #[derive(Clone)]
 struct AppState {
@@ -142,9 +143,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Servic
 }
 
 /// Whether a route honours `Idempotency-Key`: the writes of secrets,
-/// policies and Kubernetes login roles. Elsewhere the header is refused
-/// rather than ignored, so a client never believes a call is deduplicated
-/// when it is not.
+/// policies and Kubernetes login roles, and the management writes of named
+/// keys (create, rotate, config). Elsewhere the header is refused rather
+/// than ignored, so a client never believes a call is deduplicated when it
+/// is not (an encryption or decryption is not a write: a resend is
+/// harmless).
 fn takes_idempotency_key(method: &axum::http::Method, path: &str) -> bool {
     use axum::http::Method;
     let kv = path.starts_with("/v1/kv/")
@@ -161,7 +164,15 @@ fn takes_idempotency_key(method: &axum::http::Method, path: &str) -> bool {
         named_in_namespace(&["policies"]) && matches!(*method, Method::PUT | Method::DELETE);
     let role = named_in_namespace(&["auth", "kubernetes", "roles"])
         && matches!(*method, Method::PUT | Method::DELETE);
-    kv || policy || role
+    // `/v1/keys/{name}` and `/v1/keys/{name}/{rotate,config}`.
+    let key = *method == Method::POST
+        && path.strip_prefix("/v1/keys/").is_some_and(|rest| {
+            matches!(
+                rest.split('/').collect::<Vec<_>>()[..],
+                [name] | [name, "rotate" | "config"] if !name.is_empty()
+            )
+        });
+    kv || policy || role || key
 }
 
 async fn refuse_misplaced_idempotency_key(req: Request, next: axum::middleware::Next) -> Response {
@@ -170,7 +181,7 @@ async fn refuse_misplaced_idempotency_key(req: Request, next: axum::middleware::
     {
         return ApiError(ServiceError::bad(
             "Idempotency-Key is only accepted on writes of secrets, policies and Kubernetes \
-             login roles",
+             login roles, and on creating, rotating and configuring named keys",
         ))
         .into_response();
     }
@@ -188,7 +199,9 @@ fn query_parameters(method: &axum::http::Method, route: &str) -> &'static [&'sta
         }
         (
             &Method::GET,
-            "/v1/namespaces/{ns}/policies" | "/v1/namespaces/{ns}/auth/kubernetes/roles",
+            "/v1/namespaces/{ns}/policies"
+            | "/v1/namespaces/{ns}/auth/kubernetes/roles"
+            | "/v1/keys",
         ) => &["cursor", "limit"],
         _ => &[],
     }
@@ -308,6 +321,12 @@ pub const ROUTES: &[&str] = &[
     "/v1/namespaces/{ns}/policies/{name}",
     "/v1/namespaces/{ns}/auth/kubernetes/roles",
     "/v1/namespaces/{ns}/auth/kubernetes/roles/{name}",
+    "/v1/keys",
+    "/v1/keys/{name}",
+    "/v1/keys/{name}/rotate",
+    "/v1/keys/{name}/config",
+    "/v1/keys/{name}/encrypt",
+    "/v1/keys/{name}/decrypt",
     "/v1/kv",
     "/v1/kv/",
     "/v1/kv/{*path}",
@@ -368,6 +387,29 @@ pub fn router(door: Arc<Door>, metrics: Arc<Metrics>) -> Router {
                 .put(put_kubernetes_role)
                 .delete(delete_kubernetes_role),
         )
+        .route("/v1/keys", get(list_keys))
+        .route(
+            "/v1/keys/{name}",
+            get(get_key)
+                .post(create_key)
+                .layer(DefaultBodyLimit::max(KEY_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/keys/{name}/rotate",
+            post(rotate_key).layer(DefaultBodyLimit::max(KEY_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/keys/{name}/config",
+            post(configure_key).layer(DefaultBodyLimit::max(KEY_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/keys/{name}/encrypt",
+            post(encrypt).layer(DefaultBodyLimit::max(KEY_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/keys/{name}/decrypt",
+            post(decrypt).layer(DefaultBodyLimit::max(KEY_BODY_LIMIT)),
+        )
         .route("/v1/kv", get(kv_get))
         .route("/v1/kv/", get(kv_get))
         .route(
@@ -380,7 +422,7 @@ pub fn router(door: Arc<Door>, metrics: Arc<Metrics>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(refuse_misplaced_idempotency_key))
         .layer(axum::middleware::from_fn(refuse_unknown_query))
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -1130,6 +1172,270 @@ async fn delete_kubernetes_role(
     Ok(no_content())
 }
 
+// ----- named encryption keys ----------------------------------------------------
+
+/// The body limit of every named-key route: the longest ciphertext a
+/// decryption takes (a 64 KiB plaintext's, in base64, about the size of an
+/// encryption's base64 plaintext too) plus room for the JSON around it.
+/// Fixed, unlike the secret routes' limit: a key's bounds do not follow
+/// `max_value_bytes`.
+const KEY_BODY_LIMIT: usize = keys::MAX_CIPHERTEXT_BYTES + (16 << 10);
+
+/// The key a `/v1/keys/{name}…` request names, and the path its audit
+/// record names (`keys/<name>`).
+///
+/// The name is the raw path segment, never percent-decoded: a key name
+/// holds only `a-z`, `0-9`, `-` and `_`, so an encoded character (`%2F`,
+/// `%2e`, even `%61`) is refused by [`keys::validate_name`] like any other
+/// character outside that set, and never rewritten into a name.
+fn key_target(uri: &axum::http::Uri) -> (Result<String, ServiceError>, String) {
+    let raw = uri.path().strip_prefix("/v1/keys/").unwrap_or_default();
+    let segment = raw.split('/').next().unwrap_or_default();
+    let name = keys::validate_name(segment)
+        .map(|()| segment.to_string())
+        .map_err(ServiceError::from);
+    (name, keys::acl_path(segment))
+}
+
+/// The body of a key create or rotate: `{}` (or none at all); a field is
+/// refused rather than ignored.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+/// The bytes of an encryption's `plaintext` (standard base64 with
+/// padding). The error never quotes the input.
+fn plaintext_bytes(text: &SecretString) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.expose().as_bytes())
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| {
+            ServiceError::bad(
+                "plaintext is not valid base64: encode the bytes to encrypt in standard \
+                 base64 (A-Z, a-z, 0-9, '+', '/', padded with '=')",
+            )
+        })
+}
+
+/// The call of a named-key route at the front door: always with an access
+/// token checked against a linearizable state (the service reads the key's
+/// record right after and relies on it), the key's path in the record, the
+/// namespace the token's. The plaintext of an encryption is never handed to
+/// the door, not even for `audit_hmac_values` (which is for secret values:
+/// an HMAC of a DEK seed would let anyone holding the audit key confirm a
+/// guessed seed).
+fn key_call<'a>(
+    operation: Operation,
+    ctx: &'a CallContext,
+    token: Option<&'a SecretString>,
+    target: &'a str,
+) -> Call<'a> {
+    Call::new(operation, REST, ctx)
+        .bearer(token, Consistency::Linearizable)
+        .path(target)
+}
+
+/// The key names of the token's namespace (admin only), one page in name
+/// order: at most `limit` names; `truncated` and `cursor` as for a secret
+/// listing.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    params(("cursor" = Option<String>, Query, description = "continue after this name, the `cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "most names to return, 1 to 10000 (default 10000; larger values count as 10000)")),
+    responses((status = 200, body = NamedKeyList), (status = 403, body = ErrorBody)))]
+async fn list_keys(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<NamedKeyList>> {
+    let token = token(&headers);
+    let call = Call::new(Operation::ListKeys, REST, &ctx)
+        .bearer(token.as_ref(), Consistency::Linearizable);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let page = list_page(q.cursor, q.limit.as_deref())?;
+        s.node().list_keys(admitted.holder()?, &page).await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// A named key's metadata (never its material): for an admin token of the
+/// namespace, or a token that may encrypt or decrypt with it.
+#[utoipa::path(get, path = "/v1/keys/{name}", tag = "keys",
+    params(("name" = String, Path, description = "the key's name: 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit")),
+    responses((status = 200, body = NamedKeyInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Json<NamedKeyInfo>> {
+    let (name, target) = key_target(&uri);
+    let token = token(&headers);
+    let call = key_call(Operation::GetKey, &ctx, token.as_ref(), &target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let name = name?;
+        s.node()
+            .get_key(KeyUser::Token(admitted.holder()?), &name)
+            .await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// Create a named encryption key in the token's namespace, with version 1
+/// (admin only). The body is `{}` or empty.
+#[utoipa::path(post, path = "/v1/keys/{name}", tag = "keys", request_body = NoFields,
+    params(("name" = String, Path, description = "the key's name: 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome")),
+    responses((status = 200, body = NamedKeyInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "the key exists", body = ErrorBody)))]
+async fn create_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Body(req): Body<NoFields>,
+) -> ApiResult<Json<NamedKeyInfo>> {
+    let (name, target) = key_target(&uri);
+    let token = token(&headers);
+    let call = key_call(Operation::CreateKey, &ctx, token.as_ref(), &target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let name = name?;
+        req?;
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .create_key(admitted.holder()?, &name, key.as_ref())
+            .await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// Add a version to a key, which encrypts from now on; older versions keep
+/// decrypting (admin only). The body is `{}` or empty.
+#[utoipa::path(post, path = "/v1/keys/{name}/rotate", tag = "keys", request_body = NoFields,
+    params(("name" = String, Path, description = "the key's name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome and does not rotate twice")),
+    responses((status = 200, body = NamedKeyInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rotate_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Body(req): Body<NoFields>,
+) -> ApiResult<Json<NamedKeyInfo>> {
+    let (name, target) = key_target(&uri);
+    let token = token(&headers);
+    let call = key_call(Operation::RotateKey, &ctx, token.as_ref(), &target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let name = name?;
+        req?;
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .rotate_key(admitted.holder()?, &name, key.as_ref())
+            .await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// Set the oldest version of a key that still decrypts (admin only): 1 to
+/// the latest version, never lower than it is.
+#[utoipa::path(post, path = "/v1/keys/{name}/config", tag = "keys", request_body = NamedKeyConfig,
+    params(("name" = String, Path, description = "the key's name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "retry this write safely: a repeat with the same key within 10 minutes gets the first outcome; the same key with another body gets 409 conflict")),
+    responses((status = 200, body = NamedKeyInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn configure_key(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Body(req): Body<NamedKeyConfig>,
+) -> ApiResult<Json<NamedKeyInfo>> {
+    let (name, target) = key_target(&uri);
+    let token = token(&headers);
+    let call = key_call(Operation::ConfigureKey, &ctx, token.as_ref(), &target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let name = name?;
+        let config = req?;
+        let key = idempotency_key(&headers)?;
+        s.node()
+            .configure_key(admitted.holder()?, &name, config, key.as_ref())
+            .await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// Encrypt a payload (base64, at most 64 KiB decoded) under the key's
+/// latest version: a token whose policies grant `encrypt` on `keys/<name>`
+/// (admin tokens may). 503 when the latest version reached its encryption
+/// limit: rotate the key.
+#[utoipa::path(post, path = "/v1/keys/{name}/encrypt", tag = "keys", request_body = EncryptRequest,
+    params(("name" = String, Path, description = "the key's name")),
+    responses((status = 200, body = EncryptResponse), (status = 400, description = "plaintext is not base64", body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, description = "plaintext over 64 KiB", body = ErrorBody),
+        (status = 503, description = "sealed, or the key's latest version reached its encryption limit (rotate it)", body = ErrorBody)))]
+async fn encrypt(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Body(req): Body<EncryptRequest>,
+) -> ApiResult<Json<EncryptResponse>> {
+    let (name, target) = key_target(&uri);
+    let token = token(&headers);
+    let call = key_call(Operation::Encrypt, &ctx, token.as_ref(), &target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let name = name?;
+        let plaintext = plaintext_bytes(&req?.plaintext)?;
+        s.node()
+            .encrypt_with_key(KeyUser::Token(admitted.holder()?), &name, &plaintext)
+            .await
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
+/// Decrypt a ciphertext the key made (`kstash:v<version>:<base64>`), under
+/// any version from its `min_decryption_version` on: a token whose policies
+/// grant `decrypt` on `keys/<name>` (admin tokens may). A ciphertext that
+/// was changed, made by another key, or names a retired or unknown version
+/// gets 400 and nothing else.
+#[utoipa::path(post, path = "/v1/keys/{name}/decrypt", tag = "keys", request_body = DecryptRequest,
+    params(("name" = String, Path, description = "the key's name")),
+    responses((status = 200, body = DecryptResponse), (status = 400, description = "the ciphertext does not decrypt under this key", body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn decrypt(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    Body(req): Body<DecryptRequest>,
+) -> ApiResult<Json<DecryptResponse>> {
+    let (name, target) = key_target(&uri);
+    let token = token(&headers);
+    let call = key_call(Operation::Decrypt, &ctx, token.as_ref(), &target);
+    let admitted = s.door.admit(call).await?;
+    let result = async {
+        let name = name?;
+        let req = req?;
+        s.node()
+            .decrypt_with_key(KeyUser::Token(admitted.holder()?), &name, &req.ciphertext)
+            .await
+            .map(|d| d.into_response())
+    }
+    .await;
+    Ok(Json(admitted.finish(result)?))
+}
+
 /// What `GET /v1/kv/{path}` answers, for the OpenAPI document only: a
 /// secret, or with `list=true` one page of names.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -1359,6 +1665,13 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         get_kubernetes_role,
         put_kubernetes_role,
         delete_kubernetes_role,
+        list_keys,
+        get_key,
+        create_key,
+        rotate_key,
+        configure_key,
+        encrypt,
+        decrypt,
         kv_get,
         kv_put,
         kv_delete,
@@ -1501,7 +1814,7 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_keys_are_taken_by_writes_of_secrets_policies_and_roles() {
+    fn idempotency_keys_are_taken_by_writes_of_secrets_policies_roles_and_keys() {
         use axum::http::Method;
         let takes = [
             (Method::PUT, "/v1/kv/app/db"),
@@ -1514,6 +1827,9 @@ mod tests {
                 Method::DELETE,
                 "/v1/namespaces/team-a/auth/kubernetes/roles/r",
             ),
+            (Method::POST, "/v1/keys/kek"),
+            (Method::POST, "/v1/keys/kek/rotate"),
+            (Method::POST, "/v1/keys/kek/config"),
         ];
         for (method, path) in &takes {
             assert!(takes_idempotency_key(method, path), "{method} {path}");
@@ -1531,6 +1847,15 @@ mod tests {
             (Method::PUT, "/v1/namespaces/team-a/auth/other/roles/r"),
             (Method::POST, "/v1/auth/kubernetes/login"),
             (Method::POST, "/v1/auth/access-key/login"),
+            (Method::GET, "/v1/keys"),
+            (Method::POST, "/v1/keys"),
+            (Method::POST, "/v1/keys/"),
+            (Method::GET, "/v1/keys/kek"),
+            (Method::DELETE, "/v1/keys/kek"),
+            (Method::POST, "/v1/keys/kek/encrypt"),
+            (Method::POST, "/v1/keys/kek/decrypt"),
+            (Method::POST, "/v1/keys/kek/rotate/x"),
+            (Method::POST, "/v1/keys//rotate"),
         ];
         for (method, path) in &refuses {
             assert!(!takes_idempotency_key(method, path), "{method} {path}");
@@ -1556,14 +1881,15 @@ mod openapi_tests {
     #[test]
     fn listings_document_truncated_cursor_and_limit() {
         // A client reading only the OpenAPI document learns that a listing
-        // is paged: both list routes take `cursor` and `limit`, and both
-        // answers have `truncated` and `cursor`.
+        // is paged: every list route takes `cursor` and `limit`, and every
+        // answer has `truncated` and `cursor`.
         let doc = serde_json::to_value(openapi_document()).unwrap();
         let schemas = &doc["components"]["schemas"];
         for (schema, names) in [
             ("KeyList", "keys"),
             ("PolicyList", "policies"),
             ("KubernetesRoleList", "roles"),
+            ("NamedKeyList", "keys"),
         ] {
             let props = &schemas[schema]["properties"];
             for field in [names, "truncated", "cursor"] {
@@ -1576,7 +1902,8 @@ mod openapi_tests {
         let kv_get = &doc["paths"]["/v1/kv/{path}"]["get"];
         let policies = &doc["paths"]["/v1/namespaces/{ns}/policies"]["get"];
         let roles = &doc["paths"]["/v1/namespaces/{ns}/auth/kubernetes/roles"]["get"];
-        for op in [kv_get, policies, roles] {
+        let keys = &doc["paths"]["/v1/keys"]["get"];
+        for op in [kv_get, policies, roles, keys] {
             let params: Vec<&str> = op["parameters"]
                 .as_array()
                 .unwrap()

@@ -91,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Token(c) => token(&client, fmt, c).await,
             Command::Policy(c) => policy(&client, fmt, c).await,
             Command::Role(c) => role(&client, fmt, c).await,
+            Command::Key(c) => super::keys::run(&client, fmt, c).await,
             Command::Kv(c) => kv(&client, fmt, c).await,
             Command::Audit(c) => audit(&client, fmt, c).await,
         }
@@ -1059,7 +1060,7 @@ fn secret_bytes(s: &SecretResponse) -> anyhow::Result<Zeroizing<Vec<u8>>> {
 /// One page of a listing, or with `--all` every page: the names and, when
 /// the last page fetched was truncated, the cursor to continue from.
 /// `fetch(cursor)` answers (names, truncated, cursor) of one call.
-async fn pages<F, Fut>(
+pub(super) async fn pages<F, Fut>(
     page: &PageArgs,
     mut fetch: F,
 ) -> anyhow::Result<(Vec<String>, Option<String>)>
@@ -1090,7 +1091,7 @@ where
 }
 
 /// Tell the user on stderr that a listing is incomplete and how to go on.
-fn note_truncated(shown: usize, cursor: Option<&str>) {
+pub(super) fn note_truncated(shown: usize, cursor: Option<&str>) {
     if let Some(c) = cursor {
         note(&format!(
             "Listing truncated after {shown} names: more follow. Continue with --cursor {}, or use --all.",
@@ -1122,7 +1123,7 @@ fn shown(path: &Path) -> String {
     }
 }
 
-fn print_lines(lines: &[String]) -> anyhow::Result<()> {
+pub(super) fn print_lines(lines: &[String]) -> anyhow::Result<()> {
     let mut t = Table::new();
     for l in lines {
         t.row(vec![l.clone()]);
@@ -1132,7 +1133,7 @@ fn print_lines(lines: &[String]) -> anyhow::Result<()> {
 }
 
 /// Create `path` for writing with mode 0600; refuses to overwrite.
-fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
+pub(super) fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

@@ -6,12 +6,14 @@
 //!   error, printed as `Error: …` on stderr (`Error: <message> (<code>, HTTP
 //!   <status>)` when the server refused).
 //! - A secret is printed only when it is the result the user asked for (init,
-//!   rekey, a new or replacement token or key, `kv get`); secrets given as
-//!   input are never echoed and are read without echo when prompted for.
+//!   rekey, a new or replacement token or key, `kv get`, `key decrypt`);
+//!   secrets given as input are never echoed and are read without echo when
+//!   prompted for.
 //! - Results go to stdout; notes and warnings to stderr.
 
 mod certs;
 mod commands;
+mod keys;
 mod output;
 mod prompt;
 
@@ -22,6 +24,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use certs::ClusterCertsArgs;
+pub use keys::KeyCommand;
 pub use output::Format;
 
 use crate::bench::{Store, Workload};
@@ -99,6 +102,11 @@ pub enum Command {
     /// ServiceAccounts may `kstash login kubernetes`, with which policies.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// Named encryption keys of the token's namespace: create, get, list,
+    /// rotate and configure them (an admin token); encrypt and decrypt with
+    /// them (a token with `encrypt` / `decrypt` on `keys/<name>`).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Read and write secrets in the token's namespace.
     #[command(subcommand)]
     Kv(KvCommand),

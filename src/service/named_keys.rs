@@ -203,7 +203,11 @@ impl Node {
         keys::validate_name(name)?;
         Self::key_admin(caller, name)?;
         let namespace = caller.record.namespace.clone();
-        if self.sm().named_key(&namespace, name)?.is_some() {
+        // With an idempotency key, a resend of a create that was applied
+        // must reach apply, which answers it with the first outcome (apply
+        // refuses any other create of an existing key); without one, an
+        // existing key is refused here, before any key material is made.
+        if key.is_none() && self.sm().named_key(&namespace, name)?.is_some() {
             return Err(key_exists(&namespace, name));
         }
         let idempotency =

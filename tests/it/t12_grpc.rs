@@ -788,3 +788,271 @@ async fn grpc_kubernetes_roles_mirror_rest() {
 
     n.server.shutdown().await.unwrap();
 }
+
+/// Steps: a node with a 1 KiB value limit; init, a team-a admin →
+/// Keys.Create `k1` twice with one idempotency key (the same key) → Get
+/// over gRPC equals GET over REST → Create `k2`; List with limit 1 →
+/// truncated with a cursor, the next page ends → Rotate → Encrypt binary
+/// bytes; REST decrypts them, and gRPC decrypts what REST encrypted → a
+/// policy with encrypt/decrypt on `keys/k1` only: its token encrypts k1,
+/// not k2 (PermissionDenied), cannot List → a tampered ciphertext →
+/// InvalidArgument, no plaintext in the message → Configure retires v1, not
+/// back (InvalidArgument) → 64 KiB round trips although values are limited
+/// to 1 KiB (the Keys service's own decoding limit); 64 KiB + 1 →
+/// InvalidArgument `too_large` → no token → Unauthenticated → sealed →
+/// Unavailable.
+#[tokio::test]
+async fn grpc_keys_mirror_rest() {
+    use base64::Engine;
+    use pb::keys_client::KeysClient;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+
+    let n = TestNode::start_with(|a| a.max_value_bytes = Some(1024)).await;
+    let mut g = Grpc::connect(&n).await;
+    let channel = Channel::from_shared(format!("http://{}", n.server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut keys = KeysClient::new(channel);
+    let init = g.init_unsealed(1, 1).await;
+    let admin = g.login(&init.access_key, "team-a", &["admin"], None).await;
+
+    tracing::info!("--- step: create twice with one key, get as REST does");
+    let create = |name: &str, key: &str| pb::CreateKeyRequest {
+        name: name.into(),
+        idempotency_key: key.into(),
+    };
+    let first = keys
+        .create(authed(create("k1", "create-k1"), &admin))
+        .await
+        .expect("create k1")
+        .into_inner();
+    let again = keys
+        .create(authed(create("k1", "create-k1"), &admin))
+        .await
+        .expect("a repeat gets the first answer")
+        .into_inner();
+    assert_eq!(first, again);
+    assert_eq!((first.latest_version, first.versions.len()), (1, 1));
+    assert_code(
+        keys.create(authed(create("k1", ""), &admin)).await,
+        Code::FailedPrecondition,
+    );
+    let got = keys
+        .get(authed(pb::GetKeyRequest { name: "k1".into() }, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    let (code, rest) = n.http.get("/v1/keys/k1", Some(&admin)).await;
+    assert_eq!(code, 200, "{rest}");
+    assert_eq!(rest["key_id"], got.key_id);
+    assert_eq!(rest["created_at"], got.created_at);
+    assert_eq!(rest["versions"][0]["key_id"], got.versions[0].key_id);
+    assert_eq!(got, first);
+
+    tracing::info!("--- step: list in pages, rotate");
+    keys.create(authed(create("k2", ""), &admin))
+        .await
+        .expect("create k2");
+    let list = |cursor: &str| pb::ListKeysRequest {
+        cursor: cursor.into(),
+        limit: 1,
+    };
+    let page = keys
+        .list(authed(list(""), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.keys, ["k1"]);
+    assert!(page.truncated && page.cursor == "k1", "{page:?}");
+    let page = keys
+        .list(authed(list(&page.cursor), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((page.keys, page.truncated), (vec!["k2".to_string()], false));
+    let rotated = keys
+        .rotate(authed(
+            pb::RotateKeyRequest {
+                name: "k1".into(),
+                idempotency_key: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.latest_version, 2);
+    assert!(rotated.key_id.ends_with(":v2"), "{}", rotated.key_id);
+
+    tracing::info!("--- step: encrypt over gRPC, decrypt over REST, and back");
+    let encrypt = |name: &str, plaintext: &[u8]| pb::EncryptRequest {
+        name: name.into(),
+        plaintext: plaintext.to_vec(),
+    };
+    let decrypt = |name: &str, ciphertext: &str| pb::DecryptRequest {
+        name: name.into(),
+        ciphertext: ciphertext.into(),
+    };
+    let seed = b"\x00dek seed\xff\x01 grpc";
+    let c = keys
+        .encrypt(authed(encrypt("k1", seed), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (c.key_version, c.key_id.as_str()),
+        (2, rotated.key_id.as_str())
+    );
+    let (code, d) = n
+        .http
+        .post(
+            "/v1/keys/k1/decrypt",
+            Some(&admin),
+            serde_json::json!({ "ciphertext": c.ciphertext }),
+        )
+        .await;
+    assert_eq!(
+        (code, d["plaintext"].as_str()),
+        (200, Some(b64(seed).as_str()))
+    );
+    let (code, rest_c) = n
+        .http
+        .post(
+            "/v1/keys/k1/encrypt",
+            Some(&admin),
+            serde_json::json!({ "plaintext": b64(b"from rest") }),
+        )
+        .await;
+    assert_eq!(code, 200, "{rest_c}");
+    let d = keys
+        .decrypt(authed(
+            decrypt("k1", rest_c["ciphertext"].as_str().unwrap()),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (d.plaintext.as_slice(), d.key_version),
+        (&b"from rest"[..], 2)
+    );
+
+    tracing::info!("--- step: a policy on keys/k1 only");
+    g.policies
+        .put_policy(authed(
+            pb::PutPolicyRequest {
+                namespace: "team-a".into(),
+                name: "kek-user".into(),
+                rules: vec![rule("keys/k1", &["encrypt", "decrypt"])],
+                idempotency_key: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("put kek-user");
+    let user = g
+        .login(&init.access_key, "team-a", &["kek-user"], None)
+        .await;
+    let mine = keys
+        .encrypt(authed(encrypt("k1", seed), &user))
+        .await
+        .expect("encrypt on keys/k1")
+        .into_inner();
+    let e = assert_code(
+        keys.encrypt(authed(encrypt("k2", seed), &user)).await,
+        Code::PermissionDenied,
+    );
+    assert!(e.message().contains("encrypt on team-a/keys/k2"), "{e:?}");
+    assert_code(
+        keys.list(authed(list(""), &user)).await,
+        Code::PermissionDenied,
+    );
+
+    tracing::info!("--- step: a tampered ciphertext");
+    let mut bad = mine.ciphertext.clone().into_bytes();
+    let i = bad.len() - 10;
+    bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+    let bad = String::from_utf8(bad).unwrap();
+    let e = assert_code(
+        keys.decrypt(authed(decrypt("k1", &bad), &user)).await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        e.message()
+            .contains("does not decrypt under key team-a/k1 version 2"),
+        "{e:?}"
+    );
+    assert!(!e.message().contains("dek seed") && !e.message().contains(&b64(seed)));
+
+    tracing::info!("--- step: configure retires v1, never back");
+    let configure = |min: u32| pb::ConfigureKeyRequest {
+        name: "k1".into(),
+        min_decryption_version: min,
+        idempotency_key: String::new(),
+    };
+    let info = keys
+        .configure(authed(configure(2), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.min_decryption_version, 2);
+    let e = assert_code(
+        keys.configure(authed(configure(1), &admin)).await,
+        Code::InvalidArgument,
+    );
+    assert!(e.message().contains("never goes down"), "{e:?}");
+
+    tracing::info!("--- step: 64 KiB round trips on a node with 1 KiB values");
+    let max = kstash::keys::MAX_PLAINTEXT_BYTES;
+    let big: Vec<u8> = (0..max).map(|i| (i % 253) as u8).collect();
+    let c = keys
+        .encrypt(authed(encrypt("k1", &big), &user))
+        .await
+        .expect("64 KiB encrypts")
+        .into_inner();
+    let d = keys
+        .decrypt(authed(decrypt("k1", &c.ciphertext), &user))
+        .await
+        .expect("its ciphertext decodes and decrypts")
+        .into_inner();
+    assert!(d.plaintext == big);
+    let e = assert_code(
+        keys.encrypt(authed(encrypt("k1", &vec![0u8; max + 1]), &user))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(e.message().starts_with("too_large: "), "{e:?}");
+
+    tracing::info!("--- step: no token, then sealed");
+    assert_code(
+        keys.encrypt(Request::new(encrypt("k1", seed))).await,
+        Code::Unauthenticated,
+    );
+    let (code, body) = n
+        .http
+        .post(
+            "/v1/sys/seal",
+            None,
+            serde_json::json!({ "keys": init.unseal_keys }),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_code(
+        keys.encrypt(authed(encrypt("k1", seed), &user)).await,
+        Code::Unavailable,
+    );
+    assert_code(
+        keys.decrypt(authed(decrypt("k1", &mine.ciphertext), &user))
+            .await,
+        Code::Unavailable,
+    );
+    assert_code(
+        keys.get(authed(pb::GetKeyRequest { name: "k1".into() }, &user))
+            .await,
+        Code::Unavailable,
+    );
+
+    n.server.shutdown().await.unwrap();
+}

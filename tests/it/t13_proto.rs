@@ -18,6 +18,7 @@ const SERVICES: &[&str] = &[
     "kstash.v1.Auth",
     "kstash.v1.Policies",
     "kstash.v1.KubernetesRoles",
+    "kstash.v1.Keys",
     "kstash.v1.Kv",
 ];
 
@@ -180,7 +181,7 @@ where
 
 /// Steps:
 /// 1. a fresh node (not initialised, so sealed) on loopback, plaintext;
-/// 2. reflection v1: list services (the four kstash.v1 ones and reflection);
+/// 2. reflection v1: list services (the kstash.v1 ones and reflection);
 ///    the file containing `kstash.v1.Sys` is `kstash/v1/kstash.proto` and
 ///    declares every kstash.v1 service; the cluster proto is not found;
 /// 3. the same through v1alpha;

@@ -1020,3 +1020,148 @@ fn role_commands_and_kubernetes_login() {
     cli.with_token(&admin, &["role", "get", "team-a", "web"])
         .fails(1, "HTTP 404");
 }
+
+/// Steps:
+/// 1. a server, init 1/1, unseal, admin token for team-a;
+/// 2. `key create kek` prints its metadata (version 1); `key get --format
+///    json` has the key id; `key list` names it;
+/// 3. `key encrypt kek` from stdin prints one ciphertext line; `key decrypt
+///    kek CIPHERTEXT` prints exactly the plaintext;
+/// 4. binary bytes: `--plaintext-file` in, `key decrypt kek - --output
+///    FILE` (ciphertext on stdin) out: the same bytes, mode 0600; the same
+///    --output again is refused (exit 1), the file unchanged;
+/// 5. `--base64` in and out;
+/// 6. `key rotate` → version 2, the v1 ciphertext still decrypts; `key
+///    config --min-decryption-version 2` retires it (exit 1, HTTP 400);
+/// 7. a file over 64 KiB is refused before sending (exit 1), a missing
+///    ciphertext on stdin too;
+/// 8. no plaintext in any note or error, nor in the server's log.
+#[test]
+fn key_commands_round_trip() {
+    let server = ServerProcess::start();
+    let cli = Cli {
+        address: server.url(),
+        seen: Default::default(),
+    };
+    eprintln!("--- step 1: init, unseal, admin");
+    let (_, admin) = cli.init_one_key("team-a");
+    let mut stderr = String::new();
+    let mut run = |args: &[&str], stdin: Option<&str>| {
+        let out = cli.run(args, &[("KSTASH_TOKEN", &admin)], stdin);
+        stderr.push_str(&out.stderr);
+        out
+    };
+
+    eprintln!("--- step 2: create, get, list");
+    let out = run(&["key", "create", "kek"], None);
+    let table = out.ok();
+    assert!(
+        table.contains("Name                    kek")
+            && table.contains("Latest version          1"),
+        "{table}"
+    );
+    let out = run(&["key", "get", "kek", "--format", "json"], None);
+    let info: Value = serde_json::from_str(out.ok()).unwrap();
+    let key_id = info["key_id"].as_str().unwrap().to_string();
+    assert!(key_id.starts_with("kstash:team-a/kek:") && key_id.ends_with(":v1"));
+    assert_eq!(run(&["key", "list"], None).ok(), "kek\n");
+
+    eprintln!("--- step 3: a text round trip through stdin and an argument");
+    let text = "s3cret seed 9f2c\n";
+    let out = run(&["key", "encrypt", "kek"], Some(text));
+    let ciphertext = out.ok().trim_end().to_string();
+    assert!(
+        ciphertext.starts_with("kstash:v1:") && !ciphertext.contains('\n'),
+        "{out:?}"
+    );
+    assert_eq!(
+        run(&["key", "decrypt", "kek", &ciphertext], None).ok(),
+        text
+    );
+
+    eprintln!("--- step 4: binary bytes through files");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("seed.bin");
+    let bytes: Vec<u8> = (0..=255u8).rev().collect();
+    std::fs::write(&input, &bytes).unwrap();
+    let out = run(
+        &[
+            "key",
+            "encrypt",
+            "kek",
+            "--plaintext-file",
+            input.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let c: Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(
+        (c["key_version"].as_u64(), c["key_id"].as_str()),
+        (Some(1), Some(key_id.as_str()))
+    );
+    let binary_ct = c["ciphertext"].as_str().unwrap().to_string();
+    let output = dir.path().join("out.bin");
+    let out_arg = output.to_str().unwrap();
+    let out = run(
+        &["key", "decrypt", "kek", "-", "--output", out_arg],
+        Some(&format!("{binary_ct}\n")),
+    );
+    assert_eq!(out.ok(), "", "the plaintext went to the file: {out:?}");
+    assert!(out.stderr.contains("Wrote 256 bytes"), "{out:?}");
+    assert_eq!(std::fs::read(&output).unwrap(), bytes);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&output).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    run(&["key", "decrypt", "kek", &binary_ct, "-o", out_arg], None).fails(1, "cannot create");
+    assert_eq!(std::fs::read(&output).unwrap(), bytes, "not overwritten");
+
+    eprintln!("--- step 5: base64 in and out");
+    let out = run(&["key", "encrypt", "kek", "--base64"], Some("aGVs\nbG8=\n"));
+    let c = out.ok().trim_end().to_string();
+    assert_eq!(run(&["key", "decrypt", "kek", &c], None).ok(), "hello");
+    assert_eq!(
+        run(&["key", "decrypt", "kek", &c, "--base64"], None).ok(),
+        "aGVsbG8=\n"
+    );
+
+    eprintln!("--- step 6: rotate, retire v1");
+    let out = run(&["key", "rotate", "kek"], None);
+    assert!(out.ok().contains("Latest version          2"), "{out:?}");
+    let out = run(&["key", "encrypt", "kek"], Some(text));
+    assert!(out.ok().starts_with("kstash:v2:"), "{out:?}");
+    assert_eq!(
+        run(&["key", "decrypt", "kek", &ciphertext], None).ok(),
+        text
+    );
+    let out = run(
+        &["key", "config", "kek", "--min-decryption-version", "2"],
+        None,
+    );
+    assert!(out.ok().contains("Min decryption version  2"), "{out:?}");
+    run(&["key", "decrypt", "kek", &ciphertext], None).fails(1, "HTTP 400");
+    run(&["key", "decrypt", "kek", &ciphertext], None).fails(1, "retired");
+
+    eprintln!("--- step 7: refused before sending");
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 64 * 1024 + 1]).unwrap();
+    run(
+        &[
+            "key",
+            "encrypt",
+            "kek",
+            "--plaintext-file",
+            big.to_str().unwrap(),
+        ],
+        None,
+    )
+    .fails(1, "over 65536 bytes");
+    run(&["key", "decrypt", "kek", "-"], Some("\n")).fails(1, "no ciphertext on stdin");
+
+    eprintln!("--- step 8: no plaintext in notes, errors or the server log");
+    for needle in ["s3cret seed", "aGVsbG8", "hello"] {
+        assert!(!stderr.contains(needle), "{needle} in stderr: {stderr}");
+        assert!(!server.log().contains(needle), "{needle} in the server log");
+    }
+}

@@ -856,6 +856,12 @@ const ROUTE_METHODS: &[(&str, &str, &[&str])] = &[
         "/v1/namespaces/team-a/auth/kubernetes/roles/web",
         &["GET", "PUT", "DELETE"],
     ),
+    ("/v1/keys", "/v1/keys", &["GET"]),
+    ("/v1/keys/{name}", "/v1/keys/kek", &["GET", "POST"]),
+    ("/v1/keys/{name}/rotate", "/v1/keys/kek/rotate", &["POST"]),
+    ("/v1/keys/{name}/config", "/v1/keys/kek/config", &["POST"]),
+    ("/v1/keys/{name}/encrypt", "/v1/keys/kek/encrypt", &["POST"]),
+    ("/v1/keys/{name}/decrypt", "/v1/keys/kek/decrypt", &["POST"]),
     ("/v1/kv", "/v1/kv", &["GET"]),
     ("/v1/kv/", "/v1/kv/", &["GET"]),
     (
@@ -874,9 +880,12 @@ fn takes(method: &str, route: &str) -> &'static [&'static str] {
         ("GET", "/v1/kv" | "/v1/kv/" | "/v1/kv/{*path}") => {
             &["list", "consistency", "cursor", "limit"]
         }
-        ("GET", "/v1/namespaces/{ns}/policies" | "/v1/namespaces/{ns}/auth/kubernetes/roles") => {
-            &["cursor", "limit"]
-        }
+        (
+            "GET",
+            "/v1/namespaces/{ns}/policies"
+            | "/v1/namespaces/{ns}/auth/kubernetes/roles"
+            | "/v1/keys",
+        ) => &["cursor", "limit"],
         _ => &[],
     }
 }
@@ -1223,6 +1232,216 @@ async fn kubernetes_routes_refuse_bad_input() {
         m.contains("colour") && !m.contains("Idempotency-Key"),
         "a role write takes the key; its body is what is wrong: {m}"
     );
+
+    n.server.shutdown().await.unwrap();
+}
+
+/// Steps: a key `kek` on the node (1 KiB value limit) → names that are not
+/// key names, percent-encoded ones included (`%2F`, `%6b` for `k`), on
+/// every key route → 400 naming the name rules, nothing changed → bad
+/// bodies (an unknown field, a missing or mistyped field, plaintext that is
+/// not base64, a malformed ciphertext) → 400 naming what to fix, never
+/// echoing the plaintext → a plaintext of 64 KiB + 1 → 413, a body far over
+/// the limit → 413 → every key route without a token → 401 → an
+/// Idempotency-Key on encrypt, decrypt or get → 400; on create it passes
+/// → a plaintext of exactly 64 KiB encrypts although values are limited to
+/// 1 KiB (a key's bounds are its own).
+#[tokio::test]
+async fn named_key_routes_refuse_bad_input() {
+    let (n, _init, admin) = node().await;
+    let t = Some(admin.as_str());
+    let (code, body) = n.http.post("/v1/keys/kek", t, json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+
+    tracing::info!("--- step: names that are not key names");
+    let long = "k".repeat(65);
+    for name in [
+        "a%2Fb",
+        "%6bek",
+        "Kek",
+        "-kek",
+        "k.ek",
+        "k%20ek",
+        long.as_str(),
+    ] {
+        for (method, action, body) in [
+            (Method::POST, "", js(json!({}))),
+            (Method::GET, "", None),
+            (Method::POST, "/rotate", js(json!({}))),
+            (
+                Method::POST,
+                "/config",
+                js(json!({"min_decryption_version": 1})),
+            ),
+            (Method::POST, "/encrypt", js(json!({"plaintext": "AAAA"}))),
+            (
+                Method::POST,
+                "/decrypt",
+                js(json!({"ciphertext": "kstash:v1:AAAA"})),
+            ),
+        ] {
+            let path = format!("/v1/keys/{name}{action}");
+            let m = refused(&n, method, &path, t, body, 400, "bad_request").await;
+            assert!(m.contains("invalid key name"), "{path}: {m}");
+            assert!(m.contains("a-z, 0-9"), "says what a name may hold: {m}");
+        }
+    }
+
+    tracing::info!("--- step: bad bodies");
+    let secret = b64(b"hunter2-plaintext");
+    for (path, body, says) in [
+        ("/v1/keys/new", json!({"colour": 1}), "colour"),
+        ("/v1/keys/kek/rotate", json!({"colour": 1}), "colour"),
+        ("/v1/keys/kek/config", json!({}), "min_decryption_version"),
+        (
+            "/v1/keys/kek/config",
+            json!({"min_decryption_version": "2"}),
+            "invalid type",
+        ),
+        (
+            "/v1/keys/kek/config",
+            json!({"min_decryption_version": 0}),
+            "min_decryption_version must be 1 to the latest version",
+        ),
+        ("/v1/keys/kek/encrypt", json!({}), "plaintext"),
+        (
+            "/v1/keys/kek/encrypt",
+            json!({"plaintext": format!("{secret}!")}),
+            "not valid base64",
+        ),
+        (
+            "/v1/keys/kek/encrypt",
+            json!({"plaintext": secret, "key_version": 1}),
+            "key_version",
+        ),
+        ("/v1/keys/kek/decrypt", json!({}), "ciphertext"),
+        (
+            "/v1/keys/kek/decrypt",
+            json!({"ciphertext": "hunter2"}),
+            "malformed ciphertext",
+        ),
+    ] {
+        let m = refused(
+            &n,
+            Method::POST,
+            path,
+            t,
+            js(body.clone()),
+            400,
+            "bad_request",
+        )
+        .await;
+        assert!(m.contains(says), "{path} {body}: {m}");
+        assert!(!m.contains("hunter2") && !m.contains(&secret), "{m}");
+    }
+
+    tracing::info!("--- step: too large");
+    let max = kstash::keys::MAX_PLAINTEXT_BYTES;
+    let m = refused(
+        &n,
+        Method::POST,
+        "/v1/keys/kek/encrypt",
+        t,
+        js(json!({"plaintext": b64(&vec![1u8; max + 1])})),
+        413,
+        "too_large",
+    )
+    .await;
+    assert!(m.contains("65537") && m.contains("65536"), "{m}");
+    let m = refused(
+        &n,
+        Method::POST,
+        "/v1/keys/kek/decrypt",
+        t,
+        js(json!({"ciphertext": format!("kstash:v1:{}", "A".repeat(400 << 10))})),
+        413,
+        "too_large",
+    )
+    .await;
+    assert!(m.contains("too large"), "{m}");
+
+    tracing::info!("--- step: key routes need an access token");
+    for (method, path, body) in [
+        (Method::GET, "/v1/keys", None),
+        (Method::GET, "/v1/keys/kek", None),
+        (Method::POST, "/v1/keys/kek", js(json!({}))),
+        (Method::POST, "/v1/keys/kek/rotate", js(json!({}))),
+        (
+            Method::POST,
+            "/v1/keys/kek/config",
+            js(json!({"min_decryption_version": 1})),
+        ),
+        (
+            Method::POST,
+            "/v1/keys/kek/encrypt",
+            js(json!({"plaintext": "AAAA"})),
+        ),
+        (
+            Method::POST,
+            "/v1/keys/kek/decrypt",
+            js(json!({"ciphertext": "kstash:v1:AAAA"})),
+        ),
+    ] {
+        refused(&n, method, path, None, body, 401, "unauthorized").await;
+    }
+
+    tracing::info!("--- step: Idempotency-Key only on key management writes");
+    let bearer = format!("Bearer {admin}");
+    for (method, path, body) in [
+        (Method::GET, "/v1/keys/kek", None),
+        (Method::GET, "/v1/keys", None),
+        (
+            Method::POST,
+            "/v1/keys/kek/encrypt",
+            js(json!({"plaintext": "AAAA"})),
+        ),
+        (
+            Method::POST,
+            "/v1/keys/kek/decrypt",
+            js(json!({"ciphertext": "kstash:v1:AAAA"})),
+        ),
+    ] {
+        let before = n.backend.dump();
+        let (code, resp) = n
+            .http
+            .send_with_headers(
+                method.clone(),
+                path,
+                &[("Authorization", &bearer), ("Idempotency-Key", "k-1")],
+                body,
+            )
+            .await;
+        assert_eq!(code, 400, "{method} {path}: {resp}");
+        let m = resp["error"]["message"].as_str().unwrap();
+        assert!(m.contains("named keys"), "{m}");
+        assert!(n.backend.dump() == before, "{method} {path}");
+    }
+    let (code, resp) = n
+        .http
+        .send_with_headers(
+            Method::POST,
+            "/v1/keys/k2",
+            &[("Authorization", &bearer), ("Idempotency-Key", "k-1")],
+            js(json!({})),
+        )
+        .await;
+    assert_eq!(code, 200, "a create takes the key: {resp}");
+
+    tracing::info!("--- step: 64 KiB encrypts on a node whose values are limited to 1 KiB");
+    let (code, resp) = n
+        .http
+        .post(
+            "/v1/keys/kek/encrypt",
+            t,
+            json!({"plaintext": b64(&vec![2u8; max])}),
+        )
+        .await;
+    assert_eq!(code, 200, "{resp}");
+    assert!(resp["ciphertext"]
+        .as_str()
+        .unwrap()
+        .starts_with("kstash:v1:"));
 
     n.server.shutdown().await.unwrap();
 }

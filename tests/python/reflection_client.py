@@ -4,7 +4,7 @@ gRPC server reflection (grpcio-reflection's client, v1alpha) and call it.
 Usage: python reflection_client.py HOST:PORT
 
 Checks, in order:
-1. the listed services are the five kstash.v1 ones plus reflection, and
+1. the listed services are the six kstash.v1 ones plus reflection, and
    none of the cluster port's;
 2. kstash.v1.Sys is described, with its Status method;
 3. Sys/Status called with message classes built from the reflected
@@ -25,6 +25,7 @@ KSTASH = {
     "kstash.v1.Auth",
     "kstash.v1.Policies",
     "kstash.v1.KubernetesRoles",
+    "kstash.v1.Keys",
     "kstash.v1.Kv",
 }
 
