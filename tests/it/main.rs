@@ -13,7 +13,7 @@ mod t30_cli;
 mod t32_bench_compare;
 mod t35_kubernetes_roles;
 mod t36_listing;
-mod t36_named_keys;
+mod t37_named_keys;
 mod t40_leaks;
 mod t44_no_credential;
 mod t46_data_dir;
