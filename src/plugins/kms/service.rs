@@ -61,6 +61,9 @@ pub const STATUS_INTERVAL_RANGE: (Duration, Duration) =
 /// A cached status older than this many intervals is not served.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
 
+/// The least time one status refresh may take before it counts as failed.
+pub const MIN_REFRESH_WAIT: Duration = Duration::from_secs(10);
+
 /// Characters of a caller's `uid` that reach a log line.
 const MAX_LOGGED_UID: usize = 64;
 
@@ -244,14 +247,16 @@ impl StatusCache {
 
     /// Refresh from `backend` every interval (or sooner when asked), until
     /// the task is aborted. One refresh waits at most
-    /// [`STALE_AFTER_INTERVALS`] intervals (at least a second).
+    /// [`STALE_AFTER_INTERVALS`] intervals, and at least [`MIN_REFRESH_WAIT`]
+    /// (a failover of the client library takes about a second): a longer
+    /// refresh makes the cache stale, which Status reports meanwhile.
     pub async fn run_refresher<B: KmsBackend>(
         self: Arc<Self>,
         backend: Arc<B>,
         key: KmsKey,
         metrics: KmsMetrics,
     ) {
-        let budget = (self.interval * STALE_AFTER_INTERVALS).max(Duration::from_secs(1));
+        let budget = (self.interval * STALE_AFTER_INTERVALS).max(MIN_REFRESH_WAIT);
         let mut was: Option<Result<String, String>> = None;
         loop {
             let outcome = match tokio::time::timeout(budget, backend.status()).await {
