@@ -134,6 +134,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = HealthServer::start(listener, cache.clone(), KmsMetrics::new());
         let base = format!("http://{}", server.addr());
+        crate::client::install_crypto_provider();
         let http = reqwest::Client::new();
         let get = |path: &'static str| {
             let (http, base) = (http.clone(), base.clone());

@@ -52,12 +52,31 @@ pub fn check_status_interval(interval: Duration) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// A background task, aborted when this handle is dropped.
+#[derive(Debug)]
+pub struct TaskGuard(JoinHandle<()>);
+
+impl TaskGuard {
+    /// Guard `task`.
+    pub fn new(task: JoinHandle<()>) -> Self {
+        TaskGuard(task)
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A KMS v2 service being served: the socket and the status refresher.
+/// Dropped without [`KmsEndpoint::shutdown`], it stops both and removes the
+/// socket file all the same (without waiting for calls in flight).
 #[derive(Debug)]
 pub struct KmsEndpoint {
     socket: socket::ServedSocket,
     cache: Arc<StatusCache>,
-    refresher: JoinHandle<()>,
+    _refresher: TaskGuard,
 }
 
 impl KmsEndpoint {
@@ -78,15 +97,15 @@ impl KmsEndpoint {
         let routes = tonic::service::Routes::new(service.into_server());
         let socket =
             socket::ServedSocket::serve(&options.socket, routes, service::MAX_IN_FLIGHT).await?;
-        let refresher = tokio::spawn(cache.clone().run_refresher(
+        let refresher = TaskGuard::new(tokio::spawn(cache.clone().run_refresher(
             backend,
             options.key.clone(),
             metrics,
-        ));
+        )));
         Ok(KmsEndpoint {
             socket,
             cache,
-            refresher,
+            _refresher: refresher,
         })
     }
 
@@ -103,7 +122,6 @@ impl KmsEndpoint {
     /// Stop serving, remove the socket file and stop refreshing.
     pub async fn shutdown(self) {
         self.socket.shutdown().await;
-        self.refresher.abort();
     }
 }
 

@@ -23,13 +23,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
-use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use super::health::HealthServer;
 use super::metrics::KmsMetrics;
 use super::service::{Encrypted, KmsBackend, KmsError, KmsKey};
-use super::{KmsEndpoint, KmsOptions, SocketError};
+use super::{KmsEndpoint, KmsOptions, SocketError, TaskGuard};
 use crate::client::wire::RenewRequest;
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::secret::SecretString;
@@ -282,7 +281,7 @@ pub struct RemotePluginOptions {
 #[derive(Debug)]
 pub struct RemotePlugin {
     endpoint: KmsEndpoint,
-    token_keeper: JoinHandle<()>,
+    _token_keeper: TaskGuard,
     health: Option<HealthServer>,
 }
 
@@ -323,7 +322,7 @@ impl RemotePlugin {
             metrics,
             every: options.kms.status_interval,
         };
-        let token_keeper = tokio::spawn(keeper.run());
+        let token_keeper = TaskGuard::new(tokio::spawn(keeper.run()));
         tracing::info!(
             key = %key,
             socket = %endpoint.path().display(),
@@ -332,7 +331,7 @@ impl RemotePlugin {
         );
         Ok(RemotePlugin {
             endpoint,
-            token_keeper,
+            _token_keeper: token_keeper,
             health,
         })
     }
@@ -351,7 +350,7 @@ impl RemotePlugin {
     /// token's renewal.
     pub async fn shutdown(self) {
         self.endpoint.shutdown().await;
-        self.token_keeper.abort();
+        drop(self._token_keeper);
         if let Some(health) = self.health {
             health.shutdown().await;
         }

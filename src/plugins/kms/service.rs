@@ -222,7 +222,8 @@ impl StatusCache {
         let age = now.saturating_duration_since(at);
         if age > self.interval * STALE_AFTER_INTERVALS {
             return Err(KmsError::Unavailable(format!(
-                "the last status from kstash is {} old (refreshed every {}): the refresh is stuck",
+                "the last status from kstash is {} old (refreshed every {}): kstash answers too \
+                 slowly or not at all",
                 crate::clock::format_duration(age),
                 crate::clock::format_duration(self.interval)
             )));
@@ -620,7 +621,7 @@ pub(super) mod tests {
         s.cache.record(Ok(key_id(1)), long_ago);
         let err = status_of(&s).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable);
-        assert!(err.message().contains("stuck"), "{err:?}");
+        assert!(err.message().contains("too slowly"), "{err:?}");
         // Just inside three intervals it is still served.
         s.cache
             .record(Ok(key_id(1)), Instant::now() - Duration::from_millis(250));
