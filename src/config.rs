@@ -22,8 +22,6 @@ use crate::auth::kubernetes::{InCluster, KubernetesSettings};
 use crate::barrier::DEFAULT_ENCRYPTION_LIMIT;
 use crate::clock::format_duration;
 use crate::data_dir::{check_private_file, PrivateFileError};
-use crate::plugins::kms::socket::parse_mode;
-use crate::plugins::kms::{check_status_interval, KmsKey, KmsOptions, SocketOptions};
 use crate::service::Settings;
 
 /// Which storage backend holds committed state.
@@ -53,6 +51,13 @@ fn default_api_addr() -> SocketAddr {
 /// snapshots, key rotations), and openraft's internal account of elections
 /// and replication, and the storage and HTTP crates, only from `warn`.
 pub const DEFAULT_LOG: &str = "info,openraft=warn,sled=warn,h2=warn,hyper=warn,tower=warn";
+
+/// The default mode of the KMS socket file (`kms_socket_mode`).
+pub const DEFAULT_KMS_SOCKET_MODE: &str = "0600";
+
+/// The default refresh interval of the KMS socket's status
+/// (`kms_status_interval`).
+pub const DEFAULT_KMS_STATUS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// One setting as declared in the table: its TOML key (its flag is the key
 /// in kebab case after `--`) and its environment variable.
@@ -464,7 +469,7 @@ settings! {
     ///
     /// Nothing for others; `0660` with `kms_socket_group` lets a group
     /// connect. Default `0600`.
-    kms_socket_mode: String = "0600".into(), env "KSTASH_KMS_SOCKET_MODE";
+    kms_socket_mode: String = DEFAULT_KMS_SOCKET_MODE.into(), env "KSTASH_KMS_SOCKET_MODE";
 
     /// Group (numeric gid) of the KMS socket file.
     ///
@@ -476,7 +481,7 @@ settings! {
     /// kube-apiserver's Status polls are answered from this cache, never
     /// with a Raft round; a status older than three intervals is not
     /// served. 100ms to 60s. Default `5s`.
-    kms_status_interval: Duration = crate::plugins::kms::service::DEFAULT_STATUS_INTERVAL,
+    kms_status_interval: Duration = DEFAULT_KMS_STATUS_INTERVAL,
         env "KSTASH_KMS_STATUS_INTERVAL",
         arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
 }
@@ -616,7 +621,7 @@ impl Config {
         }
         self.check_raft()?;
         self.check_connections()?;
-        self.kms_options()?;
+        self.check_kms()?;
         // The kubernetes_* settings are checked with the in-cluster
         // defaults added, when the server opens them (KubernetesAuth::open).
         self.check_cluster()
@@ -646,48 +651,38 @@ impl Config {
         Ok(())
     }
 
-    /// The KMS socket this node serves, if any: `kms_socket` and `kms_key`
-    /// together, a socket path, a key name, a mode and an interval that
-    /// kstash accepts.
-    pub fn kms_options(&self) -> Result<Option<KmsOptions>, ConfigError> {
+    /// The KMS settings fit together: `kms_socket` and `kms_key` both or
+    /// neither, and the other `kms_*` settings only with them. (Their
+    /// values are parsed by the server when it starts the socket.)
+    fn check_kms(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        let (socket, key) =
-            match (&self.kms_socket, &self.kms_key) {
-                (Some(socket), Some(key)) => (socket, key),
-                (Some(_), None) => return invalid(
-                    "--kms-socket needs --kms-key NAMESPACE/NAME: the named key the socket serves"
-                        .into(),
-                ),
-                (None, Some(_)) => {
-                    return invalid(
-                        "--kms-key needs --kms-socket: the Unix socket to serve it on".into(),
-                    )
+        match (&self.kms_socket, &self.kms_key) {
+            (Some(_), Some(_)) => Ok(()),
+            (Some(_), None) => invalid(
+                "--kms-socket needs --kms-key NAMESPACE/NAME: the named key the socket serves"
+                    .into(),
+            ),
+            (None, Some(_)) => {
+                invalid("--kms-key needs --kms-socket: the Unix socket to serve it on".into())
+            }
+            (None, None) => {
+                let stray = [
+                    ("--kms-socket-group", self.kms_socket_group.is_some()),
+                    (
+                        "--kms-socket-mode",
+                        self.kms_socket_mode != DEFAULT_KMS_SOCKET_MODE,
+                    ),
+                    (
+                        "--kms-status-interval",
+                        self.kms_status_interval != DEFAULT_KMS_STATUS_INTERVAL,
+                    ),
+                ];
+                match stray.iter().find(|(_, set)| *set) {
+                    Some((flag, _)) => invalid(format!("{flag} needs --kms-socket and --kms-key")),
+                    None => Ok(()),
                 }
-                (None, None) => {
-                    let stray = [
-                        ("--kms-socket-group", self.kms_socket_group.is_some()),
-                        ("--kms-socket-mode", self.kms_socket_mode != "0600"),
-                        (
-                            "--kms-status-interval",
-                            self.kms_status_interval
-                                != crate::plugins::kms::service::DEFAULT_STATUS_INTERVAL,
-                        ),
-                    ];
-                    if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
-                        return invalid(format!("{flag} needs --kms-socket and --kms-key"));
-                    }
-                    return Ok(None);
-                }
-            };
-        let kms = |m: String| ConfigError::Invalid(format!("kms: {m}"));
-        let mut options = SocketOptions::new(socket).map_err(|e| kms(e.to_string()))?;
-        options.mode = parse_mode(&self.kms_socket_mode).map_err(|e| kms(e.to_string()))?;
-        options.group = self.kms_socket_group;
-        Ok(Some(KmsOptions {
-            socket: options,
-            key: KmsKey::parse(key).map_err(kms)?,
-            status_interval: check_status_interval(self.kms_status_interval).map_err(kms)?,
-        }))
+            }
+        }
     }
 
     /// Raft timings and the snapshot threshold.
@@ -1447,17 +1442,19 @@ mod tests {
     }
 
     #[test]
-    fn kms_settings_come_from_flags_and_the_file_and_bad_ones_are_refused() {
+    fn kms_settings_come_from_flags_and_the_file_and_go_together() {
         // Steps: no KMS by default; socket and key from the file, mode,
-        // group and interval from flags → the KMS options; each half of
-        // the pair alone, and a mode, group or interval without them, are
-        // refused naming the missing flag; a relative path, a bad key, a
-        // mode others can use and an interval out of range are refused.
+        // group and interval from flags reach the config; each half of the
+        // pair alone, and a mode, group or interval without them, are
+        // refused naming the missing flag.
         let plain = || ServerArgs {
             tls_disable: Some(true),
             ..Default::default()
         };
-        assert_eq!(plain().resolve().unwrap().kms_options().unwrap(), None);
+        let c = plain().resolve().unwrap();
+        assert_eq!((c.kms_socket, c.kms_key), (None, None));
+        assert_eq!(c.kms_socket_mode, "0600");
+        assert_eq!(c.kms_status_interval, Duration::from_secs(5));
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kstash.toml");
@@ -1486,44 +1483,29 @@ mod tests {
             .unwrap()
             .resolve()
             .unwrap();
-        let kms = c.kms_options().unwrap().unwrap();
-        assert_eq!(kms.socket.path, PathBuf::from("/run/kstash/kms.sock"));
-        assert_eq!((kms.socket.mode, kms.socket.group), (0o660, Some(998)));
-        assert_eq!(kms.key.to_string(), "kube-system/kube-kek");
-        assert_eq!(kms.status_interval, Duration::from_secs(2));
-        let defaults = ServerArgs {
-            kms_socket: Some("/run/kms.sock".into()),
-            kms_key: Some("ns/k".into()),
-            ..plain()
-        }
-        .resolve()
-        .unwrap()
-        .kms_options()
-        .unwrap()
-        .unwrap();
-        assert_eq!((defaults.socket.mode, defaults.socket.group), (0o600, None));
-        assert_eq!(defaults.status_interval, Duration::from_secs(5));
+        assert_eq!(c.kms_socket.as_deref(), Some("unix:///run/kstash/kms.sock"));
+        assert_eq!(c.kms_key.as_deref(), Some("kube-system/kube-kek"));
+        assert_eq!(
+            (c.kms_socket_mode.as_str(), c.kms_socket_group),
+            ("0660", Some(998))
+        );
+        assert_eq!(c.kms_status_interval, Duration::from_secs(2));
 
         let refused = |args: ServerArgs, want: &str| {
             let err = args.resolve().unwrap_err().to_string();
             assert!(err.contains(want), "{want}: {err}");
         };
-        let both = || ServerArgs {
-            kms_socket: Some("/run/kms.sock".into()),
-            kms_key: Some("ns/k".into()),
-            ..plain()
-        };
         refused(
             ServerArgs {
-                kms_key: None,
-                ..both()
+                kms_socket: Some("/run/kms.sock".into()),
+                ..plain()
             },
             "--kms-socket needs --kms-key",
         );
         refused(
             ServerArgs {
-                kms_socket: None,
-                ..both()
+                kms_key: Some("ns/k".into()),
+                ..plain()
             },
             "--kms-key needs --kms-socket",
         );
@@ -1552,34 +1534,6 @@ mod tests {
         ] {
             refused(args, &format!("{flag} needs --kms-socket and --kms-key"));
         }
-        refused(
-            ServerArgs {
-                kms_socket: Some("kms.sock".into()),
-                ..both()
-            },
-            "absolute path",
-        );
-        refused(
-            ServerArgs {
-                kms_key: Some("kek".into()),
-                ..both()
-            },
-            "NAMESPACE/NAME",
-        );
-        refused(
-            ServerArgs {
-                kms_socket_mode: Some("0666".into()),
-                ..both()
-            },
-            "others may not have access",
-        );
-        refused(
-            ServerArgs {
-                kms_status_interval: Some(Duration::from_millis(10)),
-                ..both()
-            },
-            "status interval must be",
-        );
     }
 
     #[test]

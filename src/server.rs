@@ -27,7 +27,8 @@ use crate::guard::audit::{reopen_on_sighup, AuditLog, AuditTarget};
 use crate::guard::Door;
 use crate::plugins::kms::local::LocalBackend;
 use crate::plugins::kms::metrics::KmsMetrics;
-use crate::plugins::kms::{KmsEndpoint, KmsOptions};
+use crate::plugins::kms::socket::parse_mode;
+use crate::plugins::kms::{check_status_interval, KmsEndpoint, KmsKey, KmsOptions, SocketOptions};
 
 use crate::api::conn::{plan_fds, ConnAcceptor, ConnMetrics, Limits};
 use crate::auth::kubernetes::{InCluster, KubernetesAuth};
@@ -202,6 +203,7 @@ impl Server {
         options: ServerOptions,
     ) -> anyhow::Result<Server> {
         config.check()?;
+        let kms = kms_options(config)?;
         let kubernetes = Arc::new(open_kubernetes(config)?);
         let mut settings = config.settings();
         let fds = plan_fds(config.max_connections, config.cluster_addr.is_some())?;
@@ -334,8 +336,8 @@ impl Server {
             &metrics,
             config.audit_hmac_values,
         );
-        let kms = match config.kms_options()? {
-            Some(options) => Some(start_kms(&door, &options).await?),
+        let kms = match &kms {
+            Some(options) => Some(start_kms(&door, options).await?),
             None => None,
         };
         let app = crate::api::router_with(door, hosts, metrics)
@@ -496,6 +498,27 @@ impl Server {
         self.shutdown().await?;
         outcome
     }
+}
+
+/// The KMS socket the `kms_*` settings ask for, if any: a socket path, a
+/// key name, a mode and an interval the plugin accepts (`Config::check`
+/// made sure `kms_socket` and `kms_key` come together).
+pub fn kms_options(config: &Config) -> anyhow::Result<Option<KmsOptions>> {
+    let (Some(socket), Some(key)) = (&config.kms_socket, &config.kms_key) else {
+        return Ok(None);
+    };
+    let mut options = SocketOptions::new(socket).context("kms_socket")?;
+    options.mode = parse_mode(&config.kms_socket_mode).context("kms_socket_mode")?;
+    options.group = config.kms_socket_group;
+    Ok(Some(KmsOptions {
+        socket: options,
+        key: KmsKey::parse(key)
+            .map_err(anyhow::Error::msg)
+            .context("kms_key")?,
+        status_interval: check_status_interval(config.kms_status_interval)
+            .map_err(anyhow::Error::msg)
+            .context("kms_status_interval")?,
+    }))
 }
 
 /// Serve the KMS v2 socket of `options` through `door`.
@@ -822,4 +845,83 @@ pub async fn run(config: Config, dev: bool) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&config.data_dir);
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::kms_options;
+    use crate::config::ServerArgs;
+
+    #[test]
+    fn the_kms_settings_become_the_socket_options_or_a_clear_error() {
+        // Steps: no socket → none; socket, key, mode, group and interval →
+        // the options; a relative path, a bad key, a mode others can use
+        // and an interval out of range are refused naming the setting.
+        let args = || ServerArgs {
+            tls_disable: Some(true),
+            kms_socket: Some("unix:///run/kstash/kms.sock".into()),
+            kms_key: Some("kube-system/kube-kek".into()),
+            ..Default::default()
+        };
+        let none = ServerArgs {
+            tls_disable: Some(true),
+            ..Default::default()
+        };
+        assert!(kms_options(&none.resolve().unwrap()).unwrap().is_none());
+        let o = kms_options(&args().resolve().unwrap()).unwrap().unwrap();
+        assert_eq!(o.socket.path.to_str(), Some("/run/kstash/kms.sock"));
+        assert_eq!((o.socket.mode, o.socket.group), (0o600, None));
+        assert_eq!(o.key.to_string(), "kube-system/kube-kek");
+        assert_eq!(o.status_interval, Duration::from_secs(5));
+        let o = kms_options(
+            &ServerArgs {
+                kms_socket_mode: Some("0660".into()),
+                kms_socket_group: Some(998),
+                kms_status_interval: Some(Duration::from_secs(2)),
+                ..args()
+            }
+            .resolve()
+            .unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((o.socket.mode, o.socket.group), (0o660, Some(998)));
+        assert_eq!(o.status_interval, Duration::from_secs(2));
+
+        for (bad, want) in [
+            (
+                ServerArgs {
+                    kms_socket: Some("kms.sock".into()),
+                    ..args()
+                },
+                "absolute path",
+            ),
+            (
+                ServerArgs {
+                    kms_key: Some("kek".into()),
+                    ..args()
+                },
+                "NAMESPACE/NAME",
+            ),
+            (
+                ServerArgs {
+                    kms_socket_mode: Some("0666".into()),
+                    ..args()
+                },
+                "others may not have access",
+            ),
+            (
+                ServerArgs {
+                    kms_status_interval: Some(Duration::from_millis(10)),
+                    ..args()
+                },
+                "status interval must be",
+            ),
+        ] {
+            let err = format!("{:#}", kms_options(&bad.resolve().unwrap()).unwrap_err());
+            assert!(err.contains(want) && err.contains("kms_"), "{want}: {err}");
+        }
+    }
 }

@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn service_errors_map_to_unavailable_unless_the_request_is_bad() {
-        use crate::raft::OutcomeUnknown;
+        use crate::service::OutcomeUnknown;
         let invalid = [
             ServiceError::BadRequest("malformed ciphertext".into()),
             ServiceError::TooLarge("too large".into()),

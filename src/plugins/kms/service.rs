@@ -51,9 +51,6 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most `Encrypt` and `Decrypt` calls running at once; more wait.
 pub const MAX_IN_FLIGHT: usize = 64;
 
-/// How often the status cache is refreshed by default.
-pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Shortest and longest status interval accepted.
 pub const STATUS_INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(60));
