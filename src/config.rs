@@ -52,6 +52,13 @@ fn default_api_addr() -> SocketAddr {
 /// and replication, and the storage and HTTP crates, only from `warn`.
 pub const DEFAULT_LOG: &str = "info,openraft=warn,sled=warn,h2=warn,hyper=warn,tower=warn";
 
+/// The default mode of the KMS socket file (`kms_socket_mode`).
+pub const DEFAULT_KMS_SOCKET_MODE: &str = "0600";
+
+/// The default refresh interval of the KMS socket's status
+/// (`kms_status_interval`).
+pub const DEFAULT_KMS_STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// One setting as declared in the table: its TOML key (its flag is the key
 /// in kebab case after `--`) and its environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,6 +449,41 @@ settings! {
     /// second. Default `5m`.
     kubernetes_jwks_refresh: Duration = Duration::from_secs(300), env "KSTASH_KUBERNETES_JWKS_REFRESH",
         arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Serve kube-apiserver's KMS v2 plugin API on this Unix socket.
+    ///
+    /// `unix:///abs/path` or `/abs/path`; its directory must exist. For a
+    /// node stacked on a control-plane host: its kube-apiserver encrypts
+    /// Secrets with the named key `kms_key` through this socket, with no
+    /// token (the socket's file permissions are the boundary). Requires
+    /// `kms_key`.
+    kms_socket: String, env "KSTASH_KMS_SOCKET";
+
+    /// The named key the KMS socket serves (`NAMESPACE/NAME`).
+    ///
+    /// The socket may encrypt and decrypt with this key and nothing else.
+    /// Requires `kms_socket`.
+    kms_key: String, env "KSTASH_KMS_KEY";
+
+    /// Mode of the KMS socket file, in octal.
+    ///
+    /// Nothing for others; `0660` with `kms_socket_group` lets a group
+    /// connect. Default `0600`.
+    kms_socket_mode: String = DEFAULT_KMS_SOCKET_MODE.into(), env "KSTASH_KMS_SOCKET_MODE";
+
+    /// Group (numeric gid) of the KMS socket file.
+    ///
+    /// kstash's user must be a member. Default: kstash's own group.
+    kms_socket_group: u32, env "KSTASH_KMS_SOCKET_GROUP";
+
+    /// How often the KMS socket's status is refreshed (e.g. `5s`).
+    ///
+    /// kube-apiserver's Status polls are answered from this cache, never
+    /// with a Raft round; a status older than three intervals is not
+    /// served. 100ms to 60s. Default `5s`.
+    kms_status_interval: Duration = DEFAULT_KMS_STATUS_INTERVAL,
+        env "KSTASH_KMS_STATUS_INTERVAL",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
 }
 
 impl Default for Config {
@@ -579,6 +621,7 @@ impl Config {
         }
         self.check_raft()?;
         self.check_connections()?;
+        self.check_kms()?;
         // The kubernetes_* settings are checked with the in-cluster
         // defaults added, when the server opens them (KubernetesAuth::open).
         self.check_cluster()
@@ -606,6 +649,40 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The KMS settings fit together: `kms_socket` and `kms_key` both or
+    /// neither, and the other `kms_*` settings only with them. (Their
+    /// values are parsed by the server when it starts the socket.)
+    fn check_kms(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        match (&self.kms_socket, &self.kms_key) {
+            (Some(_), Some(_)) => Ok(()),
+            (Some(_), None) => invalid(
+                "--kms-socket needs --kms-key NAMESPACE/NAME: the named key the socket serves"
+                    .into(),
+            ),
+            (None, Some(_)) => {
+                invalid("--kms-key needs --kms-socket: the Unix socket to serve it on".into())
+            }
+            (None, None) => {
+                let stray = [
+                    ("--kms-socket-group", self.kms_socket_group.is_some()),
+                    (
+                        "--kms-socket-mode",
+                        self.kms_socket_mode != DEFAULT_KMS_SOCKET_MODE,
+                    ),
+                    (
+                        "--kms-status-interval",
+                        self.kms_status_interval != DEFAULT_KMS_STATUS_INTERVAL,
+                    ),
+                ];
+                match stray.iter().find(|(_, set)| *set) {
+                    Some((flag, _)) => invalid(format!("{flag} needs --kms-socket and --kms-key")),
+                    None => Ok(()),
+                }
+            }
+        }
     }
 
     /// Raft timings and the snapshot threshold.
@@ -1362,6 +1439,101 @@ mod tests {
                 .contains("kubernetes_token_review needs kubernetes_api"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn kms_settings_come_from_flags_and_the_file_and_go_together() {
+        // Steps: no KMS by default; socket and key from the file, mode,
+        // group and interval from flags reach the config; each half of the
+        // pair alone, and a mode, group or interval without them, are
+        // refused naming the missing flag.
+        let plain = || ServerArgs {
+            tls_disable: Some(true),
+            ..Default::default()
+        };
+        let c = plain().resolve().unwrap();
+        assert_eq!((c.kms_socket, c.kms_key), (None, None));
+        assert_eq!(c.kms_socket_mode, "0600");
+        assert_eq!(c.kms_status_interval, Duration::from_secs(5));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kstash.toml");
+        std::fs::write(
+            &path,
+            "tls_disable = true\n\
+             kms_socket = \"unix:///run/kstash/kms.sock\"\n\
+             kms_key = \"kube-system/kube-kek\"\n\
+             kms_status_interval = \"2s\"\n",
+        )
+        .unwrap();
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServerArgs::augment_args(clap::Command::new("server"));
+        let matches = command
+            .try_get_matches_from([
+                "server",
+                "--config",
+                path.to_str().unwrap(),
+                "--kms-socket-mode",
+                "0660",
+                "--kms-socket-group",
+                "998",
+            ])
+            .unwrap();
+        let c = ServerArgs::from_arg_matches(&matches)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(c.kms_socket.as_deref(), Some("unix:///run/kstash/kms.sock"));
+        assert_eq!(c.kms_key.as_deref(), Some("kube-system/kube-kek"));
+        assert_eq!(
+            (c.kms_socket_mode.as_str(), c.kms_socket_group),
+            ("0660", Some(998))
+        );
+        assert_eq!(c.kms_status_interval, Duration::from_secs(2));
+
+        let refused = |args: ServerArgs, want: &str| {
+            let err = args.resolve().unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        };
+        refused(
+            ServerArgs {
+                kms_socket: Some("/run/kms.sock".into()),
+                ..plain()
+            },
+            "--kms-socket needs --kms-key",
+        );
+        refused(
+            ServerArgs {
+                kms_key: Some("ns/k".into()),
+                ..plain()
+            },
+            "--kms-key needs --kms-socket",
+        );
+        for (args, flag) in [
+            (
+                ServerArgs {
+                    kms_socket_group: Some(1),
+                    ..plain()
+                },
+                "--kms-socket-group",
+            ),
+            (
+                ServerArgs {
+                    kms_socket_mode: Some("0660".into()),
+                    ..plain()
+                },
+                "--kms-socket-mode",
+            ),
+            (
+                ServerArgs {
+                    kms_status_interval: Some(Duration::from_secs(1)),
+                    ..plain()
+                },
+                "--kms-status-interval",
+            ),
+        ] {
+            refused(args, &format!("{flag} needs --kms-socket and --kms-key"));
+        }
     }
 
     #[test]

@@ -72,7 +72,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("client", &["api", "service", "auth", "keys"]),
     (
         "plugins",
-        &["keys", "guard", "service", "client", "api", "auth"],
+        &[
+            "keys", "guard", "service", "client", "api", "auth", "data_dir",
+        ],
     ),
     ("bench", &["api", "client", "plugins", "keys", "storage"]),
     (

@@ -11,6 +11,9 @@
 //!   never reached by Raft RPCs meant for the member it claims to be.
 //! - The client port comes up at once; joining runs in the background,
 //!   with bounded retries.
+//! - The KMS socket (`kms_socket`) is served only once the node's front
+//!   door exists, every call through it passes that door, and it is removed
+//!   first on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +24,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::guard::audit::{reopen_on_sighup, AuditLog, AuditTarget};
+use crate::guard::Door;
+use crate::plugins::kms::local::LocalBackend;
+use crate::plugins::kms::metrics::KmsMetrics;
+use crate::plugins::kms::socket::parse_mode;
+use crate::plugins::kms::{check_status_interval, KmsEndpoint, KmsKey, KmsOptions, SocketOptions};
 
 use crate::api::conn::{plan_fds, ConnAcceptor, ConnMetrics, Limits};
 use crate::auth::kubernetes::{InCluster, KubernetesAuth};
@@ -101,6 +109,8 @@ pub struct Server {
     audit: Arc<AuditLog>,
     cluster: Option<ClusterPort>,
     join_state: watch::Receiver<JoinState>,
+    /// The KMS v2 socket, with `kms_socket`.
+    kms: Option<KmsEndpoint>,
 }
 
 impl std::fmt::Debug for Server {
@@ -193,6 +203,7 @@ impl Server {
         options: ServerOptions,
     ) -> anyhow::Result<Server> {
         config.check()?;
+        let kms = kms_options(config)?;
         let kubernetes = Arc::new(open_kubernetes(config)?);
         let mut settings = config.settings();
         let fds = plan_fds(config.max_connections, config.cluster_addr.is_some())?;
@@ -325,6 +336,10 @@ impl Server {
             &metrics,
             config.audit_hmac_values,
         );
+        let kms = match &kms {
+            Some(options) => Some(start_kms(&door, options).await?),
+            None => None,
+        };
         let app = crate::api::router_with(door, hosts, metrics)
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let acceptor = ConnAcceptor::new(limits, connections.clone());
@@ -375,7 +390,13 @@ impl Server {
             audit,
             cluster,
             join_state,
+            kms,
         })
+    }
+
+    /// The KMS socket file, with `kms_socket`.
+    pub fn kms_socket(&self) -> Option<&std::path::Path> {
+        self.kms.as_ref().map(KmsEndpoint::path)
     }
 
     /// The audit device (disabled without `audit_file`).
@@ -417,9 +438,12 @@ impl Server {
         state
     }
 
-    /// Stop accepting, finish in-flight requests (up to 5 s), stop the
-    /// cluster port and the tasks, then openraft.
+    /// Remove the KMS socket, stop accepting, finish in-flight requests (up
+    /// to 5 s), stop the cluster port and the tasks, then openraft.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(kms) = self.kms {
+            kms.shutdown().await;
+        }
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         self.sweeper.abort();
         self.leader_log.abort();
@@ -474,6 +498,37 @@ impl Server {
         self.shutdown().await?;
         outcome
     }
+}
+
+/// The KMS socket the `kms_*` settings ask for, if any: a socket path, a
+/// key name, a mode and an interval the plugin accepts (`Config::check`
+/// made sure `kms_socket` and `kms_key` come together).
+pub fn kms_options(config: &Config) -> anyhow::Result<Option<KmsOptions>> {
+    let (Some(socket), Some(key)) = (&config.kms_socket, &config.kms_key) else {
+        return Ok(None);
+    };
+    let mut options = SocketOptions::new(socket).context("kms_socket")?;
+    options.mode = parse_mode(&config.kms_socket_mode).context("kms_socket_mode")?;
+    options.group = config.kms_socket_group;
+    Ok(Some(KmsOptions {
+        socket: options,
+        key: KmsKey::parse(key)
+            .map_err(anyhow::Error::msg)
+            .context("kms_key")?,
+        status_interval: check_status_interval(config.kms_status_interval)
+            .map_err(anyhow::Error::msg)
+            .context("kms_status_interval")?,
+    }))
+}
+
+/// Serve the KMS v2 socket of `options` through `door`.
+async fn start_kms(door: &Arc<Door>, options: &KmsOptions) -> anyhow::Result<KmsEndpoint> {
+    let backend = Arc::new(LocalBackend::new(door.clone(), options.key.clone()));
+    // The node's /metrics counts these calls as the operations kms.*;
+    // the plugin's own series are for `kstash kms-plugin`.
+    KmsEndpoint::start(backend, options, KmsMetrics::new())
+        .await
+        .with_context(|| format!("serving the KMS socket of key {}", options.key))
 }
 
 /// Serve the cluster port (at once, or after the join was accepted), and
@@ -790,4 +845,83 @@ pub async fn run(config: Config, dev: bool) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&config.data_dir);
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::kms_options;
+    use crate::config::ServerArgs;
+
+    #[test]
+    fn the_kms_settings_become_the_socket_options_or_a_clear_error() {
+        // Steps: no socket → none; socket, key, mode, group and interval →
+        // the options; a relative path, a bad key, a mode others can use
+        // and an interval out of range are refused naming the setting.
+        let args = || ServerArgs {
+            tls_disable: Some(true),
+            kms_socket: Some("unix:///run/kstash/kms.sock".into()),
+            kms_key: Some("kube-system/kube-kek".into()),
+            ..Default::default()
+        };
+        let none = ServerArgs {
+            tls_disable: Some(true),
+            ..Default::default()
+        };
+        assert!(kms_options(&none.resolve().unwrap()).unwrap().is_none());
+        let o = kms_options(&args().resolve().unwrap()).unwrap().unwrap();
+        assert_eq!(o.socket.path.to_str(), Some("/run/kstash/kms.sock"));
+        assert_eq!((o.socket.mode, o.socket.group), (0o600, None));
+        assert_eq!(o.key.to_string(), "kube-system/kube-kek");
+        assert_eq!(o.status_interval, Duration::from_secs(5));
+        let o = kms_options(
+            &ServerArgs {
+                kms_socket_mode: Some("0660".into()),
+                kms_socket_group: Some(998),
+                kms_status_interval: Some(Duration::from_secs(2)),
+                ..args()
+            }
+            .resolve()
+            .unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((o.socket.mode, o.socket.group), (0o660, Some(998)));
+        assert_eq!(o.status_interval, Duration::from_secs(2));
+
+        for (bad, want) in [
+            (
+                ServerArgs {
+                    kms_socket: Some("kms.sock".into()),
+                    ..args()
+                },
+                "absolute path",
+            ),
+            (
+                ServerArgs {
+                    kms_key: Some("kek".into()),
+                    ..args()
+                },
+                "NAMESPACE/NAME",
+            ),
+            (
+                ServerArgs {
+                    kms_socket_mode: Some("0666".into()),
+                    ..args()
+                },
+                "others may not have access",
+            ),
+            (
+                ServerArgs {
+                    kms_status_interval: Some(Duration::from_millis(10)),
+                    ..args()
+                },
+                "status interval must be",
+            ),
+        ] {
+            let err = format!("{:#}", kms_options(&bad.resolve().unwrap()).unwrap_err());
+            assert!(err.contains(want) && err.contains("kms_"), "{want}: {err}");
+        }
+    }
 }

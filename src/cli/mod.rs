@@ -14,6 +14,7 @@
 mod certs;
 mod commands;
 mod keys;
+mod kms_plugin;
 mod output;
 mod prompt;
 
@@ -25,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use certs::ClusterCertsArgs;
 pub use keys::KeyCommand;
+pub use kms_plugin::KmsPluginArgs;
 pub use output::Format;
 
 use crate::bench::{Store, Workload};
@@ -116,6 +118,11 @@ pub enum Command {
     /// Load a cluster (over gRPC, with the token) and report ops/s and
     /// latency percentiles.
     Bench(BenchArgs),
+    /// Serve kube-apiserver's KMS v2 plugin API on a Unix socket, with a
+    /// named key of a kstash cluster (--address; the token from
+    /// --token-file, renewed before it expires; --timeout is each call's
+    /// budget). Runs until SIGTERM or SIGINT.
+    KmsPlugin(Box<KmsPluginArgs>),
     /// Print a shell completion script, e.g. `kstash completion bash >
     /// /etc/bash_completion.d/kstash` or `source <(kstash completion zsh)`.
     Completion {

@@ -1,6 +1,11 @@
 //! Kubernetes plugin front ends: sockets whose callers are Kubernetes
 //! components, served over the same service layer and front door as the
-//! client API. Today: the KMS v2 wire contract ([`kms`]); the plugin that
-//! serves it and the Secrets Store CSI provider come with their issues.
+//! client API (or, as a separate process, over the client library). Today:
+//! the KMS v2 plugin of kube-apiserver ([`kms`]); the Secrets Store CSI
+//! provider comes with its issue.
+//!
+//! Invariant: a plugin socket's caller is a [`crate::guard::Principal`] of
+//! its own and passes the front door like any other; a plugin process holds
+//! only an access token, used through the client library.
 
 pub mod kms;

@@ -2,6 +2,7 @@
 //! the real `kstash` binary for the CLI. Scenario files are named by intent.
 
 mod common;
+mod kms;
 mod kube;
 mod procs;
 mod t10_rest;
@@ -39,3 +40,4 @@ mod t88_operator_log;
 mod t89_metrics;
 mod t90_kube_fixture;
 mod t91_kubernetes_login;
+mod t93_kms_plugin;
