@@ -22,6 +22,8 @@ use crate::auth::kubernetes::{InCluster, KubernetesSettings};
 use crate::barrier::DEFAULT_ENCRYPTION_LIMIT;
 use crate::clock::format_duration;
 use crate::data_dir::{check_private_file, PrivateFileError};
+use crate::plugins::kms::socket::parse_mode;
+use crate::plugins::kms::{check_status_interval, KmsKey, KmsOptions, SocketOptions};
 use crate::service::Settings;
 
 /// Which storage backend holds committed state.
@@ -442,6 +444,41 @@ settings! {
     /// second. Default `5m`.
     kubernetes_jwks_refresh: Duration = Duration::from_secs(300), env "KSTASH_KUBERNETES_JWKS_REFRESH",
         arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
+
+    /// Serve kube-apiserver's KMS v2 plugin API on this Unix socket.
+    ///
+    /// `unix:///abs/path` or `/abs/path`; its directory must exist. For a
+    /// node stacked on a control-plane host: its kube-apiserver encrypts
+    /// Secrets with the named key `kms_key` through this socket, with no
+    /// token (the socket's file permissions are the boundary). Requires
+    /// `kms_key`.
+    kms_socket: String, env "KSTASH_KMS_SOCKET";
+
+    /// The named key the KMS socket serves (`NAMESPACE/NAME`).
+    ///
+    /// The socket may encrypt and decrypt with this key and nothing else.
+    /// Requires `kms_socket`.
+    kms_key: String, env "KSTASH_KMS_KEY";
+
+    /// Mode of the KMS socket file, in octal.
+    ///
+    /// Nothing for others; `0660` with `kms_socket_group` lets a group
+    /// connect. Default `0600`.
+    kms_socket_mode: String = "0600".into(), env "KSTASH_KMS_SOCKET_MODE";
+
+    /// Group (numeric gid) of the KMS socket file.
+    ///
+    /// kstash's user must be a member. Default: kstash's own group.
+    kms_socket_group: u32, env "KSTASH_KMS_SOCKET_GROUP";
+
+    /// How often the KMS socket's status is refreshed (e.g. `5s`).
+    ///
+    /// kube-apiserver's Status polls are answered from this cache, never
+    /// with a Raft round; a status older than three intervals is not
+    /// served. 100ms to 60s. Default `5s`.
+    kms_status_interval: Duration = crate::plugins::kms::service::DEFAULT_STATUS_INTERVAL,
+        env "KSTASH_KMS_STATUS_INTERVAL",
+        arg(value_parser = humantime::parse_duration), file(deserialize_with = "de_duration");
 }
 
 impl Default for Config {
@@ -579,6 +616,7 @@ impl Config {
         }
         self.check_raft()?;
         self.check_connections()?;
+        self.kms_options()?;
         // The kubernetes_* settings are checked with the in-cluster
         // defaults added, when the server opens them (KubernetesAuth::open).
         self.check_cluster()
@@ -606,6 +644,50 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The KMS socket this node serves, if any: `kms_socket` and `kms_key`
+    /// together, a socket path, a key name, a mode and an interval that
+    /// kstash accepts.
+    pub fn kms_options(&self) -> Result<Option<KmsOptions>, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let (socket, key) =
+            match (&self.kms_socket, &self.kms_key) {
+                (Some(socket), Some(key)) => (socket, key),
+                (Some(_), None) => return invalid(
+                    "--kms-socket needs --kms-key NAMESPACE/NAME: the named key the socket serves"
+                        .into(),
+                ),
+                (None, Some(_)) => {
+                    return invalid(
+                        "--kms-key needs --kms-socket: the Unix socket to serve it on".into(),
+                    )
+                }
+                (None, None) => {
+                    let stray = [
+                        ("--kms-socket-group", self.kms_socket_group.is_some()),
+                        ("--kms-socket-mode", self.kms_socket_mode != "0600"),
+                        (
+                            "--kms-status-interval",
+                            self.kms_status_interval
+                                != crate::plugins::kms::service::DEFAULT_STATUS_INTERVAL,
+                        ),
+                    ];
+                    if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                        return invalid(format!("{flag} needs --kms-socket and --kms-key"));
+                    }
+                    return Ok(None);
+                }
+            };
+        let kms = |m: String| ConfigError::Invalid(format!("kms: {m}"));
+        let mut options = SocketOptions::new(socket).map_err(|e| kms(e.to_string()))?;
+        options.mode = parse_mode(&self.kms_socket_mode).map_err(|e| kms(e.to_string()))?;
+        options.group = self.kms_socket_group;
+        Ok(Some(KmsOptions {
+            socket: options,
+            key: KmsKey::parse(key).map_err(kms)?,
+            status_interval: check_status_interval(self.kms_status_interval).map_err(kms)?,
+        }))
     }
 
     /// Raft timings and the snapshot threshold.
@@ -1361,6 +1443,142 @@ mod tests {
             err.to_string()
                 .contains("kubernetes_token_review needs kubernetes_api"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn kms_settings_come_from_flags_and_the_file_and_bad_ones_are_refused() {
+        // Steps: no KMS by default; socket and key from the file, mode,
+        // group and interval from flags → the KMS options; each half of
+        // the pair alone, and a mode, group or interval without them, are
+        // refused naming the missing flag; a relative path, a bad key, a
+        // mode others can use and an interval out of range are refused.
+        let plain = || ServerArgs {
+            tls_disable: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(plain().resolve().unwrap().kms_options().unwrap(), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kstash.toml");
+        std::fs::write(
+            &path,
+            "tls_disable = true\n\
+             kms_socket = \"unix:///run/kstash/kms.sock\"\n\
+             kms_key = \"kube-system/kube-kek\"\n\
+             kms_status_interval = \"2s\"\n",
+        )
+        .unwrap();
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServerArgs::augment_args(clap::Command::new("server"));
+        let matches = command
+            .try_get_matches_from([
+                "server",
+                "--config",
+                path.to_str().unwrap(),
+                "--kms-socket-mode",
+                "0660",
+                "--kms-socket-group",
+                "998",
+            ])
+            .unwrap();
+        let c = ServerArgs::from_arg_matches(&matches)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let kms = c.kms_options().unwrap().unwrap();
+        assert_eq!(kms.socket.path, PathBuf::from("/run/kstash/kms.sock"));
+        assert_eq!((kms.socket.mode, kms.socket.group), (0o660, Some(998)));
+        assert_eq!(kms.key.to_string(), "kube-system/kube-kek");
+        assert_eq!(kms.status_interval, Duration::from_secs(2));
+        let defaults = ServerArgs {
+            kms_socket: Some("/run/kms.sock".into()),
+            kms_key: Some("ns/k".into()),
+            ..plain()
+        }
+        .resolve()
+        .unwrap()
+        .kms_options()
+        .unwrap()
+        .unwrap();
+        assert_eq!((defaults.socket.mode, defaults.socket.group), (0o600, None));
+        assert_eq!(defaults.status_interval, Duration::from_secs(5));
+
+        let refused = |args: ServerArgs, want: &str| {
+            let err = args.resolve().unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        };
+        let both = || ServerArgs {
+            kms_socket: Some("/run/kms.sock".into()),
+            kms_key: Some("ns/k".into()),
+            ..plain()
+        };
+        refused(
+            ServerArgs {
+                kms_key: None,
+                ..both()
+            },
+            "--kms-socket needs --kms-key",
+        );
+        refused(
+            ServerArgs {
+                kms_socket: None,
+                ..both()
+            },
+            "--kms-key needs --kms-socket",
+        );
+        for (args, flag) in [
+            (
+                ServerArgs {
+                    kms_socket_group: Some(1),
+                    ..plain()
+                },
+                "--kms-socket-group",
+            ),
+            (
+                ServerArgs {
+                    kms_socket_mode: Some("0660".into()),
+                    ..plain()
+                },
+                "--kms-socket-mode",
+            ),
+            (
+                ServerArgs {
+                    kms_status_interval: Some(Duration::from_secs(1)),
+                    ..plain()
+                },
+                "--kms-status-interval",
+            ),
+        ] {
+            refused(args, &format!("{flag} needs --kms-socket and --kms-key"));
+        }
+        refused(
+            ServerArgs {
+                kms_socket: Some("kms.sock".into()),
+                ..both()
+            },
+            "absolute path",
+        );
+        refused(
+            ServerArgs {
+                kms_key: Some("kek".into()),
+                ..both()
+            },
+            "NAMESPACE/NAME",
+        );
+        refused(
+            ServerArgs {
+                kms_socket_mode: Some("0666".into()),
+                ..both()
+            },
+            "others may not have access",
+        );
+        refused(
+            ServerArgs {
+                kms_status_interval: Some(Duration::from_millis(10)),
+                ..both()
+            },
+            "status interval must be",
         );
     }
 

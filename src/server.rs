@@ -11,6 +11,9 @@
 //!   never reached by Raft RPCs meant for the member it claims to be.
 //! - The client port comes up at once; joining runs in the background,
 //!   with bounded retries.
+//! - The KMS socket (`kms_socket`) is served only once the node's front
+//!   door exists, every call through it passes that door, and it is removed
+//!   first on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +24,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::guard::audit::{reopen_on_sighup, AuditLog, AuditTarget};
+use crate::guard::Door;
+use crate::plugins::kms::local::LocalBackend;
+use crate::plugins::kms::metrics::KmsMetrics;
+use crate::plugins::kms::{KmsEndpoint, KmsOptions};
 
 use crate::api::conn::{plan_fds, ConnAcceptor, ConnMetrics, Limits};
 use crate::auth::kubernetes::{InCluster, KubernetesAuth};
@@ -101,6 +108,8 @@ pub struct Server {
     audit: Arc<AuditLog>,
     cluster: Option<ClusterPort>,
     join_state: watch::Receiver<JoinState>,
+    /// The KMS v2 socket, with `kms_socket`.
+    kms: Option<KmsEndpoint>,
 }
 
 impl std::fmt::Debug for Server {
@@ -325,6 +334,10 @@ impl Server {
             &metrics,
             config.audit_hmac_values,
         );
+        let kms = match config.kms_options()? {
+            Some(options) => Some(start_kms(&door, &options).await?),
+            None => None,
+        };
         let app = crate::api::router_with(door, hosts, metrics)
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let acceptor = ConnAcceptor::new(limits, connections.clone());
@@ -375,7 +388,13 @@ impl Server {
             audit,
             cluster,
             join_state,
+            kms,
         })
+    }
+
+    /// The KMS socket file, with `kms_socket`.
+    pub fn kms_socket(&self) -> Option<&std::path::Path> {
+        self.kms.as_ref().map(KmsEndpoint::path)
     }
 
     /// The audit device (disabled without `audit_file`).
@@ -417,9 +436,12 @@ impl Server {
         state
     }
 
-    /// Stop accepting, finish in-flight requests (up to 5 s), stop the
-    /// cluster port and the tasks, then openraft.
+    /// Remove the KMS socket, stop accepting, finish in-flight requests (up
+    /// to 5 s), stop the cluster port and the tasks, then openraft.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(kms) = self.kms {
+            kms.shutdown().await;
+        }
         self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
         self.sweeper.abort();
         self.leader_log.abort();
@@ -474,6 +496,16 @@ impl Server {
         self.shutdown().await?;
         outcome
     }
+}
+
+/// Serve the KMS v2 socket of `options` through `door`.
+async fn start_kms(door: &Arc<Door>, options: &KmsOptions) -> anyhow::Result<KmsEndpoint> {
+    let backend = Arc::new(LocalBackend::new(door.clone(), options.key.clone()));
+    // The node's /metrics counts these calls as the operations kms.*;
+    // the plugin's own series are for `kstash kms-plugin`.
+    KmsEndpoint::start(backend, options, KmsMetrics::new())
+        .await
+        .with_context(|| format!("serving the KMS socket of key {}", options.key))
 }
 
 /// Serve the cluster port (at once, or after the join was accepted), and

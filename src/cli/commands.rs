@@ -69,6 +69,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Completion { shell } = &cli.command {
         return completion(*shell);
     }
+    if let Command::KmsPlugin(args) = &cli.command {
+        return super::kms_plugin::run(&cli.global, args);
+    }
     let g = &cli.global;
     let client = Client::new(&ClientOptions {
         addresses: g.address.clone(),
@@ -83,7 +86,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let fmt = g.format;
     rt.block_on(async {
         match cli.command {
-            Command::Server(_) | Command::Bench(_) | Command::Completion { .. } => {
+            Command::Server(_)
+            | Command::Bench(_)
+            | Command::Completion { .. }
+            | Command::KmsPlugin(_) => {
                 unreachable!("handled above")
             }
             Command::Operator(c) => operator(&client, fmt, c).await,

@@ -12,6 +12,7 @@
 
 mod certs;
 mod commands;
+mod kms_plugin;
 mod output;
 mod prompt;
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use certs::ClusterCertsArgs;
+pub use kms_plugin::KmsPluginArgs;
 pub use output::Format;
 
 use crate::bench::{Store, Workload};
@@ -108,6 +110,11 @@ pub enum Command {
     /// Load a cluster (over gRPC, with the token) and report ops/s and
     /// latency percentiles.
     Bench(BenchArgs),
+    /// Serve kube-apiserver's KMS v2 plugin API on a Unix socket, with a
+    /// named key of a kstash cluster (--address; the token from
+    /// --token-file, renewed before it expires; --timeout is each call's
+    /// budget). Runs until SIGTERM or SIGINT.
+    KmsPlugin(Box<KmsPluginArgs>),
     /// Print a shell completion script, e.g. `kstash completion bash >
     /// /etc/bash_completion.d/kstash` or `source <(kstash completion zsh)`.
     Completion {

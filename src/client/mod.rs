@@ -21,6 +21,8 @@
 //! - `--timeout` is the budget of the whole command: every request, retry,
 //!   failover round and pause of all its calls together waits at most that
 //!   long for servers (time spent at a prompt between calls is not counted).
+//!   A long-running caller (the KMS plugin) makes it the budget of each call
+//!   instead ([`Client::with_budget_per_call`]).
 //!   A request that may be resent elsewhere gets an equal share of what is
 //!   left for the addresses still to try in its round, so one node that
 //!   accepts and never answers cannot starve the others.
@@ -203,7 +205,7 @@ pub struct ClientOptions {
     /// PEM file of root certificates for `https` addresses.
     pub ca_cert: Option<PathBuf>,
     /// The budget of all calls of this client together (see the module
-    /// invariants).
+    /// invariants), or of each call after [`Client::with_budget_per_call`].
     pub timeout: Duration,
 }
 
@@ -222,6 +224,8 @@ pub struct Client {
     budget: Duration,
     /// How much of `budget` calls have used so far.
     spent: Mutex<Duration>,
+    /// `budget` is each call's, not all calls' together.
+    per_call: bool,
 }
 
 /// The error body of every non-2xx answer.
@@ -390,11 +394,24 @@ impl Client {
             has_ca: opts.ca_cert.is_some(),
             budget: opts.timeout,
             spent: Mutex::new(Duration::ZERO),
+            per_call: false,
         })
     }
 
-    /// When a call starting now must end: what is left of the budget.
+    /// Make `timeout` the budget of each call (every request, retry,
+    /// failover round and pause of that one call) instead of all calls
+    /// together: for a process that runs for days, like the KMS plugin.
+    pub fn with_budget_per_call(mut self) -> Self {
+        self.per_call = true;
+        self
+    }
+
+    /// When a call starting now must end: what is left of the budget (all
+    /// of it for a client with a budget per call).
     fn deadline(&self) -> Instant {
+        if self.per_call {
+            return Instant::now() + self.budget;
+        }
         let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
         Instant::now() + self.budget.saturating_sub(spent)
     }
@@ -1814,5 +1831,55 @@ mod tests {
             c.kv_get("a", false).await,
             Err(ClientError::NoToken)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_budget_per_call_gives_every_call_its_whole_budget() {
+        // Steps: a node that accepts and never answers; a client with one
+        // budget for all calls times out once, and its next call finds no
+        // time left; a client with a budget per call tries again on its
+        // second call, with the whole budget.
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                held.push(s);
+            }
+        });
+        let budget = Duration::from_millis(300);
+        let client = || {
+            Client::new(&ClientOptions {
+                addresses: vec![format!("http://127.0.0.1:{port}")],
+                token: None,
+                ca_cert: None,
+                timeout: budget,
+            })
+            .unwrap()
+        };
+        let tried = |e: ClientError| match e {
+            ClientError::Timeout { tried, .. } => tried,
+            other => panic!("not a timeout: {other}"),
+        };
+        let total = client();
+        assert!(tried(total.status().await.unwrap_err()).contains(&port.to_string()));
+        let started = Instant::now();
+        assert_eq!(
+            tried(total.status().await.unwrap_err()),
+            "no request could be sent"
+        );
+        assert!(started.elapsed() < budget);
+
+        let each = client().with_budget_per_call();
+        for _ in 0..2 {
+            let started = Instant::now();
+            let tried = tried(each.status().await.unwrap_err());
+            assert!(tried.contains(&port.to_string()), "{tried}");
+            assert!(started.elapsed() >= budget - Duration::from_millis(50));
+        }
     }
 }

@@ -1,11 +1,111 @@
-//! The Kubernetes KMS v2 plugin API (`proto/k8s/kms/v2/api.proto`, package
-//! `v2`): the messages and the tonic client and server of the contract
-//! kube-apiserver speaks.
+//! The Kubernetes KMS v2 plugin: the wire contract kube-apiserver speaks
+//! (`proto/k8s/kms/v2/api.proto`, package `v2`, in [`pb`]) and the one
+//! service that answers it ([`service`]), served on a Unix socket
+//! ([`socket`]) two ways: by a node over its own front door ([`local`],
+//! `kstash server --kms-socket`), or by a separate process over the client
+//! library ([`remote`], `kstash kms-plugin`).
 //!
 //! Invariant: the wire is exactly Kubernetes' (service path
 //! `/v2.KeyManagementService/…`, field numbers pinned by this module's
 //! tests), and a DEK seed never reaches a log line: the two messages that
 //! carry one (`EncryptRequest`, `DecryptResponse`) print only its length.
+
+pub mod health;
+pub mod local;
+pub mod metrics;
+pub mod remote;
+pub mod service;
+pub mod socket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+pub use service::{KmsBackend, KmsError, KmsKey, KmsService, StatusCache};
+pub use socket::{SocketError, SocketOptions};
+
+use metrics::KmsMetrics;
+
+/// What a KMS endpoint serves, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsOptions {
+    /// The socket file, its mode and group.
+    pub socket: SocketOptions,
+    /// The key it serves.
+    pub key: KmsKey,
+    /// How often the status cache is refreshed.
+    pub status_interval: Duration,
+}
+
+/// Check a status interval against [`service::STATUS_INTERVAL_RANGE`].
+pub fn check_status_interval(interval: Duration) -> Result<Duration, String> {
+    let (min, max) = service::STATUS_INTERVAL_RANGE;
+    if interval < min || interval > max {
+        return Err(format!(
+            "the KMS status interval must be {} to {}, not {}",
+            crate::clock::format_duration(min),
+            crate::clock::format_duration(max),
+            crate::clock::format_duration(interval)
+        ));
+    }
+    Ok(interval)
+}
+
+/// A KMS v2 service being served: the socket and the status refresher.
+#[derive(Debug)]
+pub struct KmsEndpoint {
+    socket: socket::ServedSocket,
+    cache: Arc<StatusCache>,
+    refresher: JoinHandle<()>,
+}
+
+impl KmsEndpoint {
+    /// Start refreshing the status from `backend` and serve the KMS v2
+    /// service of `options.key` on `options.socket`, counting in `metrics`.
+    pub async fn start<B: KmsBackend>(
+        backend: Arc<B>,
+        options: &KmsOptions,
+        metrics: KmsMetrics,
+    ) -> Result<KmsEndpoint, SocketError> {
+        let cache = Arc::new(StatusCache::new(options.status_interval));
+        let service = KmsService::new(
+            backend.clone(),
+            options.key.clone(),
+            cache.clone(),
+            metrics.clone(),
+        );
+        let routes = tonic::service::Routes::new(service.into_server());
+        let socket =
+            socket::ServedSocket::serve(&options.socket, routes, service::MAX_IN_FLIGHT).await?;
+        let refresher = tokio::spawn(cache.clone().run_refresher(
+            backend,
+            options.key.clone(),
+            metrics,
+        ));
+        Ok(KmsEndpoint {
+            socket,
+            cache,
+            refresher,
+        })
+    }
+
+    /// The socket file.
+    pub fn path(&self) -> &std::path::Path {
+        self.socket.path()
+    }
+
+    /// The status cache (`/readyz` reads it).
+    pub fn cache(&self) -> &Arc<StatusCache> {
+        &self.cache
+    }
+
+    /// Stop serving, remove the socket file and stop refreshing.
+    pub async fn shutdown(self) {
+        self.socket.shutdown().await;
+        self.refresher.abort();
+    }
+}
 
 /// Generated from `proto/k8s/kms/v2/api.proto`.
 pub mod pb {

@@ -1,0 +1,162 @@
+//! The KMS plugin's probes and metrics over HTTP (`kstash kms-plugin
+//! --health-listen ADDR`): `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Invariants: `/healthz` answers 200 while the process runs and never asks
+//! kstash (a sealed or unreachable kstash must not restart the plugin);
+//! `/readyz` is 200 exactly when `Status` would answer "ok"; `/metrics`
+//! carries only [`KmsMetrics`]' series. At most [`MAX_IN_FLIGHT`] requests
+//! are answered at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::metrics::KmsMetrics;
+use super::service::StatusCache;
+
+/// Requests answered at once; more wait.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// How long a shutdown waits for requests in flight.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// What the handlers read.
+#[derive(Clone)]
+struct Probe {
+    cache: Arc<StatusCache>,
+    registry: Arc<Registry>,
+}
+
+/// The health server, running.
+#[derive(Debug)]
+pub struct HealthServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    serving: JoinHandle<std::io::Result<()>>,
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
+    match p.cache.current(Instant::now()) {
+        Ok(_) => (StatusCode::OK, "ready".into()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
+    }
+}
+
+async fn metrics_text(State(p): State<Probe>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        KmsMetrics::render(&p.registry),
+    )
+}
+
+impl HealthServer {
+    /// Serve the probes on `listener`: readiness from `cache`, `metrics`'
+    /// series.
+    pub fn start(
+        listener: tokio::net::TcpListener,
+        cache: Arc<StatusCache>,
+        metrics: KmsMetrics,
+    ) -> HealthServer {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the KMS plugin's probes and metrics listen beyond loopback");
+        }
+        let probe = Probe {
+            cache,
+            registry: Arc::new(metrics.registry()),
+        };
+        let app = axum::Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(probe)
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                MAX_IN_FLIGHT,
+            ));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        HealthServer {
+            addr,
+            stop,
+            serving,
+        }
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop serving (requests in flight get up to 2 s).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let abort = self.serving.abort_handle();
+        if tokio::time::timeout(STOP_WAIT, self.serving).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::kms::KmsError;
+
+    #[tokio::test]
+    async fn healthz_always_readyz_with_the_cache_metrics_always() {
+        // Steps: an empty cache → /healthz 200, /readyz 503 with its
+        // reason; a fresh status → /readyz 200; /metrics has the series;
+        // a failed refresh → /readyz 503 again, /healthz still 200.
+        let cache = Arc::new(StatusCache::new(Duration::from_secs(5)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = HealthServer::start(listener, cache.clone(), KmsMetrics::new());
+        let base = format!("http://{}", server.addr());
+        let http = reqwest::Client::new();
+        let get = |path: &'static str| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let r = http.get(format!("{base}{path}")).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        assert_eq!(get("/healthz").await, (200, "ok".into()));
+        let (code, body) = get("/readyz").await;
+        assert_eq!(code, 503);
+        assert!(body.contains("not reached kstash"), "{body}");
+        cache.record(Ok("kstash:kube-system/kek:00:v1".into()), Instant::now());
+        assert_eq!(get("/readyz").await, (200, "ready".into()));
+        let (code, body) = get("/metrics").await;
+        assert_eq!(code, 200);
+        assert!(body.contains("kstash_kms_status_healthy"), "{body}");
+        cache.record(Err(KmsError::Unavailable("sealed".into())), Instant::now());
+        let (code, body) = get("/readyz").await;
+        assert_eq!(code, 503);
+        assert!(body.contains("sealed"), "{body}");
+        assert_eq!(get("/healthz").await.0, 200);
+        server.shutdown().await;
+        assert!(http.get(format!("{base}/healthz")).send().await.is_err());
+    }
+}
