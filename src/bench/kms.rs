@@ -1315,6 +1315,63 @@ mod tests {
         assert_eq!(all_at_once.most_in_flight.load(Ordering::SeqCst), 30);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_existing_socket_is_measured_and_the_files_written() {
+        let served = serve(Fake::default());
+        let out = tempfile::tempdir().unwrap();
+        let opts = KmsOptions {
+            plan: KmsPlan {
+                concurrency: vec![2],
+                burst: 10,
+                ..plan()
+            },
+            source: KmsSource::Socket(served.path.clone()),
+            out: out.path().join("results"),
+        };
+        let results = run(&opts).await.unwrap();
+        assert_eq!(results.key_id, KEY_ID);
+        assert_eq!(results.topologies.len(), 1);
+        assert_eq!(results.topologies[0].topology, Topology::Socket);
+        assert_eq!(results.rows.len(), 4, "three workloads and the burst");
+        assert!(results.rows.iter().all(|r| r.topology == Topology::Socket));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(opts.out.join("results.json")).unwrap()).unwrap();
+        assert_eq!(json["rows"].as_array().unwrap().len(), 4);
+        let md = std::fs::read_to_string(opts.out.join("table.md")).unwrap();
+        assert!(md.contains("| decrypt-burst | 10 | socket |"), "{md}");
+        assert!(
+            !md.contains("stacked:"),
+            "no cluster, no topology note: {md}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_point_where_nothing_succeeded_fails_the_run_after_writing_the_files() {
+        let served = serve(Fake {
+            fail_every: Some(1),
+            ..Fake::default()
+        });
+        let out = tempfile::tempdir().unwrap();
+        let opts = KmsOptions {
+            plan: KmsPlan {
+                workloads: vec![KmsWorkload::Status, KmsWorkload::Decrypt],
+                concurrency: vec![1],
+                burst: 0,
+                ..plan()
+            },
+            source: KmsSource::Socket(served.path.clone()),
+            out: out.path().to_path_buf(),
+        };
+        let e = format!("{:#}", run(&opts).await.unwrap_err());
+        assert!(
+            e.contains("no call succeeded in: socket decrypt c=1: Unavailable: planted failure"),
+            "{e}"
+        );
+        assert!(!e.contains("status"), "Status answered: {e}");
+        let md = std::fs::read_to_string(out.path().join("table.md")).unwrap();
+        assert!(md.contains("| decrypt | 1 | socket | 0 |"), "{md}");
+    }
+
     #[tokio::test]
     async fn a_missing_socket_is_named() {
         let dir = tempfile::tempdir().unwrap();
