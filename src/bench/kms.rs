@@ -725,15 +725,10 @@ fn progress(r: &KmsRow) {
     );
 }
 
-/// `unix:///abs/path` or `/abs/path` → the path; anything else is refused.
+/// `unix:///abs/path` or `/abs/path` → the path, parsed as the plugin
+/// parses its own `--socket`; anything else is refused.
 pub fn socket_path(given: &str) -> anyhow::Result<PathBuf> {
-    let path = Path::new(given.strip_prefix("unix://").unwrap_or(given));
-    if !path.is_absolute() {
-        bail!(
-            "--socket {given:?}: give an absolute path, as unix:///path/kms.sock or /path/kms.sock"
-        );
-    }
-    Ok(path.to_path_buf())
+    crate::plugins::kms::socket::parse_endpoint(given).context("--socket")
 }
 
 /// A socket path the kernel accepts, or an error saying what to shorten.
@@ -1390,9 +1385,15 @@ mod tests {
             socket_path("/tmp/k.sock").unwrap(),
             Path::new("/tmp/k.sock")
         );
-        for bad in ["kms.sock", "unix://kms.sock", "unix://./k.sock", ""] {
-            let e = socket_path(bad).unwrap_err().to_string();
-            assert!(e.contains("absolute path"), "{bad}: {e}");
+        for bad in [
+            "kms.sock",
+            "unix://kms.sock",
+            "unix://./k.sock",
+            "",
+            "tcp://h:1",
+        ] {
+            let e = format!("{:#}", socket_path(bad).unwrap_err());
+            assert!(e.starts_with("--socket: "), "{bad}: {e}");
         }
         assert!(check_socket_path(Path::new("/tmp/short.sock")).is_ok());
         let long = PathBuf::from(format!("/tmp/{}.sock", "x".repeat(120)));

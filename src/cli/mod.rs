@@ -913,6 +913,46 @@ mod tests {
     }
 
     #[test]
+    fn bench_kms_defaults_to_a_local_cluster_and_takes_a_socket_alone() {
+        use crate::bench::kms::KmsWorkload;
+        let kms = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["kstash", "bench", "kms"], args].concat())?;
+            let Command::Bench(b) = cli.command else {
+                panic!("not bench")
+            };
+            let Some(BenchCommand::Kms(k)) = b.command else {
+                panic!("not kms")
+            };
+            Ok::<_, clap::Error>(k)
+        };
+        let k = kms(&[]).unwrap();
+        assert!(k.socket.is_none());
+        use KmsWorkload::*;
+        assert_eq!(k.workloads, [Status, Encrypt, Decrypt]);
+        assert_eq!(k.concurrency, [1, 16]);
+        assert_eq!(
+            (k.duration, k.warmup),
+            (Duration::from_secs(4), Duration::from_secs(1))
+        );
+        assert_eq!(
+            (k.ciphertexts, k.burst, k.burst_concurrency),
+            (256, 1000, None)
+        );
+
+        let k = kms(&["--socket", "unix:///run/k.sock", "--workloads", "decrypt"]).unwrap();
+        assert_eq!(k.socket.as_deref(), Some("unix:///run/k.sock"));
+        assert_eq!(k.workloads, [Decrypt]);
+        for clash in [["--local-cluster"].as_slice(), &["--scratch-dir", "/tmp"]] {
+            let e = kms(&[&["--socket", "/run/k.sock"], clash].concat()).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{clash:?}"
+            );
+        }
+    }
+
+    #[test]
     fn ttls() {
         assert_eq!(parse_ttl("90"), Ok(90));
         assert_eq!(parse_ttl("1h"), Ok(3600));
