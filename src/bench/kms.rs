@@ -73,7 +73,7 @@ pub const SEED_BYTES: usize = 32;
 const WIRE_LIMIT: usize = 1024;
 /// Encrypts in flight while setup makes ciphertexts.
 const SETUP_PARALLEL: usize = 16;
-/// The key the local cluster's topologies use, in [`NAMESPACE`].
+/// The key the local cluster's topologies use, in the bench's namespace (`bench`).
 pub const KEY_NAME: &str = "bench-kek";
 /// The policy of the plugin's token: encrypt and decrypt on the key only.
 const POLICY_NAME: &str = "bench-kek-kms";
