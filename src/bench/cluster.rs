@@ -1,7 +1,9 @@
-//! Three-node clusters on loopback for `kstash bench compare`: three
-//! `kstash server` processes, or three `etcd` members. Every member is a
-//! child process with its own data dir under a scratch directory, and its
-//! stdout and stderr go to `<logs>/<member>.log`.
+//! Three-node clusters on loopback for `kstash bench compare` and
+//! `kstash bench kms`: three `kstash server` processes (node 1 optionally
+//! with flags of its own, such as a KMS socket), or three `etcd` members,
+//! plus any helper process started beside them (a `kstash kms-plugin`).
+//! Every member is a child process with its own data dir under a scratch
+//! directory, and its stdout and stderr go to `<logs>/<member>.log`.
 //!
 //! Invariants:
 //! - Production settings: the sled Raft log with durable appends, the memory
@@ -15,7 +17,8 @@
 //! - Every wait is bounded. A failed start names the member and ends with
 //!   the tail of its log (of every member's log when no single one failed).
 //! - The secrets init makes (unseal key, gatekeeper token, access key) stay
-//!   in memory; only the access token for the bench is kept.
+//!   in memory and never reach a file or a log line; the access key is kept
+//!   (in memory) only to log in for more tokens ([`LocalCluster::login`]).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -134,11 +137,11 @@ impl Drop for Member {
 }
 
 /// A directory of its own under a parent, removed on drop.
-struct Scratch(PathBuf);
+pub struct Scratch(PathBuf);
 
 impl Scratch {
     /// Create `<parent>/kstash-bench-<what>-<pid>-<nanos>`.
-    fn create(parent: &Path, what: &str) -> anyhow::Result<Scratch> {
+    pub fn create(parent: &Path, what: &str) -> anyhow::Result<Scratch> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -149,6 +152,11 @@ impl Scratch {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the scratch dir {}", dir.display()))?;
         Ok(Scratch(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -164,6 +172,8 @@ pub struct LocalCluster {
     pub endpoints: Vec<String>,
     /// kstash only: an admin access token for [`NAMESPACE`].
     token: Option<SecretString>,
+    /// kstash only: the access key, to log in for more tokens.
+    access_key: Option<SecretString>,
     members: Vec<Member>,
     /// Declared last: removed after the members stopped.
     _scratch: Scratch,
@@ -183,6 +193,41 @@ impl LocalCluster {
             .context("this cluster has no access token")
     }
 
+    /// Log in with the access key for a token of [`NAMESPACE`] with
+    /// `policies` that lives `ttl` (kstash only).
+    pub async fn login(&self, policies: &[String], ttl: Duration) -> anyhow::Result<SecretString> {
+        let access_key = self
+            .access_key
+            .as_ref()
+            .context("this cluster has no access key")?;
+        let client = Client::new(&ClientOptions {
+            addresses: self.endpoints.clone(),
+            token: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(10),
+        })?;
+        let login = client
+            .login(&LoginRequest {
+                access_key,
+                namespace: NAMESPACE,
+                policies,
+                ttl: Some(ttl.as_secs().max(1)),
+            })
+            .await
+            .with_context(|| format!("kstash login with policies {policies:?} failed"))?;
+        Ok(login.token)
+    }
+
+    /// Start `cmd` beside the cluster's members (e.g. a `kstash
+    /// kms-plugin`), logging to `<logs>/<name>.log`. It is one of
+    /// [`Self::pids`] from now on, is stopped with the members, and its
+    /// exit fails [`Self::wait_until`].
+    pub fn spawn_helper(&mut self, name: &str, cmd: Command, logs: &Path) -> anyhow::Result<()> {
+        let log = logs.join(format!("{name}.log"));
+        self.members.push(Member::spawn(name, cmd, log)?);
+        Ok(())
+    }
+
     /// Stop every member: SIGTERM to all, then at most [`STOP_GRACE`]
     /// for all together before SIGKILL.
     pub fn stop(&mut self) {
@@ -197,7 +242,7 @@ impl LocalCluster {
 
     /// Poll `check` until it gives `Some`, failing as soon as a member
     /// exits (with its log) or after [`START_TIMEOUT`] (with every log).
-    async fn wait_until<T, F, Fut>(&mut self, what: &str, mut check: F) -> anyhow::Result<T>
+    pub async fn wait_until<T, F, Fut>(&mut self, what: &str, mut check: F) -> anyhow::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
@@ -245,6 +290,18 @@ impl LocalCluster {
         logs: &Path,
         token_ttl: Duration,
     ) -> anyhow::Result<LocalCluster> {
+        Self::start_kstash_with(bin, scratch, logs, token_ttl, &[]).await
+    }
+
+    /// [`Self::start_kstash`], with `node_1_args` added to node 1's command
+    /// line (e.g. `--kms-socket unix:///… --kms-key bench/NAME`).
+    pub async fn start_kstash_with(
+        bin: &Path,
+        scratch: &Path,
+        logs: &Path,
+        token_ttl: Duration,
+        node_1_args: &[std::ffi::OsString],
+    ) -> anyhow::Result<LocalCluster> {
         let scratch = Scratch::create(scratch, "kstash")?;
         let certs = scratch.0.join("certs");
         let listed = run_helper(
@@ -272,6 +329,7 @@ impl LocalCluster {
                 .map(|p| format!("http://127.0.0.1:{p}"))
                 .collect(),
             token: None,
+            access_key: None,
             members: Vec::new(),
             _scratch: scratch,
         };
@@ -302,7 +360,7 @@ impl LocalCluster {
                 .args([OsStr::new("--cluster-cert"), cert.as_os_str()])
                 .args([OsStr::new("--cluster-key"), key.as_os_str()]);
             if node == 0 {
-                cmd.arg("--bootstrap");
+                cmd.arg("--bootstrap").args(node_1_args);
             } else {
                 cmd.args(["--join", &format!("127.0.0.1:{}", ports[3])]);
             }
@@ -382,6 +440,7 @@ impl LocalCluster {
             .await
             .context("kstash login failed")?;
         cluster.token = Some(login.token);
+        cluster.access_key = Some(init.access_key);
         Ok(cluster)
     }
 
@@ -405,6 +464,7 @@ impl LocalCluster {
         let mut cluster = LocalCluster {
             endpoints: ports[..3].iter().map(|p| url(*p)).collect(),
             token: None,
+            access_key: None,
             members: Vec::new(),
             _scratch: scratch,
         };

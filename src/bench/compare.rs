@@ -348,7 +348,7 @@ async fn run_points<T: Target>(store: Store, target: T, plan: &Plan) -> anyhow::
 }
 
 /// The first of Ctrl-C and SIGTERM, by name.
-async fn interrupted() -> &'static str {
+pub(super) async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         // No handler: only Ctrl-C interrupts.

@@ -17,7 +17,8 @@
 //!
 //! `compare` (`kstash bench compare`) runs this load against a three-node
 //! kstash and a three-node etcd that `cluster` starts on loopback, and
-//! `plot` draws the result.
+//! `plot` draws the result. `kms` (`kstash bench kms`) loads a Kubernetes
+//! KMS v2 socket the way kube-apiserver does, both topologies side by side.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +38,7 @@ use crate::api::grpc::pb::kv_client::KvClient;
 
 mod cluster;
 pub mod compare;
+pub mod kms;
 mod plot;
 
 /// What each client does.

@@ -14,9 +14,9 @@ use super::prompt::{
 };
 use super::{
     AccessKeyCommand, AuditCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs,
-    GatekeeperAuthArgs, GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KubernetesLoginArgs,
-    KvCommand, LoginArgs, LoginMethod, OperatorCommand, PageArgs, PolicyCommand, RaftCommand,
-    RoleCommand, SecretField, SnapshotCommand, TokenCommand,
+    GatekeeperAuthArgs, GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KmsArgs,
+    KubernetesLoginArgs, KvCommand, LoginArgs, LoginMethod, OperatorCommand, PageArgs,
+    PolicyCommand, RaftCommand, RoleCommand, SecretField, SnapshotCommand, TokenCommand,
 };
 use crate::bench::compare::{CompareOptions, Plan};
 use crate::bench::Store;
@@ -1236,8 +1236,10 @@ fn restart_hint(data_dir: &Path, node_id: u64, api_addr: &str, cluster_addr: &st
 /// `kstash bench`: a multi-threaded runtime, gRPC connections to the
 /// addresses, then the report as a table or JSON.
 fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchCommand::Compare(compare)) = &args.command {
-        return bench_compare(g.format, compare);
+    match &args.command {
+        Some(BenchCommand::Compare(compare)) => return bench_compare(g.format, compare),
+        Some(BenchCommand::Kms(kms)) => return bench_kms(g.format, kms),
+        None => {}
     }
     if args.connections == 0 {
         bail!("--connections must be at least 1");
@@ -1382,6 +1384,53 @@ fn bench_compare(fmt: Format, args: &CompareArgs) -> anyhow::Result<()> {
     }
     note(&format!(
         "results.json, table.md, plot.svg and logs/ are in {}",
+        options.out.display()
+    ));
+    Ok(())
+}
+
+/// `kstash bench kms`: the socket or the local cluster, the plan, then the
+/// table (or JSON) once every process it started is stopped.
+fn bench_kms(fmt: Format, args: &KmsArgs) -> anyhow::Result<()> {
+    use crate::bench::kms::{self, KmsOptions, KmsPlan, KmsSource};
+    let source = match &args.socket {
+        Some(socket) => KmsSource::Socket(kms::socket_path(socket)?),
+        None => KmsSource::LocalCluster {
+            bin: match &args.kstash_bin {
+                Some(bin) if !bin.is_file() => {
+                    bail!("--kstash-bin {}: no such file", bin.display())
+                }
+                Some(bin) => bin.clone(),
+                None => std::env::current_exe().context("cannot find this executable")?,
+            },
+            scratch: args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
+        },
+    };
+    let options = KmsOptions {
+        plan: KmsPlan {
+            workloads: args.workloads.clone(),
+            concurrency: args.concurrency.clone(),
+            duration: args.duration,
+            warmup: args.warmup,
+            ciphertexts: args.ciphertexts,
+            burst: args.burst,
+            burst_concurrency: args.burst_concurrency,
+        },
+        source,
+        out: args.out.clone().unwrap_or_else(kms::default_out_dir),
+    };
+    options.plan.check()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = rt.block_on(kms::run(&options))?;
+    match fmt {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        Format::Table => print!("{}", kms::markdown(&results)),
+    }
+    note(&format!(
+        "results.json, table.md and logs/ are in {}",
         options.out.display()
     ));
     Ok(())

@@ -185,6 +185,74 @@ pub enum BenchCommand {
     /// print the medians side by side with the kstash/etcd ratio, and write
     /// results.json, table.md, plot.svg and the members' logs into --out.
     Compare(Box<CompareArgs>),
+    /// Load a Kubernetes KMS v2 socket the way kube-apiserver does: Status,
+    /// Encrypt of 32-byte seeds, Decrypt, and a decrypt burst (what an
+    /// apiserver restart does). Without --socket it starts a three-node
+    /// kstash on loopback and measures both topologies side by side: the
+    /// node's own socket (stacked) and a `kstash kms-plugin` process;
+    /// results.json, table.md and the logs go into --out.
+    Kms(Box<KmsArgs>),
+}
+
+/// `kstash bench kms`.
+#[derive(Debug, Clone, Args)]
+pub struct KmsArgs {
+    /// An existing KMS v2 socket (`unix:///path` or `/path`) to load
+    /// instead of a local cluster; the socket needs no kstash token.
+    #[arg(long, value_name = "unix:///PATH", conflicts_with_all = ["local_cluster", "kstash_bin", "scratch_dir"])]
+    pub socket: Option<String>,
+    /// Start a three-node kstash on loopback with a key, a policy and a
+    /// token, and measure the stacked and plugin topologies (the default
+    /// without --socket).
+    #[arg(long)]
+    pub local_cluster: bool,
+    /// Workloads, comma-separated: status, encrypt (random 32-byte seeds),
+    /// decrypt (of ciphertexts made during setup).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "status,encrypt,decrypt",
+        value_name = "W,..."
+    )]
+    pub workloads: Vec<crate::bench::kms::KmsWorkload>,
+    /// Concurrent clients of each point, comma-separated (all share one
+    /// connection, like the apiserver).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,16",
+        value_name = "N,..."
+    )]
+    pub concurrency: Vec<usize>,
+    /// Measured time of each point.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "4s")]
+    pub duration: Duration,
+    /// Unmeasured warm-up before each point.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Ciphertexts made during setup for the decrypt workload.
+    #[arg(long, default_value_t = 256)]
+    pub ciphertexts: usize,
+    /// Distinct ciphertexts of the decrypt burst (0: no burst).
+    #[arg(long, default_value_t = 1000)]
+    pub burst: usize,
+    /// Decrypts in flight during the burst (default: all of them at once).
+    #[arg(long, value_name = "N")]
+    pub burst_concurrency: Option<usize>,
+    /// The kstash binary the servers and the plugin run (default: this
+    /// executable).
+    #[arg(long, value_name = "FILE")]
+    pub kstash_bin: Option<PathBuf>,
+    /// Where results.json, table.md and logs/ go (default:
+    /// `bench-results/kms-<UTC time>`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Where the nodes' data dirs, the sockets and the plugin's token file
+    /// go, in subdirectories removed at the end (default: the system temp
+    /// dir; keep it short, a socket path has at most 107 bytes).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// `kstash bench compare`.
@@ -850,6 +918,46 @@ mod tests {
         // The load flags of `bench` belong to `bench`, not to `compare`.
         let e = Cli::try_parse_from(["kstash", "bench", "--clients", "4", "compare"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn bench_kms_defaults_to_a_local_cluster_and_takes_a_socket_alone() {
+        use crate::bench::kms::KmsWorkload;
+        let kms = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["kstash", "bench", "kms"], args].concat())?;
+            let Command::Bench(b) = cli.command else {
+                panic!("not bench")
+            };
+            let Some(BenchCommand::Kms(k)) = b.command else {
+                panic!("not kms")
+            };
+            Ok::<_, clap::Error>(k)
+        };
+        let k = kms(&[]).unwrap();
+        assert!(k.socket.is_none());
+        use KmsWorkload::*;
+        assert_eq!(k.workloads, [Status, Encrypt, Decrypt]);
+        assert_eq!(k.concurrency, [1, 16]);
+        assert_eq!(
+            (k.duration, k.warmup),
+            (Duration::from_secs(4), Duration::from_secs(1))
+        );
+        assert_eq!(
+            (k.ciphertexts, k.burst, k.burst_concurrency),
+            (256, 1000, None)
+        );
+
+        let k = kms(&["--socket", "unix:///run/k.sock", "--workloads", "decrypt"]).unwrap();
+        assert_eq!(k.socket.as_deref(), Some("unix:///run/k.sock"));
+        assert_eq!(k.workloads, [Decrypt]);
+        for clash in [["--local-cluster"].as_slice(), &["--scratch-dir", "/tmp"]] {
+            let e = kms(&[&["--socket", "/run/k.sock"], clash].concat()).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{clash:?}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! And the failures: a node that cannot start ends the command with its
 //! log, and stops the nodes already running; a missing etcd binary is
 //! named before anything starts.
+//!
+//! `kstash bench kms --local-cluster` gets a short end-to-end run of its
+//! own (both KMS topologies, every workload and the burst).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -300,4 +303,149 @@ fn a_missing_etcd_is_named_before_anything_starts() {
     assert!(stderr.contains(why), "{stderr}");
     assert!(!stderr.contains("starting"), "nothing started: {stderr}");
     assert!(!dir.path().join("logs").exists());
+}
+
+/// `kstash bench kms --local-cluster` end to end, short.
+///
+/// Steps:
+/// 1. run `kstash bench kms --local-cluster --duration 300ms --warmup 0s
+///    --burst 50 --ciphertexts 20 --format json` into a fresh dir, bounded;
+/// 2. stdout is the results object, and `results.json` holds the same;
+/// 3. a row per topology (stacked, plugin) × workload (status, encrypt,
+///    decrypt at 1 and 16 clients; the burst), each with calls and no
+///    error, and `table.md` lists them all;
+/// 4. a log per node and one of the plugin exist;
+/// 5. nothing is left: every process id it reports is gone, and so are the
+///    sockets, the token file and the data dirs.
+#[test]
+fn kms_bench_measures_both_topologies_and_leaves_nothing_running() {
+    eprintln!("--- step 1: kstash bench kms --local-cluster");
+    // A short scratch dir under /tmp: a socket path has at most 107 bytes.
+    let scratch = tempfile::Builder::new()
+        .prefix("t32-kms-")
+        .tempdir()
+        .unwrap();
+    let out = tempfile::Builder::new()
+        .prefix("t32-kms-out-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let (stdout_path, stderr_path) = (out.path().join("stdout"), out.path().join("stderr"));
+    let results_dir = out.path().join("results");
+    let mut child = Command::new(BIN)
+        .args(["--format", "json", "bench", "kms", "--local-cluster"])
+        .args(["--duration", "300ms", "--warmup", "0s"])
+        .args(["--burst", "50", "--ciphertexts", "20", "--out"])
+        .arg(&results_dir)
+        .arg("--scratch-dir")
+        .arg(scratch.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("kstash bench kms starts");
+    let deadline = Instant::now() + PER_STORE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kstash bench kms ran over {PER_STORE:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+
+    eprintln!("--- step 2: stdout is results.json");
+    let results: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(results_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(file, results);
+
+    eprintln!("--- step 3: every topology × workload did calls, without errors");
+    let rows = results["rows"].as_array().unwrap();
+    let md = std::fs::read_to_string(results_dir.join("table.md")).unwrap();
+    let mut expected = Vec::new();
+    for workload in ["status", "encrypt", "decrypt"] {
+        for clients in [1, 16] {
+            for topology in ["stacked", "plugin"] {
+                expected.push((workload, clients, topology));
+            }
+        }
+    }
+    for topology in ["stacked", "plugin"] {
+        expected.push(("decrypt-burst", 50, topology));
+    }
+    let got: Vec<(&str, u64, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["workload"].as_str().unwrap(),
+                r["clients"].as_u64().unwrap(),
+                r["topology"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(&str, u64, &str)> = expected
+        .into_iter()
+        .map(|(w, c, t)| (w, c as u64, t))
+        .collect();
+    assert_eq!(got, expected, "{results}");
+    for r in rows {
+        assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["ops_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+    }
+    let burst = rows
+        .iter()
+        .find(|r| r["workload"] == "decrypt-burst")
+        .unwrap();
+    assert_eq!(
+        burst["ops"], 50,
+        "every Decrypt of the burst answered: {burst}"
+    );
+    for (w, c, t) in &got {
+        let line = format!("| {w} | {c} | {t} |");
+        assert!(md.contains(&line), "{line} missing from table.md:\n{md}");
+    }
+    assert!(
+        stderr.contains("[kms] plugin decrypt-burst c=50"),
+        "a line per row: {stderr}"
+    );
+
+    eprintln!("--- step 4: the logs");
+    let logs = results_dir.join("logs");
+    for name in [
+        "kstash-node-1",
+        "kstash-node-2",
+        "kstash-node-3",
+        "kstash-kms-plugin",
+    ] {
+        assert!(logs.join(format!("{name}.log")).is_file(), "{name}.log");
+    }
+    let node_1 = std::fs::read_to_string(logs.join("kstash-node-1.log")).unwrap();
+    assert!(node_1.contains("--kms-socket"), "node 1 serves the socket");
+
+    eprintln!("--- step 5: nothing left running or on disk");
+    let pids = results["pids"].as_array().unwrap();
+    assert_eq!(pids.len(), 4, "three nodes and the plugin: {results}");
+    for pid in pids {
+        let pid = pid.as_u64().unwrap();
+        assert!(!still_running(pid), "process {pid} still runs");
+    }
+    let left = processes_mentioning(&scratch.path().to_string_lossy());
+    assert!(left.is_empty(), "still running: {left:?}");
+    assert_no_scratch_left(scratch.path());
+    for served in results["topologies"].as_array().unwrap() {
+        let socket = served["socket"].as_str().unwrap();
+        assert!(!Path::new(socket).exists(), "{socket} left behind");
+    }
 }
