@@ -189,6 +189,37 @@ impl Node {
         Key32::from_slice(&plain).ok_or(ServiceError::Internal)
     }
 
+    /// Propose a create, rotate or config of `namespace/name` and answer
+    /// the key as it is after it: this node catches up first, so the answer
+    /// shows the change even when the leader applied it before this node.
+    async fn propose_key_change(
+        &self,
+        command: Command,
+        idempotency: Option<crate::state::command::Idempotency>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<NamedKeyInfo, ServiceError> {
+        match self.raft.propose_with(command, idempotency).await {
+            Ok(_) => {}
+            Err(ProposeError::Rejected(ApplyError::NotFound)) => {
+                return Err(no_key(namespace, name))
+            }
+            Err(ProposeError::Rejected(ApplyError::NamedKeyExists)) => {
+                return Err(key_exists(namespace, name))
+            }
+            Err(ProposeError::Rejected(ApplyError::StaleKeyVersion { latest })) => {
+                return Err(ServiceError::Conflict(format!(
+                    "key {namespace}/{name} was rotated by another request meanwhile (now at \
+                     version {latest}); read it and rotate again if you still need to"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.linearize().await?;
+        let record = self.named_key(namespace, name)?;
+        Ok(self.key_info(namespace, name, &record))
+    }
+
     /// Create the named key `name` in the caller's namespace, with version
     /// 1 (admin tokens only; idempotency key as for [`Node::put_secret`]).
     pub async fn create_key(
@@ -221,15 +252,8 @@ impl Node {
             uid,
             wrapped,
         };
-        match self.raft.propose_with(command, idempotency).await {
-            Ok(_) => {}
-            Err(ProposeError::Rejected(ApplyError::NamedKeyExists)) => {
-                return Err(key_exists(&namespace, name))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let record = self.named_key(&namespace, name)?;
-        Ok(self.key_info(&namespace, name, &record))
+        self.propose_key_change(command, idempotency, &namespace, name)
+            .await
     }
 
     /// A key's metadata (never its material): for admin tokens, tokens
@@ -306,21 +330,8 @@ impl Node {
             version,
             wrapped,
         };
-        match self.raft.propose_with(command, idempotency).await {
-            Ok(_) => {}
-            Err(ProposeError::Rejected(ApplyError::NotFound)) => {
-                return Err(no_key(&namespace, name))
-            }
-            Err(ProposeError::Rejected(ApplyError::StaleKeyVersion { latest })) => {
-                return Err(ServiceError::Conflict(format!(
-                    "key {namespace}/{name} was rotated by another request meanwhile (now at \
-                     version {latest}); read it and rotate again if you still need to"
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let record = self.named_key(&namespace, name)?;
-        Ok(self.key_info(&namespace, name, &record))
+        self.propose_key_change(command, idempotency, &namespace, name)
+            .await
     }
 
     /// Set the oldest version of `name` that still decrypts (admin tokens
@@ -364,15 +375,8 @@ impl Node {
             name: name.into(),
             min_decryption_version: min,
         };
-        match self.raft.propose_with(command, idempotency).await {
-            Ok(_) => {}
-            Err(ProposeError::Rejected(ApplyError::NotFound)) => {
-                return Err(no_key(&namespace, name))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let record = self.named_key(&namespace, name)?;
-        Ok(self.key_info(&namespace, name, &record))
+        self.propose_key_change(command, idempotency, &namespace, name)
+            .await
     }
 
     /// Encrypt `plaintext` (at most [`keys::MAX_PLAINTEXT_BYTES`]) with the
