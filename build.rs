@@ -1,6 +1,7 @@
 //! Compiles `proto/kstash/v1/*.proto` (the client API),
 //! `proto/kstash/cluster/v1/*.proto` (the internal cluster port) and
-//! `proto/k8s/kms/v2/*.proto` (the Kubernetes KMS v2 plugin API) into Rust
+//! `proto/k8s/kms/v2/*.proto` (the Kubernetes KMS v2 plugin API) and
+//! `proto/k8s/csi/v1alpha1/*.proto` (the Secrets Store CSI provider API) into Rust
 //! (messages, tonic clients and servers). Parsing is done by `protox`, in
 //! pure Rust, so the build needs no system `protoc`.
 //!
@@ -48,6 +49,12 @@ const SECRET_BEARING: &[&str] = &[
     // only its length.
     ".v2.EncryptRequest",
     ".v2.DecryptResponse",
+    // The CSI driver's Mount: the pod's ServiceAccount tokens and the
+    // nodePublishSecretRef data (`attributes`, `secrets`), and the files of
+    // the volume (`files`, `contents`); `src/plugins/csi/` prints none of it.
+    ".v1alpha1.MountRequest",
+    ".v1alpha1.MountResponse",
+    ".v1alpha1.File",
     // Carries an unseal key or a gatekeeper token in `Unseal`;
     // `src/raft/cluster.rs` prints only its length.
     ".kstash.cluster.v1.Envelope",
@@ -58,6 +65,7 @@ const PACKAGES: &[&[&str]] = &[
     &["kstash", "v1"],
     &["kstash", "cluster", "v1"],
     &["k8s", "kms", "v2"],
+    &["k8s", "csi", "v1alpha1"],
 ];
 
 /// The public package: the only one server reflection describes.
