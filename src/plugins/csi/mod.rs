@@ -1,7 +1,8 @@
 //! The Secrets Store CSI Driver's provider API
 //! (`proto/k8s/csi/v1alpha1/service.proto`, package `v1alpha1`): the
 //! messages and the tonic client and server of the contract the driver
-//! speaks. The provider that serves it comes with its issue.
+//! speaks, and the checks of the files a provider answers ([`files`]). The
+//! provider that serves it comes with its issue.
 //!
 //! Invariant: the wire is exactly the driver's (service path
 //! `/v1alpha1.CSIDriverProvider/…`, field numbers pinned by this module's
@@ -9,6 +10,8 @@
 //! reaches a log line: the pod's ServiceAccount tokens (`attributes`), the
 //! `nodePublishSecretRef` data (`secrets`) and the files' contents print
 //! only their lengths.
+
+pub mod files;
 
 /// Generated from `proto/k8s/csi/v1alpha1/service.proto`.
 pub mod pb {
