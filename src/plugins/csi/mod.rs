@@ -11,6 +11,7 @@
 //! `nodePublishSecretRef` data (`secrets`) and the files' contents print
 //! only their lengths.
 
+pub mod attributes;
 pub mod files;
 
 /// Generated from `proto/k8s/csi/v1alpha1/service.proto`.
