@@ -297,6 +297,40 @@ impl NamedKeyRecord {
             .expect("a named key has at least one version")
     }
 
+    /// The version a rotation adds, or why the key cannot have another
+    /// (it has [`crate::keys::MAX_VERSIONS`]). The service checks it before
+    /// making key material, and apply again.
+    pub fn next_version(&self) -> Result<u32, String> {
+        let latest = self.latest().version;
+        if latest >= crate::keys::MAX_VERSIONS {
+            return Err(format!(
+                "the key has {latest} versions, the most one key may have; create a new key"
+            ));
+        }
+        Ok(latest + 1)
+    }
+
+    /// Whether `min` may become the minimum decryption version: 1 to the
+    /// latest version, and never below the current one (retired versions
+    /// stay retired). The service checks it before proposing, and apply
+    /// again.
+    pub fn check_min_decryption_version(&self, min: u32) -> Result<(), String> {
+        let latest = self.latest().version;
+        if min == 0 || min > latest {
+            return Err(format!(
+                "min_decryption_version must be 1 to the latest version ({latest}); got {min}"
+            ));
+        }
+        if min < self.min_decryption_version {
+            return Err(format!(
+                "min_decryption_version is {} and never goes down (got {min}): versions below it \
+                 are retired",
+                self.min_decryption_version
+            ));
+        }
+        Ok(())
+    }
+
     /// Version `version`, if the key has it.
     pub fn version(&self, version: u32) -> Option<&NamedKeyVersion> {
         let index = usize::try_from(version.checked_sub(1)?).ok()?;

@@ -310,14 +310,7 @@ impl Node {
         Self::key_admin(caller, name)?;
         let namespace = caller.record.namespace.clone();
         let record = self.named_key(&namespace, name)?;
-        let version = record.latest().version.saturating_add(1);
-        if version > keys::MAX_VERSIONS {
-            return Err(ServiceError::BadRequest(format!(
-                "key {namespace}/{name} has {} versions, the most one key may have; create a \
-                 new key",
-                keys::MAX_VERSIONS
-            )));
-        }
+        let version = record.next_version().map_err(ServiceError::BadRequest)?;
         // The idempotency target is the key, not the version: a retry
         // after an unknown outcome finds the first rotation's answer.
         let idempotency =
@@ -349,19 +342,9 @@ impl Node {
         let namespace = caller.record.namespace.clone();
         let record = self.named_key(&namespace, name)?;
         let min = config.min_decryption_version;
-        let latest = record.latest().version;
-        if min == 0 || min > latest {
-            return Err(ServiceError::BadRequest(format!(
-                "min_decryption_version must be 1 to the latest version ({latest}); got {min}"
-            )));
-        }
-        if min < record.min_decryption_version {
-            return Err(ServiceError::BadRequest(format!(
-                "min_decryption_version is {} and never goes down (got {min}): versions below \
-                 it are retired",
-                record.min_decryption_version
-            )));
-        }
+        record
+            .check_min_decryption_version(min)
+            .map_err(ServiceError::BadRequest)?;
         let idempotency = idempotency(
             caller,
             &self.barrier,

@@ -1319,11 +1319,7 @@ impl State {
         if version != latest.saturating_add(1) {
             return Err(ApplyError::StaleKeyVersion { latest });
         }
-        if latest >= crate::keys::MAX_VERSIONS {
-            return Err(ApplyError::NamedKeyRefused(format!(
-                "the key has {latest} versions, the most one key may have; create a new key"
-            )));
-        }
+        record.next_version().map_err(ApplyError::NamedKeyRefused)?;
         record.versions.push(NamedKeyVersion {
             version,
             created_at_ms: now,
@@ -1353,19 +1349,9 @@ impl State {
         let mut record = self
             .named_key(namespace, name)?
             .ok_or(ApplyError::NotFound)?;
-        let latest = record.latest().version;
-        if min == 0 || min > latest {
-            return Err(ApplyError::NamedKeyRefused(format!(
-                "min_decryption_version must be 1 to the latest version ({latest}); got {min}"
-            )));
-        }
-        if min < record.min_decryption_version {
-            return Err(ApplyError::NamedKeyRefused(format!(
-                "min_decryption_version is {} and never goes down (got {min}): versions below it \
-                 are retired",
-                record.min_decryption_version
-            )));
-        }
+        record
+            .check_min_decryption_version(min)
+            .map_err(ApplyError::NamedKeyRefused)?;
         record.min_decryption_version = min;
         batch.push(put(named_key_key(namespace, name), &record));
         Ok(Applied::Done)
