@@ -13,6 +13,7 @@
 
 pub mod attributes;
 pub mod files;
+pub mod params;
 
 /// Generated from `proto/k8s/csi/v1alpha1/service.proto`.
 pub mod pb {
