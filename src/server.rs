@@ -27,8 +27,8 @@ use crate::guard::audit::{reopen_on_sighup, AuditLog, AuditTarget};
 use crate::guard::Door;
 use crate::plugins::kms::local::LocalBackend;
 use crate::plugins::kms::metrics::KmsMetrics;
-use crate::plugins::kms::socket::parse_mode;
 use crate::plugins::kms::{check_status_interval, KmsEndpoint, KmsKey, KmsOptions, SocketOptions};
+use crate::plugins::socket::parse_mode;
 
 use crate::api::conn::{plan_fds, ConnAcceptor, ConnMetrics, Limits};
 use crate::auth::kubernetes::{InCluster, KubernetesAuth};

@@ -728,7 +728,7 @@ fn progress(r: &KmsRow) {
 /// `unix:///abs/path` or `/abs/path` → the path, parsed as the plugin
 /// parses its own `--socket`; anything else is refused.
 pub fn socket_path(given: &str) -> anyhow::Result<PathBuf> {
-    crate::plugins::kms::socket::parse_endpoint(given).context("--socket")
+    crate::plugins::socket::parse_endpoint(given).context("--socket")
 }
 
 /// A socket path the kernel accepts, or an error saying what to shorten.

@@ -72,6 +72,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::KmsPlugin(args) = &cli.command {
         return super::kms_plugin::run(&cli.global, args);
     }
+    if let Command::CsiProvider(args) = &cli.command {
+        return super::csi_provider::run(&cli.global, args);
+    }
     let g = &cli.global;
     let client = Client::new(&ClientOptions {
         addresses: g.address.clone(),
@@ -89,7 +92,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Server(_)
             | Command::Bench(_)
             | Command::Completion { .. }
-            | Command::KmsPlugin(_) => {
+            | Command::KmsPlugin(_)
+            | Command::CsiProvider(_) => {
                 unreachable!("handled above")
             }
             Command::Operator(c) => operator(&client, fmt, c).await,

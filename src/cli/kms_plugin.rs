@@ -16,8 +16,8 @@ use clap::Args;
 use super::GlobalArgs;
 use crate::client::ClientOptions;
 use crate::plugins::kms::remote::{RemotePlugin, RemotePluginOptions};
-use crate::plugins::kms::socket::parse_mode;
 use crate::plugins::kms::{check_status_interval, KmsKey, KmsOptions, SocketOptions};
+use crate::plugins::socket::parse_mode;
 
 /// `kstash kms-plugin`.
 #[derive(Debug, Clone, Args)]
@@ -112,7 +112,7 @@ pub fn run(global: &GlobalArgs, args: &KmsPluginArgs) -> anyhow::Result<()> {
 }
 
 /// Wait for SIGTERM or SIGINT.
-async fn stop_signal() -> anyhow::Result<()> {
+pub(super) async fn stop_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;

@@ -13,6 +13,7 @@
 
 mod certs;
 mod commands;
+mod csi_provider;
 mod keys;
 mod kms_plugin;
 mod output;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use certs::ClusterCertsArgs;
+pub use csi_provider::CsiProviderArgs;
 pub use keys::KeyCommand;
 pub use kms_plugin::KmsPluginArgs;
 pub use output::Format;
@@ -123,6 +125,13 @@ pub enum Command {
     /// --token-file, renewed before it expires; --timeout is each call's
     /// budget). Runs until SIGTERM or SIGINT.
     KmsPlugin(Box<KmsPluginArgs>),
+    /// Serve the Secrets Store CSI Driver's provider API on a Unix socket
+    /// (one per node, a DaemonSet): pods mount kstash secrets as files,
+    /// logged in with their own ServiceAccount tokens; the kstash
+    /// addresses come from each SecretProviderClass (--ca-cert: trusted
+    /// for classes without caCert; --timeout: each call's budget). Runs
+    /// until SIGTERM or SIGINT.
+    CsiProvider(Box<CsiProviderArgs>),
     /// Print a shell completion script, e.g. `kstash completion bash >
     /// /etc/bash_completion.d/kstash` or `source <(kstash completion zsh)`.
     Completion {

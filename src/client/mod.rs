@@ -329,6 +329,32 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl Client {
     /// Check the addresses and load the CA file; no network I/O.
     pub fn new(opts: &ClientOptions) -> Result<Self, ClientError> {
+        let ca = match &opts.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    ClientError::Invalid(format!("--ca-cert {}: {e}", path.display()))
+                })?;
+                Some((format!("--ca-cert {}", path.display()), pem))
+            }
+            None => None,
+        };
+        Self::build(opts, ca)
+    }
+
+    /// [`Self::new`] trusting the PEM certificates `pem` (named `source` in
+    /// errors) instead of `opts.ca_cert`: for a caller that is handed the
+    /// bundle itself, like the CSI provider (a SecretProviderClass's
+    /// `caCert`). No network I/O.
+    pub fn with_ca_pem(
+        opts: &ClientOptions,
+        source: &str,
+        pem: &[u8],
+    ) -> Result<Self, ClientError> {
+        Self::build(opts, Some((source.to_string(), pem.to_vec())))
+    }
+
+    /// Check the addresses and trust `ca` (its name for errors, its PEM).
+    fn build(opts: &ClientOptions, ca: Option<(String, Vec<u8>)>) -> Result<Self, ClientError> {
         let invalid = |m: String| ClientError::Invalid(m);
         let mut bases = Vec::new();
         for a in &opts.addresses {
@@ -368,16 +394,12 @@ impl Client {
             .connect_timeout(opts.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kstash-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &opts.ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| invalid(format!("--ca-cert {}: {e}", path.display())))?;
+        let has_ca = ca.is_some();
+        if let Some((source, pem)) = ca {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| invalid(format!("--ca-cert {}: {}", path.display(), chain(&e))))?;
+                .map_err(|e| invalid(format!("{source}: {}", chain(&e))))?;
             if certs.is_empty() {
-                return Err(invalid(format!(
-                    "--ca-cert {}: no PEM certificate in the file",
-                    path.display()
-                )));
+                return Err(invalid(format!("{source}: no PEM certificate in it")));
             }
             for c in certs {
                 builder = builder.add_root_certificate(c);
@@ -391,7 +413,7 @@ impl Client {
             bases,
             current: AtomicUsize::new(0),
             token: opts.token.clone(),
-            has_ca: opts.ca_cert.is_some(),
+            has_ca,
             budget: opts.timeout,
             spent: Mutex::new(Duration::ZERO),
             per_call: false,
@@ -1194,6 +1216,21 @@ impl Client {
     pub async fn kv_get(&self, path: &str, stale: bool) -> Result<SecretResponse, ClientError> {
         let url = format!("/v1/kv/{}{}", encode_path(path)?, stale_query(stale, '?'));
         self.json(Method::GET, &url, None, Auth::Token).await
+    }
+
+    /// `GET /v1/kv/{path}` (linearizable) with `bearer` instead of the
+    /// client's own token: for a caller acting for many principals, like
+    /// the CSI provider reading a pod's secrets with the pod's token.
+    pub async fn kv_get_as(
+        &self,
+        path: &str,
+        bearer: &SecretString,
+    ) -> Result<SecretResponse, ClientError> {
+        let url = format!("/v1/kv/{}", encode_path(path)?);
+        let bytes = self
+            .call_as(Method::GET, &url, None, Auth::Token, Some(bearer), None)
+            .await?;
+        decode(bytes, &url)
     }
 
     /// `DELETE /v1/kv/{path}` (idempotency key as for [`Self::kv_put`]).

@@ -10,4 +10,25 @@
 //! only an access token, used through the client library.
 
 pub mod csi;
+pub mod health;
 pub mod kms;
+pub mod socket;
+
+use tokio::task::JoinHandle;
+
+/// A background task, aborted when this handle is dropped.
+#[derive(Debug)]
+pub struct TaskGuard(JoinHandle<()>);
+
+impl TaskGuard {
+    /// Guard `task`.
+    pub fn new(task: JoinHandle<()>) -> Self {
+        TaskGuard(task)
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,8 +1,12 @@
-//! The Secrets Store CSI Driver's provider API
-//! (`proto/k8s/csi/v1alpha1/service.proto`, package `v1alpha1`): the
-//! messages and the tonic client and server of the contract the driver
-//! speaks, and the checks of the files a provider answers ([`files`]). The
-//! provider that serves it comes with its issue.
+//! The Secrets Store CSI provider (`kstash csi-provider`): pods mount
+//! kstash secrets as files, authenticated by their own ServiceAccount.
+//!
+//! The wire is the driver's provider API
+//! (`proto/k8s/csi/v1alpha1/service.proto`, package `v1alpha1`, in [`pb`]),
+//! served on a Unix socket ([`crate::plugins::socket`]) by [`CsiEndpoint`].
+//! A Mount ([`provider`]) reads the driver's attributes ([`attributes`])
+//! and the class's parameters ([`params`]), logs in as the pod
+//! ([`login`]), and answers files ([`files`]) or a [`mount_error`].
 //!
 //! Invariant: the wire is exactly the driver's (service path
 //! `/v1alpha1.CSIDriverProvider/…`, field numbers pinned by this module's
@@ -13,7 +17,66 @@
 
 pub mod attributes;
 pub mod files;
+pub mod login;
+pub mod metrics;
+pub mod mount_error;
 pub mod params;
+pub mod provider;
+
+use std::sync::Arc;
+
+pub use metrics::CsiMetrics;
+pub use mount_error::MountError;
+pub use provider::{CsiProvider, ProviderOptions};
+
+use crate::plugins::socket::{ServedSocket, SocketError, SocketOptions, SocketWatch};
+
+/// The provider's socket file name in the driver's provider directory.
+pub const SOCKET_FILE: &str = "kstash.sock";
+
+/// The provider being served on its socket.
+#[derive(Debug)]
+pub struct CsiEndpoint {
+    socket: ServedSocket,
+    provider: Arc<CsiProvider>,
+}
+
+impl CsiEndpoint {
+    /// Serve a provider made of `options` on `socket`, counting in
+    /// `metrics`.
+    pub async fn start(
+        socket: &SocketOptions,
+        options: ProviderOptions,
+        metrics: CsiMetrics,
+    ) -> Result<CsiEndpoint, SocketError> {
+        let provider = Arc::new(CsiProvider::new(options, metrics));
+        let routes = tonic::service::Routes::new(CsiProvider::into_server(provider.clone()));
+        let socket =
+            ServedSocket::serve("CSI provider", socket, routes, provider::MAX_IN_FLIGHT).await?;
+        Ok(CsiEndpoint { socket, provider })
+    }
+
+    /// The socket file.
+    pub fn path(&self) -> &std::path::Path {
+        self.socket.path()
+    }
+
+    /// Whether the socket file is still ours (`/readyz`).
+    pub fn watch(&self) -> SocketWatch {
+        self.socket.watch()
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &Arc<CsiProvider> {
+        &self.provider
+    }
+
+    /// Stop serving (Mounts in flight get up to 5 s) and remove the socket
+    /// file.
+    pub async fn shutdown(self) {
+        self.socket.shutdown().await;
+    }
+}
 
 /// Generated from `proto/k8s/csi/v1alpha1/service.proto`.
 pub mod pb {

@@ -148,14 +148,6 @@ impl KmsMetrics {
         self.token_expires_at
             .set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
     }
-
-    /// The Prometheus text exposition of `registry`.
-    pub fn render(registry: &Registry) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, registry)
-            .expect("writing to a String cannot fail");
-        out
-    }
 }
 
 #[cfg(test)]
@@ -178,7 +170,7 @@ mod tests {
         );
         m.set_healthy(true);
         m.set_token_expires_at(1_900_000_000);
-        let text = KmsMetrics::render(&m.registry());
+        let text = crate::plugins::health::render(&m.registry());
         for want in [
             "kstash_kms_requests_total{rpc=\"status\",outcome=\"ok\"} 1",
             "kstash_kms_requests_total{rpc=\"decrypt\",outcome=\"invalid_argument\"} 1",

@@ -10,20 +10,19 @@
 //! tests), and a DEK seed never reaches a log line: the two messages that
 //! carry one (`EncryptRequest`, `DecryptResponse`) print only its length.
 
-pub mod health;
 pub mod local;
 pub mod metrics;
 pub mod remote;
 pub mod service;
-pub mod socket;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use crate::plugins::socket::ServedSocket;
+use crate::plugins::TaskGuard;
 
+pub use crate::plugins::socket::{SocketError, SocketOptions};
 pub use service::{KmsBackend, KmsError, KmsKey, KmsService, StatusCache};
-pub use socket::{SocketError, SocketOptions};
 
 use metrics::KmsMetrics;
 
@@ -52,29 +51,12 @@ pub fn check_status_interval(interval: Duration) -> Result<Duration, String> {
     Ok(interval)
 }
 
-/// A background task, aborted when this handle is dropped.
-#[derive(Debug)]
-pub struct TaskGuard(JoinHandle<()>);
-
-impl TaskGuard {
-    /// Guard `task`.
-    pub fn new(task: JoinHandle<()>) -> Self {
-        TaskGuard(task)
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A KMS v2 service being served: the socket and the status refresher.
 /// Dropped without [`KmsEndpoint::shutdown`], it stops both and removes the
 /// socket file all the same (without waiting for calls in flight).
 #[derive(Debug)]
 pub struct KmsEndpoint {
-    socket: socket::ServedSocket,
+    socket: ServedSocket,
     cache: Arc<StatusCache>,
     _refresher: TaskGuard,
 }
@@ -96,7 +78,7 @@ impl KmsEndpoint {
         );
         let routes = tonic::service::Routes::new(service.into_server());
         let socket =
-            socket::ServedSocket::serve(&options.socket, routes, service::MAX_IN_FLIGHT).await?;
+            ServedSocket::serve("KMS", &options.socket, routes, service::MAX_IN_FLIGHT).await?;
         let refresher = TaskGuard::new(tokio::spawn(cache.clone().run_refresher(
             backend,
             options.key.clone(),

@@ -25,12 +25,14 @@ use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use super::health::HealthServer;
 use super::metrics::KmsMetrics;
 use super::service::{Encrypted, KmsBackend, KmsError, KmsKey};
-use super::{KmsEndpoint, KmsOptions, SocketError, TaskGuard};
+use super::{KmsEndpoint, KmsOptions};
 use crate::client::wire::RenewRequest;
 use crate::client::{Client, ClientError, ClientOptions};
+use crate::plugins::health::HealthServer;
+use crate::plugins::socket::SocketError;
+use crate::plugins::TaskGuard;
 use crate::secret::SecretString;
 
 /// Most bytes read from the token file.
@@ -313,8 +315,14 @@ impl RemotePlugin {
             None => None,
         };
         let endpoint = KmsEndpoint::start(backend.clone(), &options.kms, metrics.clone()).await?;
-        let health = health_listener
-            .map(|l| HealthServer::start(l, endpoint.cache().clone(), metrics.clone()));
+        let health = health_listener.map(|l| {
+            HealthServer::start(
+                "KMS plugin",
+                l,
+                endpoint.cache().clone(),
+                metrics.registry(),
+            )
+        });
         let keeper = TokenKeeper {
             backend,
             file,

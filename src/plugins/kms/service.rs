@@ -170,6 +170,15 @@ pub struct StatusCache {
     wake: Notify,
 }
 
+/// Ready exactly when `Status` would answer "ok".
+impl crate::plugins::health::Readiness for StatusCache {
+    fn ready(&self) -> Result<(), String> {
+        self.current(Instant::now())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl StatusCache {
     /// An empty cache refreshed every `interval` (which `Status` therefore
     /// answers `UNAVAILABLE` until the first refresh).

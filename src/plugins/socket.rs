@@ -1,10 +1,12 @@
-//! Serving a gRPC service on a Unix domain socket, as kube-apiserver's KMS
-//! `endpoint: unix:///…` expects.
+//! Serving a gRPC service on a Unix domain socket, as a local Kubernetes
+//! component expects it: kube-apiserver's KMS `endpoint: unix:///…`, the
+//! Secrets Store CSI Driver's `<provider dir>/kstash.sock`.
 //!
 //! Invariants:
 //! - The socket file gets its mode (default 0600) and group before the
-//!   first connection is accepted. kstash (`server`, `kms-plugin`) runs
-//!   with umask 077, so the file is never born wider than 0700.
+//!   first connection is accepted. kstash (`server`, `kms-plugin`,
+//!   `csi-provider`) runs with umask 077, so the file is never born wider
+//!   than 0700.
 //! - A socket file somebody listens on is never taken over, and a file that
 //!   is not a socket is never removed; a socket file nobody listens on (a
 //!   crash's leftover) is replaced.
@@ -79,7 +81,7 @@ pub fn parse_endpoint(endpoint: &str) -> Result<PathBuf, SocketError> {
         Some(rest) => rest,
         None if endpoint.contains("://") => {
             return Err(SocketError::Invalid(format!(
-                "socket {endpoint:?}: only unix:// sockets are served (e.g. unix:///var/run/kstash-kms/kms.sock)"
+                "socket {endpoint:?}: only unix:// sockets are served (e.g. unix:///var/run/kstash/kstash.sock)"
             )))
         }
         None => endpoint,
@@ -88,7 +90,7 @@ pub fn parse_endpoint(endpoint: &str) -> Result<PathBuf, SocketError> {
     if !path.is_absolute() || path.file_name().is_none() {
         return Err(SocketError::Invalid(format!(
             "socket {endpoint:?}: give an absolute path to the socket file, e.g. \
-             unix:///var/run/kstash-kms/kms.sock"
+             unix:///var/run/kstash/kstash.sock"
         )));
     }
     Ok(path.to_path_buf())
@@ -96,7 +98,7 @@ pub fn parse_endpoint(endpoint: &str) -> Result<PathBuf, SocketError> {
 
 /// A socket file mode written in octal (`0600`, `660`): permission bits
 /// only, and nothing for others (a socket anyone can open lets anyone on
-/// the host encrypt and decrypt with the key).
+/// the host use whatever the socket serves).
 pub fn parse_mode(text: &str) -> Result<u32, SocketError> {
     let invalid = |why: &str| {
         Err(SocketError::Invalid(format!(
@@ -124,6 +126,8 @@ pub fn parse_mode(text: &str) -> Result<u32, SocketError> {
 /// A service being served on a socket file.
 #[derive(Debug)]
 pub struct ServedSocket {
+    /// What is served, for log lines (`KMS`, `CSI provider`).
+    what: &'static str,
     path: PathBuf,
     /// Device and inode of the file this process bound.
     identity: (u64, u64),
@@ -133,8 +137,10 @@ pub struct ServedSocket {
 
 impl ServedSocket {
     /// Bind `options.path`, give it its mode and group, and serve `routes`
-    /// on it (at most `per_connection` calls at once per connection).
+    /// on it (at most `per_connection` calls at once per connection);
+    /// `what` names the service in log lines.
     pub async fn serve(
+        what: &'static str,
         options: &SocketOptions,
         routes: tonic::service::Routes,
         per_connection: usize,
@@ -162,7 +168,7 @@ impl ServedSocket {
                 )))
             }
         }
-        remove_stale(path).await?;
+        remove_stale(what, path).await?;
         let listener = tokio::net::UnixListener::bind(path).map_err(io("cannot bind"))?;
         let identity = match restrict(path, options) {
             Ok(identity) => identity,
@@ -180,8 +186,9 @@ impl ServedSocket {
         let serving = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         }));
-        tracing::info!(socket = %path.display(), mode = format!("{:04o}", options.mode), group = ?options.group, "KMS socket listening");
+        tracing::info!(socket = %path.display(), mode = format!("{:04o}", options.mode), group = ?options.group, "{what} socket listening");
         Ok(ServedSocket {
+            what,
             path: path.clone(),
             identity,
             stop: Some(stop),
@@ -194,6 +201,15 @@ impl ServedSocket {
         &self.path
     }
 
+    /// A handle that tells whether the socket file is still the one this
+    /// process serves (for a readiness probe).
+    pub fn watch(&self) -> SocketWatch {
+        SocketWatch {
+            path: self.path.clone(),
+            identity: self.identity,
+        }
+    }
+
     /// Stop accepting, let calls in flight end (up to 5 s), and remove the
     /// socket file if it is still ours.
     pub async fn shutdown(mut self) {
@@ -202,10 +218,13 @@ impl ServedSocket {
         }
         let abort = self.serving.abort_handle();
         match tokio::time::timeout(STOP_WAIT, &mut self.serving).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the KMS socket failed"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the {} socket failed", self.what),
             Ok(_) => {}
             Err(_) => {
-                tracing::warn!("KMS calls still running after {STOP_WAIT:?}; dropped");
+                tracing::warn!(
+                    "{} calls still running after {STOP_WAIT:?}; dropped",
+                    self.what
+                );
                 abort.abort();
             }
         }
@@ -216,14 +235,15 @@ impl ServedSocket {
         match std::fs::symlink_metadata(&self.path) {
             Ok(m) if (m.dev(), m.ino()) == self.identity => {
                 if let Err(e) = std::fs::remove_file(&self.path) {
-                    tracing::warn!(socket = %self.path.display(), error = %e, "cannot remove the KMS socket");
+                    tracing::warn!(socket = %self.path.display(), error = %e, "cannot remove the {} socket", self.what);
                 } else {
-                    tracing::info!(socket = %self.path.display(), "KMS socket removed");
+                    tracing::info!(socket = %self.path.display(), "{} socket removed", self.what);
                 }
             }
             Ok(_) => tracing::warn!(
                 socket = %self.path.display(),
-                "the KMS socket path now holds another file; left in place"
+                "the {} socket path now holds another file; left in place",
+                self.what
             ),
             Err(_) => {}
         }
@@ -242,9 +262,34 @@ impl Drop for ServedSocket {
     }
 }
 
+/// Whether a served socket file is still in place: a socket directory
+/// emptied or replaced under a running plugin leaves its callers without a
+/// way in, and the probe says so.
+#[derive(Debug, Clone)]
+pub struct SocketWatch {
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
+impl crate::plugins::health::Readiness for SocketWatch {
+    fn ready(&self) -> Result<(), String> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => Ok(()),
+            Ok(_) => Err(format!(
+                "{} is no longer the socket this process serves; restart it",
+                self.path.display()
+            )),
+            Err(e) => Err(format!(
+                "the socket {} is gone ({e}); restart the process",
+                self.path.display()
+            )),
+        }
+    }
+}
+
 /// Remove a socket file nobody listens on; refuse a live socket and
 /// anything that is not a socket.
-async fn remove_stale(path: &Path) -> Result<(), SocketError> {
+async fn remove_stale(what: &str, path: &Path) -> Result<(), SocketError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -262,7 +307,7 @@ async fn remove_stale(path: &Path) -> Result<(), SocketError> {
     match tokio::net::UnixStream::connect(path).await {
         Ok(_) => Err(SocketError::Busy(path.to_path_buf())),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            tracing::info!(socket = %path.display(), "removing a stale KMS socket nobody listens on");
+            tracing::info!(socket = %path.display(), "removing a stale {what} socket nobody listens on");
             std::fs::remove_file(path).map_err(|source| SocketError::Io {
                 what: "cannot remove the stale socket",
                 path: path.to_path_buf(),
@@ -404,7 +449,9 @@ mod tests {
                 mode,
                 group: (mode == 0o660).then(|| rustix::process::getgid().as_raw()),
             };
-            let served = ServedSocket::serve(&options, routes(), 4).await.unwrap();
+            let served = ServedSocket::serve("KMS", &options, routes(), 4)
+                .await
+                .unwrap();
             assert!(std::fs::symlink_metadata(&path)
                 .unwrap()
                 .file_type()
@@ -427,9 +474,11 @@ mod tests {
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists(), "the stale file is there");
         let options = SocketOptions::new(path.to_str().unwrap()).unwrap();
-        let served = ServedSocket::serve(&options, routes(), 4).await.unwrap();
+        let served = ServedSocket::serve("KMS", &options, routes(), 4)
+            .await
+            .unwrap();
 
-        let err = ServedSocket::serve(&options, routes(), 4)
+        let err = ServedSocket::serve("KMS", &options, routes(), 4)
             .await
             .unwrap_err();
         assert!(matches!(err, SocketError::Busy(_)), "{err}");
@@ -438,14 +487,14 @@ mod tests {
         served.shutdown().await;
 
         std::fs::write(&path, b"not a socket").unwrap();
-        let err = ServedSocket::serve(&options, routes(), 4)
+        let err = ServedSocket::serve("KMS", &options, routes(), 4)
             .await
             .unwrap_err();
         assert!(matches!(err, SocketError::NotSocket(_)), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
 
         let missing = SocketOptions::new(d.path().join("nope/kms.sock").to_str().unwrap()).unwrap();
-        let err = ServedSocket::serve(&missing, routes(), 4)
+        let err = ServedSocket::serve("KMS", &missing, routes(), 4)
             .await
             .unwrap_err()
             .to_string();
@@ -459,7 +508,9 @@ mod tests {
         let d = dir();
         let path = d.path().join("kms.sock");
         let options = SocketOptions::new(path.to_str().unwrap()).unwrap();
-        let served = ServedSocket::serve(&options, routes(), 4).await.unwrap();
+        let served = ServedSocket::serve("KMS", &options, routes(), 4)
+            .await
+            .unwrap();
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"someone else's").unwrap();
         served.shutdown().await;

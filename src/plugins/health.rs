@@ -1,15 +1,16 @@
-//! The KMS plugin's probes and metrics over HTTP (`kstash kms-plugin
-//! --health-listen ADDR`): `/healthz`, `/readyz`, `/metrics`.
+//! A plugin process's probes and metrics over HTTP (`kstash kms-plugin
+//! --health-listen ADDR`, `kstash csi-provider --health-listen ADDR`):
+//! `/healthz`, `/readyz`, `/metrics`.
 //!
 //! Invariants: `/healthz` answers 200 while the process runs and never asks
-//! kstash (a sealed or unreachable kstash must not restart the plugin);
-//! `/readyz` is 200 exactly when `Status` would answer "ok"; `/metrics`
-//! carries only [`KmsMetrics`]' series. At most [`MAX_IN_FLIGHT`] requests
-//! are answered at once.
+//! kstash (a sealed or unreachable kstash must not restart a plugin);
+//! `/readyz` is 200 exactly when the plugin's [`Readiness`] says so;
+//! `/metrics` carries only the plugin's own registry. At most
+//! [`MAX_IN_FLIGHT`] requests are answered at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -19,19 +20,23 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::metrics::KmsMetrics;
-use super::service::StatusCache;
-
 /// Requests answered at once; more wait.
 pub const MAX_IN_FLIGHT: usize = 16;
 
 /// How long a shutdown waits for requests in flight.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
+/// Whether a plugin is ready to serve its socket's callers.
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok` when ready; otherwise why not, for the probe's body (never a
+    /// secret).
+    fn ready(&self) -> Result<(), String>;
+}
+
 /// What the handlers read.
 #[derive(Clone)]
 struct Probe {
-    cache: Arc<StatusCache>,
+    readiness: Arc<dyn Readiness>,
     registry: Arc<Registry>,
 }
 
@@ -48,9 +53,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(p): State<Probe>) -> (StatusCode, String) {
-    match p.cache.current(Instant::now()) {
-        Ok(_) => (StatusCode::OK, "ready".into()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
+    match p.readiness.ready() {
+        Ok(()) => (StatusCode::OK, "ready".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
     }
 }
 
@@ -60,27 +65,36 @@ async fn metrics_text(State(p): State<Probe>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        KmsMetrics::render(&p.registry),
+        render(&p.registry),
     )
 }
 
+/// The OpenMetrics text exposition of `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
 impl HealthServer {
-    /// Serve the probes on `listener`: readiness from `cache`, `metrics`'
-    /// series.
+    /// Serve the probes of the plugin `what` on `listener`: readiness from
+    /// `readiness`, the series of `registry`.
     pub fn start(
+        what: &'static str,
         listener: tokio::net::TcpListener,
-        cache: Arc<StatusCache>,
-        metrics: KmsMetrics,
+        readiness: Arc<dyn Readiness>,
+        registry: Registry,
     ) -> HealthServer {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
         if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the KMS plugin's probes and metrics listen beyond loopback");
+            tracing::warn!(%addr, "the {what}'s probes and metrics listen beyond loopback");
         }
         let probe = Probe {
-            cache,
-            registry: Arc::new(metrics.registry()),
+            readiness,
+            registry: Arc::new(registry),
         };
         let app = axum::Router::new()
             .route("/healthz", get(healthz))
@@ -123,7 +137,9 @@ impl HealthServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::kms::KmsError;
+    use crate::plugins::kms::metrics::KmsMetrics;
+    use crate::plugins::kms::{KmsError, StatusCache};
+    use std::time::Instant;
 
     #[tokio::test]
     async fn healthz_always_readyz_with_the_cache_metrics_always() {
@@ -132,7 +148,12 @@ mod tests {
         // a failed refresh → /readyz 503 again, /healthz still 200.
         let cache = Arc::new(StatusCache::new(Duration::from_secs(5)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = HealthServer::start(listener, cache.clone(), KmsMetrics::new());
+        let server = HealthServer::start(
+            "KMS plugin",
+            listener,
+            cache.clone(),
+            KmsMetrics::new().registry(),
+        );
         let base = format!("http://{}", server.addr());
         crate::client::install_crypto_provider();
         let http = reqwest::Client::new();
