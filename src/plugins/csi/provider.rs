@@ -547,3 +547,184 @@ impl CsiProvider {
             .max_encoding_message_size(MAX_MOUNT_BYTES + 64 * 1024)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::csi::files::FileName;
+
+    fn object(path: &str, file: &str, field: Option<&str>) -> ObjectSpec {
+        ObjectSpec {
+            path: path.into(),
+            file: FileName::parse(file).unwrap(),
+            mode: 0o440,
+            field: field.map(str::to_string),
+        }
+    }
+
+    fn params(objects: Vec<ObjectSpec>) -> MountParams {
+        MountParams {
+            addresses: vec!["http://127.0.0.1:8200".into()],
+            role: "web".into(),
+            namespace: "shop".into(),
+            audience: "kstash".into(),
+            ca_cert: None,
+            objects,
+        }
+    }
+
+    fn text(value: &str, version: u64) -> SecretResponse {
+        SecretResponse {
+            value: Some(SecretString::new(value.into())),
+            value_base64: None,
+            version,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn secrets(list: &[(&str, SecretResponse)]) -> BTreeMap<String, SecretResponse> {
+        list.iter()
+            .map(|(p, s)| {
+                (
+                    p.to_string(),
+                    SecretResponse {
+                        value: s.value.clone(),
+                        value_base64: s.value_base64.clone(),
+                        version: s.version,
+                        created_at: String::new(),
+                        updated_at: String::new(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_object_becomes_a_file_and_every_path_one_version() {
+        let p = params(vec![
+            object("db", "db/user", Some("user")),
+            object("db", "db/password", Some("password")),
+            object("db", "db/port", Some("port")),
+            object("tls/key", "tls.key", None),
+        ]);
+        let read = secrets(&[
+            (
+                "db",
+                text(r#"{"user":"app","password":"hunter2","port":5432}"#, 3),
+            ),
+            ("tls/key", text("-----BEGIN KEY-----", 1)),
+        ]);
+        let answer = answer(&p, &read).unwrap();
+        let files: Vec<(&str, i32, &[u8])> = answer
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode, f.contents.as_slice()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("db/user", 0o440, &b"app"[..]),
+                ("db/password", 0o440, &b"hunter2"[..]),
+                ("db/port", 0o440, &b"5432"[..]),
+                ("tls.key", 0o440, &b"-----BEGIN KEY-----"[..]),
+            ]
+        );
+        let versions: Vec<(&str, &str)> = answer
+            .object_version
+            .iter()
+            .map(|v| (v.id.as_str(), v.version.as_str()))
+            .collect();
+        assert_eq!(versions, [("db", "3"), ("tls/key", "1")]);
+        assert!(answer.error.is_none());
+    }
+
+    #[test]
+    fn a_binary_value_is_written_as_its_bytes() {
+        let p = params(vec![object("bin", "blob", None)]);
+        let mut secret = text("", 2);
+        secret.value = None;
+        secret.value_base64 = Some(SecretString::new("AP8B".into()));
+        let answer = answer(&p, &secrets(&[("bin", secret)])).unwrap();
+        assert_eq!(answer.files[0].contents, [0x00, 0xff, 0x01]);
+    }
+
+    #[test]
+    fn a_field_needs_a_json_object_holding_it_and_errors_never_quote_the_value() {
+        for (value, want) in [
+            ("hunter2", "not a JSON object"),
+            (r#"["hunter2"]"#, "not a JSON object"),
+            (
+                r#"{"user":"hunter2"}"#,
+                "has no field \"password\" (its fields: user)",
+            ),
+        ] {
+            let p = params(vec![object("db", "pw", Some("password"))]);
+            let err = answer(&p, &secrets(&[("db", text(value, 1))])).unwrap_err();
+            assert_eq!(err.code(), "InvalidSecretValue", "{value}");
+            let message = err.to_string();
+            assert!(message.contains(want), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let mut binary = text("", 1);
+        binary.value = None;
+        binary.value_base64 = Some(SecretString::new("e30=".into()));
+        let p = params(vec![object("db", "pw", Some("password"))]);
+        let err = answer(&p, &secrets(&[("db", binary)])).unwrap_err();
+        assert_eq!(err.code(), "InvalidSecretValue");
+    }
+
+    #[test]
+    fn a_volume_over_the_limit_answers_no_file() {
+        let big = "x".repeat(MAX_MOUNT_BYTES / 2 + 1);
+        let p = params(vec![object("a", "a", None), object("b", "b", None)]);
+        let read = secrets(&[("a", text(&big, 1)), ("b", text(&big, 1))]);
+        let err = answer(&p, &read).unwrap_err();
+        assert_eq!(err.code(), "MountTooLarge");
+        assert!(err.to_string().contains("split the objects"), "{err}");
+    }
+
+    #[test]
+    fn kstash_answers_map_to_codes_the_driver_can_act_on() {
+        let p = params(vec![]);
+        let api = |status: u16, code: &str| ClientError::Api {
+            status,
+            code: code.into(),
+            message: format!("server says {code}"),
+        };
+        let read = |e| ReadError::of("db", e).into_mount_error(&p).code();
+        assert_eq!(read(api(404, "not_found")), "SecretNotFound");
+        assert_eq!(read(api(403, "forbidden")), "SecretForbidden");
+        assert_eq!(read(api(503, "sealed")), "KstashUnavailable");
+        assert_eq!(read(api(429, "busy")), "KstashUnavailable");
+        assert_eq!(
+            read(ClientError::Connect("refused".into())),
+            "KstashUnavailable"
+        );
+        assert_eq!(read(api(400, "invalid")), "KstashError");
+        assert_eq!(read(api(401, "unauthorized")), "KstashError");
+        let key = LoginKey {
+            pod_uid: "u".into(),
+            pod_namespace: "shop".into(),
+            service_account: "web".into(),
+            addresses: vec![],
+            namespace: "shop".into(),
+            role: "web".into(),
+            audience: "kstash".into(),
+        };
+        let login = |e| login_error(e, &key, &p);
+        let refused = login(api(401, "unauthorized"));
+        assert_eq!(refused.code(), "LoginRefused");
+        assert!(refused.to_string().contains("shop/web"), "{refused}");
+        assert_eq!(login(api(400, "not_configured")).code(), "LoginRefused");
+        assert_eq!(login(api(503, "no_leader")).code(), "KstashUnavailable");
+        assert_eq!(
+            login(ClientError::Timeout {
+                budget: Duration::from_secs(1),
+                tried: String::new()
+            })
+            .code(),
+            "KstashUnavailable"
+        );
+    }
+}
