@@ -503,16 +503,24 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_leaves_a_file_that_replaced_ours() {
-        // Steps: serve; something else replaces the socket file; shut
-        // down → that file stays.
+        // Steps: serve (the watch says ready); the file goes (not ready);
+        // something else takes its place (not ready); shut down → that
+        // file stays.
         let d = dir();
         let path = d.path().join("kms.sock");
         let options = SocketOptions::new(path.to_str().unwrap()).unwrap();
         let served = ServedSocket::serve("KMS", &options, routes(), 4)
             .await
             .unwrap();
+        let watch = served.watch();
+        use crate::plugins::health::Readiness;
+        assert_eq!(watch.ready(), Ok(()));
         std::fs::remove_file(&path).unwrap();
+        let gone = watch.ready().unwrap_err();
+        assert!(gone.contains("is gone"), "{gone}");
         std::fs::write(&path, b"someone else's").unwrap();
+        let replaced = watch.ready().unwrap_err();
+        assert!(replaced.contains("no longer the socket"), "{replaced}");
         served.shutdown().await;
         assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
     }
