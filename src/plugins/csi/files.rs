@@ -40,7 +40,7 @@ pub enum FileError {
     #[error("fileName {0:?} is used twice, or as a file and as a directory: give every object its own fileName")]
     Duplicate(String),
     /// A mode that is not octal 0 to 0777.
-    #[error("mode {0:?} is not allowed: give an octal mode from 0000 to 0777 (e.g. \"0400\")")]
+    #[error("mode {0:?} is not allowed: give an octal mode with its leading 0, from 0000 to 0777 (e.g. \"0400\"; a bare number like 400 or 256 is refused, since it reads two ways)")]
     Mode(String),
     /// More files than a volume may have.
     #[error("the volume has more than {MAX_FILES} files")]
@@ -91,13 +91,16 @@ impl FileName {
     }
 }
 
-/// Parse a file mode given as octal text (`"0400"`, `"640"`, `"0o600"`):
-/// 0 to 0o777, nothing else (no setuid, setgid or sticky bit).
+/// Parse a file mode given as octal text with its leading zero (`"0400"`,
+/// `"0o600"`, `"0"`): 0 to 0o777, nothing else (no setuid, setgid or
+/// sticky bit). A bare number (`400`, `256`) is refused: JSON has no octal,
+/// so `256` may mean 0o400 to its author and 0o256 (world-writable) here.
 pub fn parse_mode(text: &str) -> Result<u32, FileError> {
-    let digits = text
-        .strip_prefix("0o")
-        .or_else(|| text.strip_prefix("0O"))
-        .unwrap_or(text);
+    let digits = match text.strip_prefix("0o").or_else(|| text.strip_prefix("0O")) {
+        Some(digits) => digits,
+        None if text.starts_with('0') => text,
+        None => return Err(FileError::Mode(text.chars().take(16).collect())),
+    };
     let ok = !digits.is_empty()
         && digits.len() <= 4
         && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
@@ -194,7 +197,7 @@ mod tests {
     fn modes_are_octal_up_to_0777() {
         for (text, mode) in [
             ("0400", 0o400),
-            ("640", 0o640),
+            ("0640", 0o640),
             ("0o600", 0o600),
             ("0", 0),
             ("0777", 0o777),
@@ -202,7 +205,8 @@ mod tests {
             assert_eq!(parse_mode(text), Ok(mode), "{text}");
         }
         for bad in [
-            "", "0800", "1777", "4755", "01000", "rw", "-1", "0x1ff", "511x", "00400",
+            "", "0800", "1777", "4755", "01000", "rw", "-1", "0x1ff", "511x", "00400", "400",
+            "256", "640", "7",
         ] {
             assert!(parse_mode(bad).is_err(), "{bad}");
         }

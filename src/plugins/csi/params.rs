@@ -16,7 +16,8 @@
 //! A blank optional parameter counts as absent. A parameter or object key
 //! that differs from one of ours only in case, `-` or `_` is refused with
 //! the right spelling rather than ignored. An object's `mode` is octal text
-//! in every form, the JSON one included (`256` is 0o256, not 0o400).
+//! with its leading zero in every scalar style (`0400`, `"0o400"`); a bare
+//! number (`256`, `400`) is refused, since it reads two ways.
 
 use std::collections::BTreeMap;
 
@@ -836,12 +837,12 @@ mod tests {
 
     #[test]
     fn modes_are_octal_in_every_scalar_style() {
-        for mode in ["0400", "400", "\"0400\"", "'0400'", "0o400", "\"0o400\""] {
+        for mode in ["0400", "\"0400\"", "'0400'", "0o400", "\"0o400\""] {
             let yaml = format!("- {{path: a, fileName: b, mode: {mode}}}");
             let params = parse_objects_of(&yaml).unwrap();
             assert_eq!(params.objects[0].mode, 0o400, "{mode}");
         }
-        for mode in ["01777", "0800", "9", "\"\"", "0x1ff"] {
+        for mode in ["01777", "0800", "9", "\"\"", "0x1ff", "400", "256"] {
             let yaml = format!("- {{path: a, fileName: b, mode: {mode}}}");
             refused(parse_objects_of(&yaml), "objects[0]", "mode");
         }
