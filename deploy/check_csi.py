@@ -176,8 +176,15 @@ def file_name_error(name: str, limits: Limits) -> str | None:
 
 
 def parse_mode(text: str) -> int | None:
-    """An octal mode 0 to 0o777 (`0400`, `640`, `0o600`); None otherwise."""
-    digits = text[2:] if text[:2] in ("0o", "0O") else text
+    """An octal mode 0 to 0o777 with its leading zero (`0400`, `0o600`, `0`);
+    None otherwise: a bare number (`400`, `256`) reads two ways, as the
+    provider says (src/plugins/csi/files.rs)."""
+    if text[:2] in ("0o", "0O"):
+        digits = text[2:]
+    elif text.startswith("0"):
+        digits = text
+    else:
+        return None
     if not digits or len(digits) > 4 or any(c not in "01234567" for c in digits):
         return None
     mode = int(digits, 8)
@@ -874,8 +881,8 @@ class CsiChecker:
             if "mode" in fields:
                 parsed = parse_mode(fields["mode"])
                 if parsed is None:
-                    self.err(where, f"mode {fields['mode']!r} is not allowed: give an octal mode from 0000 to 0777 "
-                                    "(e.g. \"0400\")")
+                    self.err(where, f"mode {fields['mode']!r} is not allowed: give an octal mode with its leading 0, from "
+                                    "0000 to 0777 (e.g. \"0400\"; a bare number like 400 reads two ways)")
                 else:
                     mode = parsed
             if "field" in fields and not fields["field"]:

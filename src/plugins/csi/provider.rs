@@ -183,6 +183,19 @@ impl CsiProvider {
             )),
             None => self.options.default_ca.clone(),
         };
+        if ca.is_none() {
+            if let Some(https) = params.addresses.iter().find(|a| a.starts_with("https:")) {
+                // The client trusts no built-in roots: without a CA the
+                // handshake would fail with a less helpful message.
+                return Err(MountError::Class(super::params::ParamsError::Invalid {
+                    name: "caCert".into(),
+                    why: format!(
+                        "{https} is https and no CA is given: put the PEM of the CA that signed \
+                         kstash's certificate in caCert, or start the provider with --ca-cert"
+                    ),
+                }));
+            }
+        }
         let key: ClientKey = (
             params.addresses.clone(),
             ca.as_ref().map(|(_, pem)| Sha256::digest(pem).into()),
@@ -682,6 +695,45 @@ mod tests {
         let err = answer(&p, &read).unwrap_err();
         assert_eq!(err.code(), "MountTooLarge");
         assert!(err.to_string().contains("split the objects"), "{err}");
+    }
+
+    #[test]
+    fn an_https_address_needs_a_ca_from_the_class_or_the_provider() {
+        let provider = |default_ca| {
+            CsiProvider::new(
+                ProviderOptions {
+                    call_timeout: Duration::from_secs(1),
+                    login_cache_size: 4,
+                    policy: ParamsPolicy::default(),
+                    default_ca,
+                },
+                CsiMetrics::new(),
+            )
+        };
+        let mut p = params(vec![]);
+        p.addresses = vec!["https://kstash.kstash.svc:8200".into()];
+        let err = provider(None).client(&p).unwrap_err();
+        assert_eq!(err.code(), "InvalidSecretProviderClass");
+        assert!(err.to_string().contains("caCert"), "{err}");
+        let ca = rcgen::generate_simple_self_signed(vec!["kstash".into()])
+            .unwrap()
+            .cert
+            .pem();
+        assert!(
+            provider(Some(("--ca-cert ca.pem".into(), ca.clone().into_bytes())))
+                .client(&p)
+                .is_ok()
+        );
+        p.ca_cert = Some(ca);
+        let with_class_ca = provider(None);
+        let first = with_class_ca.client(&p).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &with_class_ca.client(&p).unwrap()),
+            "kept"
+        );
+        p.addresses = vec!["http://127.0.0.1:8200".into()];
+        p.ca_cert = None;
+        assert!(provider(None).client(&p).is_ok(), "plain http needs no CA");
     }
 
     #[test]
