@@ -310,12 +310,16 @@ def check_dir(directory: Path, samples: set[str], require: bool) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--metrics", type=Path, required=True, help="metrics.txt: the families /metrics exports")
+    ap.add_argument("--metrics", type=Path, required=True, action="append",
+                    help="a list of the families a /metrics exports (metrics.txt for the nodes, "
+                         "plugin-metrics.txt for the plugin processes); repeat for several")
     ap.add_argument("--fixtures", type=Path, help="directory of broken dashboards and rules to reject")
     ap.add_argument("directory", type=Path, help="the dashboard and rules to check")
     args = ap.parse_args()
+    samples: set[str] = set()
     try:
-        _, samples = load_metrics(args.metrics)
+        for path in args.metrics:
+            samples |= load_metrics(path)[1]
     except (OSError, ValueError) as e:
         print(f"FAIL {e}")
         return 1
@@ -326,7 +330,8 @@ def main() -> int:
         for e in errors:
             print(f"  {e}")
         return 1
-    print(f"ok   {args.directory}: the dashboard and the alert rules use only metrics of {args.metrics.name}")
+    names = " and ".join(p.name for p in args.metrics)
+    print(f"ok   {args.directory}: the dashboard and the alert rules use only metrics of {names}")
     if args.fixtures is None:
         return 0
 

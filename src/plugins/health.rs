@@ -137,6 +137,41 @@ impl HealthServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `deploy/monitoring/plugin-metrics.txt` names exactly the families
+    /// the KMS plugin and the CSI provider export (the alert rules are
+    /// checked against it offline).
+    #[test]
+    fn the_plugin_metrics_list_is_what_the_plugins_export() {
+        use crate::plugins::csi::{CsiMetrics, MountError};
+        use crate::plugins::kms::metrics::{KmsMetrics, Rpc};
+        let kms = KmsMetrics::new();
+        kms.observe::<()>(Rpc::Status, &Ok(()), Duration::from_millis(1));
+        let csi = CsiMetrics::new();
+        csi.observe_mount(Err(&MountError::Unavailable("x".into())), Duration::ZERO);
+        csi.observe_login("ok");
+        csi.observe_lookup(crate::plugins::csi::login::Lookup::Hit);
+        let mut exported: Vec<String> = [render(&kms.registry()), render(&csi.registry())]
+            .iter()
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("# TYPE "))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        exported.sort();
+        let listed: Vec<String> = include_str!("../../deploy/monitoring/plugin-metrics.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            listed, exported,
+            "deploy/monitoring/plugin-metrics.txt is out of step with the plugins' /metrics"
+        );
+    }
     use crate::plugins::kms::metrics::KmsMetrics;
     use crate::plugins::kms::{KmsError, StatusCache};
     use std::time::Instant;
