@@ -66,7 +66,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from check_kms import go_duration, patch_add, patch_remove, socket_path, under
+from check_kms import go_duration, patch_op, socket_path, under
 from check_manifests import ENUMS, Checker, name_of, render, schema_errors, selects
 from fixtures import run_fixtures
 
@@ -310,18 +310,7 @@ def apply_patch(files: Files, ops: list) -> Files:
                 else:
                     del origin[target]
                 continue
-            doc = docs[target]
-            if kind == "remove":
-                patch_remove(doc, path)
-            elif kind == "add":
-                patch_add(doc, path, op["value"])
-            elif kind == "replace":
-                patch_remove(doc, path)
-                patch_add(doc, path, op["value"])
-            elif kind == "move":
-                patch_add(doc, path, patch_remove(doc, op["from"]))
-            else:
-                raise ValueError(f"unknown op {kind!r}")
+            patch_op(docs[target], op)
         except (KeyError, IndexError, ValueError, TypeError) as e:
             raise ValueError(f"patch operation {n} ({op}) does not apply: {e!r}") from e
     return Files(docs, origin, files.setup)

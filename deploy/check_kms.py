@@ -218,6 +218,22 @@ def patch_add(doc, path: str, value) -> None:
         parent[last] = value
 
 
+def patch_op(doc, op: dict) -> None:
+    """Apply one JSON Patch operation (remove, add, replace, move) to `doc`."""
+    kind, path = op["op"], op["path"]
+    if kind == "remove":
+        patch_remove(doc, path)
+    elif kind == "add":
+        patch_add(doc, path, op["value"])
+    elif kind == "replace":
+        patch_remove(doc, path)
+        patch_add(doc, path, op["value"])
+    elif kind == "move":
+        patch_add(doc, path, patch_remove(doc, op["from"]))
+    else:
+        raise ValueError(f"unknown op {kind!r}")
+
+
 def apply_patch(files: Files, ops: list) -> Files:
     """The files after the operations; raises ValueError (naming the
     operation) when one does not apply, so a fixture whose target moved
@@ -225,19 +241,7 @@ def apply_patch(files: Files, ops: list) -> Files:
     docs = copy.deepcopy(files.docs)
     for n, op in enumerate(ops):
         try:
-            doc = docs[op["file"]]
-            kind, path = op["op"], op["path"]
-            if kind == "remove":
-                patch_remove(doc, path)
-            elif kind == "add":
-                patch_add(doc, path, op["value"])
-            elif kind == "replace":
-                patch_remove(doc, path)
-                patch_add(doc, path, op["value"])
-            elif kind == "move":
-                patch_add(doc, path, patch_remove(doc, op["from"]))
-            else:
-                raise ValueError(f"unknown op {kind!r}")
+            patch_op(docs[op["file"]], op)
         except (KeyError, IndexError, ValueError, TypeError) as e:
             raise ValueError(f"patch operation {n} ({op}) does not apply: {e!r}") from e
     return Files(docs, files.setup)

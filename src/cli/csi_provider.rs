@@ -109,14 +109,8 @@ impl CsiProviderArgs {
 
 /// Run the provider until SIGTERM or SIGINT.
 pub fn run(global: &GlobalArgs, args: &CsiProviderArgs) -> anyhow::Result<()> {
-    crate::server::init_logging(crate::config::DEFAULT_LOG);
     let options = args.options(global)?;
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
+    super::process::run_plugin(async {
         crate::client::install_crypto_provider();
         let metrics = CsiMetrics::new();
         let health = match options.health_listen {
@@ -143,8 +137,7 @@ pub fn run(global: &GlobalArgs, args: &CsiProviderArgs) -> anyhow::Result<()> {
             health = ?health.as_ref().map(HealthServer::addr),
             "CSI provider ready"
         );
-        super::kms_plugin::stop_signal().await?;
-        tracing::info!("stopping");
+        super::process::stop_signal().await?;
         endpoint.shutdown().await;
         if let Some(health) = health {
             health.shutdown().await;

@@ -95,32 +95,13 @@ impl KmsPluginArgs {
 
 /// Run the plugin until SIGTERM or SIGINT.
 pub fn run(global: &GlobalArgs, args: &KmsPluginArgs) -> anyhow::Result<()> {
-    crate::server::init_logging(crate::config::DEFAULT_LOG);
     let options = args.options(global)?;
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
+    super::process::run_plugin(async {
         let plugin = RemotePlugin::start(options).await?;
-        stop_signal().await?;
-        tracing::info!("stopping");
+        super::process::stop_signal().await?;
         plugin.shutdown().await;
         Ok(())
     })
-}
-
-/// Wait for SIGTERM or SIGINT.
-pub(super) async fn stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]

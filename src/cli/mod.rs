@@ -17,6 +17,7 @@ mod csi_provider;
 mod keys;
 mod kms_plugin;
 mod output;
+mod process;
 mod prompt;
 
 use std::path::PathBuf;
