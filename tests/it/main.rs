@@ -2,6 +2,7 @@
 //! the real `kstash` binary for the CLI. Scenario files are named by intent.
 
 mod common;
+mod csi;
 mod kms;
 mod kube;
 mod procs;
