@@ -95,8 +95,7 @@ impl Pod {
     /// The claims of a fresh token of this pod's ServiceAccount, bound to
     /// this pod (audience [`DEFAULT_AUDIENCE`], one hour), to adjust.
     pub fn sa_token(&self) -> SaToken {
-        SaToken::new(&self.namespace, &self.service_account, unix_now())
-            .pod(&self.name, &self.uid)
+        SaToken::new(&self.namespace, &self.service_account, unix_now()).pod(&self.name, &self.uid)
     }
 
     /// Replace the token for `audience` with `token` signed by `key` (its
@@ -369,7 +368,12 @@ impl FakeDriver {
 
     /// Mount `pod`'s volume `volume` of `class`: the files written, or the
     /// refusal.
-    pub async fn mount(&mut self, class: &Class, pod: &Pod, volume: &str) -> Result<Volume, Refusal> {
+    pub async fn mount(
+        &mut self,
+        class: &Class,
+        pod: &Pod,
+        volume: &str,
+    ) -> Result<Volume, Refusal> {
         let request = self.request(class, pod, volume);
         self.send(request).await
     }
