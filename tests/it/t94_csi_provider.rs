@@ -47,6 +47,16 @@ const CA_BODY: &str = "ca-body-Lm2pH4";
 const PLAIN: &str = "plain-text-Hy6dC3";
 const ROOT: &str = "root-secret-Pp9cF8";
 const BANK_VAULT: &str = "bank-vault-Rr4eN6";
+/// A binary secret (not UTF-8), stored as base64.
+const BLOB: &[u8] = b"\x00\xffbin-secret-Vb7kM5\x80\x01";
+/// Size of the secret `big/value`: three fit in one answer to the driver,
+/// five do not.
+const BIG: usize = 1_000_000;
+
+fn blob_base64() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(BLOB)
+}
 
 /// The JSON secret `app/config`.
 fn app_config() -> String {
@@ -67,10 +77,19 @@ fn secret_values() -> Vec<String> {
         PLAIN,
         ROOT,
         BANK_VAULT,
+        "bin-secret-Vb7kM5",
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain([blob_base64()])
     .collect()
+}
+
+/// `n` objects naming `big/value`, as files `big-0`, `big-1`, ….
+fn big_objects(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("- path: big/value\n  fileName: big-{i}\n"))
+        .collect()
 }
 
 /// The class's objects: a nested fileName with its own mode, a JSON secret
@@ -147,7 +166,9 @@ async fn provision(http: &Http, access_key: &Value) -> Provisioned {
             "web-reader",
             json!([{"path": "db/*", "capabilities": ["read"]},
                    {"path": "app/*", "capabilities": ["read"]},
-                   {"path": "tls/*", "capabilities": ["read"]}]),
+                   {"path": "tls/*", "capabilities": ["read"]},
+                   {"path": "bin/*", "capabilities": ["read"]},
+                   {"path": "big/*", "capabilities": ["read"]}]),
             "web",
             "shop/web",
         ),
@@ -187,6 +208,15 @@ async fn provision(http: &Http, access_key: &Value) -> Provisioned {
     put(http, &admin, "tls/ca", &ca_pem()).await;
     put(http, &admin, "app/plain", PLAIN).await;
     put(http, &admin, "vault/root", ROOT).await;
+    let (code, body) = http
+        .put(
+            "/v1/kv/bin/blob",
+            Some(&admin),
+            json!({ "value_base64": blob_base64() }),
+        )
+        .await;
+    assert_eq!(code, 200, "put bin/blob: {body}");
+    put(http, &admin, "big/value", &"b".repeat(BIG)).await;
     put(http, &bank_admin, "money/vault", BANK_VAULT).await;
     Provisioned { admin }
 }
@@ -344,7 +374,9 @@ async fn a_pod_mounts_its_secrets_as_files_and_sees_rotation() {
     // 3. rotation: db/password written again; the next Mount (with the
     //    current versions) answers version 3 and the new value;
     // 4. a Mount with no current versions answers the full set;
-    // 5. no secret value and no ServiceAccount token in the logs.
+    // 5. a binary value arrives byte for byte; a volume of 3 MB arrives
+    //    whole (within the driver's default 4 MiB receive limit);
+    // 6. no secret value and no ServiceAccount token in the logs.
     let key = SigningKey::ec("ec-1");
     let stash = Stash::start(&key, Arc::new(SystemClock)).await;
     let dir = private_dir("csi-");
@@ -387,7 +419,27 @@ async fn a_pod_mounts_its_secrets_as_files_and_sees_rotation() {
     );
     assert_eq!(sample(&endpoint, "kstash_csi_files_total"), 15.0);
 
-    step("step 5: the logs hold no secret and no token");
+    step("step 5: a binary value, and a 3 MB volume");
+    let binary = class
+        .clone()
+        .with("objects", "- path: bin/blob\n  fileName: blob.bin\n");
+    let v = driver.mount(&binary, &pod, "binary").await.unwrap();
+    assert_eq!(v.files["blob.bin"], (0o400, BLOB.to_vec()));
+    assert_eq!(std::fs::read(v.dir.join("blob.bin")).unwrap(), BLOB);
+    let big = class.clone().with("objects", &big_objects(3));
+    let v = driver.mount(&big, &pod, "big").await.unwrap();
+    assert_eq!(v.names(), ["big-0", "big-1", "big-2"]);
+    for (_, contents) in v.files.values() {
+        assert_eq!(contents.len(), BIG);
+    }
+    assert_eq!(
+        v.versions.len(),
+        1,
+        "one version per secret: {:?}",
+        v.versions
+    );
+
+    step("step 6: the logs hold no secret and no token");
     assert_logs_clean(&[&pod]);
     endpoint.shutdown().await;
     stash.stop().await;
@@ -490,8 +542,10 @@ async fn refusals_name_their_code_say_what_to_fix_and_write_nothing() {
     //    a token of another audience only, fileName ../x, fileName /etc/x,
     //    a duplicate fileName, a missing secret next to a good one, a
     //    forbidden secret next to a good one, a bad objects YAML, no role,
-    //    plain http to a remote host, a field of a non-JSON value, garbage
-    //    attributes, attributes without the pod uid;
+    //    plain http to a remote host, a field of a non-JSON value, of a
+    //    JSON value that lacks it and of a binary value, a volume larger
+    //    than one answer to the driver holds, garbage attributes,
+    //    attributes without the pod uid;
     // 3. the metrics count each refusal under its code;
     // 4. no secret value and no token in the logs.
     let key = SigningKey::ec("ec-1");
@@ -667,6 +721,24 @@ async fn refusals_name_their_code_say_what_to_fix_and_write_nothing() {
             says: &["\"nope\"", "password, port, user"],
         },
         Case {
+            what: "a field of a binary value",
+            raw: None,
+            class: objects("- path: bin/blob\n  fileName: blob\n  field: user\n"),
+            pod: pod.clone(),
+            code: Code::FailedPrecondition,
+            error_code: "InvalidSecretValue",
+            says: &["\"bin/blob\"", "JSON object"],
+        },
+        Case {
+            what: "more than one answer to the driver holds",
+            raw: None,
+            class: objects(&big_objects(5)),
+            pod: pod.clone(),
+            code: Code::ResourceExhausted,
+            error_code: "MountTooLarge",
+            says: &["bytes", "split the objects"],
+        },
+        Case {
             what: "garbage attributes",
             raw: Some("{not json"),
             class: class.clone(),
@@ -761,8 +833,21 @@ async fn unseal_cluster(nodes: &[ClusterNode]) -> Value {
         )
         .await;
     assert_eq!(code, 200, "{body}");
-    wait_until(SETTLE, "every node is unsealed", || async {
-        nodes.iter().all(|n| !n.server.node.is_sealed())
+    // Node 1 passes the key on once; a follower that missed it (busy, or
+    // not caught up with the init yet) gets it directly, as an operator
+    // would give it.
+    let key = init["unseal_keys"][0].clone();
+    wait_until(SETTLE, "every node is unsealed", || {
+        let key = key.clone();
+        async move {
+            for n in nodes.iter().filter(|n| n.server.node.is_sealed()) {
+                let _ = n
+                    .http
+                    .post("/v1/sys/unseal", None, json!({ "key": key }))
+                    .await;
+            }
+            nodes.iter().all(|n| !n.server.node.is_sealed())
+        }
     })
     .await;
     init
