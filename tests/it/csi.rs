@@ -47,13 +47,19 @@ use crate::kube::{unix_now, uuid, SaToken, SigningKey, DEFAULT_AUDIENCE};
 /// is shorter by default; the tests allow a failover inside one call).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The attribute keys the driver adds to the class's parameters.
+/// The pod's name (an attribute the driver adds to the class's parameters).
 pub const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
+/// The pod's namespace.
 pub const POD_NAMESPACE: &str = "csi.storage.k8s.io/pod.namespace";
+/// The pod's uid.
 pub const POD_UID: &str = "csi.storage.k8s.io/pod.uid";
+/// The pod's ServiceAccount.
 pub const SERVICE_ACCOUNT: &str = "csi.storage.k8s.io/serviceAccount.name";
+/// The pod's ServiceAccount tokens by audience (a JSON string).
 pub const TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+/// An inline (ephemeral) CSI volume: always, for this driver.
 pub const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
+/// The `SecretProviderClass` named by the volume.
 pub const CLASS_NAME: &str = "secretProviderClass";
 
 /// The file permission the driver passes: 0644, written in decimal.
@@ -62,9 +68,13 @@ pub const PERMISSION: &str = "420";
 /// A pod whose volume the driver mounts.
 #[derive(Clone, Debug)]
 pub struct Pod {
+    /// `metadata.name`.
     pub name: String,
+    /// `metadata.namespace` (Kubernetes).
     pub namespace: String,
+    /// `metadata.uid`.
     pub uid: String,
+    /// `spec.serviceAccountName`.
     pub service_account: String,
     /// Audience → (token, expirationTimestamp as RFC 3339).
     tokens: BTreeMap<String, (String, String)>,
@@ -143,7 +153,9 @@ impl Pod {
 /// A `SecretProviderClass`: its name and `spec.parameters`.
 #[derive(Clone, Debug)]
 pub struct Class {
+    /// `metadata.name`.
     pub name: String,
+    /// `spec.parameters`.
     pub parameters: BTreeMap<String, String>,
 }
 
