@@ -2,6 +2,7 @@
 //! the real `kstash` binary for the CLI. Scenario files are named by intent.
 
 mod common;
+mod csi;
 mod kms;
 mod kube;
 mod procs;
@@ -41,3 +42,4 @@ mod t89_metrics;
 mod t90_kube_fixture;
 mod t91_kubernetes_login;
 mod t93_kms_plugin;
+mod t94_csi_provider;
