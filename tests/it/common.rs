@@ -472,6 +472,38 @@ impl ClusterNode {
     }
 }
 
+/// Initialise `nodes` 1-of-1 through the first and unseal it, which passes
+/// the key on to every peer; a peer that missed it (busy, or not caught up
+/// with the init yet) gets the key directly, as an operator would give it.
+/// The init answer.
+pub async fn init_and_unseal(nodes: &[ClusterNode], timeout: Duration) -> Value {
+    let (code, init) = nodes[0]
+        .http
+        .post("/v1/sys/init", None, json!({"shares": 1, "threshold": 1}))
+        .await;
+    assert_eq!(code, 200, "{init}");
+    let key = init["unseal_keys"][0].clone();
+    let (code, body) = nodes[0]
+        .http
+        .post("/v1/sys/unseal", None, json!({ "key": key }))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    wait_until(timeout, "every node is unsealed", || {
+        let key = key.clone();
+        async move {
+            for n in nodes.iter().filter(|n| n.server.node.is_sealed()) {
+                let _ = n
+                    .http
+                    .post("/v1/sys/unseal", None, json!({ "key": key }))
+                    .await;
+            }
+            nodes.iter().all(|n| !n.server.node.is_sealed())
+        }
+    })
+    .await;
+    init
+}
+
 /// Poll `check` every 50 ms until it returns true; panic after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where

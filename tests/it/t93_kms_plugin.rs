@@ -425,7 +425,7 @@ async fn server_mode_a_leader_change_during_a_burst_of_encrypts_loses_nothing() 
         }
     };
     let mut nodes = three_node_cluster(root.path(), &certs, &cuts, tweak, SETTLE).await;
-    let init = unseal_cluster(&nodes).await;
+    let init = crate::common::init_and_unseal(&nodes, SETTLE).await;
     let token = nodes[1]
         .http
         .login(&init["access_key"], NS, &["admin"], None)
@@ -451,30 +451,6 @@ async fn server_mode_a_leader_change_during_a_burst_of_encrypts_loses_nothing() 
         n.stop().await;
     }
     assert!(!socket.exists());
-}
-
-/// Init a cluster 1-of-1 through its first node and unseal it (which
-/// unseals every node); the init answer.
-async fn unseal_cluster(nodes: &[crate::common::ClusterNode]) -> Value {
-    let (code, init) = nodes[0]
-        .http
-        .post("/v1/sys/init", None, json!({"shares": 1, "threshold": 1}))
-        .await;
-    assert_eq!(code, 200, "{init}");
-    let (code, body) = nodes[0]
-        .http
-        .post(
-            "/v1/sys/unseal",
-            None,
-            json!({"key": init["unseal_keys"][0]}),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
-    wait_until(SETTLE, "every node is unsealed", || async {
-        nodes.iter().all(|n| !n.server.node.is_sealed())
-    })
-    .await;
-    init
 }
 
 // ----- plugin mode -----------------------------------------------------------
@@ -661,7 +637,7 @@ async fn plugin_mode_fails_over_when_its_node_dies() {
     let certs = ClusterCerts::make();
     let cuts = LinkCuts::default();
     let mut nodes = three_node_cluster(root.path(), &certs, &cuts, |_| {}, SETTLE).await;
-    let init = unseal_cluster(&nodes).await;
+    let init = crate::common::init_and_unseal(&nodes, SETTLE).await;
     let addresses: Vec<String> = nodes
         .iter()
         .map(|n| format!("http://{}", n.server.addr))

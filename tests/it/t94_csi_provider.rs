@@ -22,10 +22,7 @@ use kstash::plugins::socket::SocketOptions;
 use serde_json::{json, Value};
 use tonic::Code;
 
-use crate::common::{
-    captured_logs, three_node_cluster, wait_until, ClusterCerts, ClusterNode, Http, LinkCuts,
-    TestNode,
-};
+use crate::common::{captured_logs, three_node_cluster, ClusterCerts, Http, LinkCuts, TestNode};
 use crate::csi::{Class, FakeDriver, Pod, Volume};
 use crate::kube::{Jwks, SigningKey, KUBE_ISSUER};
 
@@ -817,42 +814,6 @@ async fn refusals_name_their_code_say_what_to_fix_and_write_nothing() {
     stash.stop().await;
 }
 
-/// Initialise and unseal `nodes` through the first; its init answer.
-async fn unseal_cluster(nodes: &[ClusterNode]) -> Value {
-    let (code, init) = nodes[0]
-        .http
-        .post("/v1/sys/init", None, json!({"shares": 1, "threshold": 1}))
-        .await;
-    assert_eq!(code, 200, "{init}");
-    let (code, body) = nodes[0]
-        .http
-        .post(
-            "/v1/sys/unseal",
-            None,
-            json!({"key": init["unseal_keys"][0]}),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
-    // Node 1 passes the key on once; a follower that missed it (busy, or
-    // not caught up with the init yet) gets it directly, as an operator
-    // would give it.
-    let key = init["unseal_keys"][0].clone();
-    wait_until(SETTLE, "every node is unsealed", || {
-        let key = key.clone();
-        async move {
-            for n in nodes.iter().filter(|n| n.server.node.is_sealed()) {
-                let _ = n
-                    .http
-                    .post("/v1/sys/unseal", None, json!({ "key": key }))
-                    .await;
-            }
-            nodes.iter().all(|n| !n.server.node.is_sealed())
-        }
-    })
-    .await;
-    init
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mounts_fail_over_when_the_providers_first_node_stops() {
     // Steps:
@@ -880,7 +841,7 @@ async fn mounts_fail_over_when_the_providers_first_node_stops() {
         SETTLE,
     )
     .await;
-    let init = unseal_cluster(&nodes).await;
+    let init = crate::common::init_and_unseal(&nodes, SETTLE).await;
     let p = provision(&nodes[0].http, &init["access_key"]).await;
     let addresses: Vec<String> = nodes
         .iter()
