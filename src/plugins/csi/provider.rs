@@ -19,7 +19,7 @@
 //!   the full file set, whatever `current_object_version` says.
 //! - Everything a class or request can make the provider do is bounded: the
 //!   parameters ([`super::params`]), the reads in flight per Mount
-//!   ([`READS_AT_ONCE`]), the answer's size ([`MAX_MOUNT_BYTES`]), the
+//!   ([`READS_AT_ONCE`]), the answer's size ([`MAX_RESPONSE_BYTES`]), the
 //!   clients kept ([`MAX_CLIENTS`]) and the login cache.
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,10 +47,10 @@ pub const RUNTIME_NAME: &str = "kstash";
 /// The provider API version the driver speaks.
 pub const API_VERSION: &str = "v1alpha1";
 
-/// Largest total of file contents one Mount answers: the driver's gRPC
-/// client receives at most 4 MiB by default; the rest is left for names,
-/// versions and framing.
-pub const MAX_MOUNT_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+/// Largest Mount answer, encoded: the driver's gRPC client receives at
+/// most 4 MiB by default (its `--max-call-recv-msg-size`). Contents, file
+/// names and object versions all count.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest Mount request accepted (attributes are at most 256 KiB).
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -412,11 +412,13 @@ fn answer(
             .get(&object.path)
             .expect("every object's path was read");
         let contents = contents(object, secret)?;
+        // Stop early on the contents alone; the whole answer is measured
+        // below.
         total = total.saturating_add(contents.len());
-        if total > MAX_MOUNT_BYTES {
+        if total > MAX_RESPONSE_BYTES {
             return Err(MountError::TooLarge {
                 bytes: total,
-                limit: MAX_MOUNT_BYTES,
+                limit: MAX_RESPONSE_BYTES,
             });
         }
         files.push(pb::File {
@@ -432,11 +434,19 @@ fn answer(
             version: secret.version.to_string(),
         })
         .collect();
-    Ok(pb::MountResponse {
+    let response = pb::MountResponse {
         object_version,
         error: None,
         files,
-    })
+    };
+    let bytes = prost::Message::encoded_len(&response);
+    if bytes > MAX_RESPONSE_BYTES {
+        return Err(MountError::TooLarge {
+            bytes,
+            limit: MAX_RESPONSE_BYTES,
+        });
+    }
+    Ok(response)
 }
 
 /// One file's contents: the secret's value, or the member `field` of it.
@@ -557,7 +567,7 @@ impl CsiProvider {
     ) -> pb::csi_driver_provider_server::CsiDriverProviderServer<Arc<CsiProvider>> {
         pb::csi_driver_provider_server::CsiDriverProviderServer::new(provider)
             .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_MOUNT_BYTES + 64 * 1024)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 }
 
@@ -689,12 +699,34 @@ mod tests {
 
     #[test]
     fn a_volume_over_the_limit_answers_no_file() {
-        let big = "x".repeat(MAX_MOUNT_BYTES / 2 + 1);
+        let big = "x".repeat(MAX_RESPONSE_BYTES / 2 + 1);
         let p = params(vec![object("a", "a", None), object("b", "b", None)]);
         let read = secrets(&[("a", text(&big, 1)), ("b", text(&big, 1))]);
         let err = answer(&p, &read).unwrap_err();
         assert_eq!(err.code(), "MountTooLarge");
         assert!(err.to_string().contains("split the objects"), "{err}");
+
+        // Contents just under the limit, names and versions over it.
+        let names: Vec<String> = (0..256)
+            .map(|i| format!("{i:03}/{}", "n".repeat(400)))
+            .collect();
+        let objects: Vec<ObjectSpec> = names
+            .iter()
+            .map(|n| object(&format!("p/{n}"), n, None))
+            .collect();
+        let each = (MAX_RESPONSE_BYTES - 100 * 1024) / 256;
+        let value = "v".repeat(each);
+        let read: BTreeMap<String, SecretResponse> = names
+            .iter()
+            .map(|n| (format!("p/{n}"), text(&value, 1)))
+            .collect();
+        let err = answer(&params(objects), &read).unwrap_err();
+        assert_eq!(err.code(), "MountTooLarge");
+        assert!(
+            err.to_string()
+                .contains(&format!("at most {MAX_RESPONSE_BYTES}")),
+            "{err}"
+        );
     }
 
     #[test]

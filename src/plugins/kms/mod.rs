@@ -1,9 +1,9 @@
 //! The Kubernetes KMS v2 plugin: the wire contract kube-apiserver speaks
 //! (`proto/k8s/kms/v2/api.proto`, package `v2`, in [`pb`]) and the one
 //! service that answers it ([`service`]), served on a Unix socket
-//! ([`socket`]) two ways: by a node over its own front door ([`local`],
-//! `kstash server --kms-socket`), or by a separate process over the client
-//! library ([`remote`], `kstash kms-plugin`).
+//! ([`crate::plugins::socket`]) two ways: by a node over its own front door
+//! ([`local`], `kstash server --kms-socket`), or by a separate process over
+//! the client library ([`remote`], `kstash kms-plugin`).
 //!
 //! Invariant: the wire is exactly Kubernetes' (service path
 //! `/v2.KeyManagementService/…`, field numbers pinned by this module's
