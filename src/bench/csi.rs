@@ -635,18 +635,25 @@ async fn write_secrets(
     written.sort_by_key(|(j, _)| *j);
     let written: Vec<Stored> = written.into_iter().map(|(_, s)| s).collect();
     if let Some(previous) = previous {
-        for (now, before) in written.iter().zip(previous) {
-            if now.version <= before.version {
-                bail!(
-                    "writing {} gave version {}, not above {}",
-                    now.path,
-                    now.version,
-                    before.version
-                );
-            }
-        }
+        moved_on(&written, previous)?;
     }
     Ok(written)
+}
+
+/// Fails unless every secret of `now` has a higher version than in
+/// `before`: a rotation round must be able to tell new from old.
+fn moved_on(now: &[Stored], before: &[Stored]) -> anyhow::Result<()> {
+    for (now, before) in now.iter().zip(before) {
+        if now.version <= before.version {
+            bail!(
+                "writing {} gave version {}, not above {}",
+                now.path,
+                now.version,
+                before.version
+            );
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1567,6 +1574,18 @@ mod tests {
             assert!(e.contains(want), "{want}: {e}");
             assert!(!e.contains("value"), "no value quoted: {e}");
         }
+    }
+
+    #[test]
+    fn a_rotation_must_give_every_secret_a_higher_version() {
+        let before = stored();
+        let mut after = stored();
+        after[0].version = 2;
+        after[1].version = 4;
+        assert!(moved_on(&after, &before).is_ok());
+        after[1].version = 3;
+        let e = moved_on(&after, &before).unwrap_err().to_string();
+        assert_eq!(e, "writing csi/s1 gave version 3, not above 3");
     }
 
     #[test]
