@@ -477,7 +477,7 @@ pub struct Class {
 
 impl Class {
     /// A class reading `secrets` secrets from the nodes at `addresses`
-    /// with role [`ROLE_NAME`] of kstash namespace [`NAMESPACE`].
+    /// with role [`ROLE_NAME`] of the bench's kstash namespace (`bench`).
     pub fn new(addresses: &[String], secrets: usize) -> Class {
         let mut objects = String::new();
         for j in 0..secrets {
@@ -1521,7 +1521,8 @@ mod tests {
         reordered.object_version.reverse();
         assert_eq!(check_mount(&reordered, &expected), Ok(()));
 
-        let wrong: Vec<(&str, Box<dyn Fn(&mut pb::MountResponse)>)> = vec![
+        type Spoil = Box<dyn Fn(&mut pb::MountResponse)>;
+        let wrong: Vec<(&str, Spoil)> = vec![
             (
                 "error code",
                 Box::new(|a| {
@@ -1614,6 +1615,9 @@ mod tests {
         );
     }
 
+    /// A Mount the fake saw: the pod's uid and the versions it said it held.
+    type Seen = (String, Vec<pb::ObjectVersion>);
+
     /// A provider that answers every Mount with the volume of `expected`,
     /// after `delay`, and plants faults: every `fail_every`-th Mount is
     /// UNAVAILABLE, every `stale_every`-th shows an older version.
@@ -1626,8 +1630,7 @@ mod tests {
         mounts: Arc<AtomicU64>,
         in_flight: Arc<AtomicU64>,
         most_in_flight: Arc<AtomicU64>,
-        /// (pod uid, the versions the request said it holds).
-        seen: Arc<Mutex<Vec<(String, Vec<pb::ObjectVersion>)>>>,
+        seen: Arc<Mutex<Vec<Seen>>>,
     }
 
     impl Fake {
