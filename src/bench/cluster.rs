@@ -302,6 +302,20 @@ impl LocalCluster {
         token_ttl: Duration,
         node_1_args: &[std::ffi::OsString],
     ) -> anyhow::Result<LocalCluster> {
+        Self::start_kstash_configured(bin, scratch, logs, token_ttl, node_1_args, &[]).await
+    }
+
+    /// [`Self::start_kstash_with`], with `every_node_args` added to every
+    /// node's command line (e.g. the Kubernetes login's
+    /// `--kubernetes-issuer` and `--kubernetes-jwks-file`).
+    pub async fn start_kstash_configured(
+        bin: &Path,
+        scratch: &Path,
+        logs: &Path,
+        token_ttl: Duration,
+        node_1_args: &[std::ffi::OsString],
+        every_node_args: &[std::ffi::OsString],
+    ) -> anyhow::Result<LocalCluster> {
         let scratch = Scratch::create(scratch, "kstash")?;
         let certs = scratch.0.join("certs");
         let listed = run_helper(
@@ -358,7 +372,8 @@ impl LocalCluster {
                 .arg(cluster._scratch.0.join(format!("node-{}", node + 1)))
                 .args([OsStr::new("--cluster-ca"), ca.as_os_str()])
                 .args([OsStr::new("--cluster-cert"), cert.as_os_str()])
-                .args([OsStr::new("--cluster-key"), key.as_os_str()]);
+                .args([OsStr::new("--cluster-key"), key.as_os_str()])
+                .args(every_node_args);
             if node == 0 {
                 cmd.arg("--bootstrap").args(node_1_args);
             } else {

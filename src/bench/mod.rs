@@ -19,6 +19,9 @@
 //! kstash and a three-node etcd that `cluster` starts on loopback, and
 //! `plot` draws the result. `kms` (`kstash bench kms`) loads a Kubernetes
 //! KMS v2 socket the way kube-apiserver does, both topologies side by side.
+//! `csi` (`kstash bench csi`) is the mount storm: simulated pods mount
+//! secrets through a `kstash csi-provider` as the Secrets Store CSI Driver
+//! asks for them.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +41,7 @@ use crate::api::grpc::pb::kv_client::KvClient;
 
 mod cluster;
 pub mod compare;
+pub mod csi;
 pub mod kms;
 mod plot;
 

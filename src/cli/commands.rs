@@ -13,7 +13,7 @@ use super::prompt::{
     secret_env, secret_file,
 };
 use super::{
-    AccessKeyCommand, AuditCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs,
+    AccessKeyCommand, AuditCommand, BenchArgs, BenchCommand, Cli, Command, CompareArgs, CsiArgs,
     GatekeeperAuthArgs, GatekeeperTokenCommand, GlobalArgs, KeysFileArgs, KmsArgs,
     KubernetesLoginArgs, KvCommand, LoginArgs, LoginMethod, OperatorCommand, PageArgs,
     PolicyCommand, RaftCommand, RoleCommand, SecretField, SnapshotCommand, TokenCommand,
@@ -1243,6 +1243,7 @@ fn bench(g: &GlobalArgs, args: &BenchArgs) -> anyhow::Result<()> {
     match &args.command {
         Some(BenchCommand::Compare(compare)) => return bench_compare(g.format, compare),
         Some(BenchCommand::Kms(kms)) => return bench_kms(g.format, kms),
+        Some(BenchCommand::Csi(csi)) => return bench_csi(g.format, csi),
         None => {}
     }
     if args.connections == 0 {
@@ -1432,6 +1433,46 @@ fn bench_kms(fmt: Format, args: &KmsArgs) -> anyhow::Result<()> {
     match fmt {
         Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
         Format::Table => print!("{}", kms::markdown(&results)),
+    }
+    note(&format!(
+        "results.json, table.md and logs/ are in {}",
+        options.out.display()
+    ));
+    Ok(())
+}
+
+/// `kstash bench csi`: the binary, the plan, then the table (or JSON) once
+/// every process it started is stopped.
+fn bench_csi(fmt: Format, args: &CsiArgs) -> anyhow::Result<()> {
+    use crate::bench::csi::{self, CsiOptions, CsiPlan};
+    let options = CsiOptions {
+        plan: CsiPlan {
+            pods: args.pods,
+            secrets: args.secrets,
+            value_size: args.value_size,
+            concurrency: args.concurrency.clone(),
+            rounds: args.rounds,
+            rotation: args.rotation,
+        },
+        bin: match &args.kstash_bin {
+            Some(bin) if !bin.is_file() => {
+                bail!("--kstash-bin {}: no such file", bin.display())
+            }
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe().context("cannot find this executable")?,
+        },
+        scratch: args.scratch_dir.clone().unwrap_or_else(std::env::temp_dir),
+        out: args.out.clone().unwrap_or_else(csi::default_out_dir),
+    };
+    options.plan.check()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = rt.block_on(csi::run(&options))?;
+    match fmt {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        Format::Table => print!("{}", csi::markdown(&results)),
     }
     note(&format!(
         "results.json, table.md and logs/ are in {}",

@@ -202,6 +202,60 @@ pub enum BenchCommand {
     /// node's own socket (stacked) and a `kstash kms-plugin` process;
     /// results.json, table.md and the logs go into --out.
     Kms(Box<KmsArgs>),
+    /// The mount storm: start a three-node kstash on loopback that trusts
+    /// the bench's own ServiceAccount signing key, and a `kstash
+    /// csi-provider`; N simulated pods, each with its own ServiceAccount
+    /// token, mount M secrets through the provider's socket as the Secrets
+    /// Store CSI Driver does (first mount, remount rounds, optionally
+    /// rotation), every answer checked; results.json, table.md and the logs
+    /// go into --out.
+    Csi(Box<CsiArgs>),
+}
+
+/// `kstash bench csi`.
+#[derive(Debug, Clone, Args)]
+pub struct CsiArgs {
+    /// Simulated pods of each concurrency point, each with its own
+    /// ServiceAccount and token.
+    #[arg(long, default_value_t = 200)]
+    pub pods: usize,
+    /// Secrets (files) each pod's volume mounts.
+    #[arg(long, default_value_t = 5)]
+    pub secrets: usize,
+    /// Bytes of each secret's value.
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    /// Mounts in flight at once, comma-separated: one point each, with
+    /// fresh pods (the provider answers 64 at once per connection; more
+    /// wait).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "16",
+        value_name = "N,..."
+    )]
+    pub concurrency: Vec<usize>,
+    /// Remount rounds of every pod after its first mount (the driver's
+    /// rotation poll).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Also measure --rounds rounds after every secret got a new value;
+    /// every Mount must show the new version.
+    #[arg(long)]
+    pub rotation: bool,
+    /// The kstash binary the servers and the provider run (default: this
+    /// executable).
+    #[arg(long, value_name = "FILE")]
+    pub kstash_bin: Option<PathBuf>,
+    /// Where results.json, table.md and logs/ go (default:
+    /// `bench-results/csi-<UTC time>`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Where the nodes' data dirs, the provider's socket and the JWKS file
+    /// go, in subdirectories removed at the end (default: the system temp
+    /// dir; keep it short, a socket path has at most 107 bytes).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// `kstash bench kms`.

@@ -18,7 +18,8 @@
 //! named before anything starts.
 //!
 //! `kstash bench kms --local-cluster` gets a short end-to-end run of its
-//! own (both KMS topologies, every workload and the burst).
+//! own (both KMS topologies, every workload and the burst), and so does
+//! `kstash bench csi` (the mount storm: every phase at two concurrencies).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -447,5 +448,221 @@ fn kms_bench_measures_both_topologies_and_leaves_nothing_running() {
     for served in results["topologies"].as_array().unwrap() {
         let socket = served["socket"].as_str().unwrap();
         assert!(!Path::new(socket).exists(), "{socket} left behind");
+    }
+}
+
+/// Run `kstash <args>` with stdout and stderr into files under `dir`, for
+/// at most `limit`; panics (with its stderr) when it overruns.
+fn run_bounded(
+    args: &[&str],
+    dir: &Path,
+    limit: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("kstash starts");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kstash {args:?} ran over {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (
+        status,
+        std::fs::read_to_string(&stdout_path).unwrap(),
+        std::fs::read_to_string(&stderr_path).unwrap(),
+    )
+}
+
+/// `kstash bench csi` end to end, short: the mount storm.
+///
+/// Steps:
+/// 1. run `kstash bench csi --pods 20 --secrets 2 --rounds 1 --rotation
+///    --concurrency 4,16 --format json` into a fresh dir, bounded;
+/// 2. stdout is the results object, and `results.json` holds the same;
+/// 3. a row per concurrency × phase (first-mount, remount, rotation), each
+///    with 20 correct mounts and no error; every pod logged in on its first
+///    mount (fresh pods per point) and never again, its remounts served
+///    from the provider's cache; `table.md` lists every row;
+/// 4. a log per node and one of the provider exist, and every node was
+///    started with the bench's issuer and JWKS file;
+/// 5. no ServiceAccount token (a JWT, `eyJ…`) in stdout, stderr, the
+///    files or the logs;
+/// 6. nothing is left: every process id it reports is gone, and so are the
+///    socket, the JWKS file and the data dirs.
+#[test]
+fn csi_bench_storms_the_provider_and_leaves_nothing_running() {
+    eprintln!("--- step 1: kstash bench csi");
+    // A short scratch dir under /tmp: a socket path has at most 107 bytes.
+    let scratch = tempfile::Builder::new()
+        .prefix("t32-csi-")
+        .tempdir()
+        .unwrap();
+    let out = tempfile::Builder::new()
+        .prefix("t32-csi-out-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let results_dir = out.path().join("results");
+    let (results_arg, scratch_arg) = (
+        results_dir.to_str().unwrap().to_string(),
+        scratch.path().to_str().unwrap().to_string(),
+    );
+    let args = [
+        "--format",
+        "json",
+        "bench",
+        "csi",
+        "--pods",
+        "20",
+        "--secrets",
+        "2",
+        "--rounds",
+        "1",
+        "--rotation",
+        "--concurrency",
+        "4,16",
+        "--out",
+        &results_arg,
+        "--scratch-dir",
+        &scratch_arg,
+    ];
+    let started = Instant::now();
+    let (status, stdout, stderr) = run_bounded(&args, out.path(), PER_STORE);
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    eprintln!("bench csi took {:?}", started.elapsed());
+
+    eprintln!("--- step 2: stdout is results.json");
+    let results: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(results_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(file, results);
+
+    eprintln!("--- step 3: every concurrency × phase mounted every pod, right");
+    let rows = results["rows"].as_array().unwrap();
+    let got: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["phase"].as_str().unwrap(),
+                r["concurrency"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("first-mount", 4),
+            ("remount", 4),
+            ("rotation", 4),
+            ("first-mount", 16),
+            ("remount", 16),
+            ("rotation", 16),
+        ],
+        "{results}"
+    );
+    let md = std::fs::read_to_string(results_dir.join("table.md")).unwrap();
+    for r in rows {
+        assert_eq!(r["mounts"], 20, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        assert!(r["mounts_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        let first = r["phase"] == "first-mount";
+        assert_eq!(r["logins"], if first { 20 } else { 0 }, "{r}");
+        assert_eq!(r["cache_hits"], if first { 0 } else { 20 }, "{r}");
+        let line = format!(
+            "| {} | {} | 20 |",
+            r["phase"].as_str().unwrap(),
+            r["concurrency"]
+        );
+        assert!(md.contains(&line), "{line} missing from table.md:\n{md}");
+    }
+    assert!(
+        stderr.contains("[csi] rotation c=16: 20 mounts"),
+        "a line per row: {stderr}"
+    );
+
+    eprintln!("--- step 4: the logs");
+    let logs = results_dir.join("logs");
+    for name in [
+        "kstash-node-1",
+        "kstash-node-2",
+        "kstash-node-3",
+        "kstash-csi-provider",
+    ] {
+        assert!(logs.join(format!("{name}.log")).is_file(), "{name}.log");
+    }
+    for node in 1..=3 {
+        let log = std::fs::read_to_string(logs.join(format!("kstash-node-{node}.log"))).unwrap();
+        let head = log.lines().next().unwrap();
+        assert!(
+            head.contains("--kubernetes-issuer") && head.contains("--kubernetes-jwks-file"),
+            "node {node}: {head}"
+        );
+    }
+
+    eprintln!("--- step 5: no token anywhere");
+    let mut texts = vec![
+        ("stdout".to_string(), stdout.clone()),
+        ("stderr".to_string(), stderr.clone()),
+        ("table.md".to_string(), md.clone()),
+    ];
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let path = entry.unwrap().path();
+        texts.push((
+            path.display().to_string(),
+            std::fs::read_to_string(&path).unwrap(),
+        ));
+    }
+    for (name, text) in texts {
+        assert!(!text.contains("eyJ"), "a JWT in {name}");
+    }
+
+    eprintln!("--- step 6: nothing left running or on disk");
+    let pids = results["pids"].as_array().unwrap();
+    assert_eq!(pids.len(), 4, "three nodes and the provider: {results}");
+    for pid in pids {
+        let pid = pid.as_u64().unwrap();
+        assert!(!still_running(pid), "process {pid} still runs");
+    }
+    let left = processes_mentioning(&scratch.path().to_string_lossy());
+    assert!(left.is_empty(), "still running: {left:?}");
+    assert_no_scratch_left(scratch.path());
+    let socket = results["socket"].as_str().unwrap();
+    assert!(!Path::new(socket).exists(), "{socket} left behind");
+}
+
+#[test]
+fn a_csi_plan_out_of_bounds_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    for (flags, want) in [
+        (&["--secrets", "0"][..], "--secrets must be 1 to 256"),
+        (&["--rounds", "0", "--rotation"][..], "--rotation"),
+        (&["--concurrency", "0"][..], "--concurrency"),
+    ] {
+        let (status, _, stderr) = run_bounded(
+            &[&["bench", "csi"], flags, &["--out", out.to_str().unwrap()]].concat(),
+            dir.path(),
+            Duration::from_secs(20),
+        );
+        assert_eq!(status.code(), Some(1), "{flags:?}: {stderr}");
+        assert!(stderr.contains(want), "{flags:?}: {stderr}");
+        assert!(!stderr.contains("starting"), "nothing started: {stderr}");
+        assert!(!out.exists(), "no out dir for a refused plan");
     }
 }
