@@ -67,7 +67,7 @@ use crate::plugins::csi::params::{ADDRESS, DEFAULT_AUDIENCE, NAMESPACE as NAMESP
 use crate::plugins::csi::params::{OBJECTS, ROLE};
 use crate::plugins::csi::pb;
 use crate::plugins::csi::pb::csi_driver_provider_client::CsiDriverProviderClient;
-use crate::plugins::csi::provider::MAX_MOUNT_BYTES;
+use crate::plugins::csi::provider::MAX_RESPONSE_BYTES;
 use crate::secret::SecretString;
 
 /// Most simulated pods of a point.
@@ -161,10 +161,10 @@ impl CsiPlan {
             bail!("--value-size must be 1 to {MAX_VALUE_SIZE} bytes");
         }
         let volume = self.secrets * self.value_size;
-        if volume > MAX_MOUNT_BYTES {
+        if volume > MAX_RESPONSE_BYTES {
             bail!(
-                "--secrets {} of --value-size {} make {volume} bytes per mount, over the \
-                 provider's {MAX_MOUNT_BYTES}: fewer or smaller secrets",
+                "--secrets {} of --value-size {} make {volume} bytes of contents per mount, over \
+                 the provider's answer limit {MAX_RESPONSE_BYTES}: fewer or smaller secrets",
                 self.secrets,
                 self.value_size
             );
@@ -686,7 +686,7 @@ impl ProviderSocket {
             .with_context(|| format!("cannot connect to the provider socket {}", path.display()))?;
         Ok(ProviderSocket {
             client: CsiDriverProviderClient::new(channel)
-                .max_decoding_message_size(MAX_MOUNT_BYTES + 64 * 1024),
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
         })
     }
 
