@@ -22,7 +22,7 @@ use anyhow::{bail, Context};
 use serde::{Serialize, Serializer};
 
 use super::cluster::{self, LocalCluster};
-use super::{BenchOptions, BenchReport, KstashTarget, Store, Target, Workload};
+use super::{now, BenchOptions, BenchReport, KstashTarget, Store, Target, Workload};
 
 /// Clients that write every key before the first read workload.
 const PREFILL_PARALLEL: usize = 64;
@@ -466,15 +466,9 @@ fn write_outputs(results: &CompareResults, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Now, RFC 3339 in UTC.
-fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
 /// `bench-results/compare-<UTC time, e.g. 20250102T030405Z>`.
 pub fn default_out_dir() -> PathBuf {
-    let stamp: String = now().chars().filter(|c| !matches!(c, '-' | ':')).collect();
-    PathBuf::from("bench-results").join(format!("compare-{stamp}"))
+    super::out_dir_for("compare")
 }
 
 #[cfg(test)]

@@ -47,17 +47,18 @@ use anyhow::{bail, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hdrhistogram::Histogram;
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::distributions::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 use super::cluster::{LocalCluster, Scratch, NAMESPACE};
+use super::socket::{check_socket_path, describe, unix_channel};
+use super::{histogram, now, write_outputs};
 use crate::acl::{Capability, Policy, Rule};
 use crate::client::wire::{KubernetesRoleRequest, PutSecretRequest};
 use crate::client::{Client, ClientOptions};
@@ -80,10 +81,6 @@ pub const MAX_VALUE_SIZE: usize = 64 * 1024;
 pub const MAX_CONCURRENCY: usize = 4096;
 /// Most remount (and rotation) rounds.
 pub const MAX_ROUNDS: usize = 100;
-/// Deadline of one gRPC call to the provider.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for a connection to the socket.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of one scrape of the provider's `/metrics`.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Writes in flight while setup stores or rotates the secrets.
@@ -102,8 +99,6 @@ pub const SECRET_PREFIX: &str = "csi";
 const POD_TOKEN_SECS: u64 = 3600;
 /// The file permission the driver passes (0644, its default, in decimal).
 const DRIVER_PERMISSION: &str = "420";
-/// Longest path of a Unix socket (`sun_path` holds 108 bytes with the NUL).
-const SOCKET_PATH_MAX: usize = 107;
 /// The provider's socket file in the scratch dir.
 const SOCKET_FILE: &str = crate::plugins::csi::SOCKET_FILE;
 
@@ -670,20 +665,7 @@ impl ProviderSocket {
     /// Connect to the socket at `path` (one HTTP/2 connection, each call
     /// bounded by [`CALL_TIMEOUT`]).
     pub async fn connect(path: &Path) -> anyhow::Result<ProviderSocket> {
-        let target = path.to_path_buf();
-        // The URI is required by the API and ignored by the connector.
-        let channel = Endpoint::from_static("http://[::]:50051")
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let target = target.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(target).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
-                }
-            }))
-            .await
-            .with_context(|| format!("cannot connect to the provider socket {}", path.display()))?;
+        let channel = unix_channel(path, "provider").await?;
         Ok(ProviderSocket {
             client: CsiDriverProviderClient::new(channel)
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
@@ -715,16 +697,6 @@ impl ProviderSocket {
             .into_inner();
         check_mount(&answer, expected)
     }
-}
-
-/// A tonic error as one line: its code and message.
-fn describe(status: tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
-}
-
-/// A histogram of 1 µs .. 60 s at 3 significant digits.
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// What the Mounts of a phase gave.
@@ -980,19 +952,6 @@ impl Storm<'_> {
     }
 }
 
-/// A socket path the kernel accepts, or an error saying what to shorten.
-fn check_socket_path(path: &Path) -> anyhow::Result<()> {
-    let len = path.as_os_str().len();
-    if len > SOCKET_PATH_MAX {
-        bail!(
-            "the socket path {} has {len} bytes, over the {SOCKET_PATH_MAX} a Unix socket \
-             allows: pass a shorter --scratch-dir",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
 /// A loopback port that was free a moment ago.
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
@@ -1024,7 +983,7 @@ pub async fn run(opts: &CsiOptions) -> anyhow::Result<CsiResults> {
         pids: measured.pids,
         rows: measured.rows,
     };
-    write_outputs(&results, &opts.out)?;
+    write_outputs(&results, &markdown(&results), &opts.out)?;
     verdict(&results.rows)?;
     Ok(results)
 }
@@ -1252,26 +1211,9 @@ pub fn markdown(results: &CsiResults) -> String {
     md
 }
 
-/// Write `results.json` and `table.md` into `out`.
-fn write_outputs(results: &CsiResults, out: &Path) -> anyhow::Result<()> {
-    let write = |name: &str, body: &[u8]| {
-        let path = out.join(name);
-        std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))
-    };
-    write("results.json", &serde_json::to_vec_pretty(results)?)?;
-    write("table.md", markdown(results).as_bytes())?;
-    Ok(())
-}
-
-/// Now, RFC 3339 in UTC.
-fn now() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
 /// `bench-results/csi-<UTC time, e.g. 20250102T030405Z>`.
 pub fn default_out_dir() -> PathBuf {
-    let stamp: String = now().chars().filter(|c| !matches!(c, '-' | ':')).collect();
-    PathBuf::from("bench-results").join(format!("csi-{stamp}"))
+    super::out_dir_for("csi")
 }
 
 #[cfg(test)]
@@ -1386,7 +1328,7 @@ mod tests {
                     value_size: MAX_VALUE_SIZE,
                     ..plan()
                 },
-                "bytes per mount",
+                "bytes of contents per mount",
             ),
             (
                 CsiPlan {

@@ -44,13 +44,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Serialize, Serializer};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use super::cluster::{LocalCluster, Scratch, NAMESPACE};
+use super::socket::{check_socket_path, describe, unix_channel};
+use super::{histogram, now, write_outputs};
 use crate::acl::{Capability, Policy, Rule};
 use crate::client::{Client, ClientOptions};
 use crate::plugins::kms::pb;
@@ -63,10 +64,6 @@ pub const MAX_CLIENTS: usize = 4096;
 pub const MAX_CIPHERTEXTS: usize = 100_000;
 /// Most Decrypts of one burst.
 pub const MAX_BURST: usize = 100_000;
-/// Deadline of one gRPC call.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for a connection to a socket.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of a DEK seed, as kube-apiserver makes them.
 pub const SEED_BYTES: usize = 32;
 /// kube-apiserver refuses a ciphertext or a key id longer than this.
@@ -77,8 +74,6 @@ const SETUP_PARALLEL: usize = 16;
 pub const KEY_NAME: &str = "bench-kek";
 /// The policy of the plugin's token: encrypt and decrypt on the key only.
 const POLICY_NAME: &str = "bench-kek-kms";
-/// Longest path of a Unix socket (`sun_path` holds 108 bytes with the NUL).
-const SOCKET_PATH_MAX: usize = 107;
 /// How often the plugin refreshes its Status cache in the local cluster.
 const PLUGIN_STATUS_INTERVAL: &str = "1s";
 
@@ -335,20 +330,7 @@ impl KmsSocket {
     /// Connect to the socket at `path` (one HTTP/2 connection, each call
     /// bounded by [`CALL_TIMEOUT`]).
     pub async fn connect(path: &Path) -> anyhow::Result<KmsSocket> {
-        let target = path.to_path_buf();
-        // The URI is required by the API and ignored by the connector.
-        let channel = Endpoint::from_static("http://[::]:50051")
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let target = target.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(target).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
-                }
-            }))
-            .await
-            .with_context(|| format!("cannot connect to the KMS socket {}", path.display()))?;
+        let channel = unix_channel(path, "KMS").await?;
         Ok(KmsSocket {
             client: KeyManagementServiceClient::new(channel),
         })
@@ -459,11 +441,6 @@ impl KmsSocket {
     }
 }
 
-/// A tonic error as one line: its code and message.
-fn describe(status: tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
-}
-
 /// A fresh random DEK seed.
 fn seed(rng: &mut StdRng) -> Vec<u8> {
     let mut seed = vec![0u8; SEED_BYTES];
@@ -485,11 +462,6 @@ fn request_uid(rng: &mut StdRng) -> String {
         &h[16..20],
         &h[20..]
     )
-}
-
-/// A histogram of 1 µs .. 60 s at 3 significant digits.
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// A row from a histogram of correct answers.
@@ -731,19 +703,6 @@ pub fn socket_path(given: &str) -> anyhow::Result<PathBuf> {
     crate::plugins::socket::parse_endpoint(given).context("--socket")
 }
 
-/// A socket path the kernel accepts, or an error saying what to shorten.
-fn check_socket_path(path: &Path) -> anyhow::Result<()> {
-    let len = path.as_os_str().len();
-    if len > SOCKET_PATH_MAX {
-        bail!(
-            "the socket path {} has {len} bytes, over the {SOCKET_PATH_MAX} a Unix socket \
-             allows: pass a shorter --scratch-dir",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
 /// Run `kstash bench kms`: connect or start, measure, stop, and write
 /// `results.json` and `table.md` into `out` (the members' logs into
 /// `out/logs`). Ctrl-C or SIGTERM stops everything and ends with an error;
@@ -769,7 +728,7 @@ pub async fn run(opts: &KmsOptions) -> anyhow::Result<KmsResults> {
         pids: measured.pids,
         rows: measured.rows,
     };
-    write_outputs(&results, &opts.out)?;
+    write_outputs(&results, &markdown(&results), &opts.out)?;
     let idle: Vec<String> = results
         .rows
         .iter()
@@ -1042,25 +1001,9 @@ pub fn markdown(results: &KmsResults) -> String {
 }
 
 /// Write `results.json` and `table.md` into `out`.
-fn write_outputs(results: &KmsResults, out: &Path) -> anyhow::Result<()> {
-    let write = |name: &str, body: &[u8]| {
-        let path = out.join(name);
-        std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))
-    };
-    write("results.json", &serde_json::to_vec_pretty(results)?)?;
-    write("table.md", markdown(results).as_bytes())?;
-    Ok(())
-}
-
-/// Now, RFC 3339 in UTC.
-fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
 /// `bench-results/kms-<UTC time, e.g. 20250102T030405Z>`.
 pub fn default_out_dir() -> PathBuf {
-    let stamp: String = now().chars().filter(|c| !matches!(c, '-' | ':')).collect();
-    PathBuf::from("bench-results").join(format!("kms-{stamp}"))
+    super::out_dir_for("kms")
 }
 
 #[cfg(test)]

@@ -21,9 +21,10 @@
 //! KMS v2 socket the way kube-apiserver does, both topologies side by side.
 //! `csi` (`kstash bench csi`) is the mount storm: simulated pods mount
 //! secrets through a `kstash csi-provider` as the Secrets Store CSI Driver
-//! asks for them.
+//! asks for them. `socket` is the caller's side of a plugin's Unix socket.
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,7 @@ pub mod compare;
 pub mod csi;
 pub mod kms;
 mod plot;
+mod socket;
 
 /// What each client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -386,9 +388,7 @@ pub async fn run<T: Target>(target: T, opts: &BenchOptions) -> anyhow::Result<Be
         let conn = client % opts.connections.max(1);
         tasks.spawn(async move {
             let mut rng = StdRng::seed_from_u64(client as u64);
-            // 1 µs .. 60 s, 3 significant digits.
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("valid histogram bounds");
+            let mut hist = histogram();
             let mut errors = 0u64;
             let mut first_error = None;
             while !stop.load(Ordering::Relaxed) {
@@ -457,7 +457,7 @@ pub async fn run<T: Target>(target: T, opts: &BenchOptions) -> anyhow::Result<Be
         eprintln!();
     }
 
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut hist = histogram();
     let (mut errors, mut first_error) = (0u64, None);
     while let Some(done) = tasks.join_next().await {
         let (h, e, f) = done.context("bench client task")?;
@@ -483,6 +483,37 @@ pub async fn run<T: Target>(target: T, opts: &BenchOptions) -> anyhow::Result<Be
         errors,
         first_error,
     })
+}
+
+/// A histogram of 1 µs .. 60 s at 3 significant digits.
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Write `results.json` and `table.md` into `out`.
+pub(crate) fn write_outputs<R: Serialize>(
+    results: &R,
+    table: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let write = |name: &str, body: &[u8]| {
+        let path = out.join(name);
+        std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("results.json", &serde_json::to_vec_pretty(results)?)?;
+    write("table.md", table.as_bytes())?;
+    Ok(())
+}
+
+/// Now, RFC 3339 in UTC.
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// `bench-results/<bench>-<UTC time, e.g. 20250102T030405Z>`.
+pub(crate) fn out_dir_for(bench: &str) -> PathBuf {
+    let stamp: String = now().chars().filter(|c| !matches!(c, '-' | ':')).collect();
+    PathBuf::from("bench-results").join(format!("{bench}-{stamp}"))
 }
 
 #[cfg(test)]
