@@ -76,7 +76,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "keys", "guard", "service", "client", "api", "auth", "data_dir",
         ],
     ),
-    ("bench", &["api", "client", "plugins", "keys", "storage", "auth"]),
+    (
+        "bench",
+        &["api", "client", "plugins", "keys", "storage", "auth"],
+    ),
     (
         "config",
         &[
