@@ -31,7 +31,7 @@
 //!   throughput; any error makes the run fail once the files are written.
 //! - Whatever the caller chooses is bounded ([`MAX_PODS`], [`MAX_SECRETS`],
 //!   [`MAX_VALUE_SIZE`], [`MAX_CONCURRENCY`], [`MAX_ROUNDS`]); every call has
-//!   a deadline ([`CALL_TIMEOUT`]) and every wait a limit.
+//!   a deadline (`bench::socket::CALL_TIMEOUT`, 30 s) and every wait a limit.
 //! - Nothing outlives the command: the members and the provider are
 //!   stopped and reaped (also on an error, Ctrl-C or SIGTERM), and the
 //!   socket, the JWKS file and the data dirs are removed. The signing key
@@ -663,7 +663,7 @@ pub struct ProviderSocket {
 
 impl ProviderSocket {
     /// Connect to the socket at `path` (one HTTP/2 connection, each call
-    /// bounded by [`CALL_TIMEOUT`]).
+    /// bounded by `bench::socket::CALL_TIMEOUT`, 30 s).
     pub async fn connect(path: &Path) -> anyhow::Result<ProviderSocket> {
         let channel = unix_channel(path, "provider").await?;
         Ok(ProviderSocket {

@@ -30,7 +30,7 @@
 //!   over the time from the first send until the last answer.
 //! - Whatever the caller chooses is bounded: clients, ciphertexts, the
 //!   burst ([`MAX_CLIENTS`], [`MAX_CIPHERTEXTS`], [`MAX_BURST`]); every
-//!   call has a deadline ([`CALL_TIMEOUT`]) and every wait a limit.
+//!   call has a deadline (`bench::socket::CALL_TIMEOUT`, 30 s) and every wait a limit.
 //! - Nothing outlives the command: the cluster's members and the plugin are
 //!   stopped and reaped (also on an error, Ctrl-C or SIGTERM), and the
 //!   sockets, the plugin's token file and the data dirs are removed. The
@@ -328,7 +328,7 @@ pub struct KmsSocket {
 
 impl KmsSocket {
     /// Connect to the socket at `path` (one HTTP/2 connection, each call
-    /// bounded by [`CALL_TIMEOUT`]).
+    /// bounded by `bench::socket::CALL_TIMEOUT`, 30 s).
     pub async fn connect(path: &Path) -> anyhow::Result<KmsSocket> {
         let channel = unix_channel(path, "KMS").await?;
         Ok(KmsSocket {
